@@ -1,0 +1,352 @@
+//! The aggregate view of a MOJO stream: metadata and samples with their
+//! frames resolved.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::decode::{DecodeError, DecodeErrorKind, Decoder, ReadError};
+use crate::event::{id, Event, Version};
+
+/// A Python (or native) frame with its strings resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrameInfo {
+    /// File name.
+    pub filename: Arc<str>,
+    /// Scope: function or qualified name.
+    pub scope: Arc<str>,
+    /// First line.
+    pub line: i64,
+    /// Last line (0 when the stream has none).
+    pub line_end: i64,
+    /// First column (0 when the stream has none).
+    pub column: i64,
+    /// End column (0 when the stream has none).
+    pub column_end: i64,
+}
+
+impl FrameInfo {
+    /// Austin's rule for a native frame: the file name is neither a `.py`
+    /// file nor a `<...>` pseudo-file. `STACK_REPEAT` drops such frames from
+    /// the top of the repeated stack.
+    pub fn is_native(&self) -> bool {
+        let name = &*self.filename;
+        !(name.ends_with(".py") || (name.starts_with('<') && name.ends_with('>')))
+    }
+}
+
+/// One frame of a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Frame {
+    /// A frame defined by `FRAME` and referenced by `FRAME_REF`.
+    Frame(Arc<FrameInfo>),
+    /// A kernel frame (`FRAME_KERNEL`).
+    Kernel(Arc<str>),
+    /// A frame that could not be read (`FRAME_INVALID`).
+    Invalid,
+}
+
+/// One sample: a thread's stack at one moment and its metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// Process id.
+    pub pid: i64,
+    /// Interpreter id (MOJO v3 and later).
+    pub iid: Option<i64>,
+    /// Thread name.
+    pub thread: String,
+    /// Frames, outermost first.
+    pub frames: Vec<Frame>,
+    /// Time metric in microseconds, if the sample has one.
+    pub time: Option<i64>,
+    /// Memory metric in bytes, if the sample has one.
+    pub memory: Option<i64>,
+    /// Whether the thread was idle.
+    pub idle: bool,
+    /// Whether the garbage collector was running.
+    pub gc: bool,
+}
+
+/// A whole MOJO profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Format version from the header.
+    pub version: Version,
+    /// Metadata pairs in the order they appear (a key may repeat; the last
+    /// one wins in [`Profile::metadata`]).
+    pub metadata: Vec<(String, String)>,
+    /// Samples in the order they appear.
+    pub samples: Vec<Sample>,
+}
+
+impl Profile {
+    /// Parses a whole stream held in memory.
+    pub fn parse(data: &[u8]) -> Result<Profile, DecodeError> {
+        let mut decoder = Decoder::new(data)?;
+        let mut builder = Builder::new(decoder.version());
+        loop {
+            let offset = decoder.offset();
+            match decoder.next_event()? {
+                Some(event) => builder
+                    .push(event)
+                    .map_err(|kind| DecodeError { offset, kind })?,
+                None => return Ok(builder.finish()),
+            }
+        }
+    }
+
+    /// Parses a stream up to its first error, keeping every sample completed
+    /// before it (one that has its metric; a last sample without one is
+    /// dropped even at a clean end, since the writer was cut short). This reads the profile of a process that died
+    /// in the middle of writing. Fails only if the header is bad.
+    pub fn parse_partial(data: &[u8]) -> Result<(Profile, Option<DecodeError>), DecodeError> {
+        let mut decoder = Decoder::new(data)?;
+        let mut builder = Builder::new(decoder.version());
+        loop {
+            let offset = decoder.offset();
+            match decoder.next_event() {
+                Ok(Some(event)) => {
+                    if let Err(kind) = builder.push(event) {
+                        let err = DecodeError { offset, kind };
+                        return Ok((builder.finish_partial(), Some(err)));
+                    }
+                }
+                Ok(None) => return Ok((builder.finish_partial(), None)),
+                Err(err) => return Ok((builder.finish_partial(), Some(err))),
+            }
+        }
+    }
+
+    /// Reads a whole stream from `reader` and parses it.
+    pub fn read<R: Read>(mut reader: R) -> Result<Profile, ReadError> {
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data)?;
+        Ok(Self::parse(&data)?)
+    }
+
+    /// The last value given for `key`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Writes the profile in Austin's text format, as austin-python's
+    /// `mojo2austin` renders it: metadata as `# key: value` lines, then one
+    /// line a sample, `P<pid>;T<iid>:<thread>;<file>:<scope>:<line>;… <metric>`
+    /// (a thread name that reads as a hex number is shown in decimal, and
+    /// streams before v3 have no `<iid>:`).
+    pub fn write_austin<W: std::io::Write>(&self, mut out: W) -> std::io::Result<()> {
+        for (k, v) in &self.metadata {
+            writeln!(out, "# {k}: {v}")?;
+        }
+        for s in &self.samples {
+            let thread = u128::from_str_radix(&s.thread, 16)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| s.thread.clone());
+            match s.iid {
+                Some(iid) => write!(out, "P{};T{}:{}", s.pid, iid, thread)?,
+                None => write!(out, "P{};T{}", s.pid, thread)?,
+            }
+            for f in &s.frames {
+                match f {
+                    Frame::Frame(i) => write!(out, ";{}:{}:{}", i.filename, i.scope, i.line)?,
+                    Frame::Kernel(k) => write!(out, ";kernel:{k}:0")?,
+                    Frame::Invalid => write!(out, ";:INVALID:")?,
+                }
+            }
+            if s.gc {
+                write!(out, ";:GC:")?;
+            }
+            writeln!(out, " {}", s.time.or(s.memory).unwrap_or(0))?;
+        }
+        Ok(())
+    }
+
+    /// Sum of the time metrics of all samples.
+    pub fn total_time(&self) -> i64 {
+        self.samples.iter().filter_map(|s| s.time).sum()
+    }
+
+    /// Sum of the memory metrics of all samples.
+    pub fn total_memory(&self) -> i64 {
+        self.samples.iter().filter_map(|s| s.memory).sum()
+    }
+}
+
+/// Keys are per process: a key is resolved in the process of the last
+/// `STACK` (or before any, in no process).
+type Key = (Option<i64>, i64);
+
+struct Builder {
+    version: Version,
+    metadata: Vec<(String, String)>,
+    samples: Vec<Sample>,
+    strings: HashMap<Key, Arc<str>>,
+    frames: HashMap<Key, Arc<FrameInfo>>,
+    previous: HashMap<(i64, String), Vec<Frame>>,
+    pid: Option<i64>,
+    open: bool,
+    unknown: Arc<str>,
+    empty: Arc<str>,
+}
+
+impl Builder {
+    fn new(version: Version) -> Self {
+        Self {
+            version,
+            metadata: Vec::new(),
+            samples: Vec::new(),
+            strings: HashMap::new(),
+            frames: HashMap::new(),
+            previous: HashMap::new(),
+            pid: None,
+            open: false,
+            unknown: Arc::from("<unknown>"),
+            empty: Arc::from(""),
+        }
+    }
+
+    fn current(&mut self, event_id: u8) -> Result<&mut Sample, DecodeErrorKind> {
+        if !self.open {
+            return Err(DecodeErrorKind::OutsideSample(event_id));
+        }
+        self.samples
+            .last_mut()
+            .ok_or(DecodeErrorKind::OutsideSample(event_id))
+    }
+
+    fn close(&mut self) {
+        if self.open {
+            self.open = false;
+            if self.version >= Version::V4 {
+                if let Some(s) = self.samples.last() {
+                    self.previous
+                        .insert((s.pid, s.thread.clone()), s.frames.clone());
+                }
+            }
+        }
+    }
+
+    /// String keys 1 and 0 stand for `<unknown>` and the empty string in
+    /// Austin's readers and writers without being defined.
+    fn string(&self, key: i64) -> Result<Arc<str>, DecodeErrorKind> {
+        if key == 1 {
+            return Ok(self.unknown.clone());
+        }
+        if let Some(s) = self.strings.get(&(self.pid, key)) {
+            return Ok(s.clone());
+        }
+        if let Some(s) = self.strings.get(&(None, key)) {
+            return Ok(s.clone());
+        }
+        if key == 0 {
+            return Ok(self.empty.clone());
+        }
+        Err(DecodeErrorKind::UnknownString(key))
+    }
+
+    fn push(&mut self, event: Event<'_>) -> Result<(), DecodeErrorKind> {
+        match event {
+            Event::Metadata { key, value } => {
+                self.metadata.push((key.to_owned(), value.to_owned()));
+            }
+            Event::Stack { pid, iid, thread } => {
+                self.close();
+                self.pid = Some(pid);
+                self.samples.push(Sample {
+                    pid,
+                    iid,
+                    thread: thread.to_owned(),
+                    ..Sample::default()
+                });
+                self.open = true;
+            }
+            Event::String { key, value } => {
+                self.strings.insert((self.pid, key), Arc::from(value));
+            }
+            Event::StringRef { key } => {
+                self.string(key)?;
+            }
+            Event::Frame {
+                key,
+                filename,
+                scope,
+                line,
+                line_end,
+                column,
+                column_end,
+            } => {
+                let info = FrameInfo {
+                    filename: self.string(filename)?,
+                    scope: self.string(scope)?,
+                    line,
+                    line_end,
+                    column,
+                    column_end,
+                };
+                self.frames.insert((self.pid, key), Arc::new(info));
+            }
+            Event::FrameRef { key } => {
+                let frame = self
+                    .frames
+                    .get(&(self.pid, key))
+                    .or_else(|| self.frames.get(&(None, key)))
+                    .cloned()
+                    .ok_or(DecodeErrorKind::UnknownFrame(key))?;
+                self.current(id::FRAME_REF)?
+                    .frames
+                    .push(Frame::Frame(frame));
+            }
+            Event::FrameKernel { scope } => {
+                let scope = Arc::from(scope);
+                self.current(id::FRAME_KERNEL)?
+                    .frames
+                    .push(Frame::Kernel(scope));
+            }
+            Event::FrameInvalid => self.current(id::FRAME_INVALID)?.frames.push(Frame::Invalid),
+            Event::Gc => self.current(id::GC)?.gc = true,
+            Event::Idle => self.current(id::IDLE)?.idle = true,
+            Event::MetricTime(n) => self.current(id::METRIC_TIME)?.time = Some(n),
+            Event::MetricMemory(n) => self.current(id::METRIC_MEMORY)?.memory = Some(n),
+            Event::StackRepeat => {
+                let sample = self.current(id::STACK_REPEAT)?;
+                let key = (sample.pid, std::mem::take(&mut sample.thread));
+                let mut base = self.previous.get(&key).cloned().unwrap_or_default();
+                while matches!(base.last(), Some(Frame::Frame(f)) if f.is_native())
+                    || matches!(base.last(), Some(Frame::Kernel(_)))
+                {
+                    base.pop();
+                }
+                let sample = self.current(id::STACK_REPEAT)?;
+                sample.thread = key.1;
+                base.append(&mut sample.frames);
+                sample.frames = base;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Profile {
+        self.close();
+        Profile {
+            version: self.version,
+            metadata: self.metadata,
+            samples: self.samples,
+        }
+    }
+
+    /// Drops the sample the error interrupted unless it already has its
+    /// metric: the writers emit the metric last.
+    fn finish_partial(mut self) -> Profile {
+        if self.open {
+            self.open = false;
+            if matches!(self.samples.last(), Some(s) if s.time.is_none() && s.memory.is_none()) {
+                self.samples.pop();
+            }
+        }
+        self.finish()
+    }
+}

@@ -1,0 +1,405 @@
+//! The high-level writer: interning, samples, buffering.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use crate::event::{encode_header, id, Event, Version};
+use crate::varint;
+
+/// Bytes buffered before they are handed to the underlying writer.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// First key given to a string: Austin's readers give keys 0 and 1 a meaning
+/// of their own (the empty string and `<unknown>`).
+const FIRST_STRING_KEY: u32 = 2;
+
+/// First key given to a frame.
+const FIRST_FRAME_KEY: u32 = 1;
+
+/// A string interned by a [`MojoWriter`]: its key in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StringId(u32);
+
+impl StringId {
+    /// The key written in the stream.
+    pub fn key(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+/// A frame interned by a [`MojoWriter`]: its key in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(u32);
+
+impl FrameId {
+    /// The key written in the stream.
+    pub fn key(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+/// The description of a frame to intern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameSpec<'a> {
+    /// File name.
+    pub filename: &'a str,
+    /// Function or qualified name.
+    pub scope: &'a str,
+    /// First line.
+    pub line: i64,
+    /// Last line (0 if unknown).
+    pub line_end: i64,
+    /// First column (0 if unknown).
+    pub column: i64,
+    /// End column (0 if unknown).
+    pub column_end: i64,
+}
+
+/// One entry of a stack passed to [`MojoWriter::sample`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StackEntry {
+    /// An interned frame.
+    Frame(FrameId),
+    /// A kernel frame, named by an interned string (written inline, as the
+    /// format wants).
+    Kernel(StringId),
+    /// A frame that could not be read.
+    Invalid,
+}
+
+/// The metric a sample carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Microseconds (wall or CPU time).
+    Time(i64),
+    /// Bytes.
+    Memory(i64),
+}
+
+/// One sample, as handed to [`MojoWriter::sample`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRef<'a> {
+    /// Interpreter id (written from MOJO v3 on).
+    pub iid: i64,
+    /// Thread name.
+    pub thread: &'a str,
+    /// Frames, outermost first.
+    pub stack: &'a [StackEntry],
+    /// Metrics, usually exactly one.
+    pub metrics: &'a [Metric],
+    /// The garbage collector was running.
+    pub gc: bool,
+    /// The thread was idle.
+    pub idle: bool,
+}
+
+/// Options of a [`MojoWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterOptions {
+    /// Format version. v3 (the default) is read by every MOJO reader in the
+    /// field; v4 adds `STACK_REPEAT`, read by austin-python 2.
+    pub version: Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FrameKey {
+    filename: StringId,
+    scope: StringId,
+    line: i64,
+    line_end: i64,
+    column: i64,
+    column_end: i64,
+}
+
+/// Writes one process's profile as a MOJO stream.
+///
+/// The writer interns strings and frames: [`MojoWriter::intern_frame`]
+/// returns a small key, assigned in order and never reused, and the `STRING`
+/// and `FRAME` events that define it are written once, right after the
+/// `STACK` of the first sample that follows (Austin's readers resolve keys
+/// per process, so definitions must follow a `STACK`). Output is buffered
+/// and handed to the underlying writer in large chunks; call
+/// [`MojoWriter::flush`] to push it out and [`MojoWriter::finish`] at the
+/// end (dropping the writer flushes too, ignoring errors).
+#[derive(Debug)]
+pub struct MojoWriter<W: Write> {
+    out: Option<W>,
+    buf: Vec<u8>,
+    pending: Vec<u8>,
+    version: Version,
+    pid: i64,
+    strings: HashMap<Box<str>, StringId>,
+    string_values: Vec<Box<str>>,
+    frames: HashMap<FrameKey, FrameId>,
+    frame_native: Vec<bool>,
+    previous: HashMap<Box<str>, Vec<StackEntry>>,
+}
+
+impl<W: Write> MojoWriter<W> {
+    /// Starts a stream for process `pid` with the default options (v3).
+    pub fn new(out: W, pid: i64) -> io::Result<Self> {
+        Self::with_options(out, pid, WriterOptions::default())
+    }
+
+    /// Starts a stream for process `pid`; the header is buffered at once.
+    pub fn with_options(out: W, pid: i64, options: WriterOptions) -> io::Result<Self> {
+        let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+        encode_header(options.version, &mut buf);
+        Ok(Self {
+            out: Some(out),
+            buf,
+            pending: Vec::new(),
+            version: options.version,
+            pid,
+            strings: HashMap::new(),
+            string_values: Vec::new(),
+            frames: HashMap::new(),
+            frame_native: Vec::new(),
+            previous: HashMap::new(),
+        })
+    }
+
+    /// The format version being written.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The process id every sample is written for.
+    pub fn pid(&self) -> i64 {
+        self.pid
+    }
+
+    /// Number of distinct strings interned so far.
+    pub fn string_count(&self) -> usize {
+        self.string_values.len()
+    }
+
+    /// Number of distinct frames interned so far.
+    pub fn frame_count(&self) -> usize {
+        self.frame_native.len()
+    }
+
+    /// Writes a `key: value` metadata pair.
+    pub fn metadata(&mut self, key: &str, value: &str) -> io::Result<()> {
+        let key = clean(key);
+        let value = clean(value);
+        Event::Metadata {
+            key: &key,
+            value: &value,
+        }
+        .encode(self.version, &mut self.buf);
+        self.maybe_flush()
+    }
+
+    /// Interns a string and returns its key. NUL characters, which would end
+    /// the string early in the stream, are replaced by U+FFFD.
+    pub fn intern_string(&mut self, s: &str) -> StringId {
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = StringId(FIRST_STRING_KEY + self.string_values.len() as u32);
+        let value: Box<str> = clean(s).into();
+        Event::String {
+            key: id.key(),
+            value: &value,
+        }
+        .encode(self.version, &mut self.pending);
+        self.strings.insert(s.into(), id);
+        self.string_values.push(value);
+        id
+    }
+
+    /// The text of an interned string.
+    pub fn string(&self, id: StringId) -> Option<&str> {
+        let index = id.0.checked_sub(FIRST_STRING_KEY)? as usize;
+        self.string_values.get(index).map(|s| &**s)
+    }
+
+    /// Interns a frame (and its strings) and returns its key. The same
+    /// description always gives the same key.
+    pub fn intern_frame(&mut self, frame: &FrameSpec<'_>) -> FrameId {
+        let key = FrameKey {
+            filename: self.intern_string(frame.filename),
+            scope: self.intern_string(frame.scope),
+            line: frame.line,
+            line_end: frame.line_end,
+            column: frame.column,
+            column_end: frame.column_end,
+        };
+        if let Some(&id) = self.frames.get(&key) {
+            return id;
+        }
+        let id = FrameId(FIRST_FRAME_KEY + self.frame_native.len() as u32);
+        Event::Frame {
+            key: id.key(),
+            filename: key.filename.key(),
+            scope: key.scope.key(),
+            line: key.line,
+            line_end: key.line_end,
+            column: key.column,
+            column_end: key.column_end,
+        }
+        .encode(self.version, &mut self.pending);
+        let filename = frame.filename;
+        let native =
+            !(filename.ends_with(".py") || (filename.starts_with('<') && filename.ends_with('>')));
+        self.frames.insert(key, id);
+        self.frame_native.push(native);
+        id
+    }
+
+    fn is_native(&self, entry: StackEntry) -> bool {
+        match entry {
+            StackEntry::Frame(FrameId(k)) => self
+                .frame_native
+                .get(k.wrapping_sub(FIRST_FRAME_KEY) as usize)
+                .copied()
+                .unwrap_or(false),
+            StackEntry::Kernel(_) => true,
+            StackEntry::Invalid => false,
+        }
+    }
+
+    /// Writes one sample: `STACK`, the definitions of what was interned
+    /// since the last sample, the frame references (or, in v4, a
+    /// `STACK_REPEAT` for the part shared with the thread's previous
+    /// sample), `GC`, `IDLE` and the metrics.
+    pub fn sample(&mut self, sample: &SampleRef<'_>) -> io::Result<()> {
+        let buf = &mut self.buf;
+        buf.push(id::STACK);
+        varint::encode(self.pid, buf);
+        if self.version >= Version::V3 {
+            varint::encode(sample.iid, buf);
+        }
+        if sample.thread.as_bytes().contains(&0) {
+            buf.extend_from_slice(clean(sample.thread).as_bytes());
+        } else {
+            buf.extend_from_slice(sample.thread.as_bytes());
+        }
+        buf.push(0);
+        if !self.pending.is_empty() {
+            buf.extend_from_slice(&self.pending);
+            self.pending.clear();
+        }
+
+        let mut from = 0;
+        if self.version >= Version::V4 {
+            from = self.repeat_prefix(sample.thread, sample.stack);
+            if from > 0 {
+                self.buf.push(id::STACK_REPEAT);
+            }
+        }
+        for &entry in &sample.stack[from..] {
+            match entry {
+                StackEntry::Frame(f) => {
+                    self.buf.push(id::FRAME_REF);
+                    varint::encode(f.key(), &mut self.buf);
+                }
+                StackEntry::Kernel(s) => {
+                    let name =
+                        s.0.checked_sub(FIRST_STRING_KEY)
+                            .and_then(|i| self.string_values.get(i as usize))
+                            .map_or("<unknown>", |s| &**s);
+                    Event::FrameKernel { scope: name }.encode(self.version, &mut self.buf);
+                }
+                StackEntry::Invalid => self.buf.push(id::FRAME_INVALID),
+            }
+        }
+        if sample.gc {
+            self.buf.push(id::GC);
+        }
+        if sample.idle {
+            self.buf.push(id::IDLE);
+        }
+        for metric in sample.metrics {
+            let (event, n) = match *metric {
+                Metric::Time(n) => (id::METRIC_TIME, n),
+                Metric::Memory(n) => (id::METRIC_MEMORY, n),
+            };
+            self.buf.push(event);
+            varint::encode(n, &mut self.buf);
+        }
+        self.maybe_flush()
+    }
+
+    /// How many leading entries of `stack` the v4 `STACK_REPEAT` of this
+    /// thread stands for (0: none), and remembers `stack` as the thread's
+    /// previous one. The reader's rule is mirrored exactly: the previous
+    /// stack less its trailing native frames is put before the new frames.
+    /// Stacks with kernel or invalid frames never take part, because
+    /// Austin's readers keep no such frames in the previous stack.
+    fn repeat_prefix(&mut self, thread: &str, stack: &[StackEntry]) -> usize {
+        let plain = stack.iter().all(|e| matches!(e, StackEntry::Frame(_)));
+        let mut from = 0;
+        if let Some(prev) = self.previous.get(thread) {
+            if !prev.is_empty() && prev.iter().all(|e| matches!(e, StackEntry::Frame(_))) {
+                let mut base = prev.len();
+                while base > 0 && self.is_native(prev[base - 1]) {
+                    base -= 1;
+                }
+                if plain && base > 0 && stack.len() >= base && stack[..base] == prev[..base] {
+                    from = base;
+                }
+            }
+        }
+        match self.previous.get_mut(thread) {
+            Some(prev) => {
+                prev.clear();
+                prev.extend_from_slice(stack);
+            }
+            None => {
+                self.previous.insert(thread.into(), stack.to_vec());
+            }
+        }
+        from
+    }
+
+    fn maybe_flush(&mut self) -> io::Result<()> {
+        if self.buf.len() >= FLUSH_AT {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(out) = self.out.as_mut() {
+            if !self.buf.is_empty() {
+                let result = out.write_all(&self.buf);
+                self.buf.clear();
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands everything buffered to the underlying writer and flushes it.
+    /// A sample is never split across two flushes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush()?;
+        Ok(self.out.take().expect("only finish takes the writer"))
+    }
+}
+
+impl<W: Write> Drop for MojoWriter<W> {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; `finish` reports them.
+        let _ = self.flush();
+    }
+}
+
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.as_bytes().contains(&0) {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
