@@ -1,0 +1,29 @@
+//! Any bytes, with or without a MOJO header in front: the decoders and the
+//! profile reader return errors, never panic, loop or allocate without bound.
+#![no_main]
+
+use echion_mojo::{EventReader, Profile};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut framed = b"MOJ\x03".to_vec();
+    if let Some((&v, rest)) = data.split_first() {
+        framed[3] = v % 6;
+        framed.extend_from_slice(rest);
+    }
+    for input in [data, &framed[..]] {
+        if let Ok((p, err)) = Profile::parse_partial(input) {
+            assert!(p.samples.len() <= input.len());
+            if let Some(e) = err {
+                assert!(e.offset <= input.len() as u64);
+            }
+        }
+        if let Ok(mut r) = EventReader::new(input) {
+            let mut n = 0usize;
+            while let Ok(Some(_)) = r.next_event() {
+                n += 1;
+                assert!(n <= input.len());
+            }
+        }
+    }
+});
