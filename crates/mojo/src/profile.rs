@@ -2,6 +2,7 @@
 //! frames resolved.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -180,12 +181,50 @@ impl Profile {
 /// `STACK` (or before any, in no process).
 type Key = (Option<i64>, i64);
 
+/// A multiplicative hasher for the integer keys of the maps below: one
+/// lookup a frame reference makes SipHash the reader's main cost. Keys come
+/// from the input, but a collision flood only slows the read down, which the
+/// input's own size bounds.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
 struct Builder {
     version: Version,
     metadata: Vec<(String, String)>,
     samples: Vec<Sample>,
-    strings: HashMap<Key, Arc<str>>,
-    frames: HashMap<Key, Arc<FrameInfo>>,
+    strings: KeyMap<Arc<str>>,
+    frames: KeyMap<Arc<FrameInfo>>,
+    depth_hint: usize,
     previous: HashMap<(i64, String), Vec<Frame>>,
     pid: Option<i64>,
     open: bool,
@@ -199,8 +238,9 @@ impl Builder {
             version,
             metadata: Vec::new(),
             samples: Vec::new(),
-            strings: HashMap::new(),
-            frames: HashMap::new(),
+            strings: KeyMap::default(),
+            frames: KeyMap::default(),
+            depth_hint: 0,
             previous: HashMap::new(),
             pid: None,
             open: false,
@@ -256,10 +296,14 @@ impl Builder {
             Event::Stack { pid, iid, thread } => {
                 self.close();
                 self.pid = Some(pid);
+                if let Some(last) = self.samples.last() {
+                    self.depth_hint = last.frames.len();
+                }
                 self.samples.push(Sample {
                     pid,
                     iid,
                     thread: thread.to_owned(),
+                    frames: Vec::with_capacity(self.depth_hint),
                     ..Sample::default()
                 });
                 self.open = true;

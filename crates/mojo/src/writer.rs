@@ -289,11 +289,26 @@ impl<W: Write> MojoWriter<W> {
                 self.buf.push(id::STACK_REPEAT);
             }
         }
+        // Room for every frame reference at its longest (event byte and a
+        // 32-bit key), so the loop below never reallocates.
+        self.buf.reserve((sample.stack.len() - from) * 6 + 32);
         for &entry in &sample.stack[from..] {
             match entry {
-                StackEntry::Frame(f) => {
-                    self.buf.push(id::FRAME_REF);
-                    varint::encode(f.key(), &mut self.buf);
+                StackEntry::Frame(FrameId(k)) => {
+                    // Keys are small and positive: one or two bytes cover
+                    // the first 8192 frames without the general encoder.
+                    if k < 0x40 {
+                        self.buf.extend_from_slice(&[id::FRAME_REF, k as u8]);
+                    } else if k < 0x2000 {
+                        self.buf.extend_from_slice(&[
+                            id::FRAME_REF,
+                            0x80 | (k & 0x3f) as u8,
+                            (k >> 6) as u8,
+                        ]);
+                    } else {
+                        self.buf.push(id::FRAME_REF);
+                        varint::encode(i64::from(k), &mut self.buf);
+                    }
                 }
                 StackEntry::Kernel(s) => {
                     let name =
