@@ -1,0 +1,466 @@
+//! Where things are inside CPython's structures, per version.
+//!
+//! Two levels:
+//!
+//! - **Mirrors** (`v3_8` … `v3_13`): small `#[repr(C)]` structs, one file per
+//!   minor version, holding only the fields read (padding arrays stand for the
+//!   rest) with CPython's own field names. They derive `zerocopy`'s
+//!   `FromBytes`, so foreign bytes can be read into them with
+//!   [`ReadExt::read_pod`](crate::reader::ReadExt::read_pod), and they are
+//!   checked against the real headers by the C oracle
+//!   (`tools/layout-oracle/`): see [`oracle`] and [`generated`].
+//! - **[`Layout`]**: plain numbers (offsets, constants) derived from the
+//!   mirrors with `core::mem::offset_of!`. The views in [`crate::views`] only
+//!   ever see a `Layout`, never a mirror type, so a version for which we have
+//!   no mirrors could be served from a table of offsets alone, e.g. the
+//!   `_Py_DebugOffsets` that CPython 3.13 embeds in `_PyRuntime` (see
+//!   [`debug_offsets`]).
+//!
+//! All layouts are always compiled in; [`Layout::for_version`] picks one at
+//! run time.
+
+pub mod common;
+pub mod debug_offsets;
+#[rustfmt::skip]
+pub mod generated;
+pub mod oracle;
+pub mod v3_10;
+pub mod v3_11;
+pub mod v3_12;
+pub mod v3_13;
+pub mod v3_8;
+pub mod v3_9;
+
+use crate::version::PyVersion;
+
+/// Offsets in the object header and type object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLayout {
+    /// `PyObject.ob_type`.
+    pub ob_type: u64,
+    /// `PyVarObject.ob_size`.
+    pub ob_size: u64,
+    /// `PyTypeObject.tp_name` (a `const char *`).
+    pub tp_name: u64,
+}
+
+/// Offsets in `_PyRuntimeState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeLayout {
+    /// `interpreters.head`: the first `PyInterpreterState *`.
+    pub interpreters_head: u64,
+    /// `debug_offsets`: where `_Py_DebugOffsets` sits (3.13+).
+    pub debug_offsets: Option<u64>,
+}
+
+/// Offsets in `PyInterpreterState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterpLayout {
+    /// `next`.
+    pub next: u64,
+    /// `id` (`int64_t`).
+    pub id: u64,
+    /// `tstate_head` (≤ 3.10) or `threads.head` (3.11+).
+    pub threads_head: u64,
+}
+
+/// How a thread state points at its innermost frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentFrame {
+    /// A field of the thread state: `frame` (≤ 3.10) or `current_frame`
+    /// (3.13).
+    Direct(u64),
+    /// Through a `_PyCFrame *` (3.11, 3.12): `tstate->cframe->current_frame`.
+    ViaCFrame {
+        /// `PyThreadState.cframe`.
+        cframe: u64,
+        /// `_PyCFrame.current_frame`.
+        current_frame: u64,
+    },
+}
+
+/// Offsets in `PyThreadState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadLayout {
+    /// `next`.
+    pub next: u64,
+    /// `interp`.
+    pub interp: u64,
+    /// `thread_id` (`unsigned long`, the `pthread_t`).
+    pub thread_id: u64,
+    /// `native_thread_id` (3.11+; the field does not exist before).
+    pub native_thread_id: Option<u64>,
+    /// The innermost frame.
+    pub current_frame: CurrentFrame,
+}
+
+/// How the value stack of a `PyFrameObject` is found (for the object a
+/// generator awaits, ≤ 3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueStack {
+    /// `f_stacktop` points one past the top while suspended (3.8, 3.9).
+    Top {
+        /// `PyFrameObject.f_stacktop`.
+        f_stacktop: u64,
+    },
+    /// `f_valuestack[f_stackdepth - 1]` is the top (3.10).
+    Depth {
+        /// `PyFrameObject.f_valuestack`.
+        f_valuestack: u64,
+        /// `PyFrameObject.f_stackdepth` (`int`).
+        f_stackdepth: u64,
+    },
+}
+
+/// Offsets in `PyFrameObject` (the frame model up to 3.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectFrameLayout {
+    /// `f_back`.
+    pub f_back: u64,
+    /// `f_code`.
+    pub f_code: u64,
+    /// `f_lasti` (`int`).
+    pub f_lasti: u64,
+    /// Bytes per unit of `f_lasti`: 1 on 3.8 and 3.9 (a byte offset), 2 on
+    /// 3.10 (an index of `_Py_CODEUNIT`s).
+    pub lasti_unit: u64,
+    /// `f_lineno` (`int`; only meaningful while tracing).
+    pub f_lineno: u64,
+    /// The value stack.
+    pub stack: ValueStack,
+    /// `f_state` (`signed char`, 3.10) and the value of `FRAME_EXECUTING`.
+    pub f_state: Option<(u64, i8)>,
+}
+
+/// Offsets and constants of `_PyInterpreterFrame` (3.11+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterpreterFrameLayout {
+    /// `f_code` (3.11, 3.12) or `f_executable` (3.13).
+    pub code: u64,
+    /// `previous`.
+    pub previous: u64,
+    /// `prev_instr` (3.11, 3.12) or `instr_ptr` (3.13): a `_Py_CODEUNIT *`.
+    pub instr_ptr: u64,
+    /// `stacktop` (`int`, index into `localsplus` of the top of stack + 1).
+    pub stacktop: u64,
+    /// `owner` (`char`).
+    pub owner: u64,
+    /// `localsplus` (flexible array of `PyObject *`).
+    pub localsplus: u64,
+    /// `is_entry` (`bool`, 3.11 only).
+    pub is_entry: Option<u64>,
+    /// `FRAME_OWNED_BY_GENERATOR`.
+    pub owned_by_generator: u8,
+    /// `FRAME_OWNED_BY_CSTACK` (3.12+): shim frames that own no Python code.
+    pub owned_by_cstack: Option<u8>,
+}
+
+/// The frame model of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLayout {
+    /// Heap-allocated `PyFrameObject`s linked by `f_back` (≤ 3.10).
+    Object(ObjectFrameLayout),
+    /// `_PyInterpreterFrame`s linked by `previous` (3.11+).
+    Interpreter(InterpreterFrameLayout),
+}
+
+/// Offsets in `PyCodeObject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLayout {
+    /// `co_filename`.
+    pub filename: u64,
+    /// `co_name`.
+    pub name: u64,
+    /// `co_qualname` (3.11+).
+    pub qualname: Option<u64>,
+    /// `co_firstlineno` (`int`).
+    pub firstlineno: u64,
+    /// `co_lnotab` (3.8, 3.9) or `co_linetable` (3.10+): a bytes object.
+    pub linetable: u64,
+    /// `co_code` (≤ 3.10): the bytecode as a bytes object.
+    pub co_code: Option<u64>,
+    /// `_co_firsttraceable` (3.11+, `int`, in code units).
+    pub firsttraceable: Option<u64>,
+    /// `co_code_adaptive` (3.11+): the bytecode inline in the code object;
+    /// `instr_ptr - (code + co_code_adaptive)` is an instruction's offset.
+    pub code_adaptive: Option<u64>,
+}
+
+/// Offsets and bit positions of the `str` object family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnicodeLayout {
+    /// `PyASCIIObject.length` (code points).
+    pub length: u64,
+    /// `PyASCIIObject.state` (a 32-bit word of bit fields).
+    pub state: u64,
+    /// Shift of `state.kind` (3 bits: 1, 2 or 4 bytes per code point).
+    pub kind_shift: u8,
+    /// Shift of `state.compact`.
+    pub compact_shift: u8,
+    /// Shift of `state.ascii`.
+    pub ascii_shift: u8,
+    /// Shift of `state.ready` (≤ 3.11).
+    pub ready_shift: Option<u8>,
+    /// `sizeof(PyASCIIObject)`: compact ASCII data follows it.
+    pub ascii_size: u64,
+    /// `sizeof(PyCompactUnicodeObject)`: other compact data follows it.
+    pub compact_size: u64,
+    /// `PyUnicodeObject.data`: the data pointer of non-compact strings.
+    pub data: u64,
+}
+
+/// Offsets in `PyBytesObject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesLayout {
+    /// `ob_size`.
+    pub ob_size: u64,
+    /// `ob_sval`.
+    pub ob_sval: u64,
+}
+
+/// How an `int`'s sign and digit count are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongSize {
+    /// `ob_size`: signed digit count (≤ 3.11).
+    ObSize(u64),
+    /// `long_value.lv_tag` (3.12+): digit count `<< non_size_bits`, sign in
+    /// the low two bits (0 positive, 1 zero, 2 negative).
+    Tag {
+        /// Offset of `lv_tag`.
+        lv_tag: u64,
+        /// `_PyLong_NON_SIZE_BITS`.
+        non_size_bits: u8,
+    },
+}
+
+/// Offsets and constants of `PyLongObject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongLayout {
+    /// Sign and size.
+    pub size: LongSize,
+    /// The digit array.
+    pub ob_digit: u64,
+    /// `PyLong_SHIFT` (bits per digit).
+    pub shift: u8,
+    /// `sizeof(digit)`.
+    pub digit_size: u8,
+}
+
+/// Values of a generator's `gi_frame_state` (3.11+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenStates {
+    /// `FRAME_CREATED`.
+    pub created: i8,
+    /// `FRAME_SUSPENDED`.
+    pub suspended: i8,
+    /// `FRAME_SUSPENDED_YIELD_FROM` (3.13).
+    pub suspended_yield_from: Option<i8>,
+    /// `FRAME_EXECUTING`.
+    pub executing: i8,
+    /// `FRAME_COMPLETED`.
+    pub completed: i8,
+    /// `FRAME_CLEARED`.
+    pub cleared: i8,
+}
+
+/// Offsets of generator and coroutine objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenLayout {
+    /// ≤ 3.10: the generator points at a `PyFrameObject`.
+    Object {
+        /// `gi_frame` (NULL once finished).
+        gi_frame: u64,
+        /// `gi_running` (`char`, 3.8, 3.9); on 3.10 the frame's `f_state`
+        /// says whether it runs.
+        gi_running: Option<u64>,
+        /// `YIELD_FROM`: the opcode after `f_lasti` when suspended in an
+        /// `await`/`yield from`.
+        yield_from: u8,
+    },
+    /// 3.11+: the generator embeds its `_PyInterpreterFrame`.
+    Embedded {
+        /// `gi_frame_state` (`int8_t`).
+        gi_frame_state: u64,
+        /// `gi_iframe`: the embedded frame.
+        gi_iframe: u64,
+        /// Its values.
+        states: GenStates,
+        /// `RESUME` and its quickened/instrumented twin: the instruction at
+        /// which a suspended `await` resumes (3.11, 3.12 only look at it).
+        resume: (u8, u8),
+    },
+}
+
+/// Offsets in `_asyncio`'s C `FutureObj` and `TaskObj` (from
+/// `Modules/_asynciomodule.c`; in no header, so checked by reading real
+/// tasks in `tests/live_process.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncioLayout {
+    /// `fut_loop` / `task_loop`.
+    pub fut_loop: u64,
+    /// `fut_state` / `task_state` (`fut_state` enum, an `int`).
+    pub fut_state: u64,
+    /// `task_fut_waiter`: the future the task waits on.
+    pub task_fut_waiter: u64,
+    /// `task_coro`.
+    pub task_coro: u64,
+    /// `task_name`: a `str`, or (3.13, unnamed task) an `int` counter.
+    pub task_name: u64,
+}
+
+/// Everything the views need to read one CPython minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// `(major, minor)` this layout was made for.
+    pub python: (u8, u8),
+    /// Object header and type.
+    pub object: ObjectLayout,
+    /// `_PyRuntimeState`.
+    pub runtime: RuntimeLayout,
+    /// `PyInterpreterState`.
+    pub interp: InterpLayout,
+    /// `PyThreadState`.
+    pub thread: ThreadLayout,
+    /// Frames.
+    pub frame: FrameLayout,
+    /// Code objects.
+    pub code: CodeLayout,
+    /// Strings.
+    pub unicode: UnicodeLayout,
+    /// Bytes.
+    pub bytes: BytesLayout,
+    /// Ints.
+    pub long: LongLayout,
+    /// Generators and coroutines.
+    pub gen: GenLayout,
+    /// asyncio futures and tasks.
+    pub asyncio: AsyncioLayout,
+}
+
+/// The interpreter version has no layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("CPython {0} is not supported (supported: 3.8 to 3.13)")]
+pub struct UnsupportedVersion(pub PyVersion);
+
+impl Layout {
+    /// Picks the layout of a running interpreter's version.
+    pub fn for_version(version: PyVersion) -> Result<&'static Layout, UnsupportedVersion> {
+        match version.minor_pair() {
+            (3, 8) => Ok(&v3_8::LAYOUT),
+            (3, 9) => Ok(&v3_9::LAYOUT),
+            (3, 10) => Ok(&v3_10::LAYOUT),
+            (3, 11) => Ok(&v3_11::LAYOUT),
+            (3, 12) => Ok(&v3_12::LAYOUT),
+            (3, 13) => Ok(&v3_13::LAYOUT),
+            _ => Err(UnsupportedVersion(version)),
+        }
+    }
+
+    /// Every built-in layout, oldest first.
+    pub fn all() -> [&'static Layout; 6] {
+        [
+            &v3_8::LAYOUT,
+            &v3_9::LAYOUT,
+            &v3_10::LAYOUT,
+            &v3_11::LAYOUT,
+            &v3_12::LAYOUT,
+            &v3_13::LAYOUT,
+        ]
+    }
+}
+
+/// What the mirrors of version `3.minor` claim, keyed like the oracle's
+/// output, or `None` for a version without mirrors.
+pub fn mirror_facts(minor: u8) -> Option<Vec<oracle::Fact>> {
+    match minor {
+        8 => Some(v3_8::mirror_facts()),
+        9 => Some(v3_9::mirror_facts()),
+        10 => Some(v3_10::mirror_facts()),
+        11 => Some(v3_11::mirror_facts()),
+        12 => Some(v3_12::mirror_facts()),
+        13 => Some(v3_13::mirror_facts()),
+        _ => None,
+    }
+}
+
+/// `offset_of!` as the `u64` a [`Layout`] holds, usable in `const` items.
+macro_rules! off {
+    ($t:ty, $f:ident) => {
+        ::core::mem::offset_of!($t, $f) as u64
+    };
+    ($t:ty, $f:ident . $g:ident, $inner:ty) => {
+        (::core::mem::offset_of!($t, $f) + ::core::mem::offset_of!($inner, $g)) as u64
+    };
+}
+pub(crate) use off;
+
+/// Builds a `Fact::Field` from a mirror field: `field!("C.key", Mirror, field)`.
+macro_rules! field {
+    ($key:literal, $t:ty, $f:ident) => {
+        $crate::layout::oracle::Fact::Field {
+            key: $key,
+            offset: ::core::mem::offset_of!($t, $f) as u64,
+            size: $crate::layout::field_size(|m: &$t| &m.$f) as u64,
+        }
+    };
+    ($key:literal, $t:ty, $f:ident . $g:ident, $inner:ty) => {
+        $crate::layout::oracle::Fact::Field {
+            key: $key,
+            offset: (::core::mem::offset_of!($t, $f) + ::core::mem::offset_of!($inner, $g)) as u64,
+            size: $crate::layout::field_size(|m: &$inner| &m.$g) as u64,
+        }
+    };
+}
+pub(crate) use field;
+
+/// Builds a `Fact::Field` for a flexible array member mirrored as `[T; 0]`:
+/// the oracle reports the size of one element.
+macro_rules! flex {
+    ($key:literal, $t:ty, $f:ident) => {
+        $crate::layout::oracle::Fact::Field {
+            key: $key,
+            offset: ::core::mem::offset_of!($t, $f) as u64,
+            size: $crate::layout::elem_size(|m: &$t| &m.$f) as u64,
+        }
+    };
+    ($key:literal, $t:ty, $f:ident . $g:ident, $inner:ty) => {
+        $crate::layout::oracle::Fact::Field {
+            key: $key,
+            offset: (::core::mem::offset_of!($t, $f) + ::core::mem::offset_of!($inner, $g)) as u64,
+            size: $crate::layout::elem_size(|m: &$inner| &m.$g) as u64,
+        }
+    };
+}
+pub(crate) use flex;
+
+/// Size of the field a projection closure returns.
+pub(crate) fn field_size<T, U>(_project: impl Fn(&T) -> &U) -> usize {
+    core::mem::size_of::<U>()
+}
+
+/// Size of one element of the array a projection closure returns.
+pub(crate) fn elem_size<T, U, const N: usize>(_project: impl Fn(&T) -> &[U; N]) -> usize {
+    core::mem::size_of::<U>()
+}
+
+/// `Fact::Const` shorthand.
+pub(crate) const fn konst(key: &'static str, value: i64) -> oracle::Fact {
+    oracle::Fact::Const { key, value }
+}
+
+/// `Fact::Size` shorthand.
+pub(crate) const fn size(key: &'static str, size: usize) -> oracle::Fact {
+    oracle::Fact::Size {
+        key,
+        size: size as u64,
+    }
+}
+
+/// `Fact::Bits` shorthand.
+pub(crate) const fn bits(key: &'static str, shift: u8, width: u8) -> oracle::Fact {
+    oracle::Fact::Bits {
+        key,
+        shift: shift as u64,
+        width: width as u64,
+    }
+}

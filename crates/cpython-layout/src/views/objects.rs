@@ -1,0 +1,244 @@
+//! `str`, `bytes`, `int` and type names.
+
+use super::{get, get_addr, Target, ViewError, MAX_CSTR, MAX_STR_CHARS, SPAN};
+use crate::addr::Addr;
+use crate::layout::LongSize;
+use crate::reader::{MemError, MemoryReader};
+
+/// Chunk size for copying string data: strings are decoded piecewise through
+/// a stack buffer, so the only allocation is the caller's output growing.
+const CHUNK: usize = 1024;
+
+/// Bytes per page, the granularity at which memory may end: C strings are
+/// read up to page ends so that a read never spans into an unmapped page
+/// after the terminator.
+const PAGE: u64 = 4096;
+
+impl<R: MemoryReader + ?Sized> Target<'_, R> {
+    /// The `ob_type` of the object at `obj`.
+    pub fn ob_type(&self, obj: Addr) -> Result<Addr, ViewError> {
+        let t = self.field_addr(obj, self.layout.object.ob_type)?;
+        if t.is_null() {
+            return Err(ViewError::Null("ob_type"));
+        }
+        Ok(t)
+    }
+
+    /// Appends the `tp_name` of the object's type (e.g. `"str"`,
+    /// `"_asyncio.Task"`) to `out`.
+    pub fn type_name(&self, obj: Addr, out: &mut String) -> Result<(), ViewError> {
+        let t = self.ob_type(obj)?;
+        let name = self.field_addr(t, self.layout.object.tp_name)?;
+        self.read_cstr(name, MAX_CSTR, out)
+    }
+
+    /// Appends a NUL-terminated UTF-8 C string of at most `max` bytes.
+    pub fn read_cstr(&self, addr: Addr, max: usize, out: &mut String) -> Result<(), ViewError> {
+        if addr.is_null() {
+            return Err(ViewError::Null("C string"));
+        }
+        let mut buf = [0u8; MAX_CSTR];
+        let max = max.min(MAX_CSTR);
+        let mut len = 0usize;
+        let mut at = addr;
+        while len < max {
+            // Never read past the end of the current page in one go.
+            let to_page_end = PAGE - (at.0 % PAGE);
+            let n = (to_page_end as usize).min(max - len);
+            self.reader.read(at, &mut buf[len..len + n])?;
+            if let Some(nul) = buf[len..len + n].iter().position(|b| *b == 0) {
+                let s = std::str::from_utf8(&buf[..len + nul]).map_err(|_| ViewError::BadString)?;
+                out.push_str(s);
+                return Ok(());
+            }
+            len += n;
+            at = at.offset(n as u64).ok_or(MemError::Overflow)?;
+        }
+        Err(ViewError::Length {
+            what: "C string",
+            len: len as u64,
+        })
+    }
+
+    /// Decodes the `str` at `addr` into UTF-8, appending to `out`.
+    ///
+    /// Handles every representation of PEP 393: compact ASCII, compact
+    /// UCS1/UCS2/UCS4, and non-compact strings with a separate data buffer
+    /// (str subclasses; "legacy" strings on ≤ 3.11, which must be ready).
+    /// Strings longer than [`MAX_STR_CHARS`] code points are refused. Lone
+    /// surrogates, valid in Python but not in UTF-8, become U+FFFD.
+    pub fn read_str(&self, addr: Addr, out: &mut String) -> Result<(), ViewError> {
+        let u = &self.layout.unicode;
+        let mut buf = [0u8; SPAN];
+        let head_len = (u.length + 8).max(u.state + 4).max(u.data + 8);
+        let head = self.span(addr, head_len, &mut buf)?;
+        let length: i64 = get(head, u.length)?;
+        let state: u32 = get(head, u.state)?;
+        let kind = (state >> u.kind_shift) & 0b111;
+        let compact = (state >> u.compact_shift) & 1 == 1;
+        let ascii = (state >> u.ascii_shift) & 1 == 1;
+        if let Some(ready) = u.ready_shift {
+            // why: a not-ready legacy string has only `wstr` (3.8-3.11,
+            // Include/cpython/unicodeobject.h PyUnicode_IS_READY).
+            if (state >> ready) & 1 == 0 {
+                return Err(ViewError::Invalid("str not ready"));
+            }
+        }
+        if length < 0 || length as u64 > MAX_STR_CHARS {
+            return Err(ViewError::Length {
+                what: "str",
+                len: length as u64,
+            });
+        }
+        if ascii && kind != 1 {
+            return Err(ViewError::Invalid("str kind"));
+        }
+        let data = if compact && ascii {
+            addr.offset(u.ascii_size).ok_or(MemError::Overflow)?
+        } else if compact {
+            addr.offset(u.compact_size).ok_or(MemError::Overflow)?
+        } else {
+            let d = get_addr(head, u.data)?;
+            if d.is_null() {
+                return Err(ViewError::Null("str data"));
+            }
+            d
+        };
+        let width = match kind {
+            1 => 1usize,
+            2 => 2,
+            4 => 4,
+            _ => return Err(ViewError::Invalid("str kind")),
+        };
+        let total = length as usize * width;
+        out.reserve(length as usize);
+        let mut chunk = [0u8; CHUNK];
+        let mut done = 0usize;
+        while done < total {
+            let n = (total - done).min(CHUNK);
+            let at = data.offset(done as u64).ok_or(MemError::Overflow)?;
+            self.reader.read(at, &mut chunk[..n])?;
+            decode_chunk(&chunk[..n], width, ascii, out)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies the contents of the `bytes` object at `addr` into `out`
+    /// (cleared first), refusing more than `max` bytes.
+    pub fn read_bytes(&self, addr: Addr, max: u64, out: &mut Vec<u8>) -> Result<(), ViewError> {
+        let b = &self.layout.bytes;
+        let size = self.read_u64(addr.offset(b.ob_size).ok_or(MemError::Overflow)?)? as i64;
+        if size < 0 || size as u64 > max {
+            return Err(ViewError::Length {
+                what: "bytes",
+                len: size as u64,
+            });
+        }
+        let data = addr.offset(b.ob_sval).ok_or(MemError::Overflow)?;
+        out.clear();
+        out.resize(size as usize, 0);
+        self.reader.read(data, out)?;
+        Ok(())
+    }
+
+    /// The value of the `int` at `addr`, if it fits in `i64`.
+    pub fn read_int(&self, addr: Addr) -> Result<i64, ViewError> {
+        let l = &self.layout.long;
+        let (negative, ndigits) = match l.size {
+            LongSize::ObSize(off) => {
+                let size = self.read_u64(addr.offset(off).ok_or(MemError::Overflow)?)? as i64;
+                (size < 0, size.unsigned_abs())
+            }
+            LongSize::Tag {
+                lv_tag,
+                non_size_bits,
+            } => {
+                let tag = self.read_u64(addr.offset(lv_tag).ok_or(MemError::Overflow)?)?;
+                // why: sign bits are 0 positive, 1 zero, 2 negative
+                // (Include/internal/pycore_long.h, v3.12.1, SIGN_MASK).
+                let sign = tag & 3;
+                if sign == 3 {
+                    return Err(ViewError::Invalid("int sign"));
+                }
+                let n = tag >> non_size_bits;
+                if sign == 1 && n != 0 {
+                    return Err(ViewError::Invalid("int sign"));
+                }
+                (sign == 2, n)
+            }
+        };
+        if ndigits == 0 {
+            return Ok(0);
+        }
+        let shift = u32::from(l.shift);
+        // 64 bits need at most ceil(64 / shift) digits; a normalized int
+        // with more does not fit.
+        let max_digits = 64_u64.div_ceil(u64::from(shift));
+        if ndigits > max_digits {
+            return Err(ViewError::IntOverflow);
+        }
+        if l.digit_size != 4 {
+            return Err(ViewError::Unsupported("digit size"));
+        }
+        let mut raw = [0u8; 16];
+        let n = ndigits as usize * 4;
+        self.reader.read(
+            addr.offset(l.ob_digit).ok_or(MemError::Overflow)?,
+            &mut raw[..n],
+        )?;
+        let mut value: u128 = 0;
+        for i in (0..ndigits as usize).rev() {
+            let d: u32 = get(&raw, (i * 4) as u64)?;
+            if d >> shift != 0 {
+                return Err(ViewError::Invalid("int digit"));
+            }
+            value = (value << shift) | u128::from(d);
+        }
+        if negative {
+            if value > i64::MAX as u128 + 1 {
+                return Err(ViewError::IntOverflow);
+            }
+            Ok((value as i128).wrapping_neg() as i64)
+        } else {
+            i64::try_from(value).map_err(|_| ViewError::IntOverflow)
+        }
+    }
+}
+
+/// Decodes one chunk of PEP 393 data (whole code units; chunks are a
+/// multiple of 4 bytes except the last) and appends it.
+fn decode_chunk(
+    bytes: &[u8],
+    width: usize,
+    ascii: bool,
+    out: &mut String,
+) -> Result<(), ViewError> {
+    match width {
+        1 => {
+            for &b in bytes {
+                if ascii && b >= 0x80 {
+                    return Err(ViewError::BadString);
+                }
+                // Latin-1: the byte is the code point.
+                out.push(char::from(b));
+            }
+        }
+        2 => {
+            for c in bytes.chunks_exact(2) {
+                let u = u32::from(u16::from_ne_bytes([c[0], c[1]]));
+                out.push(char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+        }
+        _ => {
+            for c in bytes.chunks_exact(4) {
+                let u = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+                if u > 0x10_FFFF {
+                    return Err(ViewError::BadString);
+                }
+                out.push(char::from_u32(u).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! `linetable::location` against the interpreters themselves.
+//!
+//! `tools/linetable/gen_linetable_fixtures.py`, run by each interpreter,
+//! compiles that interpreter's whole standard library and streams, for every
+//! instruction offset of every code object, the location the interpreter
+//! reports (`co_positions()` on 3.11+, `co_lines()` on 3.10,
+//! `dis.findlinestarts` on 3.8/3.9). This test decodes each offset with
+//! [`location`] and compares all four fields.
+//!
+//! * `stdlib_matches_every_interpreter` needs CPython 3.8 to 3.13: the
+//!   executables listed in `ECHION_PYTHONS` (colon-separated), else
+//!   `$PYENV_ROOT/versions/3.{8..13}.*/bin/python3` (`PYENV_ROOT` defaults to
+//!   `/root/.pyenv`). It fails, naming the version, when one is missing.
+//! * `committed_fixtures_match` checks the small streams the same generator
+//!   wrote into `tests/data/linetable/` and needs no interpreter.
+//!
+//! Run with `--nocapture` to see the per-version counts.
+
+use echion_cpython_layout::linetable::{location, LineTableError, Location, TableFormat};
+use echion_cpython_layout::PyVersion;
+use std::fmt;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+const GENERATOR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tools/linetable/gen_linetable_fixtures.py"
+);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/linetable");
+/// The generator's encoding of `None`.
+const NONE: i32 = i32::MIN;
+/// Mismatches described in the failure message; the rest are only counted.
+const MAX_REPORTED: usize = 20;
+/// Fewer stdlib files than this means the generator looked in the wrong place.
+const MIN_STDLIB_FILES: u64 = 500;
+
+/// Counts of one stream.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    files: u64,
+    codes: u64,
+    offsets: u64,
+    mismatches: u64,
+    failed_to_compile: u32,
+    not_utf8: u32,
+}
+
+/// One offset where the decoder and the interpreter disagree.
+struct Mismatch {
+    version: PyVersion,
+    file: String,
+    code: String,
+    offset: u32,
+    expected: Result<Location, LineTableError>,
+    got: Result<Location, LineTableError>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {:?} offset {}: expected {:?}, got {:?}",
+            self.version, self.file, self.code, self.offset, self.expected, self.got
+        )
+    }
+}
+
+/// Kills and reaps the generator if the test ends early.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Stream<R> {
+    r: R,
+}
+
+impl<R: Read> Stream<R> {
+    fn bytes_into(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+        buf.clear();
+        buf.resize(n, 0);
+        self.r.read_exact(buf)
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        let mut b = [0u8; 1];
+        self.r.read_exact(&mut b)?;
+        Ok(b[0])
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        self.r.read_exact(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn i32(&mut self) -> io::Result<i32> {
+        self.u32().map(|v| v as i32)
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.r.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// A length-prefixed byte string, bounded so a corrupt stream cannot
+    /// make the test allocate gigabytes.
+    fn blob(&mut self, buf: &mut Vec<u8>, what: &str) -> Result<(), String> {
+        let n = self.u32().map_err(|e| format!("{what} length: {e}"))? as usize;
+        if n > 64 << 20 {
+            return Err(format!("{what} of {n} bytes: corrupt stream"));
+        }
+        self.bytes_into(buf, n).map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+fn opt(v: i32) -> Option<i32> {
+    (v != NONE).then_some(v)
+}
+
+/// Reads one generator stream, decodes every offset and compares. Returns
+/// the interpreter version of the stream and its counts; details of the
+/// first mismatches go to `report`.
+fn check_stream(r: impl Read, report: &mut Vec<Mismatch>) -> Result<(PyVersion, Stats), String> {
+    let mut s = Stream { r };
+    let mut magic = Vec::new();
+    s.bytes_into(&mut magic, 4)
+        .map_err(|e| format!("header: {e}"))?;
+    if magic != b"ELTF" {
+        return Err(format!("bad magic {magic:?}"));
+    }
+    let fmt_version = s.u8().map_err(|e| e.to_string())?;
+    if fmt_version != 1 {
+        return Err(format!("stream format {fmt_version}, expected 1"));
+    }
+    let (ma, mi, mc) = (
+        s.u8().map_err(|e| e.to_string())?,
+        s.u8().map_err(|e| e.to_string())?,
+        s.u8().map_err(|e| e.to_string())?,
+    );
+    let version = PyVersion::new(ma, mi, mc);
+    let format = TableFormat::for_version(version).map_err(|e| e.to_string())?;
+
+    let mut stats = Stats::default();
+    let mut file = String::new();
+    let (mut name, mut table, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let mut answered = 0u64;
+    loop {
+        let tag = s
+            .u8()
+            .map_err(|e| format!("{version}: stream ended without trailer: {e}"))?;
+        match tag {
+            b'F' => {
+                s.blob(&mut name, "file name")?;
+                file = String::from_utf8_lossy(&name).into_owned();
+                stats.files += 1;
+            }
+            b'C' => {
+                s.blob(&mut name, "code name")?;
+                let first_line = s.i32().map_err(|e| e.to_string())?;
+                s.blob(&mut table, "table")?;
+                let n_offsets = s.u32().map_err(|e| e.to_string())?;
+                let n_known = s.u32().map_err(|e| e.to_string())?;
+                if n_known > n_offsets {
+                    return Err(format!("{file}: {n_known} answers for {n_offsets} offsets"));
+                }
+                s.bytes_into(&mut values, 16 * n_known as usize)
+                    .map_err(|e| format!("{file}: values: {e}"))?;
+                stats.codes += 1;
+                stats.offsets += u64::from(n_offsets);
+                answered += u64::from(n_known);
+                let mut known = values.chunks_exact(16).map(|c| {
+                    let v = |i: usize| {
+                        opt(i32::from_le_bytes(
+                            c[4 * i..4 * i + 4].try_into().expect("4-byte slice"),
+                        ))
+                    };
+                    Location {
+                        line: v(0),
+                        line_end: v(1),
+                        column: v(2),
+                        column_end: v(3),
+                    }
+                });
+                for i in 0..n_offsets {
+                    let offset = 2 * i;
+                    let expected = known.next().ok_or(LineTableError::OffsetPastTable);
+                    let got = location(format, &table, first_line, offset);
+                    if got != expected {
+                        stats.mismatches += 1;
+                        if report.len() < MAX_REPORTED {
+                            report.push(Mismatch {
+                                version,
+                                file: file.clone(),
+                                code: String::from_utf8_lossy(&name).into_owned(),
+                                offset,
+                                expected,
+                                got,
+                            });
+                        }
+                    }
+                }
+            }
+            b'E' => {
+                let compiled = s.u32().map_err(|e| e.to_string())?;
+                stats.failed_to_compile = s.u32().map_err(|e| e.to_string())?;
+                stats.not_utf8 = s.u32().map_err(|e| e.to_string())?;
+                let codes = s.u32().map_err(|e| e.to_string())?;
+                let known = s.u64().map_err(|e| e.to_string())?;
+                if (u64::from(compiled), u64::from(codes), known)
+                    != (stats.files, stats.codes, answered)
+                {
+                    return Err(format!(
+                        "{version}: trailer says {compiled} files, {codes} code objects, \
+                         {known} answers; the stream had {}, {}, {answered}",
+                        stats.files, stats.codes
+                    ));
+                }
+                let mut rest = Vec::new();
+                s.r.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+                if !rest.is_empty() {
+                    return Err(format!("{version}: {} bytes after the trailer", rest.len()));
+                }
+                return Ok((version, stats));
+            }
+            other => {
+                return Err(format!(
+                    "{version}: unknown record tag {other:#x} after {file}"
+                ))
+            }
+        }
+    }
+}
+
+fn summary(version: PyVersion, st: &Stats) -> String {
+    format!(
+        "linetable {version}: {} files, {} code objects, {} offsets, {} mismatches \
+         (skipped: {} not compiling, {} not UTF-8)",
+        st.files, st.codes, st.offsets, st.mismatches, st.failed_to_compile, st.not_utf8
+    )
+}
+
+fn fail_with(report: &[Mismatch], total: u64) -> ! {
+    let lines: Vec<String> = report.iter().map(|m| format!("  {m}")).collect();
+    panic!(
+        "{total} offsets decoded differently from the interpreter; first {}:\n{}",
+        report.len(),
+        lines.join("\n")
+    );
+}
+
+/// The interpreters to check: `ECHION_PYTHONS`, else every pyenv 3.8-3.13.
+fn interpreters() -> Vec<PathBuf> {
+    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
+        return list
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            (8..=13).any(|m| name.starts_with(&format!("3.{m}.")))
+        })
+        .map(|e| e.path().join("bin/python3"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// `major.minor.micro` of an interpreter, asked from the interpreter.
+fn version_of(python: &Path) -> Result<PyVersion, String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<u8> = text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    match (out.status.success(), parts.as_slice()) {
+        (true, &[a, b, c]) => Ok(PyVersion::new(a, b, c)),
+        _ => Err(format!(
+            "{}: could not read its version ({})",
+            python.display(),
+            out.status
+        )),
+    }
+}
+
+/// Runs the generator under `python` and checks its stream while it is
+/// being written.
+fn check_interpreter(
+    python: &Path,
+    report: &mut Vec<Mismatch>,
+) -> Result<(PyVersion, Stats), String> {
+    let child = Command::new(python)
+        .arg(GENERATOR)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: cannot run the generator: {e}", python.display()))?;
+    let mut child = ChildGuard(child);
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let result = check_stream(BufReader::with_capacity(1 << 20, stdout), report);
+    let status = child.0.wait().map_err(|e| e.to_string())?;
+    match result {
+        Ok(r) if status.success() => Ok(r),
+        Ok(_) => Err(format!(
+            "{}: generator exited with {status}",
+            python.display()
+        )),
+        Err(e) => Err(format!("{}: {e} (generator: {status})", python.display())),
+    }
+}
+
+#[test]
+fn stdlib_matches_every_interpreter() {
+    let pythons = interpreters();
+    let mut versions = Vec::new();
+    for p in &pythons {
+        versions.push(version_of(p).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let missing: Vec<String> = (8..=13)
+        .filter(|&m| !versions.iter().any(|v| v.minor_pair() == (3, m)))
+        .map(|m| format!("3.{m}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no interpreter for CPython {} (found {:?}); install it with pyenv or list \
+         the executables in ECHION_PYTHONS (colon-separated)",
+        missing.join(", "),
+        versions.iter().map(|v| v.to_string()).collect::<Vec<_>>()
+    );
+
+    let start = Instant::now();
+    let mut report = Vec::new();
+    let mut total_mismatches = 0;
+    for (python, expected_version) in pythons.iter().zip(&versions) {
+        let t = Instant::now();
+        let (version, stats) =
+            check_interpreter(python, &mut report).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version, *expected_version, "{}", python.display());
+        eprintln!("{} [{:.1?}]", summary(version, &stats), t.elapsed());
+        assert!(
+            stats.files >= MIN_STDLIB_FILES,
+            "{version}: only {} stdlib files compiled; the generator looked in the wrong place",
+            stats.files
+        );
+        total_mismatches += stats.mismatches;
+    }
+    eprintln!(
+        "linetable: all interpreters checked in {:.1?}",
+        start.elapsed()
+    );
+    if total_mismatches > 0 {
+        fail_with(&report, total_mismatches);
+    }
+}
+
+#[test]
+fn committed_fixtures_match() {
+    let mut report = Vec::new();
+    let mut total_mismatches = 0;
+    for minor in 8..=13 {
+        let path = Path::new(FIXTURES).join(format!("3.{minor}.bin"));
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (regenerate, see README.md there)", path.display())
+        });
+        let (version, stats) = check_stream(BufReader::new(file), &mut report)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(version.minor_pair(), (3, minor), "{}", path.display());
+        assert!(stats.offsets > 0, "{}: empty fixture", path.display());
+        eprintln!("{}", summary(version, &stats));
+        total_mismatches += stats.mismatches;
+    }
+    if total_mismatches > 0 {
+        fail_with(&report, total_mismatches);
+    }
+}

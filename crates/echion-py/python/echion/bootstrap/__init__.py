@@ -1,0 +1,83 @@
+"""Starts echion inside the profiled process from the ECHION_* environment
+that the echion command sets, and keeps it right across threads, forks and
+exit."""
+
+import atexit
+import os
+import sys
+
+import echion.core as ec
+
+_started = False
+
+
+def _flag(name: str) -> bool:
+    return bool(int(os.getenv(name, "0") or "0"))
+
+
+def output_path(pid: int = 0) -> str:
+    """The output file of this process: ``%(pid)`` is replaced in each
+    process, so that forked and spawned children write files of their own."""
+    path = os.getenv("ECHION_OUTPUT") or "%(pid).echion"
+    return path.replace("%(pid)", str(pid or os.getpid()))
+
+
+def _configure() -> None:
+    ec.set_interval(int(os.getenv("ECHION_INTERVAL", "1000")))
+    ec.set_cpu(_flag("ECHION_CPU"))
+    ec.set_memory(_flag("ECHION_MEMORY"))
+    ec.set_native(_flag("ECHION_NATIVE"))
+    ec.set_where(bool(os.getenv("ECHION_WHERE")))
+    exposure = os.getenv("ECHION_EXPOSURE")
+    ec.set_exposure(float(exposure) if exposure else 0.0)
+    ec.set_output(output_path())
+
+
+def _start_sampler() -> None:
+    if _flag("ECHION_STEALTH"):
+        ec.start_async()
+    else:
+        from threading import Thread
+
+        Thread(target=ec.start, name="echion.core.sampler", daemon=True).start()
+
+
+def _after_fork_in_child() -> None:
+    if not _started:
+        return
+    # The sampler thread did not survive the fork: forget the parent's
+    # state without writing it, and sample this process into its own file.
+    ec.reset_after_fork()
+    ec.set_output(output_path())
+    _start_sampler()
+
+
+def start() -> None:
+    """Configure, hook the standard library and start sampling."""
+    global _started
+    if _started:
+        return
+    _configure()
+    from echion.monkey import threading as threading_hooks
+
+    threading_hooks.patch()
+    _started = True
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    atexit.register(stop)
+    _start_sampler()
+
+
+def stop() -> None:
+    """Stop sampling and close the profile."""
+    global _started
+    if not _started:
+        return
+    _started = False
+    ec.stop()
+    from echion.monkey import threading as threading_hooks
+
+    threading_hooks.unpatch()
+    try:
+        atexit.unregister(stop)
+    except Exception:  # pragma: no cover - interpreter shutting down
+        pass

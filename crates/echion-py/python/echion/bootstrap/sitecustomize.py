@@ -1,0 +1,37 @@
+"""Loaded at interpreter start because the echion command put this directory
+first on PYTHONPATH. Starts the profiler, then runs the user's own
+sitecustomize (if any), which this module would otherwise hide."""
+
+import os
+import sys
+
+
+def _start_echion() -> None:
+    try:
+        import echion.bootstrap as bootstrap
+    except ImportError as e:
+        # An interpreter the echion package is not installed for: say so
+        # once and run the program unprofiled rather than failing it.
+        sys.stderr.write("echion: not profiling %s: %s\n" % (sys.executable, e))
+        return
+    bootstrap.start()
+
+
+def _chain_to_user_sitecustomize() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    ours = sys.modules.pop("sitecustomize", None)
+    # Our directory is only needed to get here: take it off sys.path so that
+    # the program sees the path it would see without echion (PYTHONPATH
+    # keeps it for child processes).
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
+    try:
+        import sitecustomize  # noqa: F401  (the user's, if there is one)
+    except ImportError as e:
+        if getattr(e, "name", None) != "sitecustomize":
+            raise
+        if ours is not None:
+            sys.modules["sitecustomize"] = ours
+
+
+_start_echion()
+_chain_to_user_sitecustomize()

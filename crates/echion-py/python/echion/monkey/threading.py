@@ -1,0 +1,69 @@
+"""Thread names, native ids, renames and exits, for the sampler.
+
+The hooks keep echion 0.3's shape: a started thread's stack shows
+``Thread._bootstrap`` → ``thread_bootstrap_inner`` → ``Thread._bootstrap_inner``,
+as profiles of the C++ echion do.
+"""
+
+import threading
+from threading import Thread
+
+import echion.core as ec
+
+_original_set_native_id = getattr(Thread, "_set_native_id", None)
+_original_bootstrap_inner = Thread._bootstrap_inner
+_original_name = Thread.name
+_patched = False
+
+
+def _track(thread: Thread) -> None:
+    ident = thread.ident
+    if ident is not None:
+        ec.track_thread(ident, thread.name, getattr(thread, "native_id", None) or 0)
+
+
+def thread_set_native_id(self, *args, **kwargs):
+    _original_set_native_id(self, *args, **kwargs)
+    # Ident and native id are both known from here on.
+    _track(self)
+
+
+def thread_bootstrap_inner(self, *args, **kwargs):
+    try:
+        return _original_bootstrap_inner(self, *args, **kwargs)
+    finally:
+        # The thread is about to end: the sampler stops naming it.
+        ident = self.ident
+        if ident is not None:
+            ec.untrack_thread(ident)
+
+
+def _set_name(self, name):
+    _original_name.fset(self, name)
+    if self.ident is not None:
+        _track(self)
+
+
+def patch() -> None:
+    global _patched
+    if _patched:
+        return
+    _patched = True
+    if _original_set_native_id is not None:
+        Thread._set_native_id = thread_set_native_id
+    Thread._bootstrap_inner = thread_bootstrap_inner
+    Thread.name = property(_original_name.fget, _set_name, _original_name.fdel, _original_name.__doc__)
+    # Threads that already run, the main thread among them.
+    for thread in list(threading._active.values()):
+        _track(thread)
+
+
+def unpatch() -> None:
+    global _patched
+    if not _patched:
+        return
+    _patched = False
+    if _original_set_native_id is not None:
+        Thread._set_native_id = _original_set_native_id
+    Thread._bootstrap_inner = _original_bootstrap_inner
+    Thread.name = _original_name

@@ -1,0 +1,330 @@
+//! `echion.core`: the native module of the echion Python package.
+//!
+//! It keeps the functions of the C++ echion 0.3 (`start`, `start_async`,
+//! `stop`, `track_thread`, `untrack_thread`, `set_*`, asyncio hooks) over the
+//! Rust sampler, and the command-line front end (`cli_main`). The features
+//! that later releases bring (memory, native stacks, where mode, asyncio
+//! task stacks) raise `NotImplementedError` naming the feature.
+//!
+//! All module state lives in statics that are only touched with the GIL
+//! held; the sampler thread gets its own `Arc` of what it needs. A fork
+//! (which happens with the GIL held) therefore never finds one of these
+//! locks taken, and the child can drop the parent's state without touching
+//! anything the sampler thread used.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use echion_sampler::{Config, Control, Mode, SamplerError, Summary, Update};
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+mod codehook;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    interval_us: u64,
+    cpu: bool,
+    exposure_s: f64,
+    output: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            interval_us: 1000,
+            cpu: false,
+            exposure_s: 0.0,
+            output: PathBuf::from(format!("{}.echion", std::process::id())),
+        }
+    }
+}
+
+type Done = Arc<(Mutex<bool>, Condvar)>;
+
+struct Running {
+    control: Arc<Control>,
+    done: Done,
+    native: Option<JoinHandle<()>>,
+}
+
+struct State {
+    settings: Settings,
+    control: Arc<Control>,
+    running: Option<Running>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// The module state. Callers hold the GIL (every `#[pyfunction]` does),
+/// which is what makes the lock uncontended and fork-safe.
+fn state() -> MutexGuard<'static, Option<State>> {
+    let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        *guard = Some(State {
+            settings: Settings::default(),
+            control: Arc::new(Control::new()),
+            running: None,
+        });
+    }
+    guard
+}
+
+fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    let mut guard = state();
+    f(guard.as_mut().expect("state() fills it"))
+}
+
+fn config(s: &Settings) -> Config {
+    Config {
+        interval: Duration::from_micros(s.interval_us),
+        mode: if s.cpu { Mode::Cpu } else { Mode::Wall },
+        exposure: (s.exposure_s > 0.0).then(|| Duration::from_secs_f64(s.exposure_s)),
+        output: s.output.clone(),
+        ..Config::default()
+    }
+}
+
+/// Prepares a run: refuses a second one, installs the code hook.
+fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done)> {
+    codehook::install(py)?;
+    with_state(|s| {
+        if s.running.is_some() {
+            return Err(PyRuntimeError::new_err("echion is already sampling"));
+        }
+        let done: Done = Arc::new((Mutex::new(false), Condvar::new()));
+        let control = s.control.clone();
+        s.running = Some(Running {
+            control: control.clone(),
+            done: done.clone(),
+            native: None,
+        });
+        Ok((config(&s.settings), control, done))
+    })
+}
+
+/// Runs the sampler to its end and reports a failure as one line on
+/// stderr: the profiled program goes on either way.
+fn run_to_end(config: &Config, control: &Control, done: &Done) {
+    let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
+    if let Err(e) = result {
+        eprintln!("echion: {e}");
+    }
+    let (lock, cvar) = &**done;
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    cvar.notify_all();
+}
+
+/// Samples in the calling thread until `stop()`; the GIL is released
+/// throughout.
+#[pyfunction]
+fn start(py: Python<'_>) -> PyResult<()> {
+    let (config, control, done) = prepare(py)?;
+    py.detach(|| run_to_end(&config, &control, &done));
+    Ok(())
+}
+
+/// Samples in a native thread that Python does not know about (stealth).
+#[pyfunction]
+fn start_async(py: Python<'_>) -> PyResult<()> {
+    let (config, control, done) = prepare(py)?;
+    let handle = std::thread::Builder::new()
+        .name("echion-sampler".into())
+        .spawn(move || run_to_end(&config, &control, &done))
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}")))?;
+    with_state(|s| {
+        if let Some(r) = s.running.as_mut() {
+            r.native = Some(handle);
+        }
+    });
+    Ok(())
+}
+
+/// Stops sampling and waits (GIL released, at most 10 s) for the profile to
+/// be closed.
+#[pyfunction]
+fn stop(py: Python<'_>) -> PyResult<()> {
+    let Some(running) = with_state(|s| {
+        let r = s.running.take();
+        // The next run gets a new registry; threads are tracked again by the
+        // hooks of that run.
+        if r.is_some() {
+            s.control = Arc::new(Control::new());
+        }
+        r
+    }) else {
+        return Ok(());
+    };
+    running.control.request_stop();
+    py.detach(|| {
+        let (lock, cvar) = &*running.done;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let waited = cvar.wait_timeout_while(guard, Duration::from_secs(10), |finished| !*finished);
+        drop(waited);
+        if let Some(handle) = running.native {
+            let _ = handle.join();
+        }
+    });
+    Ok(())
+}
+
+/// Forgets the parent's sampler in a forked child, without writing
+/// anything of it: the child starts its own run with its own file.
+#[pyfunction]
+fn reset_after_fork() {
+    codehook::reset_after_fork();
+    let mut guard = state();
+    if let Some(old) = guard.take() {
+        // The parent's sampler thread does not exist here; its handle, its
+        // locks and its buffers must not be touched (dropping them could
+        // write the parent's data or detach a thread that is not there).
+        std::mem::forget(old);
+    }
+    drop(guard);
+    drop(state());
+}
+
+/// Tells the sampler the name and kernel id of a thread.
+#[pyfunction]
+fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
+    with_state(|s| {
+        s.control.registry.post(Update::Track {
+            thread_id,
+            name: thread_name,
+            native_id: native_id.unwrap_or(0),
+        })
+    });
+}
+
+/// Tells the sampler that a thread is ending.
+#[pyfunction]
+fn untrack_thread(thread_id: u64) {
+    with_state(|s| s.control.registry.post(Update::Untrack { thread_id }));
+}
+
+/// Sets the sampling interval, in microseconds.
+#[pyfunction]
+fn set_interval(interval: i64) -> PyResult<()> {
+    let us = u64::try_from(interval)
+        .ok()
+        .filter(|&us| us > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("invalid interval {interval}: must be a positive number of microseconds")))?;
+    with_state(|s| s.settings.interval_us = us);
+    Ok(())
+}
+
+/// Samples CPU time instead of wall time.
+#[pyfunction]
+fn set_cpu(cpu: bool) {
+    with_state(|s| s.settings.cpu = cpu);
+}
+
+fn later(feature: &str, on: bool) -> PyResult<()> {
+    if on {
+        Err(PyNotImplementedError::new_err(format!(
+            "{feature} is not available in this version of echion"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Memory mode (a later release).
+#[pyfunction]
+fn set_memory(memory: bool) -> PyResult<()> {
+    later("memory mode", memory)
+}
+
+/// Native stacks (a later release).
+#[pyfunction]
+fn set_native(native: bool) -> PyResult<()> {
+    later("native stacks", native)
+}
+
+/// Where mode (a later release).
+#[pyfunction]
+fn set_where(r#where: bool) -> PyResult<()> {
+    later("where mode", r#where)
+}
+
+/// Where mode's pipe (a later release).
+#[pyfunction]
+fn set_pipe_name(name: String) -> PyResult<()> {
+    let _ = name;
+    later("where mode", true)
+}
+
+/// Where the profile goes (`%(pid)` already expanded by the caller).
+#[pyfunction]
+fn set_output(path: PathBuf) {
+    with_state(|s| s.settings.output = path);
+}
+
+/// Stops sampling after this many seconds (0: never).
+#[pyfunction]
+fn set_exposure(seconds: f64) -> PyResult<()> {
+    if !(seconds >= 0.0 && seconds.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "invalid exposure {seconds}: must be a non-negative number of seconds"
+        )));
+    }
+    with_state(|s| s.settings.exposure_s = seconds);
+    Ok(())
+}
+
+/// asyncio task stacks (a later release).
+#[pyfunction]
+#[pyo3(signature = (*args))]
+fn init_asyncio(args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    let _ = args;
+    later("asyncio task stacks", true)
+}
+
+/// asyncio task stacks (a later release).
+#[pyfunction]
+fn track_asyncio_loop(thread_id: u64, loop_: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    let _ = (thread_id, loop_);
+    later("asyncio task stacks", true)
+}
+
+/// asyncio task stacks (a later release).
+#[pyfunction]
+fn link_tasks(parent: Bound<'_, PyAny>, child: Bound<'_, PyAny>) -> PyResult<()> {
+    let _ = (parent, child);
+    later("asyncio task stacks", true)
+}
+
+/// The `echion` command: validates the options and replaces this process
+/// with the profiled command. Returns only on error, with the exit status.
+#[pyfunction]
+#[pyo3(signature = (argv, bootstrap_dir=None))]
+fn cli_main(argv: Vec<std::ffi::OsString>, bootstrap_dir: Option<PathBuf>) -> i32 {
+    echion_cli::run(argv, bootstrap_dir)
+}
+
+/// The native module.
+#[pymodule]
+fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(start_async, m)?)?;
+    m.add_function(wrap_pyfunction!(stop, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(track_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(set_interval, m)?)?;
+    m.add_function(wrap_pyfunction!(set_cpu, m)?)?;
+    m.add_function(wrap_pyfunction!(set_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(set_native, m)?)?;
+    m.add_function(wrap_pyfunction!(set_where, m)?)?;
+    m.add_function(wrap_pyfunction!(set_pipe_name, m)?)?;
+    m.add_function(wrap_pyfunction!(set_output, m)?)?;
+    m.add_function(wrap_pyfunction!(set_exposure, m)?)?;
+    m.add_function(wrap_pyfunction!(init_asyncio, m)?)?;
+    m.add_function(wrap_pyfunction!(track_asyncio_loop, m)?)?;
+    m.add_function(wrap_pyfunction!(link_tasks, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The frame cache: `(code object, instruction offset)` → interned MOJO
+//! frame, and the decoded code objects behind it.
+//!
+//! Both maps are bounded. When one fills up, the half used least recently
+//! is dropped (an approximate LRU that costs nothing per hit beyond storing
+//! the tick). Entries of a freed code object are dropped as soon as the
+//! sampler learns of it (see [`crate::codewatch`]).
+
+use std::collections::HashMap;
+
+use echion_mojo::FrameId;
+
+/// A decoded code object: what every frame of it shares.
+#[derive(Debug, Clone)]
+pub struct CodeEntry {
+    /// File name.
+    pub filename: String,
+    /// Qualified name (3.11+) or name.
+    pub scope: String,
+    /// `co_firstlineno`.
+    pub firstlineno: i32,
+    /// The raw line table.
+    pub linetable: Vec<u8>,
+    last_used: u64,
+}
+
+impl CodeEntry {
+    /// A new entry.
+    pub fn new(filename: String, scope: String, firstlineno: i32, linetable: Vec<u8>) -> Self {
+        Self {
+            filename,
+            scope,
+            firstlineno,
+            linetable,
+            last_used: 0,
+        }
+    }
+}
+
+/// Bounded caches of frames and code objects.
+#[derive(Debug)]
+pub struct FrameCache {
+    frames: HashMap<(u64, u32), (FrameId, u64)>,
+    codes: HashMap<u64, CodeEntry>,
+    frame_capacity: usize,
+    code_capacity: usize,
+    /// Frames decoded (cache misses) so far.
+    pub misses: u64,
+    /// Frames found in the cache so far.
+    pub hits: u64,
+}
+
+impl FrameCache {
+    /// Caches holding at most `frame_capacity` frames and `code_capacity`
+    /// code objects.
+    pub fn new(frame_capacity: usize, code_capacity: usize) -> Self {
+        Self {
+            frames: HashMap::with_capacity(frame_capacity.min(4096)),
+            codes: HashMap::with_capacity(code_capacity.min(1024)),
+            frame_capacity: frame_capacity.max(2),
+            code_capacity: code_capacity.max(2),
+            misses: 0,
+            hits: 0,
+        }
+    }
+
+    /// The frame cached for `(code, offset)`, marked as used at `tick`.
+    #[inline]
+    pub fn frame(&mut self, code: u64, offset: u32, tick: u64) -> Option<FrameId> {
+        match self.frames.get_mut(&(code, offset)) {
+            Some((id, used)) => {
+                *used = tick;
+                self.hits += 1;
+                Some(*id)
+            }
+            None => None,
+        }
+    }
+
+    /// Caches a frame.
+    pub fn insert_frame(&mut self, code: u64, offset: u32, id: FrameId, tick: u64) {
+        self.misses += 1;
+        if self.frames.len() >= self.frame_capacity {
+            evict_older_half(&mut self.frames, |(_, used)| *used);
+        }
+        self.frames.insert((code, offset), (id, tick));
+    }
+
+    /// The decoded code object at `code`, marked as used at `tick`.
+    pub fn code(&mut self, code: u64, tick: u64) -> Option<&CodeEntry> {
+        let entry = self.codes.get_mut(&code)?;
+        entry.last_used = tick;
+        Some(entry)
+    }
+
+    /// Caches a decoded code object.
+    pub fn insert_code(&mut self, code: u64, mut entry: CodeEntry, tick: u64) {
+        if self.codes.len() >= self.code_capacity {
+            evict_older_half(&mut self.codes, |e| e.last_used);
+        }
+        entry.last_used = tick;
+        self.codes.insert(code, entry);
+    }
+
+    /// Forgets everything about the code objects in `codes` (one pass over
+    /// the frames, however many there are).
+    pub fn forget_codes(&mut self, codes: &[u64]) {
+        if codes.is_empty() {
+            return;
+        }
+        for code in codes {
+            self.codes.remove(code);
+        }
+        if codes.len() == 1 {
+            let code = codes[0];
+            self.frames.retain(|(c, _), _| *c != code);
+        } else {
+            let set: std::collections::HashSet<u64> = codes.iter().copied().collect();
+            self.frames.retain(|(c, _), _| !set.contains(c));
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.codes.clear();
+    }
+
+    /// Number of frames cached.
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+fn evict_older_half<K, V>(map: &mut HashMap<K, V>, used: impl Fn(&V) -> u64) {
+    let mut ticks: Vec<u64> = map.values().map(&used).collect();
+    let mid = ticks.len() / 2;
+    let (_, cut, _) = ticks.select_nth_unstable(mid);
+    let cut = *cut;
+    map.retain(|_, v| used(v) > cut);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echion_mojo::{FrameSpec, MojoWriter};
+
+    fn ids(n: usize) -> Vec<FrameId> {
+        let mut w = MojoWriter::new(Vec::new(), 1).expect("vec");
+        (0..n)
+            .map(|i| {
+                let scope = format!("f{i}");
+                w.intern_frame(&FrameSpec {
+                    filename: "a.py",
+                    scope: &scope,
+                    line: 1,
+                    line_end: 1,
+                    column: 0,
+                    column_end: 0,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bounded_and_keeps_recent_entries() {
+        let ids = ids(100);
+        let mut c = FrameCache::new(16, 4);
+        for (i, id) in ids.iter().enumerate() {
+            c.insert_frame(0x1000, i as u32, *id, i as u64);
+            assert!(c.frame_count() <= 16);
+        }
+        // The most recent entry is always there; the oldest are gone.
+        assert_eq!(c.frame(0x1000, 99, 100), Some(ids[99]));
+        assert_eq!(c.frame(0x1000, 0, 100), None);
+    }
+
+    #[test]
+    fn freed_code_is_forgotten() {
+        let ids = ids(3);
+        let mut c = FrameCache::new(64, 64);
+        c.insert_frame(0x1000, 0, ids[0], 1);
+        c.insert_frame(0x1000, 2, ids[1], 1);
+        c.insert_frame(0x2000, 0, ids[2], 1);
+        c.insert_code(0x1000, CodeEntry::new("a.py".into(), "f".into(), 1, vec![]), 1);
+        c.forget_codes(&[0x1000]);
+        assert_eq!(c.frame(0x1000, 0, 2), None);
+        assert_eq!(c.frame(0x1000, 2, 2), None);
+        assert!(c.code(0x1000, 2).is_none());
+        assert_eq!(c.frame(0x2000, 0, 2), Some(ids[2]));
+    }
+}

@@ -1,0 +1,110 @@
+//! Clocks and sleeping: monotonic time, per-thread CPU time, the scheduler
+//! state of a thread, and absolute-deadline sleeps.
+
+use std::time::Duration;
+
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+
+/// Monotonic time in nanoseconds.
+pub fn now_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| ts_ns(&t))
+        .unwrap_or(0)
+}
+
+fn ts_ns(t: &TimeSpec) -> u64 {
+    (t.tv_sec() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec() as u64)
+}
+
+/// Sleeps until the monotonic clock reads `deadline_ns`: an absolute
+/// deadline, so that the time spent sampling does not push the next tick
+/// later (no drift). Returns at once if the deadline has passed.
+pub fn sleep_until(deadline_ns: u64) {
+    let ts = TimeSpec::from(Duration::from_nanos(deadline_ns));
+    loop {
+        match clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::TIMER_ABSTIME,
+            &ts,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Asks the kernel for the smallest timer slack for the calling thread, so
+/// that sleeps end at their deadline instead of up to 50 µs later (the
+/// default slack). Failure only costs precision.
+pub fn minimise_timer_slack() {
+    let _ = nix::sys::prctl::set_timerslack(1);
+}
+
+/// CPU time consumed by the thread with kernel id `tid` of this process, in
+/// nanoseconds.
+///
+/// The clock id is the kernel's encoding of a per-thread scheduler clock
+/// (`MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)` in
+/// `include/linux/posix-timers.h`): `(~tid << 3) | CPUCLOCK_PERTHREAD_MASK
+/// (4) | CPUCLOCK_SCHED (2)`. Reading it needs no handle on the thread.
+pub fn thread_cpu_ns(tid: u64) -> Option<u64> {
+    let tid = i32::try_from(tid).ok().filter(|&t| t > 0)?;
+    let id = ((!tid) << 3) | 6;
+    clock_gettime(ClockId::from_raw(id)).ok().map(|t| ts_ns(&t))
+}
+
+/// Whether the thread `tid` of this process is running or runnable right
+/// now (state `R` in `/proc/self/task/<tid>/stat`).
+pub fn thread_is_running(tid: u64) -> bool {
+    let path = format!("/proc/self/task/{tid}/stat");
+    let Ok(stat) = std::fs::read(path) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself contain spaces and parentheses: take the last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    stat.get(close + 2) == Some(&b'R')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_tid() -> u64 {
+        nix::unistd::gettid().as_raw() as u64
+    }
+
+    #[test]
+    fn cpu_clock_of_a_busy_thread_advances() {
+        let tid = own_tid();
+        let before = thread_cpu_ns(tid).expect("own clock");
+        let start = now_ns();
+        let mut x = 0u64;
+        while now_ns() - start < 20_000_000 {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let after = thread_cpu_ns(tid).expect("own clock");
+        assert!(x > 0);
+        assert!(after - before >= 10_000_000, "{before} -> {after}");
+        assert!(thread_is_running(tid));
+        assert_eq!(thread_cpu_ns(0), None);
+    }
+
+    #[test]
+    fn sleep_until_is_absolute() {
+        minimise_timer_slack();
+        let start = now_ns();
+        sleep_until(start + 5_000_000);
+        let slept = now_ns() - start;
+        assert!(slept >= 5_000_000, "{slept}");
+        // A deadline in the past returns at once.
+        let t = now_ns();
+        sleep_until(start);
+        assert!(now_ns() - t < 5_000_000);
+    }
+}

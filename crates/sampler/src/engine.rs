@@ -1,0 +1,417 @@
+//! One tick of sampling: every interpreter, every thread, one stack each,
+//! written as MOJO.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use echion_cpython_layout::linetable::{self, TableFormat};
+use echion_cpython_layout::views::{Target, ThreadInfo, ViewError};
+use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
+use echion_mojo::{FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry};
+
+use crate::cache::{CodeEntry, FrameCache};
+use crate::clock;
+use crate::codewatch::FreedCodes;
+use crate::mem::RegionCache;
+use crate::registry::{RegistryQueue, ThreadNames};
+
+/// What the samples measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Wall time: every thread, every tick, with the time since its last
+    /// sample.
+    Wall,
+    /// CPU time: the threads that ran since their last sample, with the CPU
+    /// time they used.
+    Cpu,
+}
+
+impl Mode {
+    /// The `mode` metadata value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Wall => "wall",
+            Mode::Cpu => "cpu",
+        }
+    }
+}
+
+/// Why a thread's sample was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A read of the process's memory failed (the thread changed under us).
+    Memory,
+    /// The stack was deeper than the walk allows.
+    TooDeep,
+    /// A structure held values it cannot hold (torn read).
+    Invalid,
+    /// CPU mode: the thread's kernel id is unknown.
+    NoNativeId,
+    /// CPU mode: the thread's CPU clock could not be read (it ended).
+    CpuClock,
+}
+
+impl SkipReason {
+    /// All reasons, in metadata order.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::Memory,
+        SkipReason::TooDeep,
+        SkipReason::Invalid,
+        SkipReason::NoNativeId,
+        SkipReason::CpuClock,
+    ];
+
+    /// The metadata key suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::Memory => "memory",
+            SkipReason::TooDeep => "too_deep",
+            SkipReason::Invalid => "invalid",
+            SkipReason::NoNativeId => "no_native_id",
+            SkipReason::CpuClock => "cpu_clock",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<ViewError> for SkipReason {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::Mem(_) | ViewError::Null(_) => SkipReason::Memory,
+            ViewError::TooDeep => SkipReason::TooDeep,
+            _ => SkipReason::Invalid,
+        }
+    }
+}
+
+/// Counters kept while sampling, written to the profile when it closes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ticks taken.
+    pub ticks: u64,
+    /// Samples written.
+    pub samples: u64,
+    /// Thread samples skipped, by [`SkipReason`].
+    pub skipped: [u64; SkipReason::ALL.len()],
+    /// Ticks whose interpreter list could not be read whole.
+    pub interpreter_errors: u64,
+}
+
+impl Stats {
+    /// Total skipped samples.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PerThread {
+    last_ns: u64,
+    cpu_ns: Option<u64>,
+    active_tick: u64,
+    seen_tick: u64,
+}
+
+/// Ticks during which a thread whose CPU clock did not move, but which ran
+/// recently, is checked for being on a CPU right now.
+const RECENTLY_ACTIVE_TICKS: u64 = 8;
+
+/// The sampling engine over one process: its memory, its layout and the
+/// MOJO writer the samples go to.
+pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
+    reader: &'r R,
+    layout: &'r Layout,
+    runtime: Addr,
+    format: TableFormat,
+    mode: Mode,
+    interval_ns: u64,
+    writer: MojoWriter<W>,
+    names: ThreadNames,
+    cache: FrameCache,
+    threads: HashMap<u64, PerThread>,
+    stack: Vec<StackEntry>,
+    freed: Vec<u64>,
+    name_buf: String,
+    tick: u64,
+    stats: Stats,
+}
+
+impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
+    /// An engine reading the interpreter whose `_PyRuntime` is at `runtime`.
+    pub fn new(
+        reader: &'r R,
+        layout: &'r Layout,
+        runtime: Addr,
+        mode: Mode,
+        interval_ns: u64,
+        writer: MojoWriter<W>,
+    ) -> Result<Self, linetable::LineTableError> {
+        let (major, minor) = layout.python;
+        let format = TableFormat::for_version(PyVersion::new(major, minor, 0))?;
+        Ok(Self {
+            reader,
+            layout,
+            runtime,
+            format,
+            mode,
+            interval_ns: interval_ns.max(1),
+            writer,
+            names: ThreadNames::default(),
+            cache: FrameCache::new(1 << 16, 1 << 13),
+            threads: HashMap::new(),
+            stack: Vec::with_capacity(256),
+            freed: Vec::new(),
+            name_buf: String::new(),
+            tick: 0,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The frame cache (for its hit and miss counts).
+    pub fn cache(&self) -> &FrameCache {
+        &self.cache
+    }
+
+    /// The writer, e.g. for metadata.
+    pub fn writer(&mut self) -> &mut MojoWriter<W> {
+        &mut self.writer
+    }
+
+    /// Gives the writer back, for the caller to finish.
+    pub fn into_writer(self) -> MojoWriter<W> {
+        self.writer
+    }
+
+    /// Takes one sample of every thread of every interpreter at `now_ns`
+    /// (monotonic), after applying the registry's updates and forgetting
+    /// freed code objects. Hands the tick's output to the underlying writer
+    /// at the end, so that a process that dies between ticks leaves whole
+    /// samples behind. Only an I/O error of the output is an error; threads
+    /// that cannot be read are skipped and counted.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        registry: &RegistryQueue,
+        freed: &FreedCodes,
+    ) -> std::io::Result<()> {
+        self.tick += 1;
+        self.stats.ticks += 1;
+        self.names.refresh(registry);
+        self.freed.clear();
+        let freed_list = &mut self.freed;
+        if freed.drain(|a| freed_list.push(a)) {
+            self.cache.clear();
+        } else {
+            self.cache.forget_codes(&self.freed);
+        }
+
+        let reader = self.reader;
+        let layout = self.layout;
+        let target = Target::new(reader, layout);
+        let mut regions = RegionCache::new(reader);
+        let mut interps = target.interpreters(self.runtime);
+        loop {
+            let interp = match interps.next() {
+                None => break,
+                Some(Ok(i)) => i,
+                Some(Err(_)) => {
+                    self.stats.interpreter_errors += 1;
+                    break;
+                }
+            };
+            let mut threads = target.threads(&interp);
+            loop {
+                let thread = match threads.next() {
+                    None => break,
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => {
+                        self.stats.skipped[SkipReason::from(e).index()] += 1;
+                        break;
+                    }
+                };
+                regions.clear();
+                match self.sample_thread(&mut regions, interp.id, &thread, now_ns) {
+                    Ok(true) => self.stats.samples += 1,
+                    Ok(false) => {}
+                    Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
+                    Err(Skip::Io(e)) => return Err(e),
+                }
+            }
+        }
+        let tick = self.tick;
+        self.threads.retain(|_, t| t.seen_tick == tick);
+        self.writer.flush()
+    }
+
+    /// Samples one thread; `Ok(false)` when the mode says it has nothing to
+    /// show (CPU mode, idle thread).
+    fn sample_thread(
+        &mut self,
+        regions: &mut RegionCache<'r, R>,
+        iid: i64,
+        thread: &ThreadInfo,
+        now_ns: u64,
+    ) -> Result<bool, Skip> {
+        let tick = self.tick;
+        let interval_ns = self.interval_ns;
+        let per = self.threads.entry(thread.thread_id).or_insert(PerThread {
+            last_ns: now_ns.saturating_sub(interval_ns),
+            cpu_ns: None,
+            active_tick: 0,
+            seen_tick: tick,
+        });
+        per.seen_tick = tick;
+
+        let metric_us = match self.mode {
+            Mode::Wall => {
+                let us = now_ns.saturating_sub(per.last_ns) / 1000;
+                per.last_ns += us * 1000;
+                us
+            }
+            Mode::Cpu => {
+                let tid = thread
+                    .native_thread_id
+                    .filter(|&t| t != 0)
+                    .or_else(|| {
+                        self.names
+                            .get(thread.thread_id)
+                            .map(|m| m.native_id)
+                            .filter(|&t| t != 0)
+                    })
+                    .ok_or(Skip::Reason(SkipReason::NoNativeId))?;
+                let cpu = clock::thread_cpu_ns(tid).ok_or(Skip::Reason(SkipReason::CpuClock))?;
+                let Some(prev) = per.cpu_ns else {
+                    // First sight: the baseline. Its CPU time so far was
+                    // spent before we could see where.
+                    per.cpu_ns = Some(cpu);
+                    return Ok(false);
+                };
+                let delta_us = cpu.saturating_sub(prev) / 1000;
+                if delta_us > 0 {
+                    per.cpu_ns = Some(prev + delta_us * 1000);
+                    per.active_tick = tick;
+                } else if tick.saturating_sub(per.active_tick) > RECENTLY_ACTIVE_TICKS
+                    || !clock::thread_is_running(tid)
+                {
+                    // Not running: nothing to show in CPU mode.
+                    return Ok(false);
+                }
+                // Else the thread is on a CPU but its clock has not ticked
+                // since the last sample: show where it is; the time follows
+                // with the next sample in which the clock moves.
+                delta_us
+            }
+        };
+
+        // From 3.11, the frames of the thread's current data-stack chunk are
+        // copied in one read; the walk then reads them from the copy.
+        preload_frames(regions, thread);
+        let target = Target::new(&*regions, self.layout);
+        self.stack.clear();
+        for frame in target.frames(thread.frame) {
+            let frame = frame.map_err(|e| Skip::Reason(e.into()))?;
+            if !frame.is_python() {
+                continue;
+            }
+            let offset = frame.offset.unwrap_or(u32::MAX);
+            let id = match self.cache.frame(frame.code.0, offset, tick) {
+                Some(id) => id,
+                None => self
+                    .decode_frame(&target, frame.code, frame.offset)
+                    .map_err(|e| Skip::Reason(e.into()))?,
+            };
+            self.stack.push(StackEntry::Frame(id));
+        }
+        self.stack.reverse();
+
+        let name: &str = match self.names.get(thread.thread_id) {
+            Some(meta) => &meta.name,
+            None => {
+                use std::fmt::Write as _;
+                self.name_buf.clear();
+                let id = thread.native_thread_id.unwrap_or(thread.thread_id);
+                let _ = write!(self.name_buf, "Thread-{id}");
+                &self.name_buf
+            }
+        };
+        self.writer
+            .sample(&SampleRef {
+                iid,
+                thread: name,
+                stack: &self.stack,
+                metrics: &[Metric::Time(metric_us as i64)],
+                gc: false,
+                idle: false,
+            })
+            .map_err(Skip::Io)?;
+        Ok(true)
+    }
+
+    /// Decodes the frame at `offset` of the code object at `code`, interns
+    /// it and caches it.
+    fn decode_frame<M: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, M>,
+        code: Addr,
+        offset: Option<u32>,
+    ) -> Result<FrameId, ViewError> {
+        let tick = self.tick;
+        if self.cache.code(code.0, tick).is_none() {
+            let info = target.code(code)?;
+            let mut filename = String::new();
+            target.read_str(info.filename, &mut filename)?;
+            let mut scope = String::new();
+            target.read_str(info.qualname.unwrap_or(info.name), &mut scope)?;
+            let mut table = Vec::new();
+            target.linetable(&info, &mut table)?;
+            self.cache.insert_code(
+                code.0,
+                CodeEntry::new(filename, scope, info.firstlineno, table),
+                tick,
+            );
+        }
+        let entry = self
+            .cache
+            .code(code.0, tick)
+            .ok_or(ViewError::Mem(MemError::Null))?;
+        let loc = offset.and_then(|o| {
+            linetable::location(self.format, &entry.linetable, entry.firstlineno, o).ok()
+        });
+        let first = i64::from(entry.firstlineno);
+        let line = loc.and_then(|l| l.line).map_or(first, i64::from);
+        let spec = FrameSpec {
+            filename: &entry.filename,
+            scope: &entry.scope,
+            line,
+            line_end: loc.and_then(|l| l.line_end).map_or(line, i64::from),
+            // CPython's columns count from 0; MOJO keeps 0 for "unknown", so
+            // they are written counting from 1.
+            column: loc.and_then(|l| l.column).map_or(0, |c| i64::from(c) + 1),
+            column_end: loc.and_then(|l| l.column_end).map_or(0, |c| i64::from(c) + 1),
+        };
+        let id = self.writer.intern_frame(&spec);
+        self.cache
+            .insert_frame(code.0, offset.unwrap_or(u32::MAX), id, tick);
+        Ok(id)
+    }
+}
+
+/// Copies the used part of the thread's current data-stack chunk (3.11+),
+/// so that the frame walk reads it from memory already copied. A failed copy
+/// only means the walk reads frame by frame.
+fn preload_frames<R: MemoryReader + ?Sized>(regions: &mut RegionCache<'_, R>, thread: &ThreadInfo) {
+    let _ = (regions, thread);
+}
+
+enum Skip {
+    Reason(SkipReason),
+    Io(std::io::Error),
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod clock;
+pub mod codewatch;
+pub mod engine;
+pub mod mem;
+pub mod registry;
+pub mod run;
+
+pub use engine::{Engine, Mode, SkipReason, Stats};
+pub use registry::{RegistryQueue, Update};
+pub use run::{run, Config, Control, SamplerError, Summary};

@@ -1,0 +1,140 @@
+//! What only Python knows about its threads: names and native ids, told by
+//! the `threading` hooks and read by the sampler.
+//!
+//! Python threads push updates to a queue guarded by a mutex that is held
+//! only to push or to swap the queue out, never while anything else runs, so
+//! neither side waits for the other for more than a few instructions. The
+//! sampler applies the updates to its own map at the start of each tick.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A change to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// A thread started, or was renamed.
+    Track {
+        /// `threading.get_ident()` (the `pthread_t`).
+        thread_id: u64,
+        /// `Thread.name`.
+        name: String,
+        /// `Thread.native_id` (0 if unknown).
+        native_id: u64,
+    },
+    /// A thread is ending.
+    Untrack {
+        /// `threading.get_ident()`.
+        thread_id: u64,
+    },
+}
+
+/// The Python side of the registry: where updates are posted.
+#[derive(Debug, Default)]
+pub struct RegistryQueue {
+    pending: Mutex<Vec<Update>>,
+}
+
+impl RegistryQueue {
+    /// Posts an update.
+    pub fn post(&self, update: Update) {
+        // A poisoned lock only means a panic elsewhere; the queue is still
+        // a valid Vec.
+        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(update);
+    }
+
+    /// Takes every pending update, leaving `into` with them (and its
+    /// previous contents cleared) and the queue empty.
+    pub fn drain_into(&self, into: &mut Vec<Update>) {
+        into.clear();
+        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *q, into);
+    }
+}
+
+/// What the sampler knows of one thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadMeta {
+    /// Its name.
+    pub name: String,
+    /// Its kernel thread id, 0 if unknown.
+    pub native_id: u64,
+}
+
+/// The sampler's view of the registry.
+#[derive(Debug, Default)]
+pub struct ThreadNames {
+    map: HashMap<u64, ThreadMeta>,
+    scratch: Vec<Update>,
+}
+
+impl ThreadNames {
+    /// Applies the pending updates of `queue`.
+    pub fn refresh(&mut self, queue: &RegistryQueue) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        queue.drain_into(&mut scratch);
+        for update in scratch.drain(..) {
+            match update {
+                Update::Track {
+                    thread_id,
+                    name,
+                    native_id,
+                } => {
+                    self.map.insert(thread_id, ThreadMeta { name, native_id });
+                }
+                Update::Untrack { thread_id } => {
+                    self.map.remove(&thread_id);
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// What is known of the thread `thread_id`.
+    pub fn get(&self, thread_id: u64) -> Option<&ThreadMeta> {
+        self.map.get(&thread_id)
+    }
+
+    /// Number of threads known.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no thread is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_apply_in_order() {
+        let q = RegistryQueue::default();
+        let mut names = ThreadNames::default();
+        q.post(Update::Track {
+            thread_id: 1,
+            name: "MainThread".into(),
+            native_id: 100,
+        });
+        q.post(Update::Track {
+            thread_id: 2,
+            name: "worker".into(),
+            native_id: 101,
+        });
+        q.post(Update::Track {
+            thread_id: 2,
+            name: "renamed".into(),
+            native_id: 101,
+        });
+        names.refresh(&q);
+        assert_eq!(names.len(), 2);
+        assert_eq!(names.get(2).map(|m| m.name.as_str()), Some("renamed"));
+        q.post(Update::Untrack { thread_id: 2 });
+        names.refresh(&q);
+        assert_eq!(names.get(2), None);
+        assert_eq!(names.get(1).map(|m| m.native_id), Some(100));
+    }
+}

@@ -1,0 +1,228 @@
+//! The sampling loop: set up from the running process, tick at absolute
+//! deadlines until told to stop, close the profile with its counters.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use echion_cpython_layout::process::{self, ProcessError};
+use echion_cpython_layout::reader::AttachError;
+use echion_cpython_layout::ProcessReader;
+use echion_mojo::{MojoWriter, Version, WriterOptions};
+
+use crate::clock;
+use crate::codewatch::FREED_CODES;
+use crate::engine::{Engine, Mode, SkipReason, Stats};
+use crate::registry::RegistryQueue;
+
+/// How the sampler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Time between two ticks.
+    pub interval: Duration,
+    /// Wall or CPU time.
+    pub mode: Mode,
+    /// Stop sampling after this long (the program goes on).
+    pub exposure: Option<Duration>,
+    /// The profile to write.
+    pub output: PathBuf,
+    /// MOJO version of the output (v3 unless asked).
+    pub mojo_version: Version,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_micros(1000),
+            mode: Mode::Wall,
+            exposure: None,
+            output: PathBuf::from("echion.mojo"),
+            mojo_version: Version::V3,
+        }
+    }
+}
+
+/// Why sampling could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// This process's memory cannot be read.
+    #[error("cannot read this process's memory: {0}")]
+    Attach(#[from] AttachError),
+    /// The interpreter could not be found or is not supported.
+    #[error("{0}")]
+    Process(#[from] ProcessError),
+    /// The profile cannot be created.
+    #[error("cannot create the profile {path}: {source}")]
+    Output {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Writing the profile failed (disk full, say).
+    #[error("cannot write the profile {path}: {source}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The line tables of this version are not known.
+    #[error("unsupported line table format: {0:?}")]
+    LineTable(echion_cpython_layout::linetable::LineTableError),
+}
+
+/// What the loop shares with the threads that drive it.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Thread names and ids posted by the `threading` hooks.
+    pub registry: RegistryQueue,
+    stop: AtomicBool,
+}
+
+impl Control {
+    /// A fresh control block.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the loop to stop after the current tick.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether stopping was asked.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The counters.
+    pub stats: Stats,
+    /// Microseconds from the first tick to the end.
+    pub duration_us: u64,
+    /// Ticks that started more than one interval late.
+    pub late_ticks: u64,
+}
+
+/// The longest single sleep: stopping is noticed at least this often,
+/// whatever the interval.
+const MAX_NAP_NS: u64 = 50_000_000;
+
+/// Samples this process until `control` asks to stop or the exposure time
+/// is over, writing the profile of `config`. Blocks the calling thread,
+/// which must not hold the GIL.
+pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
+    let pid = std::process::id();
+    let reader = ProcessReader::own()?;
+    let python = process::find_python(pid, &reader)?;
+    let file = File::create(&config.output).map_err(|source| SamplerError::Output {
+        path: config.output.clone(),
+        source,
+    })?;
+    let write_err = |source| SamplerError::Write {
+        path: config.output.clone(),
+        source,
+    };
+    let mut writer = MojoWriter::with_options(
+        BufWriter::with_capacity(64 * 1024, file),
+        i64::from(pid),
+        WriterOptions {
+            version: config.mojo_version,
+        },
+    )
+    .map_err(write_err)?;
+    let interval_ns = u64::try_from(config.interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1000);
+    writer.metadata("mode", config.mode.name()).map_err(write_err)?;
+    writer
+        .metadata("interval", &(interval_ns / 1000).to_string())
+        .map_err(write_err)?;
+    writer.metadata("sampler", "echion").map_err(write_err)?;
+    writer
+        .metadata("python", &python.version.to_string())
+        .map_err(write_err)?;
+
+    let mut engine = Engine::new(
+        &reader,
+        python.layout,
+        python.runtime,
+        config.mode,
+        interval_ns,
+        writer,
+    )
+    .map_err(SamplerError::LineTable)?;
+
+    clock::minimise_timer_slack();
+    let start = clock::now_ns();
+    let end = config
+        .exposure
+        .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
+    let mut next = start;
+    let mut late_ticks = 0;
+    while !control.stop_requested() {
+        let now = clock::now_ns();
+        if end.is_some_and(|end| now >= end) {
+            break;
+        }
+        engine
+            .tick(now, &control.registry, &FREED_CODES)
+            .map_err(write_err)?;
+        next += interval_ns;
+        let after = clock::now_ns();
+        if after > next + interval_ns {
+            // More than a whole interval behind (a long tick, or the
+            // machine did not run us): start again from now rather than
+            // firing a burst of ticks to catch up.
+            late_ticks += 1;
+            next = after;
+        }
+        while !control.stop_requested() {
+            let now = clock::now_ns();
+            if now >= next {
+                break;
+            }
+            clock::sleep_until(next.min(now + MAX_NAP_NS));
+        }
+    }
+    let duration_us = (clock::now_ns() - start) / 1000;
+    let stats = engine.stats().clone();
+    let writer = engine.writer();
+    let mut meta = vec![
+        ("duration", duration_us.to_string()),
+        ("ticks", stats.ticks.to_string()),
+        ("samples", stats.samples.to_string()),
+        ("skipped", stats.skipped_total().to_string()),
+        ("late_ticks", late_ticks.to_string()),
+    ];
+    for reason in SkipReason::ALL {
+        let n = stats.skipped[reason as usize];
+        if n > 0 {
+            meta.push((
+                match reason {
+                    SkipReason::Memory => "skipped_memory",
+                    SkipReason::TooDeep => "skipped_too_deep",
+                    SkipReason::Invalid => "skipped_invalid",
+                    SkipReason::NoNativeId => "skipped_no_native_id",
+                    SkipReason::CpuClock => "skipped_cpu_clock",
+                },
+                n.to_string(),
+            ));
+        }
+    }
+    for (k, v) in &meta {
+        writer.metadata(k, v).map_err(write_err)?;
+    }
+    engine.into_writer().finish().map_err(write_err)?;
+    Ok(Summary {
+        stats,
+        duration_us,
+        late_ticks,
+    })
+}
