@@ -76,11 +76,30 @@ pub trait MemoryReader {
     /// Fills `buf` with the bytes at `[addr, addr + buf.len())`, entirely or
     /// not at all.
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError>;
+
+    /// Reads several ranges at once: `bufs[i]` from `addrs[i]`. Returns a
+    /// bit per range (up to 64 ranges; bit `i` set: `bufs[i]` was filled),
+    /// never failing as a whole, since callers use this to prefetch what
+    /// they may need. A reader of a live process does it in one system
+    /// call; the default reads one range at a time.
+    fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {
+        let mut ok = 0u64;
+        for (i, (addr, buf)) in addrs.iter().zip(bufs.iter_mut()).take(64).enumerate() {
+            if self.read(*addr, buf).is_ok() {
+                ok |= 1 << i;
+            }
+        }
+        ok
+    }
 }
 
 impl<R: MemoryReader + ?Sized> MemoryReader for &R {
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         (**self).read(addr, buf)
+    }
+
+    fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {
+        (**self).read_vectored(addrs, bufs)
     }
 }
 
@@ -428,6 +447,63 @@ fn errno_to_mem(e: Errno, addr: Addr, len: usize) -> MemError {
 }
 
 impl MemoryReader for ProcessReader {
+    /// One `process_vm_readv` for all ranges. The kernel stops at the first
+    /// range it cannot read whole (transfers are done range by range), so
+    /// the ranges after it are read again from there on, one call each
+    /// time a range fails.
+    fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {
+        let n = addrs.len().min(bufs.len()).min(64);
+        if !matches!(self.backend, Backend::VmReadv) {
+            let mut ok = 0u64;
+            for i in 0..n {
+                if self.read(addrs[i], bufs[i]).is_ok() {
+                    ok |= 1 << i;
+                }
+            }
+            return ok;
+        }
+        let mut ok = 0u64;
+        let mut start = 0;
+        // Fixed arrays: no allocation on the sampler's hot path.
+        let mut remote = [RemoteIoVec { base: 0, len: 0 }; 64];
+        while start < n {
+            let mut count = 0;
+            for (addr, buf) in addrs[start..n].iter().zip(bufs[start..n].iter()) {
+                match usize::try_from(addr.0) {
+                    Ok(base) if !addr.is_null() => {
+                        remote[count] = RemoteIoVec {
+                            base,
+                            len: buf.len(),
+                        };
+                        count += 1;
+                    }
+                    _ => break,
+                }
+            }
+            let done = if count == 0 {
+                0
+            } else {
+                let mut local: [io::IoSliceMut<'_>; 64] =
+                    std::array::from_fn(|_| io::IoSliceMut::new(&mut []));
+                for (slot, buf) in local.iter_mut().zip(bufs[start..start + count].iter_mut()) {
+                    *slot = io::IoSliceMut::new(buf);
+                }
+                process_vm_readv(self.pid, &mut local[..count], &remote[..count]).unwrap_or(0)
+            };
+            // Whole ranges transferred, in order.
+            let mut left = done;
+            let mut i = 0;
+            while i < count && left >= remote[i].len {
+                left -= remote[i].len;
+                ok |= 1 << (start + i);
+                i += 1;
+            }
+            // Skip the range that failed and go on after it.
+            start += i + 1;
+        }
+        ok
+    }
+
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         if buf.is_empty() {
             return Ok(());

@@ -16,7 +16,9 @@
 //!
 //! Run with `--nocapture` to see the per-version counts.
 
-use echion_cpython_layout::linetable::{location, LineTableError, Location, TableFormat};
+use echion_cpython_layout::linetable::{
+    location, ranges, AddressRange, LineTableError, Location, TableFormat,
+};
 use echion_cpython_layout::PyVersion;
 use std::fmt;
 use std::io::{self, BufReader, Read};
@@ -49,6 +51,8 @@ struct Stats {
 
 /// One offset where the decoder and the interpreter disagree.
 struct Mismatch {
+    /// `location` or `ranges`: which API gave `got`.
+    api: &'static str,
     version: PyVersion,
     file: String,
     code: String,
@@ -61,8 +65,8 @@ impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} {:?} offset {}: expected {:?}, got {:?}",
-            self.version, self.file, self.code, self.offset, self.expected, self.got
+            "{} {} {:?} offset {}: expected {:?}, {} gave {:?}",
+            self.version, self.file, self.code, self.offset, self.expected, self.api, self.got
         )
     }
 }
@@ -184,21 +188,39 @@ fn check_stream(r: impl Read, report: &mut Vec<Mismatch>) -> Result<(PyVersion, 
                         column_end: v(3),
                     }
                 });
+                // Every offset through `location`, and the same offsets
+                // through one walk of `ranges`.
+                let mut walk = ranges(format, &table, first_line);
+                let mut range: Option<Result<AddressRange, LineTableError>> = walk.next();
                 for i in 0..n_offsets {
                     let offset = 2 * i;
                     let expected = known.next().ok_or(LineTableError::OffsetPastTable);
                     let got = location(format, &table, first_line, offset);
-                    if got != expected {
-                        stats.mismatches += 1;
-                        if report.len() < MAX_REPORTED {
-                            report.push(Mismatch {
-                                version,
-                                file: file.clone(),
-                                code: String::from_utf8_lossy(&name).into_owned(),
-                                offset,
-                                expected,
-                                got,
-                            });
+                    while let Some(Ok(r)) = range {
+                        if u64::from(offset) < r.end {
+                            break;
+                        }
+                        range = walk.next();
+                    }
+                    let from_walk = match range {
+                        Some(Ok(r)) => Ok(r.location),
+                        Some(Err(e)) => Err(e),
+                        None => Err(LineTableError::OffsetPastTable),
+                    };
+                    for (api, got) in [("location", got), ("ranges", from_walk)] {
+                        if got != expected {
+                            stats.mismatches += 1;
+                            if report.len() < MAX_REPORTED {
+                                report.push(Mismatch {
+                                    api,
+                                    version,
+                                    file: file.clone(),
+                                    code: String::from_utf8_lossy(&name).into_owned(),
+                                    offset,
+                                    expected,
+                                    got,
+                                });
+                            }
                         }
                     }
                 }
@@ -330,11 +352,12 @@ fn check_interpreter(
 
 #[test]
 fn stdlib_matches_every_interpreter() {
-    let pythons = interpreters();
-    let mut versions = Vec::new();
-    for p in &pythons {
-        versions.push(version_of(p).unwrap_or_else(|e| panic!("{e}")));
-    }
+    let mut found: Vec<(PyVersion, PathBuf)> = interpreters()
+        .into_iter()
+        .map(|p| (version_of(&p).unwrap_or_else(|e| panic!("{e}")), p))
+        .collect();
+    found.sort();
+    let versions: Vec<PyVersion> = found.iter().map(|(v, _)| *v).collect();
     let missing: Vec<String> = (8..=13)
         .filter(|&m| !versions.iter().any(|v| v.minor_pair() == (3, m)))
         .map(|m| format!("3.{m}"))
@@ -350,7 +373,7 @@ fn stdlib_matches_every_interpreter() {
     let start = Instant::now();
     let mut report = Vec::new();
     let mut total_mismatches = 0;
-    for (python, expected_version) in pythons.iter().zip(&versions) {
+    for (expected_version, python) in &found {
         let t = Instant::now();
         let (version, stats) =
             check_interpreter(python, &mut report).unwrap_or_else(|e| panic!("{e}"));

@@ -68,7 +68,10 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     // store is atomic for any other reader. The function stays valid for the
     // life of the process (extension modules are never unloaded).
     unsafe {
-        std::ptr::write_volatile(base.add(TP_DEALLOC) as *mut usize, code_dealloc as Destructor as usize);
+        std::ptr::write_volatile(
+            base.add(TP_DEALLOC) as *mut usize,
+            code_dealloc as Destructor as usize,
+        );
     }
     Ok(())
 }

@@ -210,7 +210,11 @@ fn set_interval(interval: i64) -> PyResult<()> {
     let us = u64::try_from(interval)
         .ok()
         .filter(|&us| us > 0)
-        .ok_or_else(|| PyValueError::new_err(format!("invalid interval {interval}: must be a positive number of microseconds")))?;
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid interval {interval}: must be a positive number of microseconds"
+            ))
+        })?;
     with_state(|s| s.settings.interval_us = us);
     Ok(())
 }

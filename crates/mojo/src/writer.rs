@@ -28,7 +28,7 @@ impl StringId {
 }
 
 /// A frame interned by a [`MojoWriter`]: its key in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FrameId(u32);
 
 impl FrameId {

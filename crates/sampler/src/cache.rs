@@ -7,8 +7,51 @@
 //! sampler learns of it (see [`crate::codewatch`]).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use echion_mojo::FrameId;
+
+/// A multiplicative hasher for addresses and small integers: SipHash was a
+/// fifth of a warm tick. Keys are addresses in the profiled process, which
+/// nobody picks to collide.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A `HashMap` keyed by addresses.
+pub type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
+
+/// Slots of the direct-mapped caches in front of the maps (a power of 2).
+const FRONT: usize = 4096;
+
+#[inline]
+fn slot(code: u64, offset: u32) -> usize {
+    let h = (code ^ (u64::from(offset) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 52) as usize & (FRONT - 1)
+}
 
 /// A decoded code object: what every frame of it shares.
 #[derive(Debug, Clone)]
@@ -40,8 +83,13 @@ impl CodeEntry {
 /// Bounded caches of frames and code objects.
 #[derive(Debug)]
 pub struct FrameCache {
-    frames: HashMap<(u64, u32), (FrameId, u64)>,
-    codes: HashMap<u64, CodeEntry>,
+    frames: AddrMap<(u64, u32), (FrameId, u64)>,
+    codes: AddrMap<u64, CodeEntry>,
+    first_traceable: AddrMap<u64, i32>,
+    /// Direct-mapped fronts of `frames` and `first_traceable`: a hit costs
+    /// one multiplication and one compare. Code 0 marks an empty slot.
+    front: Box<[(u64, u32, FrameId)]>,
+    front_first: Box<[(u64, i32)]>,
     frame_capacity: usize,
     code_capacity: usize,
     /// Frames decoded (cache misses) so far.
@@ -55,8 +103,14 @@ impl FrameCache {
     /// code objects.
     pub fn new(frame_capacity: usize, code_capacity: usize) -> Self {
         Self {
-            frames: HashMap::with_capacity(frame_capacity.min(4096)),
-            codes: HashMap::with_capacity(code_capacity.min(1024)),
+            frames: AddrMap::with_capacity_and_hasher(frame_capacity.min(4096), Default::default()),
+            codes: AddrMap::with_capacity_and_hasher(code_capacity.min(1024), Default::default()),
+            first_traceable: AddrMap::with_capacity_and_hasher(
+                code_capacity.min(1024),
+                Default::default(),
+            ),
+            front: vec![(0, 0, FrameId::default()); FRONT].into_boxed_slice(),
+            front_first: vec![(0, 0); FRONT].into_boxed_slice(),
             frame_capacity: frame_capacity.max(2),
             code_capacity: code_capacity.max(2),
             misses: 0,
@@ -67,10 +121,19 @@ impl FrameCache {
     /// The frame cached for `(code, offset)`, marked as used at `tick`.
     #[inline]
     pub fn frame(&mut self, code: u64, offset: u32, tick: u64) -> Option<FrameId> {
+        let i = slot(code, offset);
+        let (c, o, id) = self.front[i];
+        if c == code && o == offset && code != 0 {
+            self.hits += 1;
+            // The LRU stamp of a front hit is refreshed when the entry
+            // next falls through to the map; the front is cleared with it.
+            return Some(id);
+        }
         match self.frames.get_mut(&(code, offset)) {
             Some((id, used)) => {
                 *used = tick;
                 self.hits += 1;
+                self.front[i] = (code, offset, *id);
                 Some(*id)
             }
             None => None,
@@ -82,8 +145,37 @@ impl FrameCache {
         self.misses += 1;
         if self.frames.len() >= self.frame_capacity {
             evict_older_half(&mut self.frames, |(_, used)| *used);
+            self.front.fill((0, 0, FrameId::default()));
         }
         self.frames.insert((code, offset), (id, tick));
+        self.front[slot(code, offset)] = (code, offset, id);
+    }
+
+    /// The `_co_firsttraceable` of the code object at `code` (3.11+), read
+    /// with `read` the first time.
+    pub fn first_traceable<E>(
+        &mut self,
+        code: u64,
+        read: impl FnOnce() -> Result<i32, E>,
+    ) -> Result<i32, E> {
+        let i = slot(code, 0);
+        let (c, v) = self.front_first[i];
+        if c == code && code != 0 {
+            return Ok(v);
+        }
+        let v = match self.first_traceable.get(&code) {
+            Some(&v) => v,
+            None => {
+                let v = read()?;
+                if self.first_traceable.len() >= self.code_capacity {
+                    self.first_traceable.clear();
+                }
+                self.first_traceable.insert(code, v);
+                v
+            }
+        };
+        self.front_first[i] = (code, v);
+        Ok(v)
     }
 
     /// The decoded code object at `code`, marked as used at `tick`.
@@ -110,6 +202,17 @@ impl FrameCache {
         }
         for code in codes {
             self.codes.remove(code);
+            self.first_traceable.remove(code);
+        }
+        for e in self.front.iter_mut() {
+            if codes.contains(&e.0) {
+                *e = (0, 0, FrameId::default());
+            }
+        }
+        for e in self.front_first.iter_mut() {
+            if codes.contains(&e.0) {
+                *e = (0, 0);
+            }
         }
         if codes.len() == 1 {
             let code = codes[0];
@@ -124,6 +227,9 @@ impl FrameCache {
     pub fn clear(&mut self) {
         self.frames.clear();
         self.codes.clear();
+        self.first_traceable.clear();
+        self.front.fill((0, 0, FrameId::default()));
+        self.front_first.fill((0, 0));
     }
 
     /// Number of frames cached.
@@ -132,7 +238,7 @@ impl FrameCache {
     }
 }
 
-fn evict_older_half<K, V>(map: &mut HashMap<K, V>, used: impl Fn(&V) -> u64) {
+fn evict_older_half<K, V, S>(map: &mut HashMap<K, V, S>, used: impl Fn(&V) -> u64) {
     let mut ticks: Vec<u64> = map.values().map(&used).collect();
     let mid = ticks.len() / 2;
     let (_, cut, _) = ticks.select_nth_unstable(mid);
@@ -182,7 +288,11 @@ mod tests {
         c.insert_frame(0x1000, 0, ids[0], 1);
         c.insert_frame(0x1000, 2, ids[1], 1);
         c.insert_frame(0x2000, 0, ids[2], 1);
-        c.insert_code(0x1000, CodeEntry::new("a.py".into(), "f".into(), 1, vec![]), 1);
+        c.insert_code(
+            0x1000,
+            CodeEntry::new("a.py".into(), "f".into(), 1, vec![]),
+            1,
+        );
         c.forget_codes(&[0x1000]);
         assert_eq!(c.frame(0x1000, 0, 2), None);
         assert_eq!(c.frame(0x1000, 2, 2), None);

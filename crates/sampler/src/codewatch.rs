@@ -69,7 +69,8 @@ impl FreedCodes {
 
     /// Empties the ring. For a forked child, where no sampler runs yet.
     pub fn reset(&self) {
-        self.tail.store(self.head.load(Ordering::Acquire), Ordering::Release);
+        self.tail
+            .store(self.head.load(Ordering::Acquire), Ordering::Release);
         self.overflow.store(false, Ordering::Release);
     }
 }

@@ -1,15 +1,14 @@
 //! One tick of sampling: every interpreter, every thread, one stack each,
 //! written as MOJO.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use echion_cpython_layout::linetable::{self, TableFormat};
-use echion_cpython_layout::views::{Target, ThreadInfo, ViewError};
+use echion_cpython_layout::views::{Target, ThreadInfo, ViewError, MAX_FRAMES};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry};
 
-use crate::cache::{CodeEntry, FrameCache};
+use crate::cache::{AddrMap, CodeEntry, FrameCache};
 use crate::clock;
 use crate::codewatch::FreedCodes;
 use crate::mem::RegionCache;
@@ -98,6 +97,8 @@ pub struct Stats {
     pub skipped: [u64; SkipReason::ALL.len()],
     /// Ticks whose interpreter list could not be read whole.
     pub interpreter_errors: u64,
+    /// Ranges copied at the start of the last tick (see [`crate::mem`]).
+    pub prefetched_ranges: u64,
 }
 
 impl Stats {
@@ -131,10 +132,11 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     writer: MojoWriter<W>,
     names: ThreadNames,
     cache: FrameCache,
-    threads: HashMap<u64, PerThread>,
+    threads: AddrMap<u64, PerThread>,
     stack: Vec<StackEntry>,
     freed: Vec<u64>,
     name_buf: String,
+    regions: RegionCache<'r, R>,
     tick: u64,
     stats: Stats,
 }
@@ -161,10 +163,11 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             writer,
             names: ThreadNames::default(),
             cache: FrameCache::new(1 << 16, 1 << 13),
-            threads: HashMap::new(),
+            threads: AddrMap::default(),
             stack: Vec::with_capacity(256),
             freed: Vec::new(),
             name_buf: String::new(),
+            regions: RegionCache::new(reader),
             tick: 0,
             stats: Stats::default(),
         })
@@ -213,10 +216,20 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             self.cache.forget_codes(&self.freed);
         }
 
-        let reader = self.reader;
-        let layout = self.layout;
-        let target = Target::new(reader, layout);
-        let mut regions = RegionCache::new(reader);
+        // The regions live in the engine between ticks; taken out for the
+        // tick so that the walk can borrow them while the engine changes.
+        let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
+        self.stats.prefetched_ranges = regions.begin_tick() as u64;
+        let result = self.tick_with(&regions, now_ns);
+        self.regions = regions;
+        result?;
+        let tick = self.tick;
+        self.threads.retain(|_, t| t.seen_tick == tick);
+        self.writer.flush()
+    }
+
+    fn tick_with(&mut self, regions: &RegionCache<'r, R>, now_ns: u64) -> std::io::Result<()> {
+        let target = Target::new(regions, self.layout);
         let mut interps = target.interpreters(self.runtime);
         loop {
             let interp = match interps.next() {
@@ -237,8 +250,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                         break;
                     }
                 };
-                regions.clear();
-                match self.sample_thread(&mut regions, interp.id, &thread, now_ns) {
+                match self.sample_thread(regions, interp.id, &thread, now_ns) {
                     Ok(true) => self.stats.samples += 1,
                     Ok(false) => {}
                     Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
@@ -246,16 +258,14 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 }
             }
         }
-        let tick = self.tick;
-        self.threads.retain(|_, t| t.seen_tick == tick);
-        self.writer.flush()
+        Ok(())
     }
 
     /// Samples one thread; `Ok(false)` when the mode says it has nothing to
     /// show (CPU mode, idle thread).
     fn sample_thread(
         &mut self,
-        regions: &mut RegionCache<'r, R>,
+        regions: &RegionCache<'r, R>,
         iid: i64,
         thread: &ThreadInfo,
         now_ns: u64,
@@ -311,25 +321,8 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             }
         };
 
-        // From 3.11, the frames of the thread's current data-stack chunk are
-        // copied in one read; the walk then reads them from the copy.
-        preload_frames(regions, thread);
-        let target = Target::new(&*regions, self.layout);
         self.stack.clear();
-        for frame in target.frames(thread.frame) {
-            let frame = frame.map_err(|e| Skip::Reason(e.into()))?;
-            if !frame.is_python() {
-                continue;
-            }
-            let offset = frame.offset.unwrap_or(u32::MAX);
-            let id = match self.cache.frame(frame.code.0, offset, tick) {
-                Some(id) => id,
-                None => self
-                    .decode_frame(&target, frame.code, frame.offset)
-                    .map_err(|e| Skip::Reason(e.into()))?,
-            };
-            self.stack.push(StackEntry::Frame(id));
-        }
+        self.walk(regions, thread.frame)?;
         self.stack.reverse();
 
         let name: &str = match self.names.get(thread.thread_id) {
@@ -353,6 +346,43 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             })
             .map_err(Skip::Io)?;
         Ok(true)
+    }
+
+    /// Walks the stack from `frame` outwards into `self.stack` (innermost
+    /// first).
+    fn walk(&mut self, regions: &RegionCache<'r, R>, frame: Addr) -> Result<(), Skip> {
+        let target = Target::new(regions, self.layout);
+        let tick = self.tick;
+        let mut addr = frame;
+        let mut depth = 0;
+        while !addr.is_null() {
+            depth += 1;
+            if depth > MAX_FRAMES {
+                return Err(Skip::Reason(SkipReason::TooDeep));
+            }
+            let cache = &mut self.cache;
+            let (info, previous) = target
+                .frame_with(addr, &mut |code| {
+                    cache.first_traceable(code.0, || target.code_firsttraceable(code))
+                })
+                .map_err(|e| Skip::Reason(e.into()))?;
+            if previous == addr {
+                return Err(Skip::Reason(SkipReason::Invalid));
+            }
+            addr = previous;
+            if !info.is_python() {
+                continue;
+            }
+            let offset = info.offset.unwrap_or(u32::MAX);
+            let id = match self.cache.frame(info.code.0, offset, tick) {
+                Some(id) => id,
+                None => self
+                    .decode_frame(&target, info.code, info.offset)
+                    .map_err(|e| Skip::Reason(e.into()))?,
+            };
+            self.stack.push(StackEntry::Frame(id));
+        }
+        Ok(())
     }
 
     /// Decodes the frame at `offset` of the code object at `code`, interns
@@ -395,20 +425,15 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             // CPython's columns count from 0; MOJO keeps 0 for "unknown", so
             // they are written counting from 1.
             column: loc.and_then(|l| l.column).map_or(0, |c| i64::from(c) + 1),
-            column_end: loc.and_then(|l| l.column_end).map_or(0, |c| i64::from(c) + 1),
+            column_end: loc
+                .and_then(|l| l.column_end)
+                .map_or(0, |c| i64::from(c) + 1),
         };
         let id = self.writer.intern_frame(&spec);
         self.cache
             .insert_frame(code.0, offset.unwrap_or(u32::MAX), id, tick);
         Ok(id)
     }
-}
-
-/// Copies the used part of the thread's current data-stack chunk (3.11+),
-/// so that the frame walk reads it from memory already copied. A failed copy
-/// only means the walk reads frame by frame.
-fn preload_frames<R: MemoryReader + ?Sized>(regions: &mut RegionCache<'_, R>, thread: &ThreadInfo) {
-    let _ = (regions, thread);
 }
 
 enum Skip {

@@ -1,23 +1,47 @@
 //! Memory reading for the sampler: a reader that serves reads from regions
-//! copied in one system call each.
+//! copied in few system calls.
 //!
-//! From CPython 3.11 the frames of a thread live in contiguous data-stack
-//! chunks. Copying the used part of the current chunk once and walking the
-//! frames in the copy turns one system call per frame into one per thread.
-//! Reads outside the copied regions go to the underlying reader.
+//! Between two ticks most of what the sampler reads stays where it was: the
+//! runtime, the interpreter and thread states, and most frames of every
+//! stack (from CPython 3.11 contiguous in data-stack chunks). The cache
+//! remembers the ranges a tick read and copies them all at the start of the
+//! next tick in one vectored read (close ranges merged into one), so a warm
+//! tick costs one system call plus one for whatever moved. Reads outside the
+//! copied regions go to the underlying reader.
+
+use std::cell::{Cell, RefCell};
 
 use echion_cpython_layout::{Addr, MemError, MemoryReader};
+
+/// Most ranges remembered from one tick for the next.
+pub const MAX_READ_SET: usize = 1024;
 
 /// Largest region copied (a data-stack chunk is 16 KiB at first and grows
 /// for deep recursion).
 pub const MAX_REGION: u64 = 1 << 20;
 
+/// One copied region.
+#[derive(Debug, Default)]
+struct Region {
+    base: u64,
+    data: Vec<u8>,
+    valid: bool,
+    hit: Cell<bool>,
+}
+
+/// Ranges closer than this are copied as one (the bytes between are read
+/// too, which costs less than another range).
+const MERGE_GAP: u64 = 1024;
+
 /// A reader with a few preloaded regions in front of another reader.
 #[derive(Debug)]
 pub struct RegionCache<'r, R: MemoryReader + ?Sized> {
     inner: &'r R,
-    regions: Vec<(u64, Vec<u8>)>,
+    regions: Vec<Region>,
     used: usize,
+    ranges: Vec<(u64, u64)>,
+    misses: RefCell<Vec<(u64, u64)>>,
+    read_set: Vec<(u64, u64)>,
 }
 
 impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
@@ -27,12 +51,42 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
             inner,
             regions: Vec::new(),
             used: 0,
+            ranges: Vec::new(),
+            misses: RefCell::new(Vec::new()),
+            read_set: Vec::new(),
         }
+    }
+
+    /// Starts a tick: copies what the last tick read (the regions it hit
+    /// and the reads it made past them), in as few vectored reads as it
+    /// takes. Returns how many ranges were copied.
+    pub fn begin_tick(&mut self) -> usize {
+        let mut set = std::mem::take(&mut self.read_set);
+        set.clear();
+        for r in &self.regions[..self.used] {
+            if r.valid && r.hit.get() {
+                set.push((r.base, r.data.len() as u64));
+            }
+        }
+        set.extend(self.misses.get_mut().drain(..));
+        set.truncate(MAX_READ_SET);
+        self.used = 0;
+        let kept = self.prefetch(&mut set);
+        self.read_set = set;
+        kept
     }
 
     /// Forgets every region (keeping their buffers for reuse).
     pub fn clear(&mut self) {
         self.used = 0;
+    }
+
+    fn next_region(&mut self) -> &mut Region {
+        if self.used == self.regions.len() {
+            self.regions.push(Region::default());
+        }
+        self.used += 1;
+        &mut self.regions[self.used - 1]
     }
 
     /// Copies `[addr, addr + len)` in one read. A region over
@@ -45,33 +99,99 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
                 max: MAX_REGION,
             });
         }
-        if self.used == self.regions.len() {
-            self.regions.push((0, Vec::new()));
-        }
-        let (base, buf) = &mut self.regions[self.used];
-        buf.resize(len as usize, 0);
-        self.inner.read(addr, buf)?;
-        *base = addr.0;
-        self.used += 1;
+        let inner = self.inner;
+        let region = self.next_region();
+        region.data.resize(len as usize, 0);
+        region.valid = false;
+        inner.read(addr, &mut region.data)?;
+        region.base = addr.0;
+        region.valid = true;
+        region.hit.set(false);
         Ok(())
+    }
+
+    /// Copies each `(address, length)` range (sorting them), merging ranges
+    /// that are close, in as few vectored reads as it takes (one per 64
+    /// ranges). Ranges that cannot be read are left out; reads of them go to
+    /// the underlying reader. Returns how many ranges were kept.
+    pub fn prefetch(&mut self, wanted: &mut [(u64, u64)]) -> usize {
+        // Usually sorted already: the regions of the last tick come first,
+        // in order.
+        if !wanted.is_sorted() {
+            wanted.sort_unstable();
+        }
+        self.ranges.clear();
+        for &(a, len) in wanted.iter() {
+            if a == 0 || len == 0 || len > MAX_REGION {
+                continue;
+            }
+            let end = a.saturating_add(len);
+            match self.ranges.last_mut() {
+                Some((start, stop))
+                    if a <= stop.saturating_add(MERGE_GAP)
+                        && end.max(*stop) - *start <= MAX_REGION =>
+                {
+                    *stop = (*stop).max(end);
+                }
+                _ => self.ranges.push((a, end)),
+            }
+        }
+        let mut kept = 0;
+        let mut i = 0;
+        while i < self.ranges.len() {
+            let batch = (self.ranges.len() - i).min(64);
+            let first = self.used;
+            let mut addrs = [Addr(0); 64];
+            for k in 0..batch {
+                let (start, stop) = self.ranges[i + k];
+                addrs[k] = Addr(start);
+                let region = self.next_region();
+                region.base = start;
+                region.data.resize((stop - start) as usize, 0);
+                region.valid = false;
+            }
+            let inner = self.inner;
+            let mut bufs: [&mut [u8]; 64] = std::array::from_fn(|_| &mut [][..]);
+            for (slot, region) in bufs
+                .iter_mut()
+                .zip(self.regions[first..first + batch].iter_mut())
+            {
+                *slot = &mut region.data[..];
+            }
+            let ok = inner.read_vectored(&addrs[..batch], &mut bufs[..batch]);
+            for (k, region) in self.regions[first..first + batch].iter_mut().enumerate() {
+                region.valid = ok & (1 << k) != 0;
+                region.hit.set(false);
+                kept += usize::from(region.valid);
+            }
+            i += batch;
+        }
+        kept
     }
 }
 
 impl<R: MemoryReader + ?Sized> MemoryReader for RegionCache<'_, R> {
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         let len = buf.len() as u64;
-        for (base, data) in &self.regions[..self.used] {
-            if addr.0 >= *base {
-                let start = addr.0 - base;
+        for r in &self.regions[..self.used] {
+            if r.valid && addr.0 >= r.base {
+                let start = addr.0 - r.base;
                 if let Some(end) = start.checked_add(len) {
-                    if end <= data.len() as u64 {
-                        buf.copy_from_slice(&data[start as usize..end as usize]);
+                    if end <= r.data.len() as u64 {
+                        buf.copy_from_slice(&r.data[start as usize..end as usize]);
+                        r.hit.set(true);
                         return Ok(());
                     }
                 }
             }
         }
-        self.inner.read(addr, buf)
+        self.inner.read(addr, buf)?;
+        // Remembered for the next tick's prefetch.
+        let mut misses = self.misses.borrow_mut();
+        if misses.len() < MAX_READ_SET {
+            misses.push((addr.0, len));
+        }
+        Ok(())
     }
 }
 
@@ -118,5 +238,26 @@ mod tests {
         cache.clear();
         cache.read(Addr(0x1020), &mut b).expect("mapped");
         assert_eq!(counting.reads.get(), 5);
+
+        // Prefetch merges close ranges and drops unreadable ones.
+        cache.clear();
+        let mut ranges = [(0x1080, 16), (0x1000, 16), (0x9000, 16), (0x1040, 16)];
+        assert_eq!(cache.prefetch(&mut ranges), 1);
+        let before = counting.reads.get();
+        cache.read(Addr(0x1084), &mut b).expect("prefetched");
+        cache.read(Addr(0x1000), &mut b).expect("prefetched");
+        assert_eq!(counting.reads.get(), before);
+        assert_eq!(b[0], 0);
+
+        // A tick remembers what it read and copies it at the next one.
+        cache.clear();
+        cache.read(Addr(0x1010), &mut b).expect("mapped");
+        cache.read(Addr(0x10f0), &mut b).expect("mapped");
+        assert_eq!(cache.begin_tick(), 1);
+        let before = counting.reads.get();
+        cache.read(Addr(0x10f0), &mut b).expect("prefetched");
+        cache.read(Addr(0x1010), &mut b).expect("prefetched");
+        assert_eq!(counting.reads.get(), before);
+        assert_eq!(b[0], 0x10);
     }
 }

@@ -6,8 +6,9 @@
 //! neither side waits for the other for more than a few instructions. The
 //! sampler applies the updates to its own map at the start of each tick.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+
+use crate::cache::AddrMap;
 
 /// A change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub struct ThreadMeta {
 /// The sampler's view of the registry.
 #[derive(Debug, Default)]
 pub struct ThreadNames {
-    map: HashMap<u64, ThreadMeta>,
+    map: AddrMap<u64, ThreadMeta>,
     scratch: Vec<Update>,
 }
 

@@ -140,7 +140,9 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let interval_ns = u64::try_from(config.interval.as_nanos())
         .unwrap_or(u64::MAX)
         .max(1000);
-    writer.metadata("mode", config.mode.name()).map_err(write_err)?;
+    writer
+        .metadata("mode", config.mode.name())
+        .map_err(write_err)?;
     writer
         .metadata("interval", &(interval_ns / 1000).to_string())
         .map_err(write_err)?;

@@ -87,6 +87,35 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     /// Reads one frame (not following `previous`/`f_back`); returns it and
     /// the address of the next outer frame.
     pub fn frame(&self, addr: Addr) -> Result<(FrameInfo, Addr), ViewError> {
+        self.frame_with(addr, &mut |code| self.code_firsttraceable(code))
+    }
+
+    /// The span of memory [`Target::frame`] reads at a frame's address: a
+    /// caller that prefetches frames copies this much.
+    pub fn frame_span(&self) -> u64 {
+        match &self.layout.frame {
+            FrameLayout::Object(l) => (l.f_back + 8)
+                .max(l.f_code + 8)
+                .max(l.f_lasti + 4)
+                .max(l.f_lineno + 4),
+            FrameLayout::Interpreter(l) => {
+                let end = (l.code + 8)
+                    .max(l.previous + 8)
+                    .max(l.instr_ptr + 8)
+                    .max(l.owner + 1);
+                l.is_entry.map_or(end, |e| end.max(e + 1))
+            }
+        }
+    }
+
+    /// [`Target::frame`], with `first_traceable(code)` giving a code
+    /// object's `_co_firsttraceable` (3.11+), so that a caller with a cache
+    /// of code objects saves a read per frame.
+    pub fn frame_with(
+        &self,
+        addr: Addr,
+        first_traceable: &mut dyn FnMut(Addr) -> Result<i32, ViewError>,
+    ) -> Result<(FrameInfo, Addr), ViewError> {
         let mut buf = [0u8; SPAN];
         match &self.layout.frame {
             FrameLayout::Object(l) => {
@@ -162,7 +191,7 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
                 // `_PyCode_CODE(co) + co->_co_firsttraceable`.
                 let offset = instr.distance_from(start);
                 if owner != l.owned_by_generator {
-                    let first = self.code_firsttraceable(code)?;
+                    let first = first_traceable(code)?;
                     let first_bytes = u64::from(first.unsigned_abs()) * 2;
                     if offset.map_or(true, |o| o < first_bytes) {
                         info.kind = FrameKind::Incomplete;
@@ -180,7 +209,9 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
         }
     }
 
-    fn code_firsttraceable(&self, code: Addr) -> Result<i32, ViewError> {
+    /// A code object's `_co_firsttraceable` (3.11+): the index of the
+    /// first instruction a traceback may show.
+    pub fn code_firsttraceable(&self, code: Addr) -> Result<i32, ViewError> {
         let off = self
             .layout
             .code

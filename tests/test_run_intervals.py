@@ -1,0 +1,26 @@
+"""`-i 10ms`, `-i 500us`, `-i 2000` (µs): each running thread gets one
+sample per interval of its life (±20 %), and the profile says which
+interval it was taken at."""
+
+import pytest
+
+from harness import SAMPLER_THREAD, assert_close, run_echion, samples_of, stack_summary, target
+
+TARGET = target("threads.py")
+
+
+@pytest.mark.parametrize("interval, micros", [("10ms", 10_000), ("500us", 500), ("2000", 2000)])
+def test_sample_count_follows_the_interval(tmp_path, interval, micros):
+    run = run_echion(tmp_path, TARGET, "-i", interval)
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    meta = view["metadata"]
+    assert meta["interval"] == str(micros), meta
+    ctx = f"metadata {meta}\n{stack_summary(view)}"
+    # The two workers' lives are measured in the target; the main and the
+    # sampler thread live as long as the sampling does.
+    for name, lifetime in (("burner", got["burner"]["wall"]), ("sleeper", got["sleeper"]["wall"])):
+        assert_close(len(samples_of(view, name)), lifetime * 1e6 / micros, 0.20, f"samples of {name} at -i {interval}", ctx)
+    sampled = int(meta["duration"])
+    for name in ("MainThread", SAMPLER_THREAD):
+        assert_close(len(samples_of(view, name)), sampled / micros, 0.20, f"samples of {name} at -i {interval}", ctx)

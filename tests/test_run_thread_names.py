@@ -1,0 +1,83 @@
+"""Threads by their threading names: 200 at once, one that starts and ends
+while the program runs on, and one that renames itself."""
+
+from harness import (
+    SAMPLER_THREAD,
+    assert_close,
+    contains,
+    is_stack,
+    marker_line,
+    run_echion,
+    scope,
+    select,
+    stack_summary,
+    target,
+    thread_prefix,
+    threads,
+    total,
+    totals,
+)
+
+MANY = target("many_threads.py")
+LIFECYCLE = target("thread_lifecycle.py")
+
+
+def test_200_threads(tmp_path):
+    run = run_echion(tmp_path, MANY, timeout=120)
+    assert run.returncode == 0, run.describe()
+    view, lifetimes = run.view, run.result["lifetimes"]
+    names = {"worker-%03d" % i for i in range(200)}
+    assert set(lifetimes) == names
+    seen = threads(view)
+    assert seen == names | {"MainThread", SAMPLER_THREAD}, f"missing {sorted(names - seen)[:10]}, unexpected {sorted(seen - names)[:10]}"
+
+    line = marker_line(MANY, "wait")
+    waiting = thread_prefix() + (("waiter", line), scope("Event.wait"))
+    per_thread = totals(view)
+    for name in sorted(names):
+        assert select(view, lambda s: contains(s, waiting), name), f"{name} never seen waiting:\n{stack_summary(view, name)}"
+        # Each one is seen for (most of) its life, however many there are.
+        assert per_thread[name] >= 0.5 * lifetimes[name] * 1e6, f"{name}: {per_thread[name]} µs of {lifetimes[name] * 1e6:.0f}"
+    assert_close(
+        sum(per_thread[n] for n in names),
+        sum(lifetimes.values()) * 1e6,
+        0.10,
+        "wall time of the 200 threads together",
+        f"metadata {view['metadata']}",
+    )
+
+
+def test_thread_started_and_finished_while_sampling(tmp_path):
+    run = run_echion(tmp_path, LIFECYCLE)
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view, top=20)
+    # Only threading's names, the ended thread's among them.
+    assert threads(view) == {"MainThread", SAMPLER_THREAD, "short-lived", "before-rename", "after-rename"}, ctx
+    line = {m: marker_line(LIFECYCLE, m) for m in ("snooze", "brief", "afterwards", "main-afterwards")}
+    stack = thread_prefix() + (("brief", line["brief"]), ("snooze", line["snooze"]))
+    found = select(view, lambda s: is_stack(s, stack), "short-lived")
+    assert found, ctx
+    assert_close(total(found), got["brief"] * 1e6, 0.10, "wall time of short-lived in snooze()", ctx)
+    # The program went on without it.
+    assert select(view, lambda s: contains(s, [("main", line["main-afterwards"]), ("afterwards", line["afterwards"])]), "MainThread"), ctx
+
+
+def test_renamed_thread(tmp_path):
+    run = run_echion(tmp_path, LIFECYCLE)
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view, top=20)
+    line = {m: marker_line(LIFECYCLE, m) for m in ("snooze", "before", "after", "renamed-before", "renamed-after")}
+    before = thread_prefix() + (("renamed", line["renamed-before"]), ("before_rename", line["before"]), ("snooze", line["snooze"]))
+    after = thread_prefix() + (("renamed", line["renamed-after"]), ("after_rename", line["after"]), ("snooze", line["snooze"]))
+
+    def time_in(stack, name):
+        return total(select(view, lambda s: is_stack(s, stack), name))
+
+    # Before the rename under the old name, after it under the new one;
+    # a sample on the edge may see the name of the moment before.
+    assert_close(time_in(before, "before-rename"), got["before"] * 1e6, 0.10, "time of before-rename before the rename", ctx)
+    assert_close(time_in(after, "after-rename"), got["after"] * 1e6, 0.10, "time of after-rename after the rename", ctx)
+    assert len(select(view, lambda s: is_stack(s, before), "after-rename")) == 0, ctx
+    assert len(select(view, lambda s: is_stack(s, after), "before-rename")) <= 1, ctx

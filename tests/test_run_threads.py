@@ -1,0 +1,130 @@
+"""`echion python app.py` on two named threads with known stacks (one
+sleeping, one burning CPU) and the main thread waiting for them: wall and
+CPU time per thread and per stack, line numbers, and the sampler thread
+(present, or absent in stealth mode)."""
+
+import pytest
+
+from harness import (
+    PY,
+    SAMPLER_THREAD,
+    assert_close,
+    is_stack,
+    marker_line,
+    run_echion,
+    samples_of,
+    scope,
+    select,
+    stack_summary,
+    starts_with,
+    target,
+    thread_prefix,
+    threads,
+    total,
+    totals,
+)
+
+TARGET = target("threads.py")
+L = {m: marker_line(TARGET, m) for m in ("burn", "snooze", "burner", "sleeper", "join", "main")}
+
+
+def burner_stack():
+    return thread_prefix() + (("burner", L["burner"]), ("burn", L["burn"]))
+
+
+def sleeper_stack():
+    return thread_prefix() + (("sleeper", L["sleeper"]), ("snooze", L["snooze"]))
+
+
+def main_prefix():
+    return (("<module>", L["main"]), ("main", L["join"]), scope("Thread.join"))
+
+
+def expected_threads(stealth):
+    return {"MainThread", "burner", "sleeper"} | (set() if stealth else {SAMPLER_THREAD})
+
+
+def check_metadata(view, mode):
+    meta = view["metadata"]
+    assert meta["mode"] == mode
+    assert meta["interval"] == "1000"
+    assert meta["sampler"] == "echion"
+    assert meta["python"].startswith("%d.%d." % PY)
+    for key in ("duration", "ticks", "samples", "skipped", "late_ticks"):
+        assert meta.get(key, "").isdigit(), f"closing metadata {key!r} missing: {meta}"
+    assert int(meta["samples"]) == len(view["samples"])
+
+
+@pytest.mark.parametrize("stealth", [False, True], ids=["sampler-thread", "stealth"])
+def test_wall_time_per_thread_is_its_lifetime(tmp_path, stealth):
+    run = run_echion(tmp_path, TARGET, *(["-s"] if stealth else []))
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view)
+    check_metadata(view, "wall")
+    assert threads(view) == expected_threads(stealth), ctx
+    per_thread = totals(view)
+
+    # Every sample of the workers is the stack we know, line numbers
+    # included (bootstrap, start and end of a thread aside).
+    for name, stack, lifetime in (
+        ("burner", burner_stack(), got["burner"]["wall"]),
+        ("sleeper", sleeper_stack(), got["sleeper"]["wall"]),
+    ):
+        mine = total(select(view, lambda s: is_stack(s, stack), name))
+        assert_close(per_thread[name], lifetime * 1e6, 0.10, f"wall time of thread {name}", ctx)
+        assert_close(mine, lifetime * 1e6, 0.10, f"wall time of {name} in {stack[-2:]}", ctx)
+
+    # Sampling starts before the program's first line: the main thread's
+    # total covers the whole script at least.
+    assert per_thread["MainThread"] >= 0.9 * got["main"]["script"] * 1e6, (
+        f"MainThread sampled for {per_thread['MainThread']} µs, the script ran {got['main']['script'] * 1e6:.0f} µs\n{ctx}"
+    )
+
+    # The main thread waits in join() for as long as the workers live.
+    joining = total(select(view, lambda s: starts_with(s, main_prefix()), "MainThread"))
+    assert_close(joining, got["main"]["join"] * 1e6, 0.10, "wall time of MainThread in join()", ctx)
+
+    if not stealth:
+        # The sampler thread sits in its run() (in the native start()) for
+        # the whole run.
+        sampler = samples_of(view, SAMPLER_THREAD)
+        assert all(is_stack(s, thread_prefix()) for s in sampler), stack_summary(view, SAMPLER_THREAD)
+        assert_close(per_thread[SAMPLER_THREAD], int(view["metadata"]["duration"]), 0.10, "wall time of the sampler thread", ctx)
+
+
+@pytest.mark.parametrize("stealth", [False, True], ids=["sampler-thread", "stealth"])
+def test_cpu_time_is_where_the_cpu_was_burnt(tmp_path, stealth):
+    run = run_echion(tmp_path, TARGET, "-c", *(["-s"] if stealth else []))
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view)
+    check_metadata(view, "cpu")
+
+    burning = total(select(view, lambda s: is_stack(s, burner_stack()), "burner"))
+    assert_close(burning, got["burner"]["cpu_burn"] * 1e6, 0.15, "CPU time of burner in burn()", ctx)
+    # Nothing of the burner's CPU time is lost to other stacks either.
+    assert_close(totals(view)["burner"], got["burner"]["cpu"] * 1e6, 0.15, "CPU time of thread burner", ctx)
+
+    # Sleeping is not CPU time: the sleeping frames carry at most the CPU
+    # the thread burnt in them (going to sleep, waking, taking the GIL
+    # back), never the time asleep, and the sampler does not show them
+    # tick after tick.
+    for name, stack, cpu in (
+        ("sleeper", sleeper_stack(), got["sleeper"]["cpu"]),
+        ("MainThread", main_prefix(), got["main"]["join_cpu"]),
+    ):
+        asleep = select(view, lambda s: starts_with(s, stack), name)
+        assert total(asleep) <= cpu * 1e6 + 1000, f"{name} asleep in {stack[-1]} carries {total(asleep)} µs of CPU; it burnt {cpu * 1e6:.0f} µs there:\n{stack_summary(view, name)}"
+        assert len(asleep) <= 10, f"{len(asleep)} CPU samples of {name} asleep in {stack[-1]}:\n{stack_summary(view, name)}"
+
+    seen = threads(view)
+    assert "burner" in seen, ctx
+    # Only threading's names (a thread's last CPU burst after its Python
+    # code ended is still that thread's).
+    assert seen <= expected_threads(stealth), f"native ids: burner {got['burner']['native_id']}, sleeper {got['sleeper']['native_id']}\n{ctx}"
+    if stealth:
+        assert SAMPLER_THREAD not in seen, ctx
+    else:
+        # The sampler burns some CPU of its own while sampling.
+        assert SAMPLER_THREAD in seen, ctx
