@@ -12,11 +12,14 @@ here once. Environment:
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 ROOT = Path(__file__).resolve().parent.parent
 READ_AUSTIN = Path(__file__).resolve().parent / "readers" / "read_austin.py"
@@ -121,11 +124,6 @@ def write_sample(path, v4=False):
 # profile the run wrote with every reader, and query the result. Targets live
 # in ``tests/targets``; they report what they measured themselves (lifetimes,
 # CPU time, pids) as JSON into the file named by ``TARGET_RESULT``.
-
-import re
-import signal
-import time
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 TARGETS = Path(__file__).resolve().parent / "targets"
 PY = sys.version_info[:2]

@@ -188,11 +188,24 @@ fn elf_symbols(path: &Path) -> Option<Symbols> {
     let elf = object::File::parse(&cache).ok()?;
     let mut runtime = None;
     let mut py_version = None;
-    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
-        match sym.name() {
-            Ok("_PyRuntime") if runtime.is_none() => runtime = Some(sym.address()),
-            Ok("Py_Version") if py_version.is_none() => py_version = Some(sym.address()),
-            _ => {}
+    // Both symbols are exported (PyAPI_DATA), so the small dynamic symbol
+    // table has them; the full one is only searched for builds that do not
+    // export them. Every symbol read through the file cache costs a system
+    // call, so stop as soon as both are known.
+    let want_version = |rt: Option<u64>, v: Option<u64>| rt.is_none() || v.is_none();
+    for table in [elf.dynamic_symbols(), elf.symbols()] {
+        for sym in table {
+            match sym.name() {
+                Ok("_PyRuntime") if runtime.is_none() => runtime = Some(sym.address()),
+                Ok("Py_Version") if py_version.is_none() => py_version = Some(sym.address()),
+                _ => {}
+            }
+            if !want_version(runtime, py_version) {
+                break;
+            }
+        }
+        if runtime.is_some() {
+            break;
         }
     }
     // The segment mapped from file offset 0 gives the bias of the mapping

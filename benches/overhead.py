@@ -1,0 +1,126 @@
+"""Whole-process overhead of echion against plain python and its peers.
+
+Runs a workload (benches/workloads/*.py) bare and under each profiler,
+interleaved, several times, and reports medians and ratios to the bare run:
+wall time, CPU time of everything started (user + sys of the process tree),
+the share of the samples asked for that the profile holds, and bytes per
+sample. Needs root (py-spy) and, for the peers, their own venvs:
+
+    python benches/overhead.py --python .venvs/py3.11/bin/python \\
+        --echion035 .venvs/bench-echion035/bin/python --py-spy .venvs/bench-tools/bin/py-spy
+
+Our echion is the one installed for --python (pip install . or the wheel).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MOJO_TOOL = Path(os.environ.get("ECHION_MOJO_TOOL", ROOT / "target" / "release" / "examples" / "mojo"))
+
+
+def run(cmd, env=None):
+    """Runs cmd; returns (wall seconds, CPU seconds of the whole tree)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def mojo_samples(path, thread="MainThread"):
+    """Samples of one thread in a MOJO file, read by our reader."""
+    out = subprocess.run([str(MOJO_TOOL), "dump", str(path)], check=True, stdout=subprocess.PIPE)
+    data = json.loads(out.stdout)
+    return sum(1 for s in data["samples"] if s["thread"] == thread)
+
+
+def pyspy_samples(path):
+    """py-spy --format raw: collapsed stacks with counts."""
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            total += int(count)
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", required=True, help="interpreter with our echion installed")
+    ap.add_argument("--echion035", help="interpreter with echion 0.3.5 from PyPI installed")
+    ap.add_argument("--py-spy", help="the py-spy executable")
+    ap.add_argument("--workload", default=str(ROOT / "benches" / "workloads" / "cpu_single.py"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", help="write the raw results here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="echion-bench-"))
+    wl = args.workload
+    configs = {"python": lambda out: ([args.python, wl], None)}
+    for interval, label in ((1000, "1ms"), (100, "100us")):
+        configs[f"echion-rs {label}"] = (
+            lambda out, i=interval: ([args.python, "-m", "echion", "-i", str(i), "-o", str(out), args.python, wl], i)
+        )
+    if args.echion035:
+        for interval, label in ((1000, "1ms"), (100, "100us")):
+            configs[f"echion 0.3.5 {label}"] = (
+                lambda out, i=interval: ([args.echion035, "-m", "echion", "-i", str(i), "-o", str(out), args.echion035, wl], i)
+            )
+    if args.py_spy:
+        for rate, label in ((1000, "1ms"), (10000, "100us")):
+            configs[f"py-spy {label}"] = (
+                lambda out, r=rate: (
+                    [args.py_spy, "record", "-r", str(r), "-f", "raw", "-o", str(out), "--", args.python, wl],
+                    1_000_000 // r,
+                )
+            )
+
+    results = {name: [] for name in configs}
+    for run_no in range(args.runs):
+        for name, make in configs.items():
+            out = tmp / f"{name.replace(' ', '_')}.{run_no}.out"
+            if name == "python":
+                cmd, interval = make(out)
+            else:
+                cmd, interval = make(out)
+            wall, cpu = run(cmd)
+            row = {"wall": wall, "cpu": cpu}
+            if interval:
+                samples = pyspy_samples(out) if name.startswith("py-spy") else mojo_samples(out)
+                row["samples"] = samples
+                row["expected"] = wall * 1e6 / interval
+                row["bytes"] = out.stat().st_size
+            results[name].append(row)
+            print(f"run {run_no} {name:22s} wall {wall:6.3f}s cpu {cpu:6.3f}s" + (f" samples {row['samples']}" if interval else ""), file=sys.stderr)
+
+    base_wall = statistics.median(r["wall"] for r in results["python"])
+    base_cpu = statistics.median(r["cpu"] for r in results["python"])
+    print(f"\nworkload {Path(wl).name}, {args.runs} runs, medians; ratios to plain python (wall {base_wall:.3f}s, cpu {base_cpu:.3f}s)\n")
+    print(f"| {'profiler':22s} | wall ratio | CPU ratio | samples / asked | bytes / sample |")
+    print(f"|{'-' * 24}|-----------:|----------:|----------------:|---------------:|")
+    for name, rows in results.items():
+        wall = statistics.median(r["wall"] for r in rows) / base_wall
+        cpu = statistics.median(r["cpu"] for r in rows) / base_cpu
+        if "samples" in rows[0]:
+            share = statistics.median(r["samples"] / r["expected"] for r in rows)
+            bps = statistics.median(r["bytes"] / max(r["samples"], 1) for r in rows)
+            print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {share:14.1%} | {bps:14.1f} |")
+        else:
+            print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {'':>15s} | {'':>14s} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

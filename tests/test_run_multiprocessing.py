@@ -1,0 +1,42 @@
+"""multiprocessing with fork and with spawn: every child process writes a
+profile of its own (``%(pid)`` in the output path), valid for every reader,
+with its own samples only."""
+
+import pytest
+
+from harness import contains, marker_line, run_echion, select, stack_summary, target, total
+
+TARGET = target("mp.py")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_each_child_writes_its_own_profile(tmp_path, method):
+    # run_echion reads every profile written and checks that all readers
+    # agree on each: that is the "valid" part.
+    run = run_echion(tmp_path, TARGET, args=[method], timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    assert got["exitcodes"] == [0, 0], run.describe()
+    parent, children = got["parent"], {int(pid): took for pid, took in got["children"].items()}
+    assert run.pid == parent
+    assert set(children) <= set(run.profiles), f"profiles for {sorted(run.profiles)}, children {sorted(children)}; {run.describe()}"
+
+    line = marker_line(TARGET, "child-sleep")
+    for pid, p in run.profiles.items():
+        view = p.ours
+        assert view["samples"], f"empty profile of {pid}"
+        assert {s["pid"] for s in view["samples"]} == {pid}, f"profile of {pid} has samples of {sorted({s['pid'] for s in view['samples']})}"
+        assert view["metadata"]["sampler"] == "echion"
+        working = total(select(view, lambda s: contains(s, [("child_work", line)])))
+        if pid in children:
+            # The child was sampled while it worked (its sampler starts
+            # anew in the child).
+            assert working >= 0.5 * children[pid] * 1e6, f"child {pid} in child_work: {working} µs of {children[pid] * 1e6:.0f}\n{stack_summary(view)}"
+            if method == "spawn":
+                # A spawned child ends through interpreter shutdown (a forked
+                # one through os._exit, which runs nothing): it closes its
+                # profile with the closing metadata.
+                assert "duration" in view["metadata"], f"child {pid}'s profile was not closed: {view['metadata']}"
+        else:
+            # The parent (and multiprocessing's helpers) never ran it.
+            assert working == 0, f"{pid} is no child but has child_work:\n{stack_summary(view)}"

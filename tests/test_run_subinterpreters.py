@@ -1,0 +1,58 @@
+"""Subinterpreters (``_xxsubinterpreters`` on 3.8 to 3.12, ``_interpreters``
+from 3.13) are sampled, each under its own interpreter id, and the
+program's output is what it is without echion."""
+
+import importlib.util
+import re
+
+from harness import PY, assert_close, contains, run_echion, run_plain, select, stack_summary, target, total
+
+TARGET = target("subinterpreters.py")
+
+
+def test_the_interpreter_has_subinterpreters():
+    # Every supported version has one of the two modules: the tests below
+    # run everywhere, nothing is skipped.
+    module = "_interpreters" if PY >= (3, 13) else "_xxsubinterpreters"
+    assert importlib.util.find_spec(module) is not None, f"Python {PY} without {module}"
+
+
+def _code_lines():
+    # The subinterpreters run CODE from the target: its markers count from
+    # CODE's first line.
+    source = TARGET.read_text(encoding="utf-8")
+    code = re.search(r'CODE = """\\\n(.*?)"""', source, re.S).group(1).splitlines()
+    return {m: next(i for i, text in enumerate(code, 1) if "#@" + m in text) for m in ("sub-sleep", "sub-call")}
+
+
+def test_subinterpreters_appear_with_their_ids(tmp_path):
+    run = run_echion(tmp_path, TARGET)
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view, top=20)
+    sub_ids = {int(i) for i in got["durations"]}
+    assert len(sub_ids) == 2 and got["main"] not in sub_ids
+    iids = {s["iid"] for s in view["samples"]}
+    assert iids == {got["main"]} | sub_ids, f"interpreter ids {iids}, expected {got['main']} and {sorted(sub_ids)}\n{ctx}"
+
+    line = _code_lines()
+    stack = [("<module>", line["sub-call"]), ("in_subinterpreter", line["sub-sleep"])]
+    for iid, took in got["durations"].items():
+        found = select(view, lambda s: contains(s, stack), iid=int(iid))
+        assert found, f"interpreter {iid} never seen in in_subinterpreter():\n{ctx}"
+        assert all(s["frames"][-1][0] == "<string>" for s in found)
+        assert_close(total(found), 0.6e6, 0.10, f"wall time in interpreter {iid}", ctx)
+    # The main interpreter's frames stay in the main interpreter, and it
+    # has its own time.
+    runners = select(view, lambda s: any(f[1] == "run_in" for f in s["frames"]))
+    assert runners and {s["iid"] for s in runners} == {got["main"]}, ctx
+    joining = total(select(view, lambda s: any(f[1] == "main" for f in s["frames"]), "MainThread", iid=got["main"]))
+    assert joining >= 0.5e6, f"MainThread of the main interpreter has {joining} µs in main():\n{ctx}"
+
+
+def test_subinterpreters_output_is_unchanged(tmp_path):
+    plain = run_plain(tmp_path, TARGET)
+    profiled = run_echion(tmp_path, TARGET, expect_profile=None)
+    assert plain.returncode == 0, plain.describe()
+    assert (profiled.returncode, profiled.stdout) == (plain.returncode, plain.stdout)
+    assert profiled.stderr.decode() == plain.stderr.decode()
