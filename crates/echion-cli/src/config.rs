@@ -271,7 +271,7 @@ fn scaled_decimal(text: &str, scale: u64) -> Decimal {
     };
     let mut place = scale;
     for d in frac.bytes().map(|b| u64::from(b - b'0')) {
-        if place % 10 == 0 {
+        if place.is_multiple_of(10) {
             place /= 10;
             match value.checked_add(d * place) {
                 Some(v) => value = v,

@@ -68,7 +68,7 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
                 set.push((r.base, r.data.len() as u64));
             }
         }
-        set.extend(self.misses.get_mut().drain(..));
+        set.append(self.misses.get_mut());
         set.truncate(MAX_READ_SET);
         self.used = 0;
         let kept = self.prefetch(&mut set);
@@ -142,9 +142,9 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
             let batch = (self.ranges.len() - i).min(64);
             let first = self.used;
             let mut addrs = [Addr(0); 64];
-            for k in 0..batch {
+            for (k, slot) in addrs.iter_mut().enumerate().take(batch) {
                 let (start, stop) = self.ranges[i + k];
-                addrs[k] = Addr(start);
+                *slot = Addr(start);
                 let region = self.next_region();
                 region.base = start;
                 region.data.resize((stop - start) as usize, 0);

@@ -193,7 +193,7 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
                 if owner != l.owned_by_generator {
                     let first = first_traceable(code)?;
                     let first_bytes = u64::from(first.unsigned_abs()) * 2;
-                    if offset.map_or(true, |o| o < first_bytes) {
+                    if offset.is_none_or(|o| o < first_bytes) {
                         info.kind = FrameKind::Incomplete;
                     }
                 }
