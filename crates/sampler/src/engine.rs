@@ -134,6 +134,7 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     cache: FrameCache,
     threads: AddrMap<u64, PerThread>,
     stack: Vec<StackEntry>,
+    stacks: StackSet,
     freed: Vec<u64>,
     name_buf: String,
     regions: RegionCache<'r, R>,
@@ -165,6 +166,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             cache: FrameCache::new(1 << 16, 1 << 13),
             threads: AddrMap::default(),
             stack: Vec::with_capacity(256),
+            stacks: StackSet::default(),
             freed: Vec::new(),
             name_buf: String::new(),
             regions: RegionCache::new(reader),
@@ -321,9 +323,11 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             }
         };
 
+        self.stacks.clear();
         self.stack.clear();
         self.walk(regions, thread.frame)?;
         self.stack.reverse();
+        self.stacks.push_from(&self.stack);
 
         let name: &str = match self.names.get(thread.thread_id) {
             Some(meta) => &meta.name,
@@ -335,16 +339,18 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 &self.name_buf
             }
         };
-        self.writer
-            .sample(&SampleRef {
-                iid,
-                thread: name,
-                stack: &self.stack,
-                metrics: &[Metric::Time(metric_us as i64)],
-                gc: false,
-                idle: false,
-            })
-            .map_err(Skip::Io)?;
+        for stack in self.stacks.iter() {
+            self.writer
+                .sample(&SampleRef {
+                    iid,
+                    thread: name,
+                    stack,
+                    metrics: &[Metric::Time(metric_us as i64)],
+                    gc: false,
+                    idle: false,
+                })
+                .map_err(Skip::Io)?;
+        }
         Ok(true)
     }
 
@@ -436,7 +442,98 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
     }
 }
 
+/// The stacks one thread yields in one sample, outermost frame first, each
+/// written as a sample of its own with the thread's metric. A plain thread
+/// yields one; a thread running an asyncio loop will yield one per task (the
+/// task's frames on top of the loop's), which is why this is a set. Buffers
+/// are kept between samples, so a warm sampler does not allocate here.
+#[derive(Debug, Default)]
+pub struct StackSet {
+    stacks: Vec<Vec<StackEntry>>,
+    len: usize,
+}
+
+impl StackSet {
+    /// Empties the set (keeping its buffers).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Adds a stack, copied from `frames`.
+    pub fn push_from(&mut self, frames: &[StackEntry]) {
+        if self.len == self.stacks.len() {
+            self.stacks.push(Vec::with_capacity(frames.len()));
+        }
+        let stack = &mut self.stacks[self.len];
+        stack.clear();
+        stack.extend_from_slice(frames);
+        self.len += 1;
+    }
+
+    /// The stacks, in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &[StackEntry]> {
+        self.stacks[..self.len].iter().map(Vec::as_slice)
+    }
+
+    /// How many stacks the set holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the set holds no stack.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 enum Skip {
     Reason(SkipReason),
     Io(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echion_mojo::FrameSpec;
+
+    #[test]
+    fn stack_set_reuses_its_buffers() {
+        let mut w = MojoWriter::new(Vec::new(), 1).expect("vec");
+        let f = |w: &mut MojoWriter<Vec<u8>>, s| {
+            StackEntry::Frame(w.intern_frame(&FrameSpec {
+                filename: "a.py",
+                scope: s,
+                line: 1,
+                line_end: 1,
+                column: 0,
+                column_end: 0,
+            }))
+        };
+        let (a, b) = (f(&mut w, "a"), f(&mut w, "b"));
+        let mut set = StackSet::default();
+        assert!(set.is_empty());
+        set.push_from(&[a, b]);
+        set.push_from(&[a]);
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![&[a, b][..], &[a][..]]);
+        set.clear();
+        set.push_from(&[b]);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![&[b][..]]);
+        assert_eq!(set.stacks.len(), 2, "buffers kept");
+    }
+
+    #[test]
+    fn skip_reasons_map_view_errors() {
+        assert_eq!(SkipReason::from(ViewError::TooDeep), SkipReason::TooDeep);
+        assert_eq!(
+            SkipReason::from(ViewError::Mem(MemError::Null)),
+            SkipReason::Memory
+        );
+        assert_eq!(SkipReason::from(ViewError::BadString), SkipReason::Invalid);
+        let names: Vec<_> = SkipReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names,
+            ["memory", "too_deep", "invalid", "no_native_id", "cpu_clock"]
+        );
+    }
 }

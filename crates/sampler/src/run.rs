@@ -197,25 +197,16 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let stats = engine.stats().clone();
     let writer = engine.writer();
     let mut meta = vec![
-        ("duration", duration_us.to_string()),
-        ("ticks", stats.ticks.to_string()),
-        ("samples", stats.samples.to_string()),
-        ("skipped", stats.skipped_total().to_string()),
-        ("late_ticks", late_ticks.to_string()),
+        ("duration".to_owned(), duration_us.to_string()),
+        ("ticks".to_owned(), stats.ticks.to_string()),
+        ("samples".to_owned(), stats.samples.to_string()),
+        ("skipped".to_owned(), stats.skipped_total().to_string()),
+        ("late_ticks".to_owned(), late_ticks.to_string()),
     ];
     for reason in SkipReason::ALL {
         let n = stats.skipped[reason as usize];
         if n > 0 {
-            meta.push((
-                match reason {
-                    SkipReason::Memory => "skipped_memory",
-                    SkipReason::TooDeep => "skipped_too_deep",
-                    SkipReason::Invalid => "skipped_invalid",
-                    SkipReason::NoNativeId => "skipped_no_native_id",
-                    SkipReason::CpuClock => "skipped_cpu_clock",
-                },
-                n.to_string(),
-            ));
+            meta.push((format!("skipped_{}", reason.name()), n.to_string()));
         }
     }
     for (k, v) in &meta {
