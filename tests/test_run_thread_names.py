@@ -29,7 +29,11 @@ def test_200_threads(tmp_path):
     names = {"worker-%03d" % i for i in range(200)}
     assert set(lifetimes) == names
     seen = threads(view)
-    assert seen == names | {"MainThread", SAMPLER_THREAD}, f"missing {sorted(names - seen)[:10]}, unexpected {sorted(seen - names)[:10]}"
+    expected = names | {"MainThread", SAMPLER_THREAD}
+    unexpected = sorted(seen - expected)
+    assert seen == expected, f"missing {sorted(expected - seen)[:10]}, unexpected {unexpected[:10]}:\n" + "\n".join(
+        stack_summary(view, name, top=2) for name in unexpected[:5]
+    )
 
     line = marker_line(MANY, "wait")
     waiting = thread_prefix() + (("waiter", line), scope("Event.wait"))

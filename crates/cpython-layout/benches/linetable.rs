@@ -8,6 +8,9 @@
 //! the last offset (a walk over the whole table, the worst case) and a full
 //! walk of `ranges`.
 
+// `criterion_group!` defines an undocumented `pub fn benches`.
+#![allow(missing_docs)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use echion_cpython_layout::linetable::{location, ranges, TableFormat};
 use echion_cpython_layout::PyVersion;

@@ -14,7 +14,9 @@
 //! * `committed_fixtures_match` checks the small streams the same generator
 //!   wrote into `tests/data/linetable/` and needs no interpreter.
 //!
-//! Run with `--nocapture` to see the per-version counts.
+//! Run with `--nocapture` to see the per-version counts. The package is built
+//! optimised even in the dev profile (see the root `Cargo.toml`), which keeps
+//! the stdlib check to a couple of minutes.
 
 use echion_cpython_layout::linetable::{
     location, ranges, AddressRange, LineTableError, Location, TableFormat,
@@ -350,6 +352,10 @@ fn check_interpreter(
     }
 }
 
+/// About 100 s optimised, about 10 minutes unoptimised (the per-offset
+/// `location` calls walk each table from its start): the workspace builds
+/// this package with `opt-level = 3` even in the dev profile, so plain
+/// `cargo test` runs it at full speed.
 #[test]
 fn stdlib_matches_every_interpreter() {
     let mut found: Vec<(PyVersion, PathBuf)> = interpreters()
