@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use echion_cpython_layout::reader::RecordingReader;
 use echion_cpython_layout::{process, ProcessReader};
 use echion_mojo::MojoWriter;
 use echion_sampler::codewatch::FreedCodes;
@@ -123,7 +124,53 @@ fn bench(c: &mut Criterion) {
             0,
             "{python}: no skipped samples"
         );
+
+        // The same from a snapshot of what a few ticks read: the cost of
+        // the walk and the caches alone, without system calls.
+        let recording = RecordingReader::new(&reader);
+        let writer = MojoWriter::new(std::io::sink(), i64::from(pid)).expect("sink");
+        let mut rec = Engine::new(
+            &recording,
+            py.layout,
+            py.runtime,
+            Mode::Wall,
+            1_000_000,
+            writer,
+        )
+        .expect("engine");
+        for t in 1..=3 {
+            rec.tick(t, &registry, &freed).expect("tick");
+        }
+        drop(rec);
+        let snapshot = recording.snapshot();
         drop(target);
+        let writer = MojoWriter::new(std::io::sink(), i64::from(pid)).expect("sink");
+        let mut snap = Engine::new(
+            &snapshot,
+            py.layout,
+            py.runtime,
+            Mode::Wall,
+            1_000_000,
+            writer,
+        )
+        .expect("engine");
+        snap.tick(now, &registry, &freed).expect("tick");
+        assert_eq!(snap.stats().samples, 1, "{python}: snapshot sampled");
+        let name = format!(
+            "snapshot tick, 1 thread x 50 cached frames, python {}",
+            py.version
+        );
+        c.bench_function(&name, |b| {
+            b.iter(|| {
+                now += 1_000_000;
+                snap.tick(now, &registry, &freed).expect("tick");
+            })
+        });
+        assert_eq!(
+            snap.stats().skipped_total(),
+            0,
+            "{python}: no skipped samples"
+        );
     }
 }
 
