@@ -77,8 +77,10 @@ fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
     f(guard.as_mut().expect("state() fills it"))
 }
 
-fn config(s: &Settings) -> Config {
+fn config(py: Python<'_>, s: &Settings) -> Config {
+    let v = py.version_info();
     Config {
+        python: Some(echion_sampler::PyVersion::new(v.major, v.minor, v.patch)),
         interval: Duration::from_micros(s.interval_us),
         mode: if s.cpu { Mode::Cpu } else { Mode::Wall },
         exposure: (s.exposure_s > 0.0).then(|| Duration::from_secs_f64(s.exposure_s)),
@@ -101,7 +103,7 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done)> {
             done: done.clone(),
             native: None,
         });
-        Ok((config(&s.settings), control, done))
+        Ok((config(py, &s.settings), control, done))
     })
 }
 

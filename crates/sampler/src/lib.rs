@@ -9,6 +9,7 @@ pub mod mem;
 pub mod registry;
 pub mod run;
 
-pub use engine::{Engine, Mode, SkipReason, Stats};
+pub use echion_cpython_layout::PyVersion;
+pub use engine::{Engine, Mode, SkipReason, StackSet, Stats};
 pub use registry::{RegistryQueue, Update};
 pub use run::{run, Config, Control, SamplerError, Summary};

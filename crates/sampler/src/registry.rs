@@ -6,7 +6,8 @@
 //! neither side waits for the other for more than a few instructions. The
 //! sampler applies the updates to its own map at the start of each tick.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 use crate::cache::AddrMap;
 
@@ -33,15 +34,35 @@ pub enum Update {
 #[derive(Debug, Default)]
 pub struct RegistryQueue {
     pending: Mutex<Vec<Update>>,
+    dropped: AtomicU64,
 }
 
+/// Attempts to take the queue's lock before an update is given up. The
+/// sampler holds the lock for a swap only, so the first attempt nearly
+/// always succeeds; the bound matters in a forked child, where a sampler
+/// thread that no longer exists may have held it at the fork: the child
+/// must not hang on it.
+const POST_ATTEMPTS: u32 = 10_000;
+
 impl RegistryQueue {
-    /// Posts an update.
+    /// Posts an update. Never blocks for long: if the lock cannot be had
+    /// (see [`POST_ATTEMPTS`]) the update is dropped and counted.
     pub fn post(&self, update: Update) {
-        // A poisoned lock only means a panic elsewhere; the queue is still
-        // a valid Vec.
-        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        q.push(update);
+        for _ in 0..POST_ATTEMPTS {
+            match self.pending.try_lock() {
+                Ok(mut q) => return q.push(update),
+                // A poisoned lock only means a panic elsewhere; the queue
+                // is still a valid Vec.
+                Err(TryLockError::Poisoned(e)) => return e.into_inner().push(update),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Updates given up because the lock could not be had.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Takes every pending update, leaving `into` with them (and its
@@ -110,6 +131,18 @@ impl ThreadNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_gives_up_on_a_lock_that_is_never_released() {
+        let q = RegistryQueue::default();
+        let held = q.pending.lock().expect("free");
+        q.post(Update::Untrack { thread_id: 1 });
+        drop(held);
+        assert_eq!(q.dropped(), 1);
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn updates_apply_in_order() {

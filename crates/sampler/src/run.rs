@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use echion_cpython_layout::process::{self, ProcessError};
 use echion_cpython_layout::reader::AttachError;
-use echion_cpython_layout::ProcessReader;
+use echion_cpython_layout::{ProcessReader, PyVersion};
 use echion_mojo::{MojoWriter, Version, WriterOptions};
 
 use crate::clock;
@@ -30,6 +30,10 @@ pub struct Config {
     pub output: PathBuf,
     /// MOJO version of the output (v3 unless asked).
     pub mojo_version: Version,
+    /// The interpreter's version as it reports it (`sys.version_info`), when
+    /// the caller knows it: memory alone does not give the micro version of
+    /// 3.8-3.10. Must agree with what memory says on major and minor.
+    pub python: Option<PyVersion>,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             exposure: None,
             output: PathBuf::from("echion.mojo"),
             mojo_version: Version::V3,
+            python: None,
         }
     }
 }
@@ -68,6 +73,14 @@ pub enum SamplerError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// The interpreter found in memory is not the one the caller runs in.
+    #[error("the interpreter in memory is CPython {found}, but this is CPython {running}")]
+    VersionMismatch {
+        /// What memory says.
+        found: PyVersion,
+        /// What the caller says.
+        running: PyVersion,
     },
     /// The line tables of this version are not known.
     #[error("unsupported line table format: {0:?}")]
@@ -121,6 +134,16 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let pid = std::process::id();
     let reader = ProcessReader::own()?;
     let python = process::find_python(pid, &reader)?;
+    let version = match config.python {
+        Some(running) if running.minor_pair() != python.version.minor_pair() => {
+            return Err(SamplerError::VersionMismatch {
+                found: python.version,
+                running,
+            })
+        }
+        Some(running) => running,
+        None => python.version,
+    };
     let file = File::create(&config.output).map_err(|source| SamplerError::Output {
         path: config.output.clone(),
         source,
@@ -148,7 +171,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .map_err(write_err)?;
     writer.metadata("sampler", "echion").map_err(write_err)?;
     writer
-        .metadata("python", &python.version.to_string())
+        .metadata("python", &version.to_string())
         .map_err(write_err)?;
 
     let mut engine = Engine::new(

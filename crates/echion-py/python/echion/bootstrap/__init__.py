@@ -49,6 +49,10 @@ def _after_fork_in_child() -> None:
     # state without writing it, and sample this process into its own file.
     ec.reset_after_fork()
     ec.set_output(output_path())
+    # The names posted before this point went to the parent's registry.
+    from echion.monkey import threading as threading_hooks
+
+    threading_hooks.track_all()
     _start_sampler()
 
 

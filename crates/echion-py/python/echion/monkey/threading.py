@@ -53,7 +53,12 @@ def patch() -> None:
         Thread._set_native_id = thread_set_native_id
     Thread._bootstrap_inner = thread_bootstrap_inner
     Thread.name = property(_original_name.fget, _set_name, _original_name.fdel, _original_name.__doc__)
-    # Threads that already run, the main thread among them.
+    track_all()
+
+
+def track_all() -> None:
+    """Tells the sampler about every running thread, the main one among
+    them (at start, and in a forked child)."""
     for thread in list(threading._active.values()):
         _track(thread)
 
