@@ -62,7 +62,9 @@ def test_wall_time_per_thread_is_its_lifetime(tmp_path, stealth):
     view, got = run.view, run.result
     ctx = stack_summary(view)
     check_metadata(view, "wall")
-    assert threads(view) == expected_threads(stealth), ctx
+    assert {"MainThread", "burner", "sleeper"} <= threads(view), ctx
+    # In stealth mode the sampler has no Python thread to show.
+    assert (SAMPLER_THREAD in threads(view)) is not stealth, ctx
     per_thread = totals(view)
 
     # Every sample of the workers is the stack we know, line numbers
@@ -91,6 +93,15 @@ def test_wall_time_per_thread_is_its_lifetime(tmp_path, stealth):
         sampler = samples_of(view, SAMPLER_THREAD)
         assert all(is_stack(s, thread_prefix()) for s in sampler), stack_summary(view, SAMPLER_THREAD)
         assert_close(per_thread[SAMPLER_THREAD], int(view["metadata"]["duration"]), 0.10, "wall time of the sampler thread", ctx)
+
+    # A wall-time sample stands for the time since the thread's previous
+    # one: never nothing.
+    empty = [s for s in view["samples"] if not s["time"]]
+    assert not empty, f"{len(empty)} wall samples with no time, e.g. {[(s['thread'], [f[1] for f in s['frames']][-3:]) for s in empty[:5]]}"
+    # Only threading's names, and all of them (a thread's first and last
+    # moments, before threading knows it and after it forgot it, are still
+    # that thread's).
+    assert threads(view) == expected_threads(stealth), f"native ids: burner {got['burner']['native_id']}, sleeper {got['sleeper']['native_id']}\n{ctx}"
 
 
 @pytest.mark.parametrize("stealth", [False, True], ids=["sampler-thread", "stealth"])

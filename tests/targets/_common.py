@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 
 def report(**data) -> None:
@@ -14,8 +13,3 @@ def report(**data) -> None:
             json.dump(data, f, ensure_ascii=False)
         os.replace(tmp, path)
 
-
-def burn(seconds: float) -> None:
-    """Burn ``seconds`` of this thread's CPU time."""
-    end = time.thread_time() + seconds
-    while time.thread_time() < end: pass  #@common-burn
