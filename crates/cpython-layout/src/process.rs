@@ -231,6 +231,20 @@ fn elf_symbols(path: &Path) -> Option<Symbols> {
     })
 }
 
+/// Checks what can be checked of a runtime found by other means (in-process,
+/// `dlsym`): on 3.13+, that its `_Py_DebugOffsets` agree with `layout`.
+pub fn check_runtime<R: MemoryReader + ?Sized>(
+    reader: &R,
+    runtime: Addr,
+    layout: &Layout,
+) -> Result<(), ProcessError> {
+    if layout.runtime.debug_offsets.is_some() {
+        let table = debug_offsets::read(reader, runtime, layout)?;
+        debug_offsets::check(&table, layout)?;
+    }
+    Ok(())
+}
+
 /// Finds `_PyRuntime` and the version of the CPython running as `pid`, and
 /// picks its layout. `reader` must read that process (for the own process:
 /// a reader of `std::process::id()`).
@@ -305,10 +319,7 @@ pub fn find_python<R: MemoryReader + ?Sized>(
             })?,
         };
         let layout = Layout::for_version(version)?;
-        if layout.runtime.debug_offsets.is_some() {
-            let table = debug_offsets::read(reader, runtime, layout)?;
-            debug_offsets::check(&table, layout)?;
-        }
+        check_runtime(reader, runtime, layout)?;
         return Ok(PythonProcess {
             pid,
             runtime,

@@ -23,6 +23,17 @@ use pyo3::prelude::*;
 
 mod codehook;
 
+/// The address of `_PyRuntime` in this process. CPython exports it (its
+/// executables are linked with `-export-dynamic`, and libpython exports it),
+/// so the dynamic linker already knows it: no symbol tables to read.
+fn runtime_address() -> Option<u64> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+    // the symbol up; the result is used as a number, never dereferenced here
+    // (the sampler reads through process_vm_readv).
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_PyRuntime".as_ptr()) };
+    (!p.is_null()).then_some(p as u64)
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     interval_us: u64,
@@ -81,6 +92,7 @@ fn config(py: Python<'_>, s: &Settings) -> Config {
     let v = py.version_info();
     Config {
         python: Some(echion_sampler::PyVersion::new(v.major, v.minor, v.patch)),
+        runtime: runtime_address(),
         interval: Duration::from_micros(s.interval_us),
         mode: if s.cpu { Mode::Cpu } else { Mode::Wall },
         exposure: (s.exposure_s > 0.0).then(|| Duration::from_secs_f64(s.exposure_s)),
@@ -142,6 +154,19 @@ fn start_async(py: Python<'_>) -> PyResult<()> {
         }
     });
     Ok(())
+}
+
+/// Waits (GIL released) until the sampler has taken its first sample, or
+/// failed to start, at most `timeout` seconds; returns whether it started.
+/// The bootstrap calls this so that the program's start is in the profile.
+#[pyfunction]
+#[pyo3(signature = (timeout=1.0))]
+fn wait_started(py: Python<'_>, timeout: f64) -> bool {
+    let Some(control) = with_state(|s| s.running.as_ref().map(|r| r.control.clone())) else {
+        return false;
+    };
+    let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 60.0));
+    py.detach(|| control.wait_started(timeout))
 }
 
 /// Stops sampling and waits (GIL released, at most 10 s) for the profile to
@@ -317,6 +342,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start, m)?)?;
     m.add_function(wrap_pyfunction!(start_async, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_started, m)?)?;
     m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;

@@ -132,7 +132,10 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     writer: MojoWriter<W>,
     names: ThreadNames,
     cache: FrameCache,
-    threads: AddrMap<u64, PerThread>,
+    /// Keyed by thread state address and thread id: a new thread state
+    /// briefly carries its creator's thread id, and the thread that runs a
+    /// subinterpreter has one thread state in each interpreter.
+    threads: AddrMap<(u64, u64), PerThread>,
     stack: Vec<StackEntry>,
     stacks: StackSet,
     freed: Vec<u64>,
@@ -274,12 +277,28 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
     ) -> Result<bool, Skip> {
         let tick = self.tick;
         let interval_ns = self.interval_ns;
-        let per = self.threads.entry(thread.thread_id).or_insert(PerThread {
-            last_ns: now_ns.saturating_sub(interval_ns),
-            cpu_ns: None,
-            active_tick: 0,
-            seen_tick: tick,
-        });
+        // A thread state with no thread id yet is being created.
+        if thread.thread_id == 0 {
+            return Ok(false);
+        }
+        // In the main interpreter, only threads that `threading` has named
+        // are shown: a thread state before its thread registers, or after it
+        // has said it is ending, is the bootstrap's, not the program's.
+        // Subinterpreters have no hooks: their threads are shown by the name
+        // their OS thread has in the main interpreter, or by their id.
+        let known = self.names.get(thread.thread_id).is_some();
+        if iid == 0 && !known && !self.names.is_empty() {
+            return Ok(false);
+        }
+        let per = self
+            .threads
+            .entry((thread.addr.0, thread.thread_id))
+            .or_insert(PerThread {
+                last_ns: now_ns.saturating_sub(interval_ns),
+                cpu_ns: None,
+                active_tick: 0,
+                seen_tick: tick,
+            });
         per.seen_tick = tick;
 
         let metric_us = match self.mode {
@@ -325,7 +344,21 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
 
         self.stacks.clear();
         self.stack.clear();
+        let fresh = regions.miss_count();
         self.walk(regions, thread.frame)?;
+        if regions.miss_count() != fresh {
+            // Part of the stack was read now and part at the start of the
+            // tick: if the thread moved on in between, the two halves may
+            // not belong together. Check the thread's current frame afresh;
+            // if it changed, walk again from it, reading fresh memory only.
+            let now = Target::new(self.reader, self.layout)
+                .thread(thread.addr)
+                .map_err(|e| Skip::Reason(e.into()))?;
+            if now.frame != thread.frame {
+                self.stack.clear();
+                self.walk(self.reader, now.frame)?;
+            }
+        }
         self.stack.reverse();
         self.stacks.push_from(&self.stack);
 
@@ -356,8 +389,8 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
 
     /// Walks the stack from `frame` outwards into `self.stack` (innermost
     /// first).
-    fn walk(&mut self, regions: &RegionCache<'r, R>, frame: Addr) -> Result<(), Skip> {
-        let target = Target::new(regions, self.layout);
+    fn walk<M: MemoryReader + ?Sized>(&mut self, memory: &M, frame: Addr) -> Result<(), Skip> {
+        let target = Target::new(memory, self.layout);
         let tick = self.tick;
         let mut addr = frame;
         let mut depth = 0;

@@ -41,6 +41,7 @@ pub struct RegionCache<'r, R: MemoryReader + ?Sized> {
     used: usize,
     ranges: Vec<(u64, u64)>,
     misses: RefCell<Vec<(u64, u64)>>,
+    miss_total: Cell<u64>,
     read_set: Vec<(u64, u64)>,
 }
 
@@ -53,6 +54,7 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
             used: 0,
             ranges: Vec::new(),
             misses: RefCell::new(Vec::new()),
+            miss_total: Cell::new(0),
             read_set: Vec::new(),
         }
     }
@@ -74,6 +76,12 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
         let kept = self.prefetch(&mut set);
         self.read_set = set;
         kept
+    }
+
+    /// Reads that went past the copied regions so far (a counter: compare
+    /// two values to learn whether something was read fresh in between).
+    pub fn miss_count(&self) -> u64 {
+        self.miss_total.get()
     }
 
     /// Forgets every region (keeping their buffers for reuse).
@@ -185,6 +193,7 @@ impl<R: MemoryReader + ?Sized> MemoryReader for RegionCache<'_, R> {
                 }
             }
         }
+        self.miss_total.set(self.miss_total.get() + 1);
         self.inner.read(addr, buf)?;
         // Remembered for the next tick's prefetch.
         let mut misses = self.misses.borrow_mut();

@@ -5,11 +5,12 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use echion_cpython_layout::process::{self, ProcessError};
 use echion_cpython_layout::reader::AttachError;
-use echion_cpython_layout::{ProcessReader, PyVersion};
+use echion_cpython_layout::{Addr, Layout, ProcessReader, PyVersion};
 use echion_mojo::{MojoWriter, Version, WriterOptions};
 
 use crate::clock;
@@ -26,6 +27,9 @@ pub struct Config {
     pub mode: Mode,
     /// Stop sampling after this long (the program goes on).
     pub exposure: Option<Duration>,
+    /// The address of `_PyRuntime`, when the caller knows it (in-process:
+    /// `dlsym`); saves reading the interpreter's symbol tables.
+    pub runtime: Option<u64>,
     /// The profile to write.
     pub output: PathBuf,
     /// MOJO version of the output (v3 unless asked).
@@ -42,6 +46,7 @@ impl Default for Config {
             interval: Duration::from_micros(1000),
             mode: Mode::Wall,
             exposure: None,
+            runtime: None,
             output: PathBuf::from("echion.mojo"),
             mojo_version: Version::V3,
             python: None,
@@ -93,6 +98,9 @@ pub struct Control {
     /// Thread names and ids posted by the `threading` hooks.
     pub registry: RegistryQueue,
     stop: AtomicBool,
+    /// Set once the first tick is done, or the run failed to start.
+    started: Mutex<bool>,
+    started_cv: Condvar,
 }
 
 impl Control {
@@ -109,6 +117,37 @@ impl Control {
     /// Whether stopping was asked.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Marks the run as started (its first tick is written) or as having
+    /// failed to start: either way, nobody needs to wait any longer.
+    pub fn mark_started(&self) {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        *started = true;
+        self.started_cv.notify_all();
+    }
+
+    /// Waits until the run has taken its first tick (or failed to start),
+    /// at most `timeout`. Returns whether it did. The program's start is
+    /// then in the profile, instead of running unobserved while the sampler
+    /// sets itself up.
+    pub fn wait_started(&self, timeout: Duration) -> bool {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, _) = self
+            .started_cv
+            .wait_timeout_while(started, timeout, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        *started
+    }
+}
+
+/// Marks the control started when dropped: `run` may return early on any
+/// error, and a waiter must not wait for a tick that will never come.
+struct StartGuard<'a>(&'a Control);
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        self.0.mark_started();
     }
 }
 
@@ -131,18 +170,31 @@ const MAX_NAP_NS: u64 = 50_000_000;
 /// is over, writing the profile of `config`. Blocks the calling thread,
 /// which must not hold the GIL.
 pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
+    let started = StartGuard(control);
     let pid = std::process::id();
     let reader = ProcessReader::own()?;
-    let python = process::find_python(pid, &reader)?;
-    let version = match config.python {
-        Some(running) if running.minor_pair() != python.version.minor_pair() => {
-            return Err(SamplerError::VersionMismatch {
-                found: python.version,
-                running,
-            })
+    let (runtime, layout, version) = match (config.runtime, config.python) {
+        // In-process the caller knows both: no symbol tables to read.
+        (Some(runtime), Some(version)) => {
+            let layout = Layout::for_version(version).map_err(ProcessError::from)?;
+            let runtime = Addr(runtime);
+            process::check_runtime(&reader, runtime, layout)?;
+            (runtime, layout, version)
         }
-        Some(running) => running,
-        None => python.version,
+        _ => {
+            let python = process::find_python(pid, &reader)?;
+            let version = match config.python {
+                Some(running) if running.minor_pair() != python.version.minor_pair() => {
+                    return Err(SamplerError::VersionMismatch {
+                        found: python.version,
+                        running,
+                    })
+                }
+                Some(running) => running,
+                None => python.version,
+            };
+            (python.runtime, python.layout, version)
+        }
     };
     let file = File::create(&config.output).map_err(|source| SamplerError::Output {
         path: config.output.clone(),
@@ -174,15 +226,8 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .metadata("python", &version.to_string())
         .map_err(write_err)?;
 
-    let mut engine = Engine::new(
-        &reader,
-        python.layout,
-        python.runtime,
-        config.mode,
-        interval_ns,
-        writer,
-    )
-    .map_err(SamplerError::LineTable)?;
+    let mut engine = Engine::new(&reader, layout, runtime, config.mode, interval_ns, writer)
+        .map_err(SamplerError::LineTable)?;
 
     clock::minimise_timer_slack();
     let start = clock::now_ns();
@@ -199,6 +244,9 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         engine
             .tick(now, &control.registry, &FREED_CODES)
             .map_err(write_err)?;
+        if engine.stats().ticks == 1 {
+            started.0.mark_started();
+        }
         next += interval_ns;
         let after = clock::now_ns();
         if after > next + interval_ns {

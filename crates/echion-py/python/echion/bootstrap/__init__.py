@@ -40,11 +40,15 @@ def _start_sampler() -> None:
         from threading import Thread
 
         Thread(target=ec.start, name="echion.core.sampler", daemon=True).start()
+    # The sampler sets itself up in its own thread; the program goes on once
+    # it has taken its first sample, so that its start is in the profile.
+    ec.wait_started(1.0)
 
 
 def _after_fork_in_child() -> None:
     if not _started:
         return
+    os.environ[PROFILED_PID] = str(os.getpid())
     # The sampler thread did not survive the fork: forget the parent's
     # state without writing it, and sample this process into its own file.
     ec.reset_after_fork()
@@ -56,11 +60,23 @@ def _after_fork_in_child() -> None:
     _start_sampler()
 
 
+#: Set in the environment of a profiled process to its pid: subinterpreters
+#: run sitecustomize too, and must not start a second sampler.
+PROFILED_PID = "_ECHION_PROFILED_PID"
+
+
+def in_profiled_process() -> bool:
+    """Whether this interpreter belongs to a process that echion already
+    profiles (a subinterpreter of it)."""
+    return os.environ.get(PROFILED_PID) == str(os.getpid())
+
+
 def start() -> None:
     """Configure, hook the standard library and start sampling."""
     global _started
-    if _started:
+    if _started or in_profiled_process():
         return
+    os.environ[PROFILED_PID] = str(os.getpid())
     _configure()
     from echion.monkey import threading as threading_hooks
 

@@ -7,6 +7,11 @@ import sys
 
 
 def _start_echion() -> None:
+    # A subinterpreter of a process echion already profiles: its threads are
+    # sampled from the main interpreter's sampler. (On 3.12+ echion.core
+    # cannot even be imported here.)
+    if os.environ.get("_ECHION_PROFILED_PID") == str(os.getpid()):
+        return
     try:
         import echion.bootstrap as bootstrap
     except ImportError as e:
