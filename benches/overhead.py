@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--workload", default=str(ROOT / "benches" / "workloads" / "cpu_single.py"))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--skip", action="append", default=[], help="leave out the configurations whose name contains this")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="echion-bench-"))
@@ -86,6 +87,7 @@ def main():
                 )
             )
 
+    configs = {n: c for n, c in configs.items() if not any(s in n for s in args.skip)}
     results = {name: [] for name in configs}
     for run_no in range(args.runs):
         for name, make in configs.items():
@@ -104,14 +106,18 @@ def main():
             results[name].append(row)
             print(f"run {run_no} {name:22s} wall {wall:6.3f}s cpu {cpu:6.3f}s" + (f" samples {row['samples']}" if interval else ""), file=sys.stderr)
 
-    base_wall = statistics.median(r["wall"] for r in results["python"])
-    base_cpu = statistics.median(r["cpu"] for r in results["python"])
-    print(f"\nworkload {Path(wl).name}, {args.runs} runs, medians; ratios to plain python (wall {base_wall:.3f}s, cpu {base_cpu:.3f}s)\n")
+    # The machine is shared and its speed drifts: each run is compared with
+    # the plain run of the same round (taken moments before), and the median
+    # of those ratios is reported.
+    base = results["python"]
+    base_wall = statistics.median(r["wall"] for r in base)
+    base_cpu = statistics.median(r["cpu"] for r in base)
+    print(f"\nworkload {Path(wl).name}, {args.runs} rounds; median of per-round ratios to plain python (median plain: wall {base_wall:.3f}s, cpu {base_cpu:.3f}s)\n")
     print(f"| {'profiler':22s} | wall ratio | CPU ratio | samples / asked | bytes / sample |")
     print(f"|{'-' * 24}|-----------:|----------:|----------------:|---------------:|")
     for name, rows in results.items():
-        wall = statistics.median(r["wall"] for r in rows) / base_wall
-        cpu = statistics.median(r["cpu"] for r in rows) / base_cpu
+        wall = statistics.median(r["wall"] / b["wall"] for r, b in zip(rows, base))
+        cpu = statistics.median(r["cpu"] / b["cpu"] for r, b in zip(rows, base))
         if "samples" in rows[0]:
             share = statistics.median(r["samples"] / r["expected"] for r in rows)
             bps = statistics.median(r["bytes"] / max(r["samples"], 1) for r in rows)
