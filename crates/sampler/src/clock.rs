@@ -59,10 +59,24 @@ pub fn thread_cpu_ns(tid: u64) -> Option<u64> {
 /// Whether the thread `tid` of this process is running or runnable right
 /// now (state `R` in `/proc/self/task/<tid>/stat`).
 pub fn thread_is_running(tid: u64) -> bool {
-    let path = format!("/proc/self/task/{tid}/stat");
-    let Ok(stat) = std::fs::read(path) else {
+    use std::io::{Read, Write};
+    // Stack buffers: this runs on the sampler's hot path in CPU mode.
+    let mut path = [0u8; 48];
+    let total = path.len();
+    let mut w = &mut path[..];
+    if write!(w, "/proc/self/task/{tid}/stat").is_err() {
+        return false;
+    }
+    let len = total - w.len();
+    let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path[..len]);
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
+    let mut stat = [0u8; 1024];
+    let Ok(n) = file.read(&mut stat) else {
+        return false;
+    };
+    let stat = &stat[..n];
     // The state follows the command name, which is in parentheses and may
     // itself contain spaces and parentheses: take the last ')'.
     let Some(close) = stat.iter().rposition(|&b| b == b')') else {

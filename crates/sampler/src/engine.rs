@@ -183,11 +183,6 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         &self.stats
     }
 
-    /// The frame cache (for its hit and miss counts).
-    pub fn cache(&self) -> &FrameCache {
-        &self.cache
-    }
-
     /// The writer, e.g. for metadata.
     pub fn writer(&mut self) -> &mut MojoWriter<W> {
         &mut self.writer

@@ -97,27 +97,6 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
         &mut self.regions[self.used - 1]
     }
 
-    /// Copies `[addr, addr + len)` in one read. A region over
-    /// [`MAX_REGION`] or that cannot be read is not kept (reads then go to
-    /// the underlying reader) and the error is returned.
-    pub fn load(&mut self, addr: Addr, len: u64) -> Result<(), MemError> {
-        if len > MAX_REGION {
-            return Err(MemError::TooLong {
-                len,
-                max: MAX_REGION,
-            });
-        }
-        let inner = self.inner;
-        let region = self.next_region();
-        region.data.resize(len as usize, 0);
-        region.valid = false;
-        inner.read(addr, &mut region.data)?;
-        region.base = addr.0;
-        region.valid = true;
-        region.hit.set(false);
-        Ok(())
-    }
-
     /// Copies each `(address, length)` range (sorting them), merging ranges
     /// that are close, in as few vectored reads as it takes (one per 64
     /// ranges). Ranges that cannot be read are left out; reads of them go to
@@ -232,7 +211,7 @@ mod tests {
             reads: Cell::new(0),
         };
         let mut cache = RegionCache::new(&counting);
-        cache.load(Addr(0x1010), 64).expect("mapped");
+        assert_eq!(cache.prefetch(&mut [(0x1010, 64)]), 1);
         assert_eq!(counting.reads.get(), 1);
         let mut b = [0u8; 8];
         cache.read(Addr(0x1020), &mut b).expect("cached");
@@ -242,8 +221,8 @@ mod tests {
         cache.read(Addr(0x104c), &mut b).expect("mapped");
         assert_eq!(counting.reads.get(), 2);
         assert!(cache.read(Addr(0x2000), &mut b).is_err());
-        assert!(cache.load(Addr(0x2000), 16).is_err());
-        assert!(cache.load(Addr(0x1000), MAX_REGION + 1).is_err());
+        assert_eq!(cache.prefetch(&mut [(0x2000, 16)]), 0);
+        assert_eq!(cache.prefetch(&mut [(0x1000, MAX_REGION + 1)]), 0);
         cache.clear();
         cache.read(Addr(0x1020), &mut b).expect("mapped");
         assert_eq!(counting.reads.get(), 5);

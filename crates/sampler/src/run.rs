@@ -274,6 +274,10 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
     ];
+    let dropped = control.registry.dropped();
+    if dropped > 0 {
+        meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));
+    }
     for reason in SkipReason::ALL {
         let n = stats.skipped[reason as usize];
         if n > 0 {

@@ -90,24 +90,6 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
         self.frame_with(addr, &mut |code| self.code_firsttraceable(code))
     }
 
-    /// The span of memory [`Target::frame`] reads at a frame's address: a
-    /// caller that prefetches frames copies this much.
-    pub fn frame_span(&self) -> u64 {
-        match &self.layout.frame {
-            FrameLayout::Object(l) => (l.f_back + 8)
-                .max(l.f_code + 8)
-                .max(l.f_lasti + 4)
-                .max(l.f_lineno + 4),
-            FrameLayout::Interpreter(l) => {
-                let end = (l.code + 8)
-                    .max(l.previous + 8)
-                    .max(l.instr_ptr + 8)
-                    .max(l.owner + 1);
-                l.is_entry.map_or(end, |e| end.max(e + 1))
-            }
-        }
-    }
-
     /// [`Target::frame`], with `first_traceable(code)` giving a code
     /// object's `_co_firsttraceable` (3.11+), so that a caller with a cache
     /// of code objects saves a read per frame.
