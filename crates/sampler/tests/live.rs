@@ -90,6 +90,27 @@ fn line_of(marker: &str) -> i64 {
         .expect("marker")
 }
 
+/// Waits until the target's main thread is inside the system call that
+/// `time.sleep` makes: after the "ready" line it still has to return from
+/// `print`, and a sample taken then shows the `print` line.
+fn wait_asleep(pid: u32) {
+    // x86-64 numbers: poll, select, nanosleep, pselect6, ppoll, clock_nanosleep.
+    const SLEEPS: [&str; 6] = ["7", "23", "35", "270", "271", "230"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let nr = syscall.split_whitespace().next().unwrap_or("");
+        if SLEEPS.contains(&nr) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "target {pid} never went to sleep (last system call: {syscall:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn samples_a_known_stack_with_few_system_calls() {
     for python in pythons() {
@@ -107,6 +128,7 @@ fn samples_a_known_stack_with_few_system_calls() {
         let ident: u64 = words.next().and_then(|w| w.parse().ok()).expect("ident");
         let native: u64 = words.next().and_then(|w| w.parse().ok()).expect("native");
         let pid = target.0.id();
+        wait_asleep(pid);
         let reader = ProcessReader::new(pid).expect("attach (run as root)");
         let counting = Counting {
             inner: &reader,
