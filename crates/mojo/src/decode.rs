@@ -36,6 +36,9 @@ pub enum DecodeErrorKind {
     UnknownString(i64),
     /// A frame, metric or marker that belongs to a sample, before any `STACK`.
     OutsideSample(u8),
+    /// A second `STACK_REPEAT` in one sample (each would repeat the stack
+    /// built so far, so that a few bytes could stand for unbounded stacks).
+    RepeatedStackRepeat,
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -52,6 +55,7 @@ impl fmt::Display for DecodeErrorKind {
             Self::UnknownFrame(k) => write!(f, "reference to undefined frame {k}"),
             Self::UnknownString(k) => write!(f, "reference to undefined string {k}"),
             Self::OutsideSample(e) => write!(f, "event {e} outside of any sample"),
+            Self::RepeatedStackRepeat => write!(f, "more than one STACK_REPEAT in a sample"),
         }
     }
 }

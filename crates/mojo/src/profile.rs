@@ -228,6 +228,8 @@ struct Builder {
     previous: HashMap<(i64, String), Vec<Frame>>,
     pid: Option<i64>,
     open: bool,
+    /// Whether the open sample has had its `STACK_REPEAT`.
+    repeated: bool,
     unknown: Arc<str>,
     empty: Arc<str>,
 }
@@ -244,6 +246,7 @@ impl Builder {
             previous: HashMap::new(),
             pid: None,
             open: false,
+            repeated: false,
             unknown: Arc::from("<unknown>"),
             empty: Arc::from(""),
         }
@@ -307,6 +310,7 @@ impl Builder {
                     ..Sample::default()
                 });
                 self.open = true;
+                self.repeated = false;
             }
             Event::String { key, value } => {
                 self.strings.insert((self.pid, key), Arc::from(value));
@@ -356,6 +360,13 @@ impl Builder {
             Event::MetricTime(n) => self.current(id::METRIC_TIME)?.time = Some(n),
             Event::MetricMemory(n) => self.current(id::METRIC_MEMORY)?.memory = Some(n),
             Event::StackRepeat => {
+                // Once per sample: a stack is then at most the previous one
+                // plus the frames of this sample, so the frames held grow
+                // with the input, not exponentially.
+                self.current(id::STACK_REPEAT)?;
+                if std::mem::replace(&mut self.repeated, true) {
+                    return Err(DecodeErrorKind::RepeatedStackRepeat);
+                }
                 let sample = self.current(id::STACK_REPEAT)?;
                 let key = (sample.pid, std::mem::take(&mut sample.thread));
                 let mut base = self.previous.get(&key).cloned().unwrap_or_default();

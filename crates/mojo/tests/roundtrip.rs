@@ -370,3 +370,36 @@ fn v4_repeats_shared_prefix() {
         .expect("valid");
     assert!(events.contains(&Event::StackRepeat));
 }
+
+/// Found by the fuzzer: several `STACK_REPEAT`s in one sample each repeated
+/// the stack built so far, so that a few hundred bytes grew stacks
+/// exponentially. One per sample is allowed; a second is an error.
+#[test]
+fn one_stack_repeat_per_sample() {
+    let stream = |repeats: usize| {
+        let mut out = Vec::new();
+        encode_header(Version::V4, &mut out);
+        for _ in 0..3 {
+            Event::Stack {
+                pid: 1,
+                iid: Some(0),
+                thread: "t",
+            }
+            .encode(Version::V4, &mut out);
+            Event::FrameInvalid.encode(Version::V4, &mut out);
+            for _ in 0..repeats {
+                Event::StackRepeat.encode(Version::V4, &mut out);
+            }
+            Event::MetricTime(1).encode(Version::V4, &mut out);
+        }
+        out
+    };
+    let p = Profile::parse(&stream(1)).expect("one repeat per sample");
+    let depths: Vec<_> = p.samples.iter().map(|s| s.frames.len()).collect();
+    assert_eq!(depths, [1, 2, 3]);
+    let err = Profile::parse(&stream(2)).expect_err("two repeats");
+    assert!(
+        err.to_string().contains("more than one STACK_REPEAT"),
+        "{err}"
+    );
+}
