@@ -97,6 +97,9 @@ fn config(py: Python<'_>, s: &Settings) -> Config {
         mode: if s.cpu { Mode::Cpu } else { Mode::Wall },
         exposure: (s.exposure_s > 0.0).then(|| Duration::from_secs_f64(s.exposure_s)),
         output: s.output.clone(),
+        // `ECHION_DIRECT_READS=0`: one `process_vm_readv` per tick instead
+        // of fault-guarded loads (to compare the two, or if in doubt).
+        direct_reads: std::env::var("ECHION_DIRECT_READS").map_or(true, |v| v != "0"),
         ..Config::default()
     }
 }

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use echion_cpython_layout::process::{self, ProcessError};
 use echion_cpython_layout::reader::AttachError;
-use echion_cpython_layout::{Addr, Layout, ProcessReader, PyVersion};
+use echion_cpython_layout::{Addr, Layout, PyVersion};
 use echion_mojo::{MojoWriter, Version, WriterOptions};
 
 use crate::clock;
 use crate::codewatch::FREED_CODES;
 use crate::engine::{Engine, Mode, SkipReason, Stats};
+use crate::mem::guarded::{self, GuardedReader};
 use crate::registry::RegistryQueue;
 
 /// How the sampler runs.
@@ -38,6 +39,9 @@ pub struct Config {
     /// the caller knows it: memory alone does not give the micro version of
     /// 3.8-3.10. Must agree with what memory says on major and minor.
     pub python: Option<PyVersion>,
+    /// Read memory with fault-guarded loads (see [`crate::mem::guarded`])
+    /// rather than one `process_vm_readv` per tick. On by default.
+    pub direct_reads: bool,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             output: PathBuf::from("echion.mojo"),
             mojo_version: Version::V3,
             python: None,
+            direct_reads: true,
         }
     }
 }
@@ -172,7 +177,12 @@ const MAX_NAP_NS: u64 = 50_000_000;
 pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
     let pid = std::process::id();
-    let reader = ProcessReader::own()?;
+    guarded::prepare_thread();
+    let reader = if config.direct_reads {
+        GuardedReader::new()?
+    } else {
+        GuardedReader::syscalls_only()?
+    };
     let (runtime, layout, version) = match (config.runtime, config.python) {
         // In-process the caller knows both: no symbol tables to read.
         (Some(runtime), Some(version)) => {
@@ -236,10 +246,14 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
     let mut next = start;
     let mut late_ticks = 0;
+    let mut syscall_ticks = 0u64;
     while !control.stop_requested() {
         let now = clock::now_ns();
         if end.is_some_and(|end| now >= end) {
             break;
+        }
+        if !config.direct_reads || !reader.refresh() {
+            syscall_ticks += 1;
         }
         engine
             .tick(now, &control.registry, &FREED_CODES)
@@ -274,6 +288,11 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
     ];
+    if syscall_ticks > 0 && config.direct_reads {
+        // The fault handler was replaced (or could not be installed): these
+        // ticks read through `process_vm_readv`.
+        meta.push(("syscall_read_ticks".to_owned(), syscall_ticks.to_string()));
+    }
     let dropped = control.registry.dropped();
     if dropped > 0 {
         meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));

@@ -8,10 +8,16 @@
 //! next tick in one vectored read (close ranges merged into one), so a warm
 //! tick costs one system call plus one for whatever moved. Reads outside the
 //! copied regions go to the underlying reader.
+//!
+//! In-process, [`guarded::GuardedReader`] reads without system calls: plain
+//! loads whose faults are recovered (the only `unsafe` of this crate).
 
 use std::cell::{Cell, RefCell};
 
 use echion_cpython_layout::{Addr, MemError, MemoryReader};
+
+#[allow(unsafe_code)]
+pub mod guarded;
 
 /// Most ranges remembered from one tick for the next.
 pub const MAX_READ_SET: usize = 1024;

@@ -1,0 +1,497 @@
+//! Reading this process's own memory without a system call per read.
+//!
+//! `process_vm_readv` on the own pid is safe but costs about a microsecond a
+//! call plus a third of one per page on a virtual machine, which is most of
+//! a tick on CPython 3.11+. [`GuardedReader`] copies with plain loads
+//! instead, in a tiny copy routine written in assembly, and a `SIGSEGV` /
+//! `SIGBUS` handler turns a fault *inside that routine* into a failed read:
+//! it moves the faulting thread's instruction pointer to the routine's
+//! failure exit. Every other fault is handed on untouched: the handler puts
+//! back whatever was installed before it and lets the fault happen again (or
+//! re-sends a signal that was sent rather than raised by a fault), so a real
+//! crash of the program crashes exactly as it would without echion.
+//!
+//! The handler is installed once per process and never replaced. Before
+//! every tick [`GuardedReader::refresh`] checks that it is still the one the
+//! kernel would call (a program may install its own later, e.g. Python's
+//! `faulthandler`); if not, reads go through `process_vm_readv` from then
+//! on. The copy routine is x86-64 only; elsewhere the reader always falls
+//! back.
+
+use std::cell::Cell;
+
+use echion_cpython_layout::reader::AttachError;
+use echion_cpython_layout::{Addr, MemError, MemoryReader, ProcessReader};
+
+/// Reads of this process's memory that recover from faults, falling back to
+/// `process_vm_readv` when the fault handler is not (or no longer) in
+/// place. Not `Sync`: one sampler thread uses it.
+#[derive(Debug)]
+pub struct GuardedReader {
+    fallback: ProcessReader,
+    active: Cell<bool>,
+}
+
+impl GuardedReader {
+    /// A reader of the calling process; installs the fault handler if it
+    /// is not installed yet.
+    pub fn new() -> Result<Self, AttachError> {
+        let fallback = ProcessReader::own()?;
+        let reader = Self {
+            fallback,
+            active: Cell::new(false),
+        };
+        if imp::install() {
+            reader.refresh();
+        }
+        Ok(reader)
+    }
+
+    /// A reader that never uses the fault handler (`process_vm_readv` only),
+    /// e.g. to compare the two.
+    pub fn syscalls_only() -> Result<Self, AttachError> {
+        Ok(Self {
+            fallback: ProcessReader::own()?,
+            active: Cell::new(false),
+        })
+    }
+
+    /// Checks that the handler is still the one installed for `SIGSEGV` and
+    /// `SIGBUS`, and that the calling thread does not block them; reads use
+    /// plain loads only while that holds. Call it before each tick, on the
+    /// thread that reads. Two cheap system calls.
+    pub fn refresh(&self) -> bool {
+        let ok = imp::installed() && imp::on_top();
+        self.active.set(ok);
+        ok
+    }
+
+    /// Whether reads currently go through plain loads (else through
+    /// `process_vm_readv`).
+    pub fn is_direct(&self) -> bool {
+        self.active.get()
+    }
+
+    /// Stops using plain loads (until the next [`GuardedReader::refresh`]).
+    pub fn deactivate(&self) {
+        self.active.set(false);
+    }
+
+    /// The name of the current read path, for the profile's metadata.
+    pub fn method(&self) -> &'static str {
+        if self.is_direct() {
+            "guarded-load"
+        } else {
+            "process_vm_readv"
+        }
+    }
+}
+
+impl MemoryReader for GuardedReader {
+    fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
+        if !self.active.get() {
+            return self.fallback.read(addr, buf);
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if addr.is_null() {
+            return Err(MemError::Null);
+        }
+        addr.0
+            .checked_add(buf.len() as u64)
+            .ok_or(MemError::Overflow)?;
+        if imp::copy(addr.0, buf) {
+            Ok(())
+        } else {
+            Err(MemError::Unmapped {
+                addr,
+                len: buf.len(),
+            })
+        }
+    }
+}
+
+/// Unblocks `SIGSEGV` and `SIGBUS` for the calling thread: a fault with the
+/// signal blocked would kill the process instead of reaching the handler.
+/// Call it once on the sampler thread (which runs only echion's code).
+pub fn prepare_thread() {
+    imp::unblock();
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod imp {
+    use std::cell::UnsafeCell;
+    use std::mem::MaybeUninit;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    // The copy routine: `rep movsb` from `src` to `dst`, 0 on success. A
+    // fault can only happen on the `rep movsb` (between the `_start` and
+    // `_end` labels); the handler then resumes at `_fixup`, which returns 1.
+    // Arguments arrive in rdi (dst), rsi (src), rdx (len), exactly the
+    // registers `rep movsb` wants apart from the count.
+    std::arch::global_asm!(
+        ".pushsection .text.echion_guarded_copy,\"ax\",@progbits",
+        ".p2align 4",
+        ".globl echion_guarded_copy",
+        ".hidden echion_guarded_copy",
+        ".type echion_guarded_copy,@function",
+        "echion_guarded_copy:",
+        "    mov rcx, rdx",
+        ".globl echion_guarded_copy_start",
+        ".hidden echion_guarded_copy_start",
+        "echion_guarded_copy_start:",
+        "    rep movsb",
+        ".globl echion_guarded_copy_end",
+        ".hidden echion_guarded_copy_end",
+        "echion_guarded_copy_end:",
+        "    xor eax, eax",
+        "    ret",
+        ".globl echion_guarded_copy_fixup",
+        ".hidden echion_guarded_copy_fixup",
+        "echion_guarded_copy_fixup:",
+        "    mov eax, 1",
+        "    ret",
+        ".size echion_guarded_copy, .-echion_guarded_copy",
+        ".popsection",
+    );
+
+    extern "C" {
+        fn echion_guarded_copy(dst: *mut u8, src: *const u8, len: usize) -> u32;
+        static echion_guarded_copy_start: u8;
+        static echion_guarded_copy_end: u8;
+        static echion_guarded_copy_fixup: u8;
+    }
+
+    const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+    /// The dispositions that were installed before ours, by index in
+    /// [`SIGNALS`]. Written once, under [`INSTALL`], before the handler that
+    /// reads them is installed; read-only afterwards.
+    struct Previous(UnsafeCell<[MaybeUninit<libc::sigaction>; 2]>);
+
+    // SAFETY: written once before any reader can exist (the handler is
+    // installed after the write, and installation is a system call that
+    // orders it), then only read.
+    unsafe impl Sync for Previous {}
+
+    static PREVIOUS: Previous = Previous(UnsafeCell::new([MaybeUninit::uninit(); 2]));
+    static INSTALL: Mutex<()> = Mutex::new(());
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+    fn handler_address() -> usize {
+        on_fault as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize
+    }
+
+    pub(super) fn installed() -> bool {
+        INSTALLED.load(Ordering::Acquire)
+    }
+
+    /// Installs the handler for both signals, once per process. False if
+    /// it could not be installed (then it never will be).
+    pub(super) fn install() -> bool {
+        let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        if installed() {
+            return true;
+        }
+        let mut previous = [MaybeUninit::<libc::sigaction>::uninit(); 2];
+        for (slot, &sig) in previous.iter_mut().zip(SIGNALS.iter()) {
+            // SAFETY: a null new action only queries; `slot` is valid for
+            // writes of a `sigaction`.
+            if unsafe { libc::sigaction(sig, std::ptr::null(), slot.as_mut_ptr()) } != 0 {
+                return false;
+            }
+        }
+        // SAFETY: no handler of ours is installed yet (checked under the
+        // lock), so nothing reads PREVIOUS concurrently.
+        unsafe { *PREVIOUS.0.get() = previous };
+        // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no
+        // flags); the fields are then set.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = handler_address();
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: `sa_mask` is a valid sigset to initialise.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        for (i, &sig) in SIGNALS.iter().enumerate() {
+            // SAFETY: `action` is initialised; the old action is not wanted.
+            if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
+                // Put back what was there: the reader will not be used.
+                for &done in &SIGNALS[..i] {
+                    // SAFETY: PREVIOUS holds the action queried above.
+                    unsafe {
+                        libc::sigaction(
+                            done,
+                            (*PREVIOUS.0.get())[index(done)].as_ptr(),
+                            std::ptr::null_mut(),
+                        )
+                    };
+                }
+                return false;
+            }
+        }
+        INSTALLED.store(true, Ordering::Release);
+        true
+    }
+
+    fn index(sig: libc::c_int) -> usize {
+        usize::from(sig != libc::SIGSEGV)
+    }
+
+    /// Whether our handler is the one installed for both signals now.
+    pub(super) fn on_top() -> bool {
+        SIGNALS.iter().all(|&sig| {
+            let mut current = MaybeUninit::<libc::sigaction>::uninit();
+            // SAFETY: a null new action only queries; `current` is valid for
+            // writes.
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), current.as_mut_ptr()) };
+            // SAFETY: initialised by the successful call.
+            rc == 0 && unsafe { current.assume_init() }.sa_sigaction == handler_address()
+        }) && !blocked()
+    }
+
+    fn blocked() -> bool {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: a null new set only queries the calling thread's mask.
+        let rc =
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr()) };
+        if rc != 0 {
+            return true;
+        }
+        // SAFETY: initialised by the successful call.
+        let set = unsafe { set.assume_init() };
+        // SAFETY: `set` is a valid signal set.
+        SIGNALS
+            .iter()
+            .any(|&sig| unsafe { libc::sigismember(&set, sig) } == 1)
+    }
+
+    pub(super) fn unblock() {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `set` is initialised by sigemptyset before it is used;
+        // unblocking only changes the calling thread's mask.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for &sig in &SIGNALS {
+                libc::sigaddset(set.as_mut_ptr(), sig);
+            }
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
+        }
+    }
+
+    /// Copies `buf.len()` bytes from `src`; false if that faulted.
+    pub(super) fn copy(src: u64, buf: &mut [u8]) -> bool {
+        // SAFETY: the routine writes exactly `buf.len()` bytes to `buf` and
+        // only reads from `src`; a fault in the read is recovered by the
+        // handler, which is installed and on top (checked by `refresh`
+        // before the reader is active).
+        unsafe { echion_guarded_copy(buf.as_mut_ptr(), src as *const u8, buf.len()) == 0 }
+    }
+
+    extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes valid `siginfo_t` and `ucontext_t`
+        // pointers to an SA_SIGINFO handler; the label statics are only
+        // used for their addresses.
+        unsafe {
+            let uc = &mut *ctx.cast::<libc::ucontext_t>();
+            let ip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+            let start = std::ptr::addr_of!(echion_guarded_copy_start) as usize;
+            let end = std::ptr::addr_of!(echion_guarded_copy_end) as usize;
+            let raised_by_fault = (*info).si_code > 0;
+            if raised_by_fault && (start..end).contains(&ip) {
+                uc.uc_mcontext.gregs[libc::REG_RIP as usize] =
+                    std::ptr::addr_of!(echion_guarded_copy_fixup) as i64;
+                return;
+            }
+            // Not ours: put back what was there before and let it happen
+            // again, as if we had never been here. A fault re-executes the
+            // faulting instruction on return; a sent signal is sent again.
+            let previous = (*PREVIOUS.0.get())[index(sig)].as_ptr();
+            libc::sigaction(sig, previous, std::ptr::null_mut());
+            if !raised_by_fault {
+                libc::raise(sig);
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+mod imp {
+    pub(super) fn installed() -> bool {
+        false
+    }
+    pub(super) fn install() -> bool {
+        false
+    }
+    pub(super) fn on_top() -> bool {
+        false
+    }
+    pub(super) fn unblock() {}
+    pub(super) fn copy(_src: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn reads_own_memory_and_recovers_from_faults() {
+        let r = GuardedReader::new().expect("own process");
+        assert!(r.refresh(), "handler installed and on top");
+        assert_eq!(r.method(), "guarded-load");
+        let value: [u64; 3] = [1, 0xdead_beef_cafe_f00d, 3];
+        let mut out = [0u8; 24];
+        r.read(Addr(value.as_ptr() as u64), &mut out).expect("read");
+        assert_eq!(out[8..16], 0xdead_beef_cafe_f00du64.to_ne_bytes());
+        for bad in [
+            8u64,                  // the first page is never mapped
+            0x8000_0000_0000_0000, // non-canonical
+            0xffff_8000_0000_1000, // the kernel's half
+        ] {
+            assert!(
+                matches!(r.read(Addr(bad), &mut out), Err(MemError::Unmapped { .. })),
+                "{bad:#x}"
+            );
+        }
+        assert!(matches!(r.read(Addr(0), &mut out), Err(MemError::Null)));
+        // A mapped page that cannot be read, and a read that runs into it.
+        let page = unreadable_page();
+        assert!(matches!(
+            r.read(Addr(page), &mut out),
+            Err(MemError::Unmapped { .. })
+        ));
+        let mut long = vec![0u8; 8192];
+        assert!(r.read(Addr(page - 4096), &mut long).is_err());
+        // The reader still works after recovering.
+        r.read(Addr(value.as_ptr() as u64), &mut out).expect("read");
+        assert_eq!(out[16..24], 3u64.to_ne_bytes());
+    }
+
+    /// The second of two mapped pages, made unreadable (never unmapped:
+    /// the test leaks them).
+    fn unreadable_page() -> u64 {
+        // SAFETY: a fresh private anonymous mapping, then a protection
+        // change of its second page; nothing else uses them.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let second = p.cast::<u8>().add(4096);
+            assert_eq!(libc::mprotect(second.cast(), 4096, libc::PROT_NONE), 0);
+            second as u64
+        }
+    }
+
+    /// Runs this test binary again as a child that does `what` with the
+    /// handler installed; returns how it ended.
+    fn child(what: &str, with_reader: bool) -> std::process::ExitStatus {
+        let exe = std::env::current_exe().expect("test binary");
+        Command::new(exe)
+            .args(["--exact", "mem::guarded::tests::child_main", "--nocapture"])
+            .env("ECHION_GUARDED_CHILD", what)
+            .env("ECHION_GUARDED_READER", if with_reader { "1" } else { "0" })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run child")
+    }
+
+    /// The child's side of [`child`]; does nothing in a normal test run.
+    #[test]
+    fn child_main() {
+        let Ok(what) = std::env::var("ECHION_GUARDED_CHILD") else {
+            return;
+        };
+        if what == "previous-handler" {
+            extern "C" fn exit_42(_: libc::c_int) {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(42) }
+            }
+            // SAFETY: installs a plain handler that exits.
+            unsafe {
+                libc::signal(
+                    libc::SIGSEGV,
+                    exit_42 as extern "C" fn(libc::c_int) as usize,
+                )
+            };
+        }
+        let mut out = [0u8; 8];
+        let r = if std::env::var("ECHION_GUARDED_READER").as_deref() == Ok("1") {
+            let r = GuardedReader::new().expect("own process");
+            assert!(r.refresh());
+            assert!(r.read(Addr(8), &mut out).is_err(), "recovered");
+            r
+        } else {
+            GuardedReader::syscalls_only().expect("own process")
+        };
+        match what.as_str() {
+            "null-deref" | "previous-handler" => {
+                // A fault that is not ours.
+                let p = std::hint::black_box(16usize) as *const u64;
+                // SAFETY: none: this is the crash under test.
+                let v = unsafe { std::ptr::read_volatile(p) };
+                std::hint::black_box(v);
+            }
+            "replace" => {
+                extern "C" fn ignore(_: libc::c_int) {}
+                assert!(r.refresh(), "ours on top");
+                // SAFETY: installs a plain handler over ours.
+                unsafe {
+                    libc::signal(libc::SIGSEGV, ignore as extern "C" fn(libc::c_int) as usize)
+                };
+                assert!(!r.refresh(), "not on top any more");
+                assert_eq!(r.method(), "process_vm_readv");
+                let value = 7u64;
+                r.read(Addr(&value as *const u64 as u64), &mut out)
+                    .expect("read through the fallback");
+                assert_eq!(out, 7u64.to_ne_bytes());
+                assert!(r.read(Addr(8), &mut out).is_err());
+            }
+            "raise" => {
+                // SAFETY: sends SIGSEGV to this thread.
+                unsafe { libc::raise(libc::SIGSEGV) };
+            }
+            _ => {}
+        }
+        std::process::exit(3);
+    }
+
+    #[test]
+    fn faults_that_are_not_ours_crash_as_before() {
+        use std::os::unix::process::ExitStatusExt;
+        // The same end with the reader's handler installed (and used) as
+        // without it. (`raise` is survived in both: the Rust runtime's own
+        // SIGSEGV handler, there before ours, resets and returns.)
+        for (what, signal, code) in [
+            ("null-deref", Some(libc::SIGSEGV), None),
+            ("raise", None, Some(3)),
+            ("previous-handler", None, Some(42)),
+            ("nothing", None, Some(3)),
+        ] {
+            for with_reader in [false, true] {
+                let status = child(what, with_reader);
+                assert_eq!(
+                    (status.signal(), status.code()),
+                    (signal, code),
+                    "{what}, reader: {with_reader}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn falls_back_when_the_handler_is_replaced() {
+        // In a child: replacing SIGSEGV's handler would disturb the other
+        // tests of this process.
+        assert_eq!(child("replace", true).code(), Some(3));
+    }
+}
