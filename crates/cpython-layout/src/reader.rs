@@ -77,6 +77,13 @@ pub trait MemoryReader {
     /// not at all.
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError>;
 
+    /// Whether a read costs about what copying the bytes costs (no system
+    /// call): then batching reads ahead of time does not pay, and callers
+    /// read what they need when they need it. False unless a reader says so.
+    fn reads_are_cheap(&self) -> bool {
+        false
+    }
+
     /// Reads several ranges at once: `bufs[i]` from `addrs[i]`. Returns a
     /// bit per range (up to 64 ranges; bit `i` set: `bufs[i]` was filled),
     /// never failing as a whole, since callers use this to prefetch what
@@ -96,6 +103,10 @@ pub trait MemoryReader {
 impl<R: MemoryReader + ?Sized> MemoryReader for &R {
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         (**self).read(addr, buf)
+    }
+
+    fn reads_are_cheap(&self) -> bool {
+        (**self).reads_are_cheap()
     }
 
     fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {
@@ -233,6 +244,10 @@ impl SnapshotReader {
 }
 
 impl MemoryReader for SnapshotReader {
+    fn reads_are_cheap(&self) -> bool {
+        true
+    }
+
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         let unmapped = MemError::Unmapped {
             addr,

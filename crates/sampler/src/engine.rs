@@ -216,20 +216,34 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             self.cache.forget_codes(&self.freed);
         }
 
-        // The regions live in the engine between ticks; taken out for the
-        // tick so that the walk can borrow them while the engine changes.
-        let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
-        self.stats.prefetched_ranges = regions.begin_tick() as u64;
-        let result = self.tick_with(&regions, now_ns);
-        self.regions = regions;
+        let result = if self.reader.reads_are_cheap() {
+            // Reads cost no system call: read each thing when it is needed.
+            self.tick_with(self.reader, None, now_ns)
+        } else {
+            // The regions live in the engine between ticks; taken out for
+            // the tick so that the walk can borrow them while the engine
+            // changes.
+            let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
+            self.stats.prefetched_ranges = regions.begin_tick() as u64;
+            let result = self.tick_with(&regions, Some(&regions), now_ns);
+            self.regions = regions;
+            result
+        };
         result?;
         let tick = self.tick;
         self.threads.retain(|_, t| t.seen_tick == tick);
         self.writer.flush()
     }
 
-    fn tick_with(&mut self, regions: &RegionCache<'r, R>, now_ns: u64) -> std::io::Result<()> {
-        let target = Target::new(regions, self.layout);
+    /// One tick reading through `memory`; `regions` is the prefetch cache
+    /// when `memory` is it (to notice reads made past it).
+    fn tick_with<M: MemoryReader + ?Sized>(
+        &mut self,
+        memory: &M,
+        regions: Option<&RegionCache<'r, R>>,
+        now_ns: u64,
+    ) -> std::io::Result<()> {
+        let target = Target::new(memory, self.layout);
         let mut interps = target.interpreters(self.runtime);
         loop {
             let interp = match interps.next() {
@@ -250,7 +264,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                         break;
                     }
                 };
-                match self.sample_thread(regions, interp.id, &thread, now_ns) {
+                match self.sample_thread(memory, regions, interp.id, &thread, now_ns) {
                     Ok(true) => self.stats.samples += 1,
                     Ok(false) => {}
                     Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
@@ -263,9 +277,10 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
 
     /// Samples one thread; `Ok(false)` when the mode says it has nothing to
     /// show (CPU mode, idle thread).
-    fn sample_thread(
+    fn sample_thread<M: MemoryReader + ?Sized>(
         &mut self,
-        regions: &RegionCache<'r, R>,
+        memory: &M,
+        regions: Option<&RegionCache<'r, R>>,
         iid: i64,
         thread: &ThreadInfo,
         now_ns: u64,
@@ -339,9 +354,9 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
 
         self.stacks.clear();
         self.stack.clear();
-        let fresh = regions.miss_count();
-        self.walk(regions, thread.frame)?;
-        if regions.miss_count() != fresh {
+        let fresh = regions.map(RegionCache::miss_count);
+        self.walk(memory, thread.frame)?;
+        if regions.map(RegionCache::miss_count) != fresh {
             // Part of the stack was read now and part at the start of the
             // tick: if the thread moved on in between, the two halves may
             // not belong together. Check the thread's current frame afresh;

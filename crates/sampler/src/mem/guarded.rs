@@ -25,25 +25,32 @@ use echion_cpython_layout::{Addr, MemError, MemoryReader, ProcessReader};
 
 /// Reads of this process's memory that recover from faults, falling back to
 /// `process_vm_readv` when the fault handler is not (or no longer) in
-/// place. Not `Sync`: one sampler thread uses it.
+/// place. Neither `Send` nor `Sync`: it belongs to the thread that made it,
+/// whose signal mask it checked.
 #[derive(Debug)]
 pub struct GuardedReader {
     fallback: ProcessReader,
     active: Cell<bool>,
+    /// Whether faults can reach the handler on the owning thread.
+    usable: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl GuardedReader {
-    /// A reader of the calling process; installs the fault handler if it
-    /// is not installed yet.
+    /// A reader of the calling process, for the calling thread; installs
+    /// the fault handler if it is not installed yet. Loads are used only if
+    /// this thread does not block `SIGSEGV` and `SIGBUS` (see
+    /// [`prepare_thread`]).
     pub fn new() -> Result<Self, AttachError> {
         let fallback = ProcessReader::own()?;
+        let usable = !imp::blocked() && imp::install();
         let reader = Self {
             fallback,
             active: Cell::new(false),
+            usable,
+            _not_send: std::marker::PhantomData,
         };
-        if imp::install() {
-            reader.refresh();
-        }
+        reader.refresh();
         Ok(reader)
     }
 
@@ -53,15 +60,16 @@ impl GuardedReader {
         Ok(Self {
             fallback: ProcessReader::own()?,
             active: Cell::new(false),
+            usable: false,
+            _not_send: std::marker::PhantomData,
         })
     }
 
     /// Checks that the handler is still the one installed for `SIGSEGV` and
-    /// `SIGBUS`, and that the calling thread does not block them; reads use
-    /// plain loads only while that holds. Call it before each tick, on the
-    /// thread that reads. Two cheap system calls.
+    /// `SIGBUS`; reads use plain loads only while that holds. Call it before
+    /// each tick. Two cheap system calls.
     pub fn refresh(&self) -> bool {
-        let ok = imp::installed() && imp::on_top();
+        let ok = self.usable && imp::installed() && imp::on_top();
         self.active.set(ok);
         ok
     }
@@ -88,6 +96,10 @@ impl GuardedReader {
 }
 
 impl MemoryReader for GuardedReader {
+    fn reads_are_cheap(&self) -> bool {
+        self.active.get()
+    }
+
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         if !self.active.get() {
             return self.fallback.read(addr, buf);
@@ -247,10 +259,11 @@ mod imp {
             let rc = unsafe { libc::sigaction(sig, std::ptr::null(), current.as_mut_ptr()) };
             // SAFETY: initialised by the successful call.
             rc == 0 && unsafe { current.assume_init() }.sa_sigaction == handler_address()
-        }) && !blocked()
+        })
     }
 
-    fn blocked() -> bool {
+    /// Whether the calling thread blocks either signal.
+    pub(super) fn blocked() -> bool {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: a null new set only queries the calling thread's mask.
         let rc =
@@ -325,6 +338,9 @@ mod imp {
     }
     pub(super) fn on_top() -> bool {
         false
+    }
+    pub(super) fn blocked() -> bool {
+        true
     }
     pub(super) fn unblock() {}
     pub(super) fn copy(_src: u64, _buf: &mut [u8]) -> bool {
@@ -486,6 +502,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_thread_that_blocks_the_signals_does_not_use_loads() {
+        std::thread::spawn(|| {
+            // SAFETY: changes this short-lived thread's mask only.
+            unsafe {
+                let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(set.as_mut_ptr());
+                libc::sigaddset(set.as_mut_ptr(), libc::SIGBUS);
+                libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+            }
+            let r = GuardedReader::new().expect("own process");
+            assert!(!r.refresh());
+            assert!(!r.reads_are_cheap());
+            let mut out = [0u8; 8];
+            assert!(r.read(Addr(8), &mut out).is_err());
+            prepare_thread();
+            let r = GuardedReader::new().expect("own process");
+            assert!(r.refresh(), "unblocked by prepare_thread");
+        })
+        .join()
+        .expect("thread");
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! Per-sample cost as the profiler pays it: the sampler reads the
+//! interpreter of its own process. One thread, 50 frames deep, every frame
+//! already cached; one tick (the handler check included) per iteration.
+//! Measured for both read paths: fault-guarded loads (the default) and one
+//! `process_vm_readv` per tick on the own pid.
+//!
+//! One interpreter per process: the bench runs itself once per Python found
+//! (`ECHION_PYTHONS`, colon-separated, or /root/.pyenv/versions/3.*), each
+//! time with that interpreter's libpython embedded.
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use echion_cpython_layout::{process, Layout};
+use echion_embed::{libpython_of, Embedded};
+use echion_mojo::{MojoWriter, Profile};
+use echion_sampler::codewatch::FreedCodes;
+use echion_sampler::mem::guarded::{self, GuardedReader};
+use echion_sampler::{Engine, Mode, RegistryQueue};
+
+const TARGET: &str = r#"
+import time
+def f(n):
+    if n == 0:
+        time.sleep(1e9)
+    f(n - 1)
+f(48)  # 48 calls + f(0) + <module> = 50 frames
+"#;
+
+fn pythons() -> Vec<PathBuf> {
+    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
+        return list
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    let mut found = Vec::new();
+    for minor in 8..=13 {
+        let Ok(entries) = std::fs::read_dir("/root/.pyenv/versions") else {
+            break;
+        };
+        let mut v: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
+            })
+            .collect();
+        v.sort();
+        if let Some(p) = v.last() {
+            found.push(p.join("bin/python3"));
+        }
+    }
+    found
+}
+
+fn main() {
+    if let Ok(lib) = std::env::var("ECHION_EMBED_LIB") {
+        bench_embedded(&PathBuf::from(lib));
+        return;
+    }
+    let exe = std::env::current_exe().expect("bench binary");
+    for python in pythons() {
+        let (lib, prefix) = libpython_of(&python)
+            .unwrap_or_else(|| panic!("{}: no shared libpython", python.display()));
+        let status = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env("ECHION_EMBED_LIB", &lib)
+            .env("PYTHONHOME", &prefix)
+            .status()
+            .expect("run the bench for one interpreter");
+        assert!(status.success(), "{}: {status}", python.display());
+    }
+}
+
+fn bench_embedded(lib: &std::path::Path) {
+    let python = Embedded::start(lib, TARGET).expect("embed python");
+    let version = python.version();
+    let layout = Layout::for_version(version).expect("supported version");
+    guarded::prepare_thread();
+    let guarded = GuardedReader::new().expect("own process");
+    assert!(guarded.refresh(), "fault handler in place");
+    let syscalls = GuardedReader::syscalls_only().expect("own process");
+    process::check_runtime(&guarded, python.runtime(), layout).expect("runtime");
+
+    // Wait for the stack, checking it with the sampler itself.
+    let registry = RegistryQueue::default();
+    let freed = FreedCodes::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let writer = MojoWriter::new(Vec::new(), 1).expect("vec");
+        let mut engine = Engine::new(
+            &guarded,
+            layout,
+            python.runtime(),
+            Mode::Wall,
+            1_000_000,
+            writer,
+        )
+        .expect("engine");
+        engine.tick(1, &registry, &freed).expect("tick");
+        let bytes = engine.into_writer().finish().expect("vec");
+        let profile = Profile::parse(&bytes).expect("valid");
+        let depths: Vec<_> = profile.samples.iter().map(|s| s.frames.len()).collect();
+        if depths == [50] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{version}: stacks {depths:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut c = Criterion::default().configure_from_args();
+    let runtime = python.runtime();
+    bench_reader(
+        &mut c,
+        "guarded loads",
+        &guarded,
+        true,
+        layout,
+        runtime,
+        version,
+    );
+    bench_reader(
+        &mut c,
+        "process_vm_readv",
+        &syscalls,
+        false,
+        layout,
+        runtime,
+        version,
+    );
+    c.final_summary();
+}
+
+/// Ticks with `reader`, as `echion_sampler::run` does (statically
+/// dispatched, the handler checked before each tick when `refresh`).
+fn bench_reader(
+    c: &mut Criterion,
+    name: &str,
+    reader: &GuardedReader,
+    refresh: bool,
+    layout: &'static Layout,
+    runtime: echion_cpython_layout::Addr,
+    version: echion_cpython_layout::PyVersion,
+) {
+    let registry = RegistryQueue::default();
+    let freed = FreedCodes::new();
+    let writer = MojoWriter::new(std::io::sink(), 1).expect("sink");
+    let mut engine =
+        Engine::new(reader, layout, runtime, Mode::Wall, 1_000_000, writer).expect("engine");
+    let mut now = 1_000_000_000u64;
+    engine.tick(now, &registry, &freed).expect("tick");
+    assert_eq!(engine.stats().samples, 1, "{version}: one thread sampled");
+    c.bench_function(
+        &format!("in-process tick, {name}, 1 thread x 50 cached frames, python {version}"),
+        |b| {
+            b.iter(|| {
+                if refresh {
+                    assert!(reader.refresh());
+                }
+                now += 1_000_000;
+                engine.tick(now, &registry, &freed).expect("tick");
+            })
+        },
+    );
+    assert_eq!(
+        engine.stats().skipped_total(),
+        0,
+        "{version}: nothing skipped"
+    );
+    assert_eq!(
+        engine.stats().samples,
+        engine.stats().ticks,
+        "{version}: one sample a tick"
+    );
+}
