@@ -73,6 +73,12 @@ def main():
         configs[f"echion-rs {label}"] = (
             lambda out, i=interval: ([args.python, "-m", "echion", "-i", str(i), "-o", str(out), args.python, wl], i)
         )
+    # The same with one process_vm_readv per tick instead of guarded loads.
+    configs["echion-rs 1ms syscalls"] = lambda out: (
+        [args.python, "-m", "echion", "-i", "1000", "-o", str(out), args.python, wl],
+        1000,
+        {**os.environ, "ECHION_DIRECT_READS": "0"},
+    )
     if args.echion035:
         for interval, label in ((1000, "1ms"), (100, "100us")):
             configs[f"echion 0.3.5 {label}"] = (
@@ -89,14 +95,22 @@ def main():
 
     configs = {n: c for n, c in configs.items() if not any(s in n for s in args.skip)}
     results = {name: [] for name in configs}
+    paired = {name: [] for name in configs}
     for run_no in range(args.runs):
         for name, make in configs.items():
-            out = tmp / f"{name.replace(' ', '_')}.{run_no}.out"
             if name == "python":
-                cmd, interval = make(out)
-            else:
-                cmd, interval = make(out)
-            wall, cpu = run(cmd)
+                continue
+            out = tmp / f"{name.replace(' ', '_')}.{run_no}.out"
+            made = make(out)
+            cmd, interval = made[0], made[1]
+            env = made[2] if len(made) > 2 else None
+            # Each profiled run is paired with a plain run just before it:
+            # the host's speed drifts between rounds, much less between
+            # two neighbouring runs.
+            bare_wall, bare_cpu = run(configs["python"](out)[0])
+            paired[name].append({"wall": bare_wall, "cpu": bare_cpu})
+            results["python"].append({"wall": bare_wall, "cpu": bare_cpu})
+            wall, cpu = run(cmd, env)
             row = {"wall": wall, "cpu": cpu}
             if interval:
                 samples = pyspy_samples(out) if name.startswith("py-spy") else mojo_samples(out)
@@ -107,8 +121,8 @@ def main():
             print(f"run {run_no} {name:22s} wall {wall:6.3f}s cpu {cpu:6.3f}s" + (f" samples {row['samples']}" if interval else ""), file=sys.stderr)
 
     # The machine is shared and its speed drifts: each run is compared with
-    # the plain run of the same round (taken moments before), and the median
-    # of those ratios is reported.
+    # its own plain run (taken moments before), and the median of those
+    # ratios is reported.
     base = results["python"]
     base_wall = statistics.median(r["wall"] for r in base)
     base_cpu = statistics.median(r["cpu"] for r in base)
@@ -116,14 +130,20 @@ def main():
     print(f"| {'profiler':22s} | wall ratio | CPU ratio | samples / asked | bytes / sample |")
     print(f"|{'-' * 24}|-----------:|----------:|----------------:|---------------:|")
     for name, rows in results.items():
-        wall = statistics.median(r["wall"] / b["wall"] for r, b in zip(rows, base))
-        cpu = statistics.median(r["cpu"] / b["cpu"] for r, b in zip(rows, base))
+        if name == "python":
+            continue
+        pairs = list(zip(rows, paired[name]))
+        wall = statistics.median(r["wall"] / b["wall"] for r, b in pairs)
+        cpu = statistics.median(r["cpu"] / b["cpu"] for r, b in pairs)
         if "samples" in rows[0]:
             share = statistics.median(r["samples"] / r["expected"] for r in rows)
             bps = statistics.median(r["bytes"] / max(r["samples"], 1) for r in rows)
             print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {share:14.1%} | {bps:14.1f} |")
         else:
             print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {'':>15s} | {'':>14s} |")
+    spread = statistics.quantiles([r["wall"] for r in base], n=4) if len(base) >= 4 else []
+    if spread:
+        print(f"\nplain python wall time, quartiles over all {len(base)} plain runs: " + ", ".join(f"{q:.3f}s" for q in spread))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
