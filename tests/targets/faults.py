@@ -1,0 +1,40 @@
+"""Faults and fault handlers, which echion's in-process reader shares with
+the program. First argument:
+
+crash: works a little, then reads address 8 (a segmentation fault).
+faulthandler: works, enables faulthandler (which installs its own SIGSEGV
+handler over echion's), works again, ends normally."""
+
+import ctypes
+import faulthandler
+import sys
+import time
+
+
+def before(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.001)  #@before
+
+
+def after(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.001)  #@after
+
+
+def crash():
+    ctypes.string_at(8, 8)  #@crash
+
+
+def main():
+    before(0.3)
+    if sys.argv[1] == "crash":
+        crash()
+    else:
+        faulthandler.enable()
+        after(0.3)
+        print("done")
+
+
+main()
