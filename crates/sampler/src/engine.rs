@@ -356,11 +356,14 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         self.stack.clear();
         let fresh = regions.map(RegionCache::miss_count);
         self.walk(memory, thread.frame)?;
-        if regions.map(RegionCache::miss_count) != fresh {
-            // Part of the stack was read now and part at the start of the
-            // tick: if the thread moved on in between, the two halves may
-            // not belong together. Check the thread's current frame afresh;
-            // if it changed, walk again from it, reading fresh memory only.
+        // With direct reads every frame was read live, during the walk.
+        let read_live = regions.is_none() || regions.map(RegionCache::miss_count) != fresh;
+        if read_live {
+            // Part of the stack was read now and part earlier (at the start
+            // of the tick, or at the start of the walk): if the thread moved
+            // on in between, the two may not belong together. Check the
+            // thread's current frame afresh; if it changed, walk again from
+            // it, reading fresh memory only.
             let now = Target::new(self.reader, self.layout)
                 .thread(thread.addr)
                 .map_err(|e| Skip::Reason(e.into()))?;
