@@ -80,11 +80,6 @@ impl GuardedReader {
         self.active.get()
     }
 
-    /// Stops using plain loads (until the next [`GuardedReader::refresh`]).
-    pub fn deactivate(&self) {
-        self.active.set(false);
-    }
-
     /// The name of the current read path, for the profile's metadata.
     pub fn method(&self) -> &'static str {
         if self.is_direct() {
