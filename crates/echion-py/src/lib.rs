@@ -228,6 +228,15 @@ fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
     });
 }
 
+/// Tells the sampler which code object `threading` starts its threads in
+/// (`id(Thread._bootstrap.__code__)`): a thread state that no
+/// `track_thread` names and whose outermost frame runs it is a `threading`
+/// thread starting or ending, and is not shown.
+#[pyfunction]
+fn set_thread_bootstrap(code: u64) {
+    with_state(|s| s.control.registry.post(Update::BootstrapCode { code }));
+}
+
 /// Tells the sampler that a thread is ending.
 #[pyfunction]
 fn untrack_thread(thread_id: u64) {
@@ -349,6 +358,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(set_thread_bootstrap, m)?)?;
     m.add_function(wrap_pyfunction!(set_interval, m)?)?;
     m.add_function(wrap_pyfunction!(set_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(set_memory, m)?)?;

@@ -12,6 +12,7 @@ use crate::cache::{AddrMap, CodeEntry, FrameCache};
 use crate::clock;
 use crate::codewatch::FreedCodes;
 use crate::mem::RegionCache;
+use crate::pthread::TidOffset;
 use crate::registry::{RegistryQueue, ThreadNames};
 
 /// What the samples measure.
@@ -110,6 +111,8 @@ impl Stats {
 
 #[derive(Debug, Clone, Copy)]
 struct PerThread {
+    /// The kernel thread id, 0 if unknown.
+    native_id: u64,
     last_ns: u64,
     cpu_ns: Option<u64>,
     active_tick: u64,
@@ -142,6 +145,15 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     name_buf: String,
     regions: RegionCache<'r, R>,
     tick: u64,
+    /// When the previous tick ran, or when sampling started before the
+    /// first: a thread seen for the first time cannot have run unseen for
+    /// longer than since then.
+    since_ns: u64,
+    /// The code object of the outermost Python frame of the last walk.
+    outermost_code: u64,
+    /// Where this process's `struct pthread` keeps the kernel tid, to find
+    /// the native id of threads before 3.11 that `threading` does not know.
+    tid_offset: Option<TidOffset>,
     stats: Stats,
 }
 
@@ -174,8 +186,23 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             name_buf: String::new(),
             regions: RegionCache::new(reader),
             tick: 0,
+            since_ns: 0,
+            outermost_code: 0,
+            tid_offset: None,
             stats: Stats::default(),
         })
+    }
+
+    /// Says where `struct pthread` keeps the kernel tid in the sampled
+    /// process (see [`TidOffset`]).
+    pub fn set_tid_offset(&mut self, offset: Option<TidOffset>) {
+        self.tid_offset = offset;
+    }
+
+    /// Says when sampling started (monotonic ns): the first sample of a
+    /// thread never counts from before it, whatever the interval.
+    pub fn start_at(&mut self, now_ns: u64) {
+        self.since_ns = now_ns;
     }
 
     /// The counters so far.
@@ -231,6 +258,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         };
         result?;
         let tick = self.tick;
+        self.since_ns = self.since_ns.max(now_ns);
         self.threads.retain(|_, t| t.seen_tick == tick);
         self.writer.flush()
     }
@@ -291,20 +319,21 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         if thread.thread_id == 0 {
             return Ok(false);
         }
-        // In the main interpreter, only threads that `threading` has named
-        // are shown: a thread state before its thread registers, or after it
-        // has said it is ending, is the bootstrap's, not the program's.
-        // Subinterpreters have no hooks: their threads are shown by the name
-        // their OS thread has in the main interpreter, or by their id.
         let known = self.names.get(thread.thread_id).is_some();
-        if iid == 0 && !known && !self.names.is_empty() {
-            return Ok(false);
-        }
+        let since_ns = now_ns.saturating_sub(interval_ns).max(self.since_ns);
+        let named_id = self.names.get(thread.thread_id).map_or(0, |m| m.native_id);
+        let (reader, tid_offset) = (self.reader, self.tid_offset);
         let per = self
             .threads
             .entry((thread.addr.0, thread.thread_id))
-            .or_insert(PerThread {
-                last_ns: now_ns.saturating_sub(interval_ns),
+            .or_insert_with(|| PerThread {
+                native_id: thread
+                    .native_thread_id
+                    .filter(|&t| t != 0)
+                    .or((named_id != 0).then_some(named_id))
+                    .or_else(|| tid_offset.and_then(|o| o.tid_of(reader, thread.thread_id)))
+                    .unwrap_or(0),
+                last_ns: since_ns,
                 cpu_ns: None,
                 active_tick: 0,
                 seen_tick: tick,
@@ -318,15 +347,12 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 us
             }
             Mode::Cpu => {
-                let tid = thread
-                    .native_thread_id
+                if per.native_id == 0 && named_id != 0 {
+                    // Registered after this thread state was first seen.
+                    per.native_id = named_id;
+                }
+                let tid = Some(per.native_id)
                     .filter(|&t| t != 0)
-                    .or_else(|| {
-                        self.names
-                            .get(thread.thread_id)
-                            .map(|m| m.native_id)
-                            .filter(|&t| t != 0)
-                    })
                     .ok_or(Skip::Reason(SkipReason::NoNativeId))?;
                 let cpu = clock::thread_cpu_ns(tid).ok_or(Skip::Reason(SkipReason::CpuClock))?;
                 let Some(prev) = per.cpu_ns else {
@@ -372,15 +398,32 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 self.walk(self.reader, now.frame)?;
             }
         }
+        // In the main interpreter, a thread that `threading` has not named
+        // (yet, or any more) whose outermost frame is `threading`'s own
+        // thread bootstrap is a `threading` thread starting or ending: its
+        // named samples are the real ones. Every other thread state (a
+        // `_thread` thread, one a C extension registered) is shown, named
+        // by its native id.
+        if iid == 0 && !known && self.names.hides_outermost(self.outermost_code) {
+            return Ok(false);
+        }
         self.stack.reverse();
         self.stacks.push_from(&self.stack);
 
+        let native_id = self
+            .threads
+            .get(&(thread.addr.0, thread.thread_id))
+            .map_or(0, |p| p.native_id);
         let name: &str = match self.names.get(thread.thread_id) {
             Some(meta) => &meta.name,
             None => {
                 use std::fmt::Write as _;
                 self.name_buf.clear();
-                let id = thread.native_thread_id.unwrap_or(thread.thread_id);
+                let id = if native_id != 0 {
+                    native_id
+                } else {
+                    thread.thread_id
+                };
                 let _ = write!(self.name_buf, "Thread-{id}");
                 &self.name_buf
             }
@@ -407,6 +450,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         let tick = self.tick;
         let mut addr = frame;
         let mut depth = 0;
+        self.outermost_code = 0;
         while !addr.is_null() {
             depth += 1;
             if depth > MAX_FRAMES {
@@ -425,6 +469,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             if !info.is_python() {
                 continue;
             }
+            self.outermost_code = info.code.0;
             let offset = info.offset.unwrap_or(u32::MAX);
             let id = match self.cache.frame(info.code.0, offset, tick) {
                 Some(id) => id,

@@ -28,6 +28,14 @@ pub enum Update {
         /// `threading.get_ident()`.
         thread_id: u64,
     },
+    /// The code object that `threading` starts each of its threads in
+    /// (`Thread._bootstrap`): a thread state that no `Track` names and whose
+    /// outermost frame runs it is a `threading` thread before it registers
+    /// or after it has said it is ending, and is not shown.
+    BootstrapCode {
+        /// The code object's address (`id(Thread._bootstrap.__code__)`).
+        code: u64,
+    },
 }
 
 /// The Python side of the registry: where updates are posted.
@@ -87,6 +95,7 @@ pub struct ThreadMeta {
 #[derive(Debug, Default)]
 pub struct ThreadNames {
     map: AddrMap<u64, ThreadMeta>,
+    bootstrap_codes: Vec<u64>,
     scratch: Vec<Update>,
 }
 
@@ -107,6 +116,11 @@ impl ThreadNames {
                 Update::Untrack { thread_id } => {
                     self.map.remove(&thread_id);
                 }
+                Update::BootstrapCode { code } => {
+                    if code != 0 && !self.bootstrap_codes.contains(&code) {
+                        self.bootstrap_codes.push(code);
+                    }
+                }
             }
         }
         self.scratch = scratch;
@@ -115,6 +129,13 @@ impl ThreadNames {
     /// What is known of the thread `thread_id`.
     pub fn get(&self, thread_id: u64) -> Option<&ThreadMeta> {
         self.map.get(&thread_id)
+    }
+
+    /// Whether a stack whose outermost Python frame runs the code object at
+    /// `code` belongs to a thread that is not shown unless named (see
+    /// [`Update::BootstrapCode`]).
+    pub fn hides_outermost(&self, code: u64) -> bool {
+        code != 0 && self.bootstrap_codes.contains(&code)
     }
 
     /// Number of threads known.
@@ -170,5 +191,20 @@ mod tests {
         names.refresh(&q);
         assert_eq!(names.get(2), None);
         assert_eq!(names.get(1).map(|m| m.native_id), Some(100));
+    }
+
+    #[test]
+    fn bootstrap_codes_hide_only_their_own_stacks() {
+        let q = RegistryQueue::default();
+        let mut names = ThreadNames::default();
+        assert!(!names.hides_outermost(0x1000));
+        q.post(Update::BootstrapCode { code: 0x1000 });
+        q.post(Update::BootstrapCode { code: 0x1000 });
+        q.post(Update::BootstrapCode { code: 0 });
+        names.refresh(&q);
+        assert!(names.hides_outermost(0x1000));
+        assert!(!names.hides_outermost(0x2000));
+        assert!(!names.hides_outermost(0), "an empty stack is never hidden");
+        assert_eq!(names.bootstrap_codes, [0x1000]);
     }
 }

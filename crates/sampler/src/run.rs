@@ -17,6 +17,7 @@ use crate::clock;
 use crate::codewatch::FREED_CODES;
 use crate::engine::{Engine, Mode, SkipReason, Stats};
 use crate::mem::guarded::{self, GuardedReader};
+use crate::pthread::TidOffset;
 use crate::registry::RegistryQueue;
 
 /// How the sampler runs.
@@ -176,6 +177,8 @@ const MAX_NAP_NS: u64 = 50_000_000;
 /// which must not hold the GIL.
 pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
+    // Sampling starts now: no thread's first sample counts from before.
+    let origin_ns = clock::now_ns();
     let pid = std::process::id();
     guarded::prepare_thread();
     let reader = if config.direct_reads {
@@ -238,6 +241,12 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
 
     let mut engine = Engine::new(&reader, layout, runtime, config.mode, interval_ns, writer)
         .map_err(SamplerError::LineTable)?;
+    engine.start_at(origin_ns);
+    if layout.thread.native_thread_id.is_none() {
+        // Before 3.11 only glibc knows the kernel id of a thread that
+        // `threading` does not name.
+        engine.set_tid_offset(TidOffset::find(&reader));
+    }
 
     clock::minimise_timer_slack();
     let start = clock::now_ns();

@@ -58,7 +58,9 @@ def patch() -> None:
 
 def track_all() -> None:
     """Tells the sampler about every running thread, the main one among
-    them (at start, and in a forked child)."""
+    them (at start, and in a forked child), and where `threading`'s threads
+    start (their stacks are only shown while they are named)."""
+    ec.set_thread_bootstrap(id(Thread._bootstrap.__code__))
     for thread in list(threading._active.values()):
         _track(thread)
 
