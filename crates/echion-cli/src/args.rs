@@ -40,11 +40,11 @@ pub(crate) struct Args {
     #[arg(short = 'x', long, value_name = "EXPOSURE", allow_hyphen_values = true)]
     pub exposure: Option<String>,
 
-    /// Collect memory allocation events
+    /// Memory mode: live bytes per stack (coming in a later release)
     #[arg(short, long)]
     pub memory: bool,
 
-    /// Sample native stacks
+    /// Native stacks interleaved with Python's (coming in a later release)
     #[arg(short, long)]
     pub native: bool,
 
@@ -52,7 +52,7 @@ pub(crate) struct Args {
     #[arg(short, long, value_name = "OUTPUT", default_value = "%(pid).echion")]
     pub output: OsString,
 
-    /// Attach to the process with the given PID
+    /// Attach to the running process PID (coming in a later release)
     #[arg(short, long, value_name = "PID", allow_hyphen_values = true)]
     pub pid: Option<String>,
 
@@ -60,7 +60,7 @@ pub(crate) struct Args {
     #[arg(short, long)]
     pub stealth: bool,
 
-    /// Where mode: display the thread stacks of the given process
+    /// Where mode: show the thread stacks of process PID (coming in a later release)
     #[arg(short, long = "where", value_name = "PID", allow_hyphen_values = true)]
     pub where_: Option<String>,
 

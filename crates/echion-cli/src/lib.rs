@@ -63,6 +63,12 @@ fn exec(args: Vec<OsString>, bootstrap_dir: Option<PathBuf>) -> Result<Infallibl
         }
         eprintln!("echion: exec {}", Quoted::new(&program));
     }
+    // The first process to profile keeps the name it was given, and takes it
+    // over only when it is empty: a profile from an earlier run (that no
+    // running process still writes) is emptied now.
+    if !config.output.contains(PID_PLACEHOLDER) {
+        echion_sampler::output::reset(std::path::Path::new(&config.output));
+    }
     // Exec the resolved file (no second PATH search) with argv[0] as the
     // user wrote it, like a shell does.
     let source = Command::new(&program)

@@ -39,7 +39,10 @@ struct Settings {
     interval_us: u64,
     cpu: bool,
     exposure_s: f64,
+    /// The output path as given, `%(pid)` left in (see
+    /// `echion_sampler::output`).
     output: PathBuf,
+    verbose: bool,
 }
 
 impl Default for Settings {
@@ -48,7 +51,8 @@ impl Default for Settings {
             interval_us: 1000,
             cpu: false,
             exposure_s: 0.0,
-            output: PathBuf::from(format!("{}.echion", std::process::id())),
+            output: PathBuf::from("%(pid).echion"),
+            verbose: false,
         }
     }
 }
@@ -105,7 +109,7 @@ fn config(py: Python<'_>, s: &Settings) -> Config {
 }
 
 /// Prepares a run: refuses a second one, installs the code hook.
-fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done)> {
+fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
     codehook::install(py)?;
     with_state(|s| {
         if s.running.is_some() {
@@ -118,38 +122,76 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done)> {
             done: done.clone(),
             native: None,
         });
-        Ok((config(py, &s.settings), control, done))
+        Ok((config(py, &s.settings), control, done, s.settings.verbose))
     })
 }
 
 /// Runs the sampler to its end and reports a failure as one line on
-/// stderr: the profiled program goes on either way.
-fn run_to_end(config: &Config, control: &Control, done: &Done) {
+/// stderr: the profiled program goes on either way. Says where the profile
+/// went when `verbose` or when stderr is a terminal.
+fn run_to_end(config: &Config, control: &Control, done: &Done, verbose: bool) {
+    SAMPLER_TID.store(
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
-    if let Err(e) = result {
-        eprintln!("echion: {e}");
+    match result {
+        Err(e) => eprintln!("echion: {e}"),
+        Ok(summary) if verbose || stderr_is_terminal() => eprintln!(
+            "echion: profile of pid {} written to {} ({} samples)",
+            std::process::id(),
+            summary.output.display(),
+            summary.stats.samples
+        ),
+        Ok(_) => {}
     }
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
     cvar.notify_all();
 }
 
+/// The kernel id of the thread that runs (or ran) the sampler, 0 if none.
+static SAMPLER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The threads of this process that are not echion's, as the kernel counts
+/// them (what `os.fork()` counts from 3.12 to decide to warn), or -1 if
+/// they cannot be counted.
+#[pyfunction]
+fn threads_besides_echion() -> i64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return -1;
+    };
+    // After the command name in parentheses: state is field 3, num_threads
+    // field 20.
+    let Some(n) = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .and_then(|f| f.parse::<i64>().ok())
+    else {
+        return -1;
+    };
+    let tid = SAMPLER_TID.load(std::sync::atomic::Ordering::Relaxed);
+    let ours = i64::from(tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists());
+    n - ours
+}
+
 /// Samples in the calling thread until `stop()`; the GIL is released
 /// throughout.
 #[pyfunction]
 fn start(py: Python<'_>) -> PyResult<()> {
-    let (config, control, done) = prepare(py)?;
-    py.detach(|| run_to_end(&config, &control, &done));
+    let (config, control, done, verbose) = prepare(py)?;
+    py.detach(|| run_to_end(&config, &control, &done, verbose));
     Ok(())
 }
 
 /// Samples in a native thread that Python does not know about (stealth).
 #[pyfunction]
 fn start_async(py: Python<'_>) -> PyResult<()> {
-    let (config, control, done) = prepare(py)?;
+    let (config, control, done, verbose) = prepare(py)?;
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
-        .spawn(move || run_to_end(&config, &control, &done))
+        .spawn(move || run_to_end(&config, &control, &done, verbose))
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}")))?;
     with_state(|s| {
         if let Some(r) = s.running.as_mut() {
@@ -299,10 +341,25 @@ fn set_pipe_name(name: String) -> PyResult<()> {
     later("where mode", true)
 }
 
-/// Where the profile goes (`%(pid)` already expanded by the caller).
+/// Where the profile goes: `%(pid)` is replaced by the pid of the process
+/// that writes it, and a process whose name another process of the family
+/// has gets a name derived from it (`app.mojo` → `app.<pid>.mojo`).
 #[pyfunction]
 fn set_output(path: PathBuf) {
     with_state(|s| s.settings.output = path);
+}
+
+/// Says where the profile went when sampling ends (as when stderr is a
+/// terminal).
+#[pyfunction]
+fn set_verbose(verbose: bool) {
+    with_state(|s| s.settings.verbose = verbose);
+}
+
+/// Whether this process's stderr is a terminal.
+fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }
 
 /// Stops sampling after this many seconds (0: never).
@@ -366,6 +423,8 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_where, m)?)?;
     m.add_function(wrap_pyfunction!(set_pipe_name, m)?)?;
     m.add_function(wrap_pyfunction!(set_output, m)?)?;
+    m.add_function(wrap_pyfunction!(set_verbose, m)?)?;
+    m.add_function(wrap_pyfunction!(threads_besides_echion, m)?)?;
     m.add_function(wrap_pyfunction!(set_exposure, m)?)?;
     m.add_function(wrap_pyfunction!(init_asyncio, m)?)?;
     m.add_function(wrap_pyfunction!(track_asyncio_loop, m)?)?;

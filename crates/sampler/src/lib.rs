@@ -7,6 +7,7 @@ pub mod clock;
 pub mod codewatch;
 pub mod engine;
 pub mod mem;
+pub mod output;
 pub mod pthread;
 pub mod registry;
 pub mod run;

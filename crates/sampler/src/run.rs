@@ -1,7 +1,6 @@
 //! The sampling loop: set up from the running process, tick at absolute
 //! deadlines until told to stop, close the profile with its counters.
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +16,7 @@ use crate::clock;
 use crate::codewatch::FREED_CODES;
 use crate::engine::{Engine, Mode, SkipReason, Stats};
 use crate::mem::guarded::{self, GuardedReader};
+use crate::output::{Output, OutputError};
 use crate::pthread::TidOffset;
 use crate::registry::RegistryQueue;
 
@@ -32,7 +32,9 @@ pub struct Config {
     /// The address of `_PyRuntime`, when the caller knows it (in-process:
     /// `dlsym`); saves reading the interpreter's symbol tables.
     pub runtime: Option<u64>,
-    /// The profile to write.
+    /// The profile to write, `%(pid)` replaced by this process's pid; if
+    /// another process has that name, a name derived from it (see
+    /// [`crate::output`]).
     pub output: PathBuf,
     /// MOJO version of the output (v3 unless asked).
     pub mojo_version: Version,
@@ -70,13 +72,12 @@ pub enum SamplerError {
     #[error("{0}")]
     Process(#[from] ProcessError),
     /// The profile cannot be created.
-    #[error("cannot create the profile {path}: {source}")]
-    Output {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Output(#[from] OutputError),
+    /// The profile was removed while it was written (its directory, say):
+    /// what was written is gone.
+    #[error("the profile {0} was removed during the run (was its directory deleted?): nothing was saved")]
+    Removed(PathBuf),
     /// Writing the profile failed (disk full, say).
     #[error("cannot write the profile {path}: {source}")]
     Write {
@@ -166,6 +167,8 @@ pub struct Summary {
     pub duration_us: u64,
     /// Ticks that started more than one interval late.
     pub late_ticks: u64,
+    /// The file written.
+    pub output: PathBuf,
 }
 
 /// The longest single sleep: stopping is noticed at least this often,
@@ -209,12 +212,10 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             (python.runtime, python.layout, version)
         }
     };
-    let file = File::create(&config.output).map_err(|source| SamplerError::Output {
-        path: config.output.clone(),
-        source,
-    })?;
+    let file = Output::open(&config.output, pid)?;
+    let path = file.path().to_path_buf();
     let write_err = |source| SamplerError::Write {
-        path: config.output.clone(),
+        path: path.clone(),
         source,
     };
     let mut writer = MojoWriter::with_options(
@@ -315,10 +316,19 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     for (k, v) in &meta {
         writer.metadata(k, v).map_err(write_err)?;
     }
-    engine.into_writer().finish().map_err(write_err)?;
+    let file = engine
+        .into_writer()
+        .finish()
+        .map_err(write_err)?
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
+    if !file.still_there() {
+        return Err(SamplerError::Removed(path));
+    }
     Ok(Summary {
         stats,
         duration_us,
         late_ticks,
+        output: path,
     })
 }

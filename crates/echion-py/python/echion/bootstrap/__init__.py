@@ -1,6 +1,6 @@
 """Starts echion inside the profiled process from the ECHION_* environment
-that the echion command sets, and keeps it right across threads, forks and
-exit."""
+that the echion command sets, and keeps it right across threads, forks,
+exec and exit."""
 
 import atexit
 import os
@@ -10,16 +10,20 @@ import echion.core as ec
 
 _started = False
 
+#: Set in the environment of a profiled process to its pid: subinterpreters
+#: run sitecustomize too, and must not start a second sampler.
+PROFILED_PID = "_ECHION_PROFILED_PID"
+
 
 def _flag(name: str) -> bool:
     return bool(int(os.getenv(name, "0") or "0"))
 
 
-def output_path(pid: int = 0) -> str:
-    """The output file of this process: ``%(pid)`` is replaced in each
-    process, so that forked and spawned children write files of their own."""
-    path = os.getenv("ECHION_OUTPUT") or "%(pid).echion"
-    return path.replace("%(pid)", str(pid or os.getpid()))
+def output_template() -> str:
+    """The output path as the command line gave it: ``%(pid)`` is replaced
+    in each process, and a process whose name another process of the family
+    already has writes a name of its own beside it."""
+    return os.getenv("ECHION_OUTPUT") or "%(pid).echion"
 
 
 def _configure() -> None:
@@ -30,7 +34,8 @@ def _configure() -> None:
     ec.set_where(bool(os.getenv("ECHION_WHERE")))
     exposure = os.getenv("ECHION_EXPOSURE")
     ec.set_exposure(float(exposure) if exposure else 0.0)
-    ec.set_output(output_path())
+    ec.set_output(output_template())
+    ec.set_verbose(_flag("ECHION_VERBOSE"))
 
 
 def _start_sampler() -> None:
@@ -45,14 +50,65 @@ def _start_sampler() -> None:
     ec.wait_started(1.0)
 
 
+# --- fork ------------------------------------------------------------------
+#
+# From 3.12, os.fork() warns (DeprecationWarning) when the process has more
+# than one thread, counting the kernel's threads: echion's sampler would make
+# every fork of a single-threaded program warn. Around a fork that would not
+# warn without echion, a filter that ignores exactly that warning is put
+# first in the filters list, in place (the warnings registries stay valid),
+# and taken out again in the parent and in the child.
+
+
+class _ForkWarningText:
+    """Matches the text of CPython's fork-with-threads warning (the filter
+    machinery calls ``match`` on it)."""
+
+    @staticmethod
+    def match(text):
+        return text.startswith("This process (pid=") and "is multi-threaded, use of" in text
+
+
+_FORK_FILTER = ("ignore", _ForkWarningText(), DeprecationWarning, None, 0)
+
+
+def _warning_filters():
+    mod = sys.modules.get("warnings")
+    if mod is not None:
+        return getattr(mod, "filters", None)
+    import _warnings
+
+    return getattr(_warnings, "filters", None)
+
+
+def _hide_fork_warning() -> None:
+    if not _started or sys.version_info < (3, 12):
+        return
+    if ec.threads_besides_echion() != 1:
+        return
+    filters = _warning_filters()
+    if isinstance(filters, list):
+        filters.insert(0, _FORK_FILTER)
+
+
+def _unhide_fork_warning() -> None:
+    filters = _warning_filters()
+    if isinstance(filters, list):
+        for i, f in enumerate(filters):
+            if f is _FORK_FILTER:
+                del filters[i]
+                break
+
+
 def _after_fork_in_child() -> None:
+    _unhide_fork_warning()
     if not _started:
         return
     os.environ[PROFILED_PID] = str(os.getpid())
     # The sampler thread did not survive the fork: forget the parent's
     # state without writing it, and sample this process into its own file.
     ec.reset_after_fork()
-    ec.set_output(output_path())
+    _configure()
     # The names posted before this point went to the parent's registry.
     from echion.monkey import threading as threading_hooks
 
@@ -60,15 +116,19 @@ def _after_fork_in_child() -> None:
     _start_sampler()
 
 
-#: Set in the environment of a profiled process to its pid: subinterpreters
-#: run sitecustomize too, and must not start a second sampler.
-PROFILED_PID = "_ECHION_PROFILED_PID"
+# --- start and stop ----------------------------------------------------------
 
 
 def in_profiled_process() -> bool:
     """Whether this interpreter belongs to a process that echion already
-    profiles (a subinterpreter of it)."""
-    return os.environ.get(PROFILED_PID) == str(os.getpid())
+    profiles (a subinterpreter of it). A program image started by ``exec``
+    in a profiled process inherits its environment but is not profiled yet:
+    it starts a profile of its own."""
+    if os.environ.get(PROFILED_PID) != str(os.getpid()):
+        return False
+    from echion._interpreters import is_main_interpreter
+
+    return not is_main_interpreter()
 
 
 def start() -> None:
@@ -82,7 +142,11 @@ def start() -> None:
 
     threading_hooks.patch()
     _started = True
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_hide_fork_warning,
+        after_in_parent=_unhide_fork_warning,
+        after_in_child=_after_fork_in_child,
+    )
     atexit.register(stop)
     _start_sampler()
 

@@ -8,16 +8,25 @@ import sys
 
 def _start_echion() -> None:
     # A subinterpreter of a process echion already profiles: its threads are
-    # sampled from the main interpreter's sampler. (On 3.12+ echion.core
-    # cannot even be imported here.)
-    if os.environ.get("_ECHION_PROFILED_PID") == str(os.getpid()):
-        return
+    # sampled from the main interpreter's sampler, and echion is not even
+    # imported here. A program image started by exec has the same pid and
+    # environment, but runs in a main interpreter: it starts its own profile.
+    profiled_here = os.environ.get("_ECHION_PROFILED_PID") == str(os.getpid())
+    if profiled_here:
+        try:
+            from echion._interpreters import is_main_interpreter
+        except ImportError:
+            return
+        if not is_main_interpreter():
+            return
     try:
         import echion.bootstrap as bootstrap
     except ImportError as e:
-        # An interpreter the echion package is not installed for: say so
-        # once and run the program unprofiled rather than failing it.
-        sys.stderr.write("echion: not profiling %s: %s\n" % (sys.executable, e))
+        # An interpreter the echion package is not installed for (or a
+        # subinterpreter that cannot load it): run the program unprofiled,
+        # its output untouched; say why only when asked to.
+        if not profiled_here and os.environ.get("ECHION_VERBOSE") == "1":
+            sys.stderr.write("echion: not profiling %s: %s\n" % (sys.executable, e))
         return
     bootstrap.start()
 

@@ -1,0 +1,336 @@
+//! The profile's file: which process of a family gets the name the user
+//! gave, and opening it without ever making the program wait.
+//!
+//! The first process to sample under a name keeps it; every other one (a
+//! forked or spawned child, a program image started by `exec`, a second run
+//! while the first still writes) gets a name of its own beside it that says
+//! its pid: `app.mojo` → `app.4242.mojo` (then `app.4242.2.mojo`, … if that
+//! is taken). A process holds an exclusive `flock` on its file for as long
+//! as it writes it; a regular file is taken over only if it is empty and not
+//! locked (the `echion` command empties the file it was given before the
+//! program starts), so two processes never write into one file.
+//!
+//! A FIFO is opened without blocking: with no reader the open fails at once
+//! with [`OutputError::NoReader`] instead of stalling the program. Other
+//! special files (`/dev/null`, a terminal) are shared by every process.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{fcntl, FcntlArg, Flock, FlockArg, OFlag};
+
+/// The placeholder that each process replaces with its pid.
+pub const PID_PLACEHOLDER: &str = "%(pid)";
+
+/// How many derived names are tried before giving up.
+const MAX_DERIVED: u32 = 1000;
+
+/// Why the profile could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A FIFO with nothing reading it.
+    #[error("cannot write the profile {0}: it is a FIFO with no reader (start the reader first)")]
+    NoReader(PathBuf),
+    /// Anything else the system said.
+    #[error("cannot create the profile {path}: {source}")]
+    Create {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The profile file of this process.
+#[derive(Debug)]
+pub struct Output {
+    path: PathBuf,
+    file: Handle,
+}
+
+#[derive(Debug)]
+enum Handle {
+    /// A file this process owns, locked for as long as it is open.
+    Locked(Flock<File>),
+    /// A special file every process of the family shares.
+    Shared(File),
+}
+
+impl Output {
+    /// Opens the profile of process `pid` for the path `template` (with
+    /// [`PID_PLACEHOLDER`] replaced by `pid`), or a name derived from it
+    /// when another process has the name (see the module doc).
+    pub fn open(template: &Path, pid: u32) -> Result<Self, OutputError> {
+        let plain = expand(template, pid);
+        match claim(&plain)? {
+            Some(file) => Ok(Output { path: plain, file }),
+            None => {
+                let pid_in_name = template.to_string_lossy().contains(PID_PLACEHOLDER);
+                for n in 1..=MAX_DERIVED {
+                    let path = derive(&plain, (!pid_in_name).then_some(pid), n);
+                    match create_new(&path) {
+                        Ok(file) => return Ok(Output { path, file }),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                        Err(source) => return Err(OutputError::Create { path, source }),
+                    }
+                }
+                Err(OutputError::Create {
+                    path: derive(&plain, (!pid_in_name).then_some(pid), MAX_DERIVED),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "too many profiles"),
+                })
+            }
+        }
+    }
+
+    /// The path written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self) -> &File {
+        match &self.file {
+            Handle::Locked(f) => f,
+            Handle::Shared(f) => f,
+        }
+    }
+
+    /// Whether the file is still reachable under its path: `false` when it
+    /// (or its directory) was removed while it was written, so that what
+    /// was written is gone.
+    pub fn still_there(&self) -> bool {
+        let Ok(mine) = self.file().metadata() else {
+            return true;
+        };
+        if !mine.is_file() {
+            return true;
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(now) => mine.nlink() > 0 && now.dev() == mine.dev() && now.ino() == mine.ino(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+/// `template` with every [`PID_PLACEHOLDER`] replaced by `pid`.
+pub fn expand(template: &Path, pid: u32) -> PathBuf {
+    let text = template.to_string_lossy();
+    if text.contains(PID_PLACEHOLDER) {
+        PathBuf::from(text.replace(PID_PLACEHOLDER, &pid.to_string()))
+    } else {
+        template.to_path_buf()
+    }
+}
+
+/// The `n`th name derived from `plain` for a process that does not get
+/// `plain`: the pid (when `plain` does not already say it) and, from the
+/// second on, `n`, inserted before the extension.
+pub fn derive(plain: &Path, pid: Option<u32>, n: u32) -> PathBuf {
+    let name = plain.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name.as_str(), ""),
+    };
+    let mut out = stem.to_owned();
+    if let Some(pid) = pid {
+        out.push_str(&format!(".{pid}"));
+    }
+    if n > 1 || pid.is_none() {
+        out.push_str(&format!(".{n}"));
+    }
+    out.push_str(ext);
+    plain.with_file_name(out)
+}
+
+/// Takes `path` for this process if nobody has it: `Ok(None)` when another
+/// process does.
+fn claim(path: &Path) -> Result<Option<Handle>, OutputError> {
+    let err = |source| OutputError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    for _ in 0..3 {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match create_new(path) {
+                Ok(handle) => return Ok(Some(handle)),
+                // Another process made it just now: look again.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err(e)),
+            },
+            Err(e) => return Err(err(e)),
+        };
+        let kind = meta.file_type();
+        if kind.is_fifo() {
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENXIO) => OutputError::NoReader(path.to_path_buf()),
+                    _ => err(e),
+                })?;
+            let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(|e| err(e.into()))?;
+            let blocking = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
+            fcntl(&file, FcntlArg::F_SETFL(blocking)).map_err(|e| err(e.into()))?;
+            return Ok(lock(file).map(Handle::Locked));
+        }
+        if !kind.is_file() {
+            let file = OpenOptions::new().write(true).open(path).map_err(err)?;
+            return Ok(Some(Handle::Shared(file)));
+        }
+        let file = OpenOptions::new().write(true).open(path).map_err(err)?;
+        let Some(locked) = lock(file) else {
+            return Ok(None);
+        };
+        // Empty once locked: nobody has written it since it was emptied.
+        let empty = locked.metadata().map(|m| m.len() == 0).map_err(err)?;
+        return Ok(empty.then_some(Handle::Locked(locked)));
+    }
+    Ok(None)
+}
+
+/// Creates `path`, which must not exist, and locks it.
+fn create_new(path: &Path) -> io::Result<Handle> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    // Nobody else can have a new file open yet.
+    lock(file)
+        .map(Handle::Locked)
+        .ok_or_else(|| io::Error::other("cannot lock a new file"))
+}
+
+/// An exclusive lock on `file`, or `None` when another process holds one.
+fn lock(file: File) -> Option<Flock<File>> {
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+}
+
+/// Empties the profile at `path` for a new run, as the `echion` command does
+/// before the program starts: a regular file that no running process holds
+/// (see [`Output::open`]) is truncated; anything else is left alone.
+/// Returns whether it was emptied.
+pub fn reset(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        _ => return false,
+    }
+    let Ok(file) = OpenOptions::new().write(true).open(path) else {
+        return false;
+    };
+    match lock(file) {
+        Some(locked) => locked.set_len(0).is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "echion-output-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        dir
+    }
+
+    #[test]
+    fn derived_names_say_the_pid_before_the_extension() {
+        let p = Path::new("/x/app.mojo");
+        assert_eq!(derive(p, Some(42), 1), Path::new("/x/app.42.mojo"));
+        assert_eq!(derive(p, Some(42), 2), Path::new("/x/app.42.2.mojo"));
+        assert_eq!(derive(Path::new("out"), Some(7), 1), Path::new("out.7"));
+        assert_eq!(derive(Path::new(".prof"), Some(7), 1), Path::new(".prof.7"));
+        // The pid is in the name already: a number tells them apart.
+        assert_eq!(derive(Path::new("p.42.mojo"), None, 1), Path::new("p.42.1.mojo"));
+        assert_eq!(expand(Path::new("p.%(pid).mojo"), 9), Path::new("p.9.mojo"));
+    }
+
+    #[test]
+    fn the_first_process_keeps_the_name_the_others_get_their_own() {
+        let dir = tmp();
+        let name = dir.join("app.mojo");
+        let mut first = Output::open(&name, 100).expect("first");
+        assert_eq!(first.path(), name);
+        first.write_all(b"MOJ").expect("write");
+        // Another process (same pid or not) while the first holds it.
+        let second = Output::open(&name, 101).expect("second");
+        assert_eq!(second.path(), dir.join("app.101.mojo"));
+        let third = Output::open(&name, 101).expect("third");
+        assert_eq!(third.path(), dir.join("app.101.2.mojo"));
+        drop(first);
+        // Written and no longer held: still not taken over.
+        let fourth = Output::open(&name, 100).expect("fourth");
+        assert_eq!(fourth.path(), dir.join("app.100.mojo"));
+        // Emptied for a new run: the name is free again.
+        drop(fourth);
+        assert!(reset(&name));
+        let fifth = Output::open(&name, 102).expect("fifth");
+        assert_eq!(fifth.path(), name);
+        assert!(!reset(&name), "held by a running process");
+        assert!(fifth.still_there());
+        std::fs::remove_dir_all(&dir).expect("clean");
+        assert!(!fifth.still_there(), "its directory was removed");
+    }
+
+    #[test]
+    fn pid_templates_expand_and_a_second_image_gets_a_number() {
+        let dir = tmp();
+        let template = dir.join("p.%(pid).mojo");
+        let mut a = Output::open(&template, 5).expect("a");
+        assert_eq!(a.path(), dir.join("p.5.mojo"));
+        a.write_all(b"x").expect("write");
+        drop(a);
+        let b = Output::open(&template, 5).expect("b");
+        assert_eq!(b.path(), dir.join("p.5.1.mojo"));
+        std::fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn a_fifo_without_reader_fails_at_once() {
+        let dir = tmp();
+        let fifo = dir.join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let t0 = std::time::Instant::now();
+        let err = Output::open(&fifo, 1).expect_err("no reader");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        assert!(matches!(err, OutputError::NoReader(_)), "{err}");
+        assert!(err.to_string().contains("no reader"), "{err}");
+        // With a reader it opens, and blocks like a pipe afterwards.
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .expect("reader");
+        let mut out = Output::open(&fifo, 1).expect("with a reader");
+        out.write_all(b"MOJ").expect("write");
+        drop(reader);
+        std::fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn special_files_are_shared() {
+        let a = Output::open(Path::new("/dev/null"), 1).expect("a");
+        let b = Output::open(Path::new("/dev/null"), 2).expect("b");
+        assert_eq!(a.path(), b.path());
+        assert!(a.still_there());
+    }
+}
