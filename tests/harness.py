@@ -232,8 +232,16 @@ def read_profiles(directory, check=True) -> Dict[int, "Profiles"]:
     return out
 
 
+def echion_command() -> List[str]:
+    """The real ``echion`` command as pip installed it beside this
+    interpreter (a launcher that runs no site code of its own)."""
+    command = Path(sys.executable).parent / "echion"
+    assert command.is_file(), f"{command} missing: install the echion wheel in this venv"
+    return [str(command)]
+
+
 def echion_cmd(tmp_path, *echion_args, output=True) -> List[str]:
-    out = [sys.executable, "-m", "echion"]
+    out = echion_command()
     if output:
         out += ["-o", str(Path(tmp_path) / PROFILE_NAME)]
     return out + [str(a) for a in echion_args]

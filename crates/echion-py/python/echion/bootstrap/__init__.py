@@ -54,19 +54,23 @@ def _start_sampler() -> None:
 #
 # From 3.12, os.fork() warns (DeprecationWarning) when the process has more
 # than one thread, counting the kernel's threads: echion's sampler would make
-# every fork of a single-threaded program warn. Around a fork that would not
+# every fork of a single-threaded program warn. Before a fork that would not
 # warn without echion, a filter that ignores exactly that warning is put
-# first in the filters list, in place (the warnings registries stay valid),
-# and taken out again in the parent and in the child.
+# first in the filters list, in place (the warnings registries stay valid).
+# It takes itself out when it meets the warning (3.12 warns before the
+# after-fork hooks run, 3.13 after them), and the child takes it out too.
 
 
 class _ForkWarningText:
-    """Matches the text of CPython's fork-with-threads warning (the filter
-    machinery calls ``match`` on it)."""
+    """Matches the text of CPython's fork-with-threads warning, once (the
+    filter machinery calls ``match`` on it)."""
 
     @staticmethod
     def match(text):
-        return text.startswith("This process (pid=") and "is multi-threaded, use of" in text
+        if text.startswith("This process (pid=") and "is multi-threaded, use of" in text:
+            _unhide_fork_warning()
+            return True
+        return False
 
 
 _FORK_FILTER = ("ignore", _ForkWarningText(), DeprecationWarning, None, 0)
@@ -82,6 +86,7 @@ def _warning_filters():
 
 
 def _hide_fork_warning() -> None:
+    _unhide_fork_warning()
     if not _started or sys.version_info < (3, 12):
         return
     if ec.threads_besides_echion() != 1:
@@ -144,7 +149,6 @@ def start() -> None:
     _started = True
     os.register_at_fork(
         before=_hide_fork_warning,
-        after_in_parent=_unhide_fork_warning,
         after_in_child=_after_fork_in_child,
     )
     atexit.register(stop)

@@ -1,0 +1,276 @@
+"""Run mode as a first-time user meets it (issue 7): one valid file per
+process of a family under one name, re-exec, threads echion does not start,
+streams and user code untouched, the first sample of a long interval, where
+the profile went, output that cannot be written, fork warnings, and the
+documented metadata."""
+
+import os
+import pty
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    PY,
+    ROOT,
+    echion_command,
+    echion_env,
+    marker_line,
+    read_all,
+    assert_readers_agree,
+    run_plain,
+    samples_of,
+    scope,
+    stack_summary,
+    target,
+    total,
+)
+
+
+def run(tmp_path, *args, env=None, timeout=60, stderr=subprocess.PIPE):
+    """``echion ARGS…`` in ``tmp_path``, the target's report in result.json."""
+    full_env = echion_env(env)
+    full_env["TARGET_RESULT"] = str(tmp_path / "result.json")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        echion_command() + [str(a) for a in args],
+        cwd=str(tmp_path),
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        timeout=timeout,
+    )
+    proc.elapsed = time.monotonic() - t0
+    return proc
+
+
+def result(tmp_path):
+    import json
+
+    return json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+
+
+def profiles(directory, pattern):
+    """Files of ``directory`` matching ``pattern``, each read by every
+    reader (which must agree), by name."""
+    out = {}
+    for p in sorted(Path(directory).iterdir()):
+        if re.fullmatch(pattern, p.name):
+            prof = read_all(p)
+            assert_readers_agree(prof)
+            out[p.name] = prof.ours
+    return out
+
+
+def has_scope(view, name):
+    return any(f[1] == scope(name) for s in view["samples"] for f in s["frames"])
+
+
+def pids(view):
+    return {s["pid"] for s in view["samples"]}
+
+
+# --- 1. a family of processes under one name ------------------------------------
+
+
+def test_each_process_of_a_family_gets_a_valid_file_of_its_own(tmp_path):
+    (tmp_path / "app.mojo").write_bytes(b"an earlier run's profile")
+    proc = run(tmp_path, "-v", "-o", "app.mojo", sys.executable, target("family.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = result(tmp_path)
+    files = profiles(tmp_path, r"app(\.\d+)*\.mojo")
+    expected = {
+        "app.mojo": (got["parent"], "parent"),
+        "app.%d.mojo" % got["forked"]: (got["forked"], "forked_child"),
+        "app.%d.mojo" % got["spawned"]: (got["spawned"], None),
+    }
+    assert set(files) == set(expected), sorted(files)
+    for name, (pid, function) in expected.items():
+        view = files[name]
+        assert pids(view) == {pid}, (name, pids(view))
+        assert int(view["metadata"]["samples"]) == len(view["samples"]) > 0, name
+        if function:
+            assert has_scope(view, function), (name, stack_summary(view))
+    assert not has_scope(files["app.mojo"], "forked_child")
+    # -v says which file each process wrote.
+    said = proc.stderr.decode()
+    for name, (pid, _) in expected.items():
+        assert re.search(r"profile of pid %d written to \S*/%s " % (pid, re.escape(name)), said), said
+
+
+def test_a_second_run_while_the_first_writes_does_not_share_its_file(tmp_path):
+    first = subprocess.Popen(
+        echion_command() + ["-o", "app.mojo", sys.executable, "-c", "import time; time.sleep(1.5)"],
+        cwd=str(tmp_path),
+        env=echion_env(),
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "app.mojo").exists() or (tmp_path / "app.mojo").stat().st_size == 0:
+            assert time.monotonic() < deadline, "first run wrote nothing"
+            time.sleep(0.02)
+        second = run(tmp_path, "-o", "app.mojo", sys.executable, "-c", "pass")
+        assert second.returncode == 0
+    finally:
+        assert first.wait(timeout=30) == 0
+    files = profiles(tmp_path, r"app(\.\d+)*\.mojo")
+    assert len(files) == 2, sorted(files)
+    assert pids(files["app.mojo"]) == {first.pid}
+
+
+# --- 3. exec ----------------------------------------------------------------------
+
+
+def test_a_new_program_image_gets_its_own_profile(tmp_path):
+    proc = run(tmp_path, "-o", "app.mojo", sys.executable, target("reexec.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    pid = result(tmp_path)["pid"]
+    files = profiles(tmp_path, r"app(\.\d+)*\.mojo")
+    assert set(files) == {"app.mojo", "app.%d.mojo" % pid}, sorted(files)
+    first, second = files["app.mojo"], files["app.%d.mojo" % pid]
+    assert has_scope(first, "first_image") and not has_scope(first, "second_image")
+    assert has_scope(second, "second_image") and not has_scope(second, "first_image")
+    line = marker_line(target("reexec.py"), "second")
+    working = [s for s in second["samples"] if any(f[1:3] == [scope("second_image"), line] for f in s["frames"])]
+    assert total(working) > 0.2e6, stack_summary(second)
+    # With %(pid) in the name, the second image still gets a file of its own.
+    for p in tmp_path.glob("app*.mojo"):
+        p.unlink()
+    proc = run(tmp_path, "-o", "p.%(pid).mojo", sys.executable, target("reexec.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    pid = result(tmp_path)["pid"]
+    files = profiles(tmp_path, r"p(\.\d+)+\.mojo")
+    assert set(files) == {"p.%d.mojo" % pid, "p.%d.1.mojo" % pid}, sorted(files)
+    assert has_scope(files["p.%d.1.mojo" % pid], "second_image")
+
+
+# --- 4. streams and user code ----------------------------------------------------
+
+
+def test_streams_are_the_programs_own(tmp_path):
+    proc = run(tmp_path, "-o", "app.mojo", sys.executable, target("streams.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = result(tmp_path)
+    assert got["child_stderr"] == "child stderr", got
+    assert proc.stderr == b"", proc.stderr.decode()
+
+
+def test_the_users_sitecustomize_runs_once(tmp_path):
+    site = Path(__file__).resolve().parent / "targets" / "user_site"
+    log = tmp_path / "site.log"
+    env = {"PYTHONPATH": str(site), "SITECUSTOMIZE_LOG": str(log)}
+    proc = run(tmp_path, "-o", "app.mojo", sys.executable, "-c", "import os; print(os.getpid())", env=env)
+    assert proc.returncode == 0, proc.stderr.decode()
+    runs = log.read_text().split()
+    assert runs == proc.stdout.decode().split(), (runs, proc.stdout)
+    # And the profile is there: the program ran under echion.
+    assert profiles(tmp_path, r"app\.mojo")
+
+
+# --- 5. a long interval ----------------------------------------------------------
+
+
+def test_a_long_interval_charges_no_more_than_the_run(tmp_path):
+    code = "import time\nt=time.monotonic()\nwhile time.monotonic()-t<0.05: pass"
+    proc = run(tmp_path, "-i", "1000s", "-o", "app.mojo", sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr.decode()
+    view = profiles(tmp_path, r"app\.mojo")["app.mojo"]
+    assert view["samples"], view
+    for thread in {s["thread"] for s in view["samples"]}:
+        assert total(samples_of(view, thread)) <= proc.elapsed * 1e6, (thread, total(samples_of(view, thread)))
+
+
+# --- 6. help and where the profile went -----------------------------------------
+
+
+def test_help_says_which_modes_are_coming():
+    out = subprocess.run(echion_command() + ["--help"], stdout=subprocess.PIPE, check=True).stdout.decode()
+    for option in ("-m", "-n", "-p", "-w"):
+        line = next(l for l in out.splitlines() if l.strip().startswith(option + ","))
+        assert "coming in a later release" in line, line
+
+
+def test_where_the_profile_went_is_said_on_a_terminal_only(tmp_path):
+    # stderr a pipe, no -v: nothing.
+    quiet = run(tmp_path, "-o", "a.mojo", sys.executable, "-c", "pass")
+    assert quiet.stderr == b""
+    # stderr a terminal: one line naming the file.
+    master, slave = pty.openpty()
+    try:
+        proc = run(tmp_path, "-o", "b.mojo", sys.executable, "-c", "pass", stderr=slave)
+        os.close(slave)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    lines = [l for l in said.decode().splitlines() if l.strip()]
+    assert len(lines) == 1 and re.search(r"written to \S*/b\.mojo", lines[0]), lines
+
+
+# --- 7. output that cannot be written ---------------------------------------------
+
+
+def test_a_fifo_without_reader_neither_stalls_nor_is_silent(tmp_path):
+    fifo = tmp_path / "prof.fifo"
+    os.mkfifo(str(fifo))
+    proc = run(tmp_path, "-o", fifo, sys.executable, "-c", "print('done')", timeout=30)
+    assert proc.returncode == 0
+    assert proc.stdout == b"done\n"
+    assert proc.elapsed < 3, proc.elapsed
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and "no reader" in lines[0] and str(fifo) in lines[0], lines
+
+
+def test_a_profile_whose_directory_is_removed_is_reported(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run(tmp_path, "-o", out / "app.mojo", sys.executable, target("remove_dir.py"), env={"PROFILE_DIR": str(out)})
+    assert proc.returncode == 3
+    assert proc.stdout == b"still running\n"
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and "removed during the run" in lines[0] and "app.mojo" in lines[0], lines
+
+
+# --- 8. fork warnings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stealth", [False, True], ids=["sampler-thread", "stealth"])
+def test_fork_warns_as_it_would_without_echion(tmp_path, stealth):
+    plain = run_plain(tmp_path, target("streams.py"))
+    assert plain.returncode == 0
+    without = result(tmp_path)
+    proc = run(tmp_path, *(["-s"] if stealth else []), "-o", "app.mojo", sys.executable, target("streams.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    under = result(tmp_path)
+    assert under["fork_alone"] == without["fork_alone"] == [], (under, without)
+    assert under["fork_with_thread"] == without["fork_with_thread"], (under, without)
+    if PY >= (3, 12):
+        assert len(under["fork_with_thread"]) == 1 and "fork()" in under["fork_with_thread"][0], under
+
+
+# --- 9. metadata --------------------------------------------------------------------
+
+
+def test_every_metadata_key_written_is_documented(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z_<>]+)` \|", readme, re.M))
+    assert {"mode", "interval", "sampler", "python", "duration", "ticks", "samples", "skipped", "late_ticks"} <= documented, documented
+    proc = run(tmp_path, "-c", "-o", "app.mojo", sys.executable, target("threads.py"), env={"ECHION_DIRECT_READS": "0"})
+    assert proc.returncode == 0
+    keys = set(profiles(tmp_path, r"app\.mojo")["app.mojo"]["metadata"])
+    for key in keys:
+        pattern = re.sub(r"^skipped_.*", "skipped_<reason>", key)
+        assert key in documented or pattern in documented, f"metadata key {key!r} is not in the README"

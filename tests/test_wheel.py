@@ -1,0 +1,80 @@
+"""The installed wheel is fit to publish: a version that sorts after the C++
+echion's releases, a manylinux tag, no debug information in the module,
+licence files, project URLs and a description written for users."""
+
+import os
+import re
+import struct
+import sys
+from pathlib import Path
+
+import echion
+
+try:
+    from importlib import metadata
+except ImportError:  # pragma: no cover
+    import importlib_metadata as metadata  # type: ignore
+
+DIST = metadata.distribution("echion")
+
+
+def version_tuple(text):
+    return tuple(int(p) for p in re.match(r"(\d+(?:\.\d+)*)", text).group(1).split("."))
+
+
+def test_version_sorts_after_the_cpp_echion():
+    assert echion.__version__ == DIST.version
+    assert version_tuple(DIST.version) > (0, 3, 5), DIST.version
+
+
+def test_the_wheel_is_manylinux2014():
+    tags = [l.split(":", 1)[1].strip() for l in DIST.read_text("WHEEL").splitlines() if l.startswith("Tag:")]
+    assert tags and all(t.startswith("cp38-abi3-") for t in tags), tags
+    assert any(t.endswith("manylinux_2_17_x86_64") for t in tags), tags
+
+
+def elf_sections(path):
+    """Names and sizes of the sections of a 64-bit little-endian ELF file."""
+    data = Path(path).read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab = headers[shstrndx]
+    names = data[strtab[4] : strtab[4] + strtab[5]]
+    out = {}
+    for h in headers:
+        name = names[h[0] : names.index(b"\0", h[0])].decode()
+        out[name] = h[5]
+    return out
+
+
+def test_the_module_carries_no_debug_information():
+    import echion.core
+
+    sections = elf_sections(echion.core.__file__)
+    debug = {n: s for n, s in sections.items() if n.startswith(".debug") or n.startswith(".zdebug")}
+    assert not debug, debug
+    assert ".eh_frame" in sections and ".dynsym" in sections
+    assert os.path.getsize(echion.core.__file__) < 4 * 1024 * 1024
+
+
+def test_licences_urls_and_a_users_description():
+    meta = DIST.metadata
+    assert meta["License"] == "MIT OR Apache-2.0" or meta.get("License-Expression") == "MIT OR Apache-2.0"
+    files = {Path(str(f)).name for f in DIST.files or []}
+    assert {"LICENSE-MIT", "LICENSE-APACHE"} <= files, files
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert {"Homepage", "Source", "Issues"} <= set(urls), urls
+    description = meta.get_payload() if hasattr(meta, "get_payload") else meta["Description"]
+    assert "pip install echion" in description
+    for developer_only in ("scripts/test", "../shared", "cargo fmt", ".ci/run"):
+        assert developer_only not in description, developer_only
+    assert re.search(r"Rust toolchain, 1\.\d+ or newer", description), "building from source needs Rust: say which"
+
+
+def test_the_echion_command_is_the_launcher():
+    command = Path(sys.executable).parent / "echion"
+    head = command.read_bytes()[:64]
+    assert head.startswith(b"#!/bin/sh"), head
+    assert os.access(str(command), os.X_OK)
