@@ -344,27 +344,27 @@ fn rejects_bad_input_with_one_line() {
         // Later features: parsed and validated, then refused.
         (
             vec!["-m", "prog"],
-            "memory mode (-m) is not available yet in echion 0.1.0".into(),
+            format!("memory mode (-m) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
             1,
         ),
         (
             vec!["--native", "prog"],
-            "native mode (-n) is not available yet in echion 0.1.0".into(),
+            format!("native mode (-n) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
             1,
         ),
         (
             vec!["-p", "123"],
-            "attaching to a running process (-p) is not available yet in echion 0.1.0".into(),
+            format!("attaching to a running process (-p) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
             1,
         ),
         (
             vec!["-w", "123"],
-            "where mode (-w) is not available yet in echion 0.1.0".into(),
+            format!("where mode (-w) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
             1,
         ),
         (
             vec!["-n", "-m", "prog"],
-            "memory mode (-m) is not available yet in echion 0.1.0".into(),
+            format!("memory mode (-m) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
             1,
         ),
         // Values are checked before features.

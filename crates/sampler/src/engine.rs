@@ -401,10 +401,14 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         // In the main interpreter, a thread that `threading` has not named
         // (yet, or any more) whose outermost frame is `threading`'s own
         // thread bootstrap is a `threading` thread starting or ending: its
-        // named samples are the real ones. Every other thread state (a
-        // `_thread` thread, one a C extension registered) is shown, named
-        // by its native id.
-        if iid == 0 && !known && self.names.hides_outermost(self.outermost_code) {
+        // named samples are the real ones. One with no Python frame at all
+        // has nothing to show (a thread state made before its first call).
+        // Every other thread state (a `_thread` thread, one a C extension
+        // registered) is shown, named by its native id.
+        if iid == 0
+            && !known
+            && (self.stack.is_empty() || self.names.hides_outermost(self.outermost_code))
+        {
             return Ok(false);
         }
         self.stack.reverse();

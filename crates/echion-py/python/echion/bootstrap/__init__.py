@@ -9,6 +9,7 @@ import sys
 import echion.core as ec
 
 _started = False
+_sampler_thread = None
 
 #: Set in the environment of a profiled process to its pid: subinterpreters
 #: run sitecustomize too, and must not start a second sampler.
@@ -39,12 +40,14 @@ def _configure() -> None:
 
 
 def _start_sampler() -> None:
+    global _sampler_thread
     if _flag("ECHION_STEALTH"):
         ec.start_async()
     else:
         from threading import Thread
 
-        Thread(target=ec.start, name="echion.core.sampler", daemon=True).start()
+        _sampler_thread = Thread(target=ec.start, name="echion.core.sampler", daemon=True)
+        _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
     ec.wait_started(1.0)
@@ -106,7 +109,9 @@ def _unhide_fork_warning() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _sampler_thread
     _unhide_fork_warning()
+    _sampler_thread = None
     if not _started:
         return
     os.environ[PROFILED_PID] = str(os.getpid())
@@ -157,11 +162,18 @@ def start() -> None:
 
 def stop() -> None:
     """Stop sampling and close the profile."""
-    global _started
+    global _started, _sampler_thread
     if not _started:
         return
     _started = False
     ec.stop()
+    # The sampler's Python thread takes the GIL once more to return: let it
+    # end now, not while the interpreter finalises (where a thread that
+    # wants the GIL is ended by pthread_exit, unwinding through native
+    # frames).
+    thread, _sampler_thread = _sampler_thread, None
+    if thread is not None and thread.is_alive():
+        thread.join(5.0)
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.unpatch()
