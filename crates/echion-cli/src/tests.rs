@@ -344,27 +344,42 @@ fn rejects_bad_input_with_one_line() {
         // Later features: parsed and validated, then refused.
         (
             vec!["-m", "prog"],
-            format!("memory mode (-m) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "memory mode (-m) is not available yet in echion {}",
+                env!("CARGO_PKG_VERSION")
+            ),
             1,
         ),
         (
             vec!["--native", "prog"],
-            format!("native mode (-n) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "native mode (-n) is not available yet in echion {}",
+                env!("CARGO_PKG_VERSION")
+            ),
             1,
         ),
         (
             vec!["-p", "123"],
-            format!("attaching to a running process (-p) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "attaching to a running process (-p) is not available yet in echion {}",
+                env!("CARGO_PKG_VERSION")
+            ),
             1,
         ),
         (
             vec!["-w", "123"],
-            format!("where mode (-w) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "where mode (-w) is not available yet in echion {}",
+                env!("CARGO_PKG_VERSION")
+            ),
             1,
         ),
         (
             vec!["-n", "-m", "prog"],
-            format!("memory mode (-m) is not available yet in echion {}", env!("CARGO_PKG_VERSION")),
+            format!(
+                "memory mode (-m) is not available yet in echion {}",
+                env!("CARGO_PKG_VERSION")
+            ),
             1,
         ),
         // Values are checked before features.

@@ -172,7 +172,8 @@ fn threads_besides_echion() -> i64 {
         return -1;
     };
     let tid = SAMPLER_TID.load(std::sync::atomic::Ordering::Relaxed);
-    let ours = i64::from(tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists());
+    let ours =
+        i64::from(tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists());
     n - ours
 }
 

@@ -137,7 +137,10 @@ pub fn expand(template: &Path, pid: u32) -> PathBuf {
 /// `plain`: the pid (when `plain` does not already say it) and, from the
 /// second on, `n`, inserted before the extension.
 pub fn derive(plain: &Path, pid: Option<u32>, n: u32) -> PathBuf {
-    let name = plain.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = plain
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name.as_str(), ""),
@@ -203,10 +206,7 @@ fn claim(path: &Path) -> Result<Option<Handle>, OutputError> {
 
 /// Creates `path`, which must not exist, and locks it.
 fn create_new(path: &Path) -> io::Result<Handle> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let file = OpenOptions::new().write(true).create_new(true).open(path)?;
     // Nobody else can have a new file open yet.
     lock(file)
         .map(Handle::Locked)
@@ -260,7 +260,10 @@ mod tests {
         assert_eq!(derive(Path::new("out"), Some(7), 1), Path::new("out.7"));
         assert_eq!(derive(Path::new(".prof"), Some(7), 1), Path::new(".prof.7"));
         // The pid is in the name already: a number tells them apart.
-        assert_eq!(derive(Path::new("p.42.mojo"), None, 1), Path::new("p.42.1.mojo"));
+        assert_eq!(
+            derive(Path::new("p.42.mojo"), None, 1),
+            Path::new("p.42.1.mojo")
+        );
         assert_eq!(expand(Path::new("p.%(pid).mojo"), 9), Path::new("p.9.mojo"));
     }
 
