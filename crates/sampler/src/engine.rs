@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use echion_cpython_layout::linetable::{self, TableFormat};
-use echion_cpython_layout::views::{FirstTraceable, FrameInfo, Target, ThreadInfo, ViewError};
+use echion_cpython_layout::views::{Target, ThreadInfo, ViewError, MAX_FRAMES};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry};
 
@@ -140,8 +140,6 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     /// subinterpreter has one thread state in each interpreter.
     threads: AddrMap<(u64, u64), PerThread>,
     stack: Vec<StackEntry>,
-    /// The Python frames of the last walk, innermost first.
-    walked: Vec<FrameInfo>,
     stacks: StackSet,
     freed: Vec<u64>,
     name_buf: String,
@@ -183,7 +181,6 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             cache: FrameCache::new(1 << 16, 1 << 13),
             threads: AddrMap::default(),
             stack: Vec::with_capacity(256),
-            walked: Vec::with_capacity(256),
             stacks: StackSet::default(),
             freed: Vec::new(),
             name_buf: String::new(),
@@ -455,19 +452,27 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
     fn walk<M: MemoryReader + ?Sized>(&mut self, memory: &M, frame: Addr) -> Result<(), Skip> {
         let target = Target::new(memory, self.layout);
         let tick = self.tick;
+        let mut addr = frame;
+        let mut depth = 0;
         self.outermost_code = 0;
-        // First the walk (the one stack walker, `views::Frames`), which only
-        // reads; then the frames are interned, decoding code objects met for
-        // the first time.
-        self.walked.clear();
-        for frame in target.frames_with(frame, CachedFirstTraceable(&mut self.cache)) {
-            let info = frame.map_err(|e| Skip::Reason(e.into()))?;
-            if info.is_python() {
-                self.walked.push(info);
+        while !addr.is_null() {
+            depth += 1;
+            if depth > MAX_FRAMES {
+                return Err(Skip::Reason(SkipReason::TooDeep));
             }
-        }
-        for i in 0..self.walked.len() {
-            let info = self.walked[i];
+            let cache = &mut self.cache;
+            let (info, previous) = target
+                .frame_with(addr, &mut |code| {
+                    cache.first_traceable(code.0, || target.code_firsttraceable(code))
+                })
+                .map_err(|e| Skip::Reason(e.into()))?;
+            if previous == addr {
+                return Err(Skip::Reason(SkipReason::Invalid));
+            }
+            addr = previous;
+            if !info.is_python() {
+                continue;
+            }
             self.outermost_code = info.code.0;
             let offset = info.offset.unwrap_or(u32::MAX);
             let id = match self.cache.frame(info.code.0, offset, tick) {
@@ -529,20 +534,6 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         self.cache
             .insert_frame(code.0, offset.unwrap_or(u32::MAX), id, tick);
         Ok(id)
-    }
-}
-
-/// `_co_firsttraceable` for the walk, from the engine's code cache.
-struct CachedFirstTraceable<'a>(&'a mut FrameCache);
-
-impl FirstTraceable for CachedFirstTraceable<'_> {
-    fn first_traceable<R: MemoryReader + ?Sized>(
-        &mut self,
-        target: &Target<'_, R>,
-        code: Addr,
-    ) -> Result<i32, ViewError> {
-        self.0
-            .first_traceable(code.0, || target.code_firsttraceable(code))
     }
 }
 

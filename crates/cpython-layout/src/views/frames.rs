@@ -73,29 +73,14 @@ pub struct CodeInfo {
 impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     /// Walks the frames from `frame` (a thread's current frame, or a
     /// generator's) outwards. Yields every frame, shims included (check
-    /// [`FrameInfo::kind`] and [`FrameInfo::is_entry`]); stops at the first
-    /// error, at a frame that is its own predecessor
-    /// ([`ViewError::Cycle`]), or after [`MAX_FRAMES`] with
-    /// [`ViewError::TooDeep`]. This is the one stack walker: the sampler's
-    /// tick uses it through [`Target::frames_with`].
-    pub fn frames(&self, frame: Addr) -> Frames<'r, R, Uncached> {
-        self.frames_with(frame, Uncached)
-    }
-
-    /// [`Target::frames`], with `first_traceable` giving each code object's
-    /// `_co_firsttraceable` (3.11+), so that a caller with a cache of code
-    /// objects saves a read per frame.
-    pub fn frames_with<C: FirstTraceable>(
-        &self,
-        frame: Addr,
-        first_traceable: C,
-    ) -> Frames<'r, R, C> {
+    /// [`FrameInfo::kind`]); stops at the first error or after
+    /// [`MAX_FRAMES`] with [`ViewError::TooDeep`].
+    pub fn frames(&self, frame: Addr) -> Frames<'r, R> {
         Frames {
             target: *self,
             next: frame,
             count: 0,
             failed: false,
-            first_traceable,
         }
     }
 
@@ -280,44 +265,16 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     }
 }
 
-/// Where a walk gets a code object's `_co_firsttraceable` from (3.11+: it
-/// tells an incomplete frame from a running one).
-pub trait FirstTraceable {
-    /// `_co_firsttraceable` of the code object at `code`, read through
-    /// `target` or remembered.
-    fn first_traceable<R: MemoryReader + ?Sized>(
-        &mut self,
-        target: &Target<'_, R>,
-        code: Addr,
-    ) -> Result<i32, ViewError>;
-}
-
-/// Reads `_co_firsttraceable` from memory at every frame.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Uncached;
-
-impl FirstTraceable for Uncached {
-    fn first_traceable<R: MemoryReader + ?Sized>(
-        &mut self,
-        target: &Target<'_, R>,
-        code: Addr,
-    ) -> Result<i32, ViewError> {
-        target.code_firsttraceable(code)
-    }
-}
-
-/// Iterator over the frames of a stack, innermost first (see
-/// [`Target::frames`]).
+/// Iterator over the frames of a stack, innermost first.
 #[derive(Debug)]
-pub struct Frames<'r, R: MemoryReader + ?Sized, C = Uncached> {
+pub struct Frames<'r, R: MemoryReader + ?Sized> {
     target: Target<'r, R>,
     next: Addr,
     count: usize,
     failed: bool,
-    first_traceable: C,
 }
 
-impl<R: MemoryReader + ?Sized, C: FirstTraceable> Iterator for Frames<'_, R, C> {
+impl<R: MemoryReader + ?Sized> Iterator for Frames<'_, R> {
     type Item = Result<FrameInfo, ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -329,9 +286,7 @@ impl<R: MemoryReader + ?Sized, C: FirstTraceable> Iterator for Frames<'_, R, C> 
             return Some(Err(ViewError::TooDeep));
         }
         self.count += 1;
-        let target = self.target;
-        let cache = &mut self.first_traceable;
-        match target.frame_with(self.next, &mut |code| cache.first_traceable(&target, code)) {
+        match self.target.frame(self.next) {
             Ok((info, previous)) => {
                 if previous == info.addr {
                     self.failed = true;

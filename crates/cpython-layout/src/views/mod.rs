@@ -40,7 +40,7 @@ mod objects;
 mod state;
 
 pub use asyncio::{FutureState, GenInfo, TaskInfo};
-pub use frames::{CodeInfo, FirstTraceable, FrameInfo, FrameKind, Frames, Uncached};
+pub use frames::{CodeInfo, FrameInfo, FrameKind, Frames};
 pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};
 
 use zerocopy::FromBytes;
