@@ -11,9 +11,9 @@ use crate::error::{CliError, Quoted};
 use crate::resolve::{resolve_command, SearchPath};
 
 /// The placeholder in the output path that each profiled process replaces
-/// with its own pid (the bootstrap does this, so forked and spawned children
-/// each get their own file).
-pub const PID_PLACEHOLDER: &str = "%(pid)";
+/// with its own pid (the sampler does this when it opens the file, so forked
+/// and spawned children each get their own file).
+pub use echion_sampler::output::PID_PLACEHOLDER;
 
 /// The default output path, as in echion 0.3.
 pub const DEFAULT_OUTPUT: &str = "%(pid).echion";
