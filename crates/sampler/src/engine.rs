@@ -378,6 +378,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             }
         };
 
+        let native_id = per.native_id;
         self.stacks.clear();
         self.stack.clear();
         let fresh = regions.map(RegionCache::miss_count);
@@ -414,10 +415,6 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         self.stack.reverse();
         self.stacks.push_from(&self.stack);
 
-        let native_id = self
-            .threads
-            .get(&(thread.addr.0, thread.thread_id))
-            .map_or(0, |p| p.native_id);
         let name: &str = match self.names.get(thread.thread_id) {
             Some(meta) => &meta.name,
             None => {
