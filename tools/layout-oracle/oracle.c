@@ -35,6 +35,8 @@
 #endif
 #if PY_VERSION_HEX < 0x030b0000
 #include <longintrepr.h>
+#else
+#include <internal/pycore_dict.h>
 #endif
 
 #define F(type, path)                                                         \
@@ -204,6 +206,36 @@ int main(void) {
 #else
     F(PyGenObject, gi_frame_state);
     F(PyGenObject, gi_iframe);
+#endif
+
+    /* Types, dicts and the module table (threading's names of threads).
+       Before 3.11 PyDictKeysObject is private to Objects/dict-common.h. */
+#if PY_VERSION_HEX >= 0x030c0000
+    F(PyInterpreterState, imports.modules);
+#else
+    F(PyInterpreterState, modules);
+#endif
+    F(PyTypeObject, tp_basicsize);
+    F(PyTypeObject, tp_flags);
+    F(PyTypeObject, tp_dictoffset);
+    F(PyDictObject, ma_used);
+    F(PyDictObject, ma_keys);
+    F(PyDictObject, ma_values);
+#if PY_VERSION_HEX >= 0x030b0000
+    F(PyHeapTypeObject, ht_cached_keys);
+    C("Py_TPFLAGS_MANAGED_DICT", Py_TPFLAGS_MANAGED_DICT);
+    F(PyDictKeysObject, dk_log2_index_bytes);
+    F(PyDictKeysObject, dk_kind);
+    F(PyDictKeysObject, dk_nentries);
+    printf("F PyDictKeysObject.dk_indices %zu 1\n",
+           offsetof(PyDictKeysObject, dk_indices));
+    S(PyDictKeyEntry);
+    S(PyDictUnicodeEntry);
+    F(PyDictValues, values);
+#endif
+#if PY_VERSION_HEX >= 0x030d0000
+    C("Py_TPFLAGS_INLINE_VALUES", Py_TPFLAGS_INLINE_VALUES);
+    F(PyDictValues, valid);
 #endif
     return 0;
 }

@@ -129,6 +129,20 @@ fn reads_live_processes_of_every_version() {
         assert_eq!(interps[0].id, 0);
         let threads: Vec<_> = t.threads(&interps[0]).collect::<Result<_, _>>().unwrap();
 
+        // What `threading` calls each thread, read from its `_active` map
+        // (module table, module dict, instance attributes of every layout).
+        let names = t
+            .threading_names(interps[0].addr)
+            .unwrap_or_else(|e| panic!("3.{minor}: threading names: {e}"));
+        for expected in report["threads"].as_array().unwrap() {
+            let ident = expected["ident"].as_u64().unwrap();
+            let name = expected["name"].as_str().unwrap();
+            assert!(
+                names.contains(&(ident, name.to_owned())),
+                "3.{minor}: ({ident}, {name}) not in {names:?}"
+            );
+        }
+
         for expected in report["threads"].as_array().unwrap() {
             let ident = expected["ident"].as_u64().unwrap();
             let name = expected["name"].as_str().unwrap();

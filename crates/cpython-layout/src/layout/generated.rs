@@ -46,6 +46,13 @@ pub const V3_8: &[Fact] = &[
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame", offset: 16, size: 8 },
     Fact::Field { key: "PyGenObject.gi_running", offset: 24, size: 1 },
+    Fact::Field { key: "PyInterpreterState.modules", offset: 56, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
 ];
 
 /// Facts from the headers of CPython 3.9.18.
@@ -88,6 +95,13 @@ pub const V3_9: &[Fact] = &[
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame", offset: 16, size: 8 },
     Fact::Field { key: "PyGenObject.gi_running", offset: 24, size: 1 },
+    Fact::Field { key: "PyInterpreterState.modules", offset: 856, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
 ];
 
 /// Facts from the headers of CPython 3.10.13.
@@ -132,6 +146,13 @@ pub const V3_10: &[Fact] = &[
     Fact::Const { key: "PyLong_SHIFT", value: 30 },
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame", offset: 16, size: 8 },
+    Fact::Field { key: "PyInterpreterState.modules", offset: 856, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
 ];
 
 /// Facts from the headers of CPython 3.11.7.
@@ -189,6 +210,22 @@ pub const V3_11: &[Fact] = &[
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame_state", offset: 75, size: 1 },
     Fact::Field { key: "PyGenObject.gi_iframe", offset: 80, size: 8 },
+    Fact::Field { key: "PyInterpreterState.modules", offset: 888, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
+    Fact::Field { key: "PyHeapTypeObject.ht_cached_keys", offset: 872, size: 8 },
+    Fact::Const { key: "Py_TPFLAGS_MANAGED_DICT", value: 16 },
+    Fact::Field { key: "PyDictKeysObject.dk_log2_index_bytes", offset: 9, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_kind", offset: 10, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_nentries", offset: 24, size: 8 },
+    Fact::Field { key: "PyDictKeysObject.dk_indices", offset: 32, size: 1 },
+    Fact::Size { key: "PyDictKeyEntry", size: 24 },
+    Fact::Size { key: "PyDictUnicodeEntry", size: 16 },
+    Fact::Field { key: "PyDictValues.values", offset: 0, size: 8 },
 ];
 
 /// Facts from the headers of CPython 3.12.1.
@@ -247,6 +284,22 @@ pub const V3_12: &[Fact] = &[
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame_state", offset: 67, size: 1 },
     Fact::Field { key: "PyGenObject.gi_iframe", offset: 72, size: 8 },
+    Fact::Field { key: "PyInterpreterState.imports.modules", offset: 944, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
+    Fact::Field { key: "PyHeapTypeObject.ht_cached_keys", offset: 880, size: 8 },
+    Fact::Const { key: "Py_TPFLAGS_MANAGED_DICT", value: 16 },
+    Fact::Field { key: "PyDictKeysObject.dk_log2_index_bytes", offset: 9, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_kind", offset: 10, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_nentries", offset: 24, size: 8 },
+    Fact::Field { key: "PyDictKeysObject.dk_indices", offset: 32, size: 1 },
+    Fact::Size { key: "PyDictKeyEntry", size: 24 },
+    Fact::Size { key: "PyDictUnicodeEntry", size: 16 },
+    Fact::Field { key: "PyDictValues.values", offset: 0, size: 8 },
 ];
 
 /// Facts from the headers of CPython 3.13.0.
@@ -307,6 +360,24 @@ pub const V3_13: &[Fact] = &[
     Fact::Size { key: "digit", size: 4 },
     Fact::Field { key: "PyGenObject.gi_frame_state", offset: 67, size: 1 },
     Fact::Field { key: "PyGenObject.gi_iframe", offset: 72, size: 8 },
+    Fact::Field { key: "PyInterpreterState.imports.modules", offset: 7656, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_basicsize", offset: 32, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_flags", offset: 168, size: 8 },
+    Fact::Field { key: "PyTypeObject.tp_dictoffset", offset: 288, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_used", offset: 16, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_keys", offset: 32, size: 8 },
+    Fact::Field { key: "PyDictObject.ma_values", offset: 40, size: 8 },
+    Fact::Field { key: "PyHeapTypeObject.ht_cached_keys", offset: 880, size: 8 },
+    Fact::Const { key: "Py_TPFLAGS_MANAGED_DICT", value: 16 },
+    Fact::Field { key: "PyDictKeysObject.dk_log2_index_bytes", offset: 9, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_kind", offset: 10, size: 1 },
+    Fact::Field { key: "PyDictKeysObject.dk_nentries", offset: 24, size: 8 },
+    Fact::Field { key: "PyDictKeysObject.dk_indices", offset: 32, size: 1 },
+    Fact::Size { key: "PyDictKeyEntry", size: 24 },
+    Fact::Size { key: "PyDictUnicodeEntry", size: 16 },
+    Fact::Field { key: "PyDictValues.values", offset: 8, size: 8 },
+    Fact::Const { key: "Py_TPFLAGS_INLINE_VALUES", value: 4 },
+    Fact::Field { key: "PyDictValues.valid", offset: 3, size: 1 },
 ];
 
 /// Every table, with the full version whose headers produced it.

@@ -308,6 +308,227 @@ pub struct AsyncioLayout {
     pub task_name: u64,
 }
 
+/// Where a CPython dict keeps its keys and entries
+/// (`PyDictKeysObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictKeysLayout {
+    /// 3.8-3.10: `dk_size` entries' worth of indices, each 1, 2, 4 or 8
+    /// bytes wide by the table's size, then `PyDictKeyEntry`s (hash, key,
+    /// value).
+    Sized {
+        /// `dk_size` (`Py_ssize_t`).
+        dk_size: u64,
+        /// `dk_nentries` (`Py_ssize_t`).
+        dk_nentries: u64,
+        /// `dk_indices` (flexible array).
+        dk_indices: u64,
+    },
+    /// 3.11+: `1 << dk_log2_index_bytes` bytes of indices, then entries of
+    /// the table's kind: `PyDictKeyEntry` (hash, key, value) for
+    /// `DICT_KEYS_GENERAL` (0), `PyDictUnicodeEntry` (key, value) for str
+    /// keys (`DICT_KEYS_UNICODE` 1, `DICT_KEYS_SPLIT` 2).
+    Log2 {
+        /// `dk_log2_index_bytes` (`uint8_t`).
+        dk_log2_index_bytes: u64,
+        /// `dk_kind` (`uint8_t`).
+        dk_kind: u64,
+        /// `dk_nentries` (`Py_ssize_t`).
+        dk_nentries: u64,
+        /// `dk_indices` (flexible array).
+        dk_indices: u64,
+    },
+}
+
+/// Where an instance keeps its attributes when its type manages them
+/// (`Py_TPFLAGS_MANAGED_DICT`, 3.11+): in words before the object (the
+/// "pre-header"), or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedDict {
+    /// ≤ 3.10: the dict is at `tp_dictoffset`.
+    No,
+    /// 3.11: the dict pointer at `dict`, the split values pointer at
+    /// `values` (byte offsets from the object, negative).
+    Split {
+        /// `_PyObject_ManagedDictPointer`.
+        dict: i64,
+        /// `_PyObject_ValuesPointer`.
+        values: i64,
+    },
+    /// 3.12: one word at `at` holds either the dict or, tagged with its low
+    /// bit, the values pointer minus one (`PyDictOrValues`).
+    Tagged {
+        /// `_PyObject_DictOrValuesPointer`.
+        at: i64,
+    },
+    /// 3.13: the dict pointer at `dict`; with `Py_TPFLAGS_INLINE_VALUES`
+    /// the values follow the object at `tp_basicsize`, valid while their
+    /// `valid` byte is set.
+    Inline {
+        /// `_PyObject_ManagedDictPointer`.
+        dict: i64,
+        /// `Py_TPFLAGS_INLINE_VALUES`.
+        inline_flag: u64,
+        /// Offset of `valid` in `PyDictValues`.
+        valid: u64,
+    },
+}
+
+/// Types, dicts and the interpreter's module table: what it takes to read
+/// module globals and instance attributes (`threading`'s names of threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictLayout {
+    /// `PyInterpreterState.modules` (`imports.modules` 3.12+): `sys.modules`.
+    pub interp_modules: u64,
+    /// `PyTypeObject.tp_basicsize`.
+    pub tp_basicsize: u64,
+    /// `PyTypeObject.tp_flags`.
+    pub tp_flags: u64,
+    /// `PyTypeObject.tp_dictoffset`.
+    pub tp_dictoffset: u64,
+    /// `PyHeapTypeObject.ht_cached_keys` (3.11+): the shared keys of the
+    /// split dicts of a class's instances.
+    pub ht_cached_keys: Option<u64>,
+    /// `Py_TPFLAGS_MANAGED_DICT` (3.11+).
+    pub managed_flag: u64,
+    /// `PyDictObject.ma_used`.
+    pub ma_used: u64,
+    /// `PyDictObject.ma_keys`.
+    pub ma_keys: u64,
+    /// `PyDictObject.ma_values` (split tables; null for combined ones).
+    pub ma_values: u64,
+    /// The keys object.
+    pub keys: DictKeysLayout,
+    /// Offset of `values` in `PyDictValues` (3.13 puts four bytes of
+    /// bookkeeping first; ≤ 3.10 `ma_values` points at the array itself).
+    pub values: u64,
+    /// How managed instance dicts are found.
+    pub managed: ManagedDict,
+}
+
+/// `sizeof(PyDictKeyEntry)`: hash, key, value.
+pub const DICT_KEY_ENTRY: u64 = 24;
+/// `sizeof(PyDictUnicodeEntry)` (3.11+): key, value.
+pub const DICT_UNICODE_ENTRY: u64 = 16;
+
+impl DictLayout {
+    /// The oracle facts these numbers claim (those the headers can show:
+    /// ≤ 3.10 keep `PyDictKeysObject` in `Objects/dict-common.h`, outside the
+    /// installed headers, and the pre-header words are macros, not fields).
+    pub fn facts(&self, minor: u8) -> Vec<oracle::Fact> {
+        use oracle::Fact::{Const, Field, Size};
+        let mut f = vec![
+            Field {
+                key: if minor >= 12 {
+                    "PyInterpreterState.imports.modules"
+                } else {
+                    "PyInterpreterState.modules"
+                },
+                offset: self.interp_modules,
+                size: 8,
+            },
+            Field {
+                key: "PyTypeObject.tp_basicsize",
+                offset: self.tp_basicsize,
+                size: 8,
+            },
+            Field {
+                key: "PyTypeObject.tp_flags",
+                offset: self.tp_flags,
+                size: 8,
+            },
+            Field {
+                key: "PyTypeObject.tp_dictoffset",
+                offset: self.tp_dictoffset,
+                size: 8,
+            },
+            Field {
+                key: "PyDictObject.ma_used",
+                offset: self.ma_used,
+                size: 8,
+            },
+            Field {
+                key: "PyDictObject.ma_keys",
+                offset: self.ma_keys,
+                size: 8,
+            },
+            Field {
+                key: "PyDictObject.ma_values",
+                offset: self.ma_values,
+                size: 8,
+            },
+        ];
+        if let Some(off) = self.ht_cached_keys {
+            f.push(Field {
+                key: "PyHeapTypeObject.ht_cached_keys",
+                offset: off,
+                size: 8,
+            });
+            f.push(Const {
+                key: "Py_TPFLAGS_MANAGED_DICT",
+                value: self.managed_flag as i64,
+            });
+            f.push(Field {
+                key: "PyDictValues.values",
+                offset: self.values,
+                size: 8,
+            });
+            f.push(Size {
+                key: "PyDictKeyEntry",
+                size: DICT_KEY_ENTRY,
+            });
+            f.push(Size {
+                key: "PyDictUnicodeEntry",
+                size: DICT_UNICODE_ENTRY,
+            });
+        }
+        if let DictKeysLayout::Log2 {
+            dk_log2_index_bytes,
+            dk_kind,
+            dk_nentries,
+            dk_indices,
+        } = self.keys
+        {
+            f.extend([
+                Field {
+                    key: "PyDictKeysObject.dk_log2_index_bytes",
+                    offset: dk_log2_index_bytes,
+                    size: 1,
+                },
+                Field {
+                    key: "PyDictKeysObject.dk_kind",
+                    offset: dk_kind,
+                    size: 1,
+                },
+                Field {
+                    key: "PyDictKeysObject.dk_nentries",
+                    offset: dk_nentries,
+                    size: 8,
+                },
+                Field {
+                    key: "PyDictKeysObject.dk_indices",
+                    offset: dk_indices,
+                    size: 1,
+                },
+            ]);
+        }
+        if let ManagedDict::Inline {
+            inline_flag, valid, ..
+        } = self.managed
+        {
+            f.push(Const {
+                key: "Py_TPFLAGS_INLINE_VALUES",
+                value: inline_flag as i64,
+            });
+            f.push(Field {
+                key: "PyDictValues.valid",
+                offset: valid,
+                size: 1,
+            });
+        }
+        f
+    }
+}
+
 /// Everything the views need to read one CPython minor version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -335,6 +556,8 @@ pub struct Layout {
     pub gen: GenLayout,
     /// asyncio futures and tasks.
     pub asyncio: AsyncioLayout,
+    /// Types, dicts, modules.
+    pub dict: DictLayout,
 }
 
 /// The interpreter version has no layout.
@@ -381,6 +604,11 @@ pub fn mirror_facts(minor: u8) -> Option<Vec<oracle::Fact>> {
         13 => Some(v3_13::mirror_facts()),
         _ => None,
     }
+    .map(|mut facts| {
+        let layout = Layout::all()[usize::from(minor - 8)];
+        facts.extend(layout.dict.facts(minor));
+        facts
+    })
 }
 
 /// `offset_of!` as the `u64` a [`Layout`] holds, usable in `const` items.

@@ -24,9 +24,9 @@ pub use super::common::{BytesObject, ObjectHead, TypeObject, VarObjectHead};
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
-    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, FrameLayout, GenLayout, GenStates,
-    InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ObjectLayout,
-    RuntimeLayout, ThreadLayout, UnicodeLayout,
+    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictKeysLayout, DictLayout, FrameLayout,
+    GenLayout, GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize,
+    ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
@@ -401,6 +401,28 @@ pub const LAYOUT: Layout = Layout {
         task_fut_waiter: off!(TaskObj, task_fut_waiter),
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
+    },
+    dict: DictLayout {
+        interp_modules: 944,
+        tp_basicsize: 32,
+        tp_flags: 168,
+        tp_dictoffset: 288,
+        ht_cached_keys: Some(880),
+        managed_flag: 1 << 4,
+        ma_used: 16,
+        ma_keys: 32,
+        ma_values: 40,
+        keys: DictKeysLayout::Log2 {
+            dk_log2_index_bytes: 9,
+            dk_kind: 10,
+            dk_nentries: 24,
+            dk_indices: 32,
+        },
+        values: 0,
+        // why: `_PyObject_DictOrValuesPointer` is `((PyDictOrValues *)obj)-3`,
+        // values tagged by the low bit and stored minus one
+        // (Include/internal/pycore_object.h, v3.12.1).
+        managed: ManagedDict::Tagged { at: -24 },
     },
 };
 

@@ -29,9 +29,9 @@ use super::debug_offsets::DebugOffsets;
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
-    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, FrameLayout, GenLayout, GenStates,
-    InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ObjectLayout,
-    RuntimeLayout, ThreadLayout, UnicodeLayout,
+    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictKeysLayout, DictLayout, FrameLayout,
+    GenLayout, GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize,
+    ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
@@ -405,6 +405,32 @@ pub const LAYOUT: Layout = Layout {
         task_fut_waiter: off!(TaskObj, task_fut_waiter),
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
+    },
+    dict: DictLayout {
+        interp_modules: 7656,
+        tp_basicsize: 32,
+        tp_flags: 168,
+        tp_dictoffset: 288,
+        ht_cached_keys: Some(880),
+        managed_flag: 1 << 4,
+        ma_used: 16,
+        ma_keys: 32,
+        ma_values: 40,
+        keys: DictKeysLayout::Log2 {
+            dk_log2_index_bytes: 9,
+            dk_kind: 10,
+            dk_nentries: 24,
+            dk_indices: 32,
+        },
+        values: 8,
+        // why: `_PyObject_ManagedDictPointer` is `((PyManagedDictPointer *)obj)-3`
+        // and `_PyObject_InlineValues` is at `tp_basicsize`
+        // (Include/internal/pycore_object.h, v3.13.0).
+        managed: ManagedDict::Inline {
+            dict: -24,
+            inline_flag: 1 << 2,
+            valid: 3,
+        },
     },
 };
 

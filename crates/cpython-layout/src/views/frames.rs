@@ -78,9 +78,10 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     pub fn frames(&self, frame: Addr) -> Frames<'r, R> {
         Frames {
             target: *self,
-            next: frame,
-            count: 0,
-            failed: false,
+            walk: Walk {
+                next: frame,
+                count: 0,
+            },
         }
     }
 
@@ -265,40 +266,107 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     }
 }
 
-/// Iterator over the frames of a stack, innermost first.
+/// What a stack walk hands each frame to: the one way this crate walks a
+/// stack (the sampler's tick, where mode and every later caller use it).
+///
+/// `first_traceable` lets a caller with a cache of code objects answer
+/// `_co_firsttraceable` (3.11+) without a read; `frame` gets every frame,
+/// innermost first, shims and incomplete frames included (check
+/// [`FrameInfo::kind`]: the markers are where native frames interleave).
+/// Errors of the walk itself come back through `From<ViewError>`.
+pub trait FrameVisitor<R: MemoryReader + ?Sized> {
+    /// The visitor's error; walk errors are converted into it.
+    type Error: From<ViewError>;
+
+    /// `_co_firsttraceable` of the code object at `code` (3.11+).
+    fn first_traceable(&mut self, target: &Target<'_, R>, code: Addr) -> Result<i32, ViewError> {
+        target.code_firsttraceable(code)
+    }
+
+    /// Takes one frame. An error ends the walk with that error.
+    fn frame(&mut self, target: &Target<'_, R>, frame: &FrameInfo) -> Result<(), Self::Error>;
+}
+
+/// The state of one walk: where it is and how far it went. Both
+/// [`Target::walk`] and [`Frames`] step through it, so the two end the same
+/// way on the same memory: [`ViewError::TooDeep`] past [`MAX_FRAMES`],
+/// [`ViewError::Cycle`] on a frame that is its own parent, and the first
+/// read error.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    next: Addr,
+    count: usize,
+}
+
+impl Walk {
+    fn step<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        first_traceable: &mut dyn FnMut(Addr) -> Result<i32, ViewError>,
+    ) -> Option<Result<FrameInfo, ViewError>> {
+        if self.next.is_null() {
+            return None;
+        }
+        if self.count >= MAX_FRAMES {
+            self.next = Addr::NULL;
+            return Some(Err(ViewError::TooDeep));
+        }
+        self.count += 1;
+        let result = target
+            .frame_with(self.next, first_traceable)
+            .and_then(|(info, previous)| {
+                if previous == info.addr {
+                    Err(ViewError::Cycle("frames"))
+                } else {
+                    self.next = previous;
+                    Ok(info)
+                }
+            });
+        if result.is_err() {
+            self.next = Addr::NULL;
+        }
+        Some(result)
+    }
+}
+
+impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
+    /// Walks the stack from `frame` outwards, handing every frame to
+    /// `visitor` as it is read (nothing is collected). Returns how many
+    /// frames were visited.
+    pub fn walk<V: FrameVisitor<R>>(
+        &self,
+        frame: Addr,
+        visitor: &mut V,
+    ) -> Result<usize, V::Error> {
+        let mut walk = Walk {
+            next: frame,
+            count: 0,
+        };
+        loop {
+            let step = walk.step(self, &mut |code| visitor.first_traceable(self, code));
+            match step {
+                None => return Ok(walk.count),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(info)) => visitor.frame(self, &info)?,
+            }
+        }
+    }
+}
+
+/// Iterator over the frames of a stack, innermost first (the walk of
+/// [`Target::walk`] as an iterator, reading `_co_firsttraceable` each time).
 #[derive(Debug)]
 pub struct Frames<'r, R: MemoryReader + ?Sized> {
     target: Target<'r, R>,
-    next: Addr,
-    count: usize,
-    failed: bool,
+    walk: Walk,
 }
 
 impl<R: MemoryReader + ?Sized> Iterator for Frames<'_, R> {
     type Item = Result<FrameInfo, ViewError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.next.is_null() {
-            return None;
-        }
-        if self.count >= MAX_FRAMES {
-            self.failed = true;
-            return Some(Err(ViewError::TooDeep));
-        }
-        self.count += 1;
-        match self.target.frame(self.next) {
-            Ok((info, previous)) => {
-                if previous == info.addr {
-                    self.failed = true;
-                    return Some(Err(ViewError::Cycle("frames")));
-                }
-                self.next = previous;
-                Some(Ok(info))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        let target = self.target;
+        self.walk
+            .step(&target, &mut |code| target.code_firsttraceable(code))
     }
 }

@@ -35,12 +35,14 @@
 //! ```
 
 mod asyncio;
+mod dicts;
 mod frames;
 mod objects;
 mod state;
 
 pub use asyncio::{FutureState, GenInfo, TaskInfo};
-pub use frames::{CodeInfo, FrameInfo, FrameKind, Frames};
+pub use dicts::MAX_DICT_ENTRIES;
+pub use frames::{CodeInfo, FrameInfo, FrameKind, FrameVisitor, Frames};
 pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};
 
 use zerocopy::FromBytes;
