@@ -137,9 +137,15 @@ fn reads_live_processes_of_every_version() {
         for expected in report["threads"].as_array().unwrap() {
             let ident = expected["ident"].as_u64().unwrap();
             let name = expected["name"].as_str().unwrap();
-            assert!(
-                names.contains(&(ident, name.to_owned())),
-                "3.{minor}: ({ident}, {name}) not in {names:?}"
+            let found = names
+                .iter()
+                .find(|n| n.ident == ident)
+                .unwrap_or_else(|| panic!("3.{minor}: {ident} ({name}) not in {names:?}"));
+            assert_eq!(found.name, name, "3.{minor}");
+            assert_eq!(
+                found.native_id,
+                expected["native_id"].as_u64(),
+                "3.{minor} {name}: native id"
             );
         }
 

@@ -17,7 +17,7 @@ use crate::error::{CliError, Quoted};
     name = "echion",
     version,
     about = "In-process CPython frame stack sampler",
-    override_usage = "echion [OPTIONS] command [ARGS]...",
+    override_usage = "echion [OPTIONS] command [ARGS]...\n       echion -w PID [--json]",
     after_help = "Options after the command belong to the command: \
                   `echion -c python -c 'print(1)'` profiles `python -c 'print(1)'` in CPU mode."
 )]
@@ -60,9 +60,13 @@ pub(crate) struct Args {
     #[arg(short, long)]
     pub stealth: bool,
 
-    /// Where mode: show the thread stacks of process PID (coming in a later release)
+    /// Where mode: show what every thread of process PID is doing, then exit
     #[arg(short, long = "where", value_name = "PID", allow_hyphen_values = true)]
     pub where_: Option<String>,
+
+    /// With -w: print the stacks as JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 
     /// Verbose logging
     #[arg(short, long)]

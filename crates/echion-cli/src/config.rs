@@ -46,6 +46,8 @@ pub struct Config {
     pub stealth: bool,
     /// Where mode (`-w PID`): print the thread stacks of a running process.
     pub where_pid: Option<u32>,
+    /// Where mode's output as JSON (`--json`).
+    pub json: bool,
     /// Verbose logging (`-v`).
     pub verbose: bool,
     /// The command to run and its arguments; may be empty only in attach or
@@ -76,7 +78,8 @@ impl Context {
 /// Everything from the first non-option argument on is the command, options
 /// included. Checks, in this order: the syntax (unknown option, missing
 /// value), the interval, the exposure, the pids, the modes this version
-/// cannot run yet (`-m`, `-n`, `-p`, `-w`), the presence of a command, the
+/// cannot run yet (`-m`, `-n`, `-p`), where mode (`-w PID`, which takes no
+/// command; `--json` only with it), the presence of a command, the
 /// output directory (with a sample pid in place of `%(pid)`), and that the
 /// command resolves on `PATH` to an executable file the way `execvp` would.
 /// `-h` and `-V` come back as [`CliError::Help`] / [`CliError::Version`].
@@ -101,6 +104,15 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
 ) -> Result<Config, CliError> {
     let config = Config::from_args(Args::parse_from(args)?)?;
     config.check_features()?;
+    if config.json && config.where_pid.is_none() {
+        return Err(CliError::JsonWithoutWhere);
+    }
+    if config.where_pid.is_some() {
+        if !config.command.is_empty() {
+            return Err(CliError::WhereWithCommand(Quoted::new(&config.command[0])));
+        }
+        return Ok(config);
+    }
     if config.command.is_empty() {
         return Err(CliError::MissingCommand);
     }
@@ -135,6 +147,7 @@ impl Config {
             attach_pid,
             stealth: args.stealth,
             where_pid,
+            json: args.json,
             verbose: args.verbose,
             command: args.command,
         })
@@ -150,7 +163,6 @@ impl Config {
                 "attaching to a running process",
                 "-p",
             ),
-            (self.where_pid.is_some(), "where mode", "-w"),
         ];
         match wanted.into_iter().find(|(on, _, _)| *on) {
             Some((_, feature, option)) => Err(CliError::NotAvailable { feature, option }),

@@ -100,6 +100,20 @@ pub enum CliError {
         /// The option that asked for it, e.g. `-m`.
         option: &'static str,
     },
+    /// `--json` without `-w`.
+    #[error("--json goes with where mode: echion -w PID --json")]
+    JsonWithoutWhere,
+    /// `-w PID` and a command.
+    #[error("where mode (-w) shows a running process and takes no command, but {0} was given")]
+    WhereWithCommand(Quoted),
+    /// Where mode could not read the process.
+    #[error("cannot show the stacks of pid {pid}: {reason}")]
+    Where {
+        /// The pid.
+        pid: u32,
+        /// What went wrong, with what to do.
+        reason: String,
+    },
     /// No command after the options.
     #[error("no command to profile (usage: echion [OPTIONS] command [ARGS]...)")]
     MissingCommand,
@@ -197,6 +211,8 @@ impl CliError {
             | CliError::InvalidExposure { .. }
             | CliError::InvalidPid { .. }
             | CliError::MissingCommand
+            | CliError::JsonWithoutWhere
+            | CliError::WhereWithCommand(_)
             | CliError::InvalidOutput { .. } => EXIT_USAGE,
             CliError::CommandNotFound { .. } => EXIT_NOT_FOUND,
             CliError::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
@@ -208,6 +224,7 @@ impl CliError {
                 }
             }
             CliError::NotAvailable { .. }
+            | CliError::Where { .. }
             | CliError::OutputDirMissing(_)
             | CliError::OutputDirNotDir(_)
             | CliError::OutputDirNotWritable { .. }

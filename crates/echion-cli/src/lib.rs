@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod launch;
 mod resolve;
+mod where_mode;
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +50,9 @@ pub fn run(args: Vec<OsString>, bootstrap_dir: Option<PathBuf>) -> i32 {
 fn exec(args: Vec<OsString>, bootstrap_dir: Option<PathBuf>) -> Result<Infallible, CliError> {
     let ctx = config::Context::current();
     let config = config::parse_in(args, &ctx)?;
+    if let Some(pid) = config.where_pid {
+        std::process::exit(where_mode::show(pid, config.json)?);
+    }
     // `parse_in` checked that there is a command and that it resolves.
     let program = resolve_command(&config.command[0], &ctx.path)?;
     let bootstrap_dir = find_bootstrap_dir(bootstrap_dir, &program, &ctx.path)?;

@@ -92,6 +92,7 @@ fn base(sb: &Sandbox) -> Config {
         attach_pid: None,
         stealth: false,
         where_pid: None,
+        json: false,
         verbose: false,
         command: os(&["prog"]),
     }
@@ -367,12 +368,15 @@ fn rejects_bad_input_with_one_line() {
             1,
         ),
         (
-            vec!["-w", "123"],
-            format!(
-                "where mode (-w) is not available yet in echion {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            1,
+            vec!["-w", "123", "prog"],
+            "where mode (-w) shows a running process and takes no command, but 'prog' was given"
+                .into(),
+            2,
+        ),
+        (
+            vec!["--json", "prog"],
+            "--json goes with where mode: echion -w PID --json".into(),
+            2,
         ),
         (
             vec!["-n", "-m", "prog"],
@@ -522,6 +526,7 @@ fn help_and_version_are_not_errors() {
             "--pid",
             "--stealth",
             "--where",
+            "--json",
             "--verbose",
             "--version",
         ] {
@@ -646,6 +651,7 @@ fn launch_plan_sets_the_whole_contract() {
         attach_pid: None,
         stealth: true,
         where_pid: Some(99),
+        json: false,
         verbose: true,
         command: os(&["prog"]),
     };

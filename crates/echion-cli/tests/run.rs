@@ -424,8 +424,8 @@ fn bad_input_is_one_line_and_runs_nothing() {
         (
             touch(&["-w", "1"]),
             None,
-            "echion: where mode (-w) is not available yet",
-            1,
+            "echion: where mode (-w) shows a running process and takes no command",
+            2,
         ),
         (own(&[]), None, "echion: no command to profile", 2),
         (own(&["-c"]), None, "echion: no command to profile", 2),

@@ -105,7 +105,7 @@ fn bench_embedded(lib: &std::path::Path) {
         )
         .expect("engine");
         engine.tick(1, &registry, &freed).expect("tick");
-        let bytes = engine.into_writer().finish().expect("vec");
+        let bytes = engine.into_sink().finish().expect("vec");
         let profile = Profile::parse(&bytes).expect("valid");
         let depths: Vec<_> = profile.samples.iter().map(|s| s.frames.len()).collect();
         if depths == [50] {

@@ -32,6 +32,13 @@ impl StringId {
 pub struct FrameId(u32);
 
 impl FrameId {
+    /// A frame id given by something other than a [`MojoWriter`] (which
+    /// numbers its own frames): a sink that keeps frames in a table of its
+    /// own.
+    pub const fn new(key: u32) -> Self {
+        Self(key)
+    }
+
     /// The key written in the stream.
     pub fn key(self) -> i64 {
         i64::from(self.0)

@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
             )
             .expect("engine");
             engine.tick(1, &registry, &freed).expect("tick");
-            let bytes = engine.into_writer().finish().expect("vec");
+            let bytes = engine.into_sink().finish().expect("vec");
             let profile = echion_mojo::Profile::parse(&bytes).expect("valid");
             assert_eq!(profile.samples.len(), 1, "{python}: one thread sampled");
             assert_eq!(profile.samples[0].frames.len(), 50, "{python}: 50 frames");

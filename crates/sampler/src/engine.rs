@@ -1,12 +1,10 @@
 //! One tick of sampling: every interpreter, every thread, one stack each,
-//! written as MOJO.
-
-use std::io::Write;
+//! handed to a [`Sink`].
 
 use echion_cpython_layout::linetable::{self, TableFormat};
-use echion_cpython_layout::views::{Target, ThreadInfo, ViewError, MAX_FRAMES};
+use echion_cpython_layout::views::{FrameInfo, FrameVisitor, Target, ThreadInfo, ViewError};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
-use echion_mojo::{FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry};
+use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 
 use crate::cache::{AddrMap, CodeEntry, FrameCache};
 use crate::clock;
@@ -14,6 +12,7 @@ use crate::codewatch::FreedCodes;
 use crate::mem::RegionCache;
 use crate::pthread::TidOffset;
 use crate::registry::{RegistryQueue, ThreadNames};
+use crate::sink::{Sink, ThreadIds};
 
 /// What the samples measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,16 +122,29 @@ struct PerThread {
 /// recently, is checked for being on a CPU right now.
 const RECENTLY_ACTIVE_TICKS: u64 = 8;
 
+/// Which thread states a tick shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadFilter {
+    /// A profile: in the main interpreter, thread states that `threading`
+    /// has not named are left out when they have no Python frame or their
+    /// outermost frame is `threading`'s own thread bootstrap (a thread
+    /// starting or ending, whose named samples are the real ones).
+    Profile,
+    /// Where mode: every thread state, with or without frames.
+    Every,
+}
+
 /// The sampling engine over one process: its memory, its layout and the
-/// MOJO writer the samples go to.
-pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
+/// sink the samples go to.
+pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     reader: &'r R,
     layout: &'r Layout,
     runtime: Addr,
     format: TableFormat,
     mode: Mode,
     interval_ns: u64,
-    writer: MojoWriter<W>,
+    sink: S,
+    filter: ThreadFilter,
     names: ThreadNames,
     cache: FrameCache,
     /// Keyed by thread state address and thread id: a new thread state
@@ -157,15 +169,16 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, W: Write> {
     stats: Stats,
 }
 
-impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
-    /// An engine reading the interpreter whose `_PyRuntime` is at `runtime`.
+impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
+    /// An engine reading the interpreter whose `_PyRuntime` is at `runtime`,
+    /// its samples going to `sink`.
     pub fn new(
         reader: &'r R,
         layout: &'r Layout,
         runtime: Addr,
         mode: Mode,
         interval_ns: u64,
-        writer: MojoWriter<W>,
+        sink: S,
     ) -> Result<Self, linetable::LineTableError> {
         let (major, minor) = layout.python;
         let format = TableFormat::for_version(PyVersion::new(major, minor, 0))?;
@@ -176,7 +189,8 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
             format,
             mode,
             interval_ns: interval_ns.max(1),
-            writer,
+            sink,
+            filter: ThreadFilter::Profile,
             names: ThreadNames::default(),
             cache: FrameCache::new(1 << 16, 1 << 13),
             threads: AddrMap::default(),
@@ -210,14 +224,19 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         &self.stats
     }
 
-    /// The writer, e.g. for metadata.
-    pub fn writer(&mut self) -> &mut MojoWriter<W> {
-        &mut self.writer
+    /// Says which thread states a tick shows (a profile's by default).
+    pub fn set_filter(&mut self, filter: ThreadFilter) {
+        self.filter = filter;
     }
 
-    /// Gives the writer back, for the caller to finish.
-    pub fn into_writer(self) -> MojoWriter<W> {
-        self.writer
+    /// The sink, e.g. for metadata.
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// Gives the sink back, for the caller to finish.
+    pub fn into_sink(self) -> S {
+        self.sink
     }
 
     /// Takes one sample of every thread of every interpreter at `now_ns`
@@ -260,7 +279,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         let tick = self.tick;
         self.since_ns = self.since_ns.max(now_ns);
         self.threads.retain(|_, t| t.seen_tick == tick);
-        self.writer.flush()
+        self.sink.end_tick()
     }
 
     /// One tick reading through `memory`; `regions` is the prefetch cache
@@ -407,6 +426,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
         // Every other thread state (a `_thread` thread, one a C extension
         // registered) is shown, named by its native id.
         if iid == 0
+            && self.filter == ThreadFilter::Profile
             && !known
             && (self.stack.is_empty() || self.names.hides_outermost(self.outermost_code))
         {
@@ -429,65 +449,86 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 &self.name_buf
             }
         };
+        let ids = ThreadIds {
+            thread_id: thread.thread_id,
+            native_id,
+        };
         for stack in self.stacks.iter() {
-            self.writer
-                .sample(&SampleRef {
-                    iid,
-                    thread: name,
-                    stack,
-                    metrics: &[Metric::Time(metric_us as i64)],
-                    gc: false,
-                    idle: false,
-                })
+            self.sink
+                .sample(
+                    ids,
+                    &SampleRef {
+                        iid,
+                        thread: name,
+                        stack,
+                        metrics: &[Metric::Time(metric_us as i64)],
+                        gc: false,
+                        idle: false,
+                    },
+                )
                 .map_err(Skip::Io)?;
         }
         Ok(true)
     }
 
     /// Walks the stack from `frame` outwards into `self.stack` (innermost
-    /// first).
+    /// first), decoding and interning frames not seen before.
     fn walk<M: MemoryReader + ?Sized>(&mut self, memory: &M, frame: Addr) -> Result<(), Skip> {
-        let target = Target::new(memory, self.layout);
-        let tick = self.tick;
-        let mut addr = frame;
-        let mut depth = 0;
-        self.outermost_code = 0;
-        while !addr.is_null() {
-            depth += 1;
-            if depth > MAX_FRAMES {
-                return Err(Skip::Reason(SkipReason::TooDeep));
-            }
-            let cache = &mut self.cache;
-            let (info, previous) = target
-                .frame_with(addr, &mut |code| {
-                    cache.first_traceable(code.0, || target.code_firsttraceable(code))
-                })
-                .map_err(|e| Skip::Reason(e.into()))?;
-            if previous == addr {
-                return Err(Skip::Reason(SkipReason::Invalid));
-            }
-            addr = previous;
-            if !info.is_python() {
-                continue;
-            }
-            self.outermost_code = info.code.0;
-            let offset = info.offset.unwrap_or(u32::MAX);
-            let id = match self.cache.frame(info.code.0, offset, tick) {
-                Some(id) => id,
-                None => self
-                    .decode_frame(&target, info.code, info.offset)
-                    .map_err(|e| Skip::Reason(e.into()))?,
-            };
-            self.stack.push(StackEntry::Frame(id));
-        }
-        Ok(())
+        let mut builder = StackBuilder {
+            cache: &mut self.cache,
+            sink: &mut self.sink,
+            stack: &mut self.stack,
+            outermost: 0,
+            tick: self.tick,
+            format: self.format,
+        };
+        let result = Target::new(memory, self.layout).walk(frame, &mut builder);
+        self.outermost_code = builder.outermost;
+        result.map(drop)
+    }
+}
+
+/// The frame visitor of a tick: turns each Python frame of a walk into the
+/// id of its interned frame, pushed onto `stack` (innermost first).
+struct StackBuilder<'e, S: Sink> {
+    cache: &'e mut FrameCache,
+    sink: &'e mut S,
+    stack: &'e mut Vec<StackEntry>,
+    /// The code object of the outermost Python frame so far.
+    outermost: u64,
+    tick: u64,
+    format: TableFormat,
+}
+
+impl<R: MemoryReader + ?Sized, S: Sink> FrameVisitor<R> for StackBuilder<'_, S> {
+    type Error = Skip;
+
+    fn first_traceable(&mut self, target: &Target<'_, R>, code: Addr) -> Result<i32, ViewError> {
+        self.cache
+            .first_traceable(code.0, || target.code_firsttraceable(code))
     }
 
+    fn frame(&mut self, target: &Target<'_, R>, info: &FrameInfo) -> Result<(), Skip> {
+        if !info.is_python() {
+            return Ok(());
+        }
+        self.outermost = info.code.0;
+        let offset = info.offset.unwrap_or(u32::MAX);
+        let id = match self.cache.frame(info.code.0, offset, self.tick) {
+            Some(id) => id,
+            None => self.decode_frame(target, info.code, info.offset)?,
+        };
+        self.stack.push(StackEntry::Frame(id));
+        Ok(())
+    }
+}
+
+impl<S: Sink> StackBuilder<'_, S> {
     /// Decodes the frame at `offset` of the code object at `code`, interns
     /// it and caches it.
-    fn decode_frame<M: MemoryReader + ?Sized>(
+    fn decode_frame<R: MemoryReader + ?Sized>(
         &mut self,
-        target: &Target<'_, M>,
+        target: &Target<'_, R>,
         code: Addr,
         offset: Option<u32>,
     ) -> Result<FrameId, ViewError> {
@@ -527,7 +568,7 @@ impl<'r, R: MemoryReader + ?Sized, W: Write> Engine<'r, R, W> {
                 .and_then(|l| l.column_end)
                 .map_or(0, |c| i64::from(c) + 1),
         };
-        let id = self.writer.intern_frame(&spec);
+        let id = self.sink.intern_frame(&spec);
         self.cache
             .insert_frame(code.0, offset.unwrap_or(u32::MAX), id, tick);
         Ok(id)
@@ -583,10 +624,16 @@ enum Skip {
     Io(std::io::Error),
 }
 
+impl From<ViewError> for Skip {
+    fn from(e: ViewError) -> Self {
+        Skip::Reason(e.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use echion_mojo::FrameSpec;
+    use echion_mojo::{FrameSpec, MojoWriter};
 
     #[test]
     fn stack_set_reuses_its_buffers() {

@@ -5,14 +5,20 @@
 pub mod cache;
 pub mod clock;
 pub mod codewatch;
+pub mod dump;
 pub mod engine;
 pub mod mem;
 pub mod output;
 pub mod pthread;
 pub mod registry;
 pub mod run;
+pub mod session;
+pub mod sink;
 
+pub use dump::Dump;
 pub use echion_cpython_layout::PyVersion;
-pub use engine::{Engine, Mode, SkipReason, StackSet, Stats};
+pub use engine::{Engine, Mode, SkipReason, StackSet, Stats, ThreadFilter};
 pub use registry::{RegistryQueue, Update};
 pub use run::{run, Config, Control, SamplerError, Summary};
+pub use session::{Session, SessionError};
+pub use sink::{Sink, ThreadIds};

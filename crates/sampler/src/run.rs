@@ -290,7 +290,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     }
     let duration_us = (clock::now_ns() - start) / 1000;
     let stats = engine.stats().clone();
-    let writer = engine.writer();
+    let writer = engine.sink();
     let mut meta = vec![
         ("duration".to_owned(), duration_us.to_string()),
         ("ticks".to_owned(), stats.ticks.to_string()),
@@ -317,7 +317,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         writer.metadata(k, v).map_err(write_err)?;
     }
     let file = engine
-        .into_writer()
+        .into_sink()
         .finish()
         .map_err(write_err)?
         .into_inner()

@@ -173,7 +173,7 @@ fn samples_a_known_stack_with_few_system_calls() {
         }
         assert_eq!(engine.stats().samples, 5, "{python}");
         assert_eq!(engine.stats().skipped_total(), 0, "{python}");
-        let bytes = engine.into_writer().finish().expect("vec");
+        let bytes = engine.into_sink().finish().expect("vec");
         let profile = Profile::parse(&bytes).expect("valid");
         assert_eq!(profile.samples.len(), 5);
         for s in &profile.samples {

@@ -306,12 +306,12 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         self.dict_get_str(dict, name)
     }
 
-    /// What `threading` of the interpreter at `interp` calls its threads:
-    /// `(ident, name)` for each `Thread` in `threading._active` (the
-    /// `pthread_t` a thread state's `thread_id` holds). Empty when the
-    /// interpreter never imported `threading`. Threads whose name cannot be
-    /// read are left out.
-    pub fn threading_names(&self, interp: Addr) -> Result<Vec<(u64, String)>, ViewError> {
+    /// What `threading` of the interpreter at `interp` knows of its
+    /// threads: each `Thread` in `threading._active`, by the `pthread_t`
+    /// that a thread state's `thread_id` holds. Empty when the interpreter
+    /// never imported `threading`. Threads whose name cannot be read are
+    /// left out.
+    pub fn threading_names(&self, interp: Addr) -> Result<Vec<ThreadName>, ViewError> {
         let mut out = Vec::new();
         let Some(threading) = self.module(interp, "threading")? else {
             return Ok(out);
@@ -326,7 +326,18 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
             if let Ok(Some(name)) = self.instance_attr(thread, "_name") {
                 let mut text = String::new();
                 if self.read_str(name, &mut text).is_ok() {
-                    out.push((ident as u64, text));
+                    let native_id = self
+                        .instance_attr(thread, "_native_id")
+                        .ok()
+                        .flatten()
+                        .and_then(|n| self.read_int(n).ok())
+                        .and_then(|n| u64::try_from(n).ok())
+                        .filter(|&n| n != 0);
+                    out.push(ThreadName {
+                        ident: ident as u64,
+                        name: text,
+                        native_id,
+                    });
                 }
             }
             if out.len() >= super::MAX_THREADS {
@@ -336,4 +347,15 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         })?;
         Ok(out)
     }
+}
+
+/// A thread as `threading` knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadName {
+    /// `Thread.ident` (the `pthread_t`, a thread state's `thread_id`).
+    pub ident: u64,
+    /// `Thread.name`.
+    pub name: String,
+    /// `Thread.native_id` (the kernel tid), once the thread has started.
+    pub native_id: Option<u64>,
 }

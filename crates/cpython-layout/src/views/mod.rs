@@ -41,7 +41,7 @@ mod objects;
 mod state;
 
 pub use asyncio::{FutureState, GenInfo, TaskInfo};
-pub use dicts::MAX_DICT_ENTRIES;
+pub use dicts::{ThreadName, MAX_DICT_ENTRIES};
 pub use frames::{CodeInfo, FrameInfo, FrameKind, FrameVisitor, Frames};
 pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};
 

@@ -1,0 +1,226 @@
+//! A session: one CPython process, the reader its memory comes through,
+//! where its `_PyRuntime` is and which layout reads it.
+//!
+//! A session is given its reader: the own process read with fault-guarded
+//! loads (run mode, the `SIGQUIT` dump), another process by pid
+//! ([`Session::attach`], where mode), or a memory snapshot (tests). Engines
+//! made from it sample into any [`Sink`]; [`Session::dump`] takes the
+//! picture where mode prints.
+//!
+//! ```no_run
+//! use echion_mojo::MojoWriter;
+//! use echion_sampler::codewatch::FreedCodes;
+//! use echion_sampler::{Mode, RegistryQueue, Session};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pid = 4242;
+//! // Read another Python process from outside (root, or CAP_SYS_PTRACE).
+//! let session = Session::attach(pid)?;
+//! let out = std::fs::File::create("other.mojo")?;
+//! let writer = MojoWriter::new(std::io::BufWriter::new(out), i64::from(pid))?;
+//! let mut engine = session.engine(Mode::Wall, 10_000_000, writer)?;
+//! let names = session.thread_names();
+//! let freed = FreedCodes::new();
+//! for tick in 1..=100u64 {
+//!     engine.tick(tick * 10_000_000, &names, &freed)?;
+//!     std::thread::sleep(std::time::Duration::from_millis(10));
+//! }
+//! engine.into_sink().finish()?;
+//! # Ok(()) }
+//! ```
+
+use echion_cpython_layout::linetable::LineTableError;
+use echion_cpython_layout::process::{self, ProcessError};
+use echion_cpython_layout::reader::AttachError;
+use echion_cpython_layout::views::Target;
+use echion_cpython_layout::{Addr, Layout, MemoryReader, ProcessReader, PyVersion};
+
+use crate::codewatch::FreedCodes;
+use crate::dump::Dump;
+use crate::engine::{Engine, Mode, ThreadFilter};
+use crate::pthread::TidOffset;
+use crate::registry::{RegistryQueue, Update};
+use crate::sink::Sink;
+
+/// Why a session could not be set up. Each message names the problem and,
+/// where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The process cannot be read (no such pid, no permission).
+    #[error("{0}")]
+    Attach(#[from] AttachError),
+    /// The process is not a supported CPython.
+    #[error("{0}")]
+    Process(#[from] ProcessError),
+    /// The line tables of this version are not known.
+    #[error("unsupported line table format: {0:?}")]
+    LineTable(LineTableError),
+}
+
+/// One CPython process and the reader of its memory.
+#[derive(Debug)]
+pub struct Session<R: MemoryReader> {
+    reader: R,
+    pid: u32,
+    runtime: Addr,
+    layout: &'static Layout,
+    version: PyVersion,
+    tid_offset: Option<TidOffset>,
+}
+
+impl Session<ProcessReader> {
+    /// Another process (or this one) by pid, read from outside with
+    /// `process_vm_readv`: nothing is injected and the process is never
+    /// stopped, so it works while the process is stuck holding the GIL.
+    pub fn attach(pid: u32) -> Result<Self, SessionError> {
+        let reader = ProcessReader::new(pid)?;
+        Self::find(reader, pid)
+    }
+}
+
+impl<R: MemoryReader> Session<R> {
+    /// A session over `reader` for a process whose runtime, layout and
+    /// version the caller knows (in-process: `dlsym` and
+    /// `sys.version_info`; a snapshot: what was recorded with it).
+    pub fn new(
+        reader: R,
+        pid: u32,
+        runtime: Addr,
+        layout: &'static Layout,
+        version: PyVersion,
+    ) -> Self {
+        Self {
+            reader,
+            pid,
+            runtime,
+            layout,
+            version,
+            tid_offset: None,
+        }
+    }
+
+    /// A session over `reader` for process `pid`, finding `_PyRuntime` and
+    /// the version from the process's mapped files.
+    pub fn find(reader: R, pid: u32) -> Result<Self, SessionError> {
+        let py = process::find_python(pid, &reader)?;
+        Ok(Self::new(reader, pid, py.runtime, py.layout, py.version))
+    }
+
+    /// Says where `struct pthread` keeps the kernel tid (in-process, before
+    /// 3.11; see [`TidOffset`]): engines made afterwards name threads that
+    /// `threading` does not know by their native id.
+    pub fn set_tid_offset(&mut self, offset: Option<TidOffset>) {
+        self.tid_offset = offset;
+    }
+
+    /// The reader.
+    pub fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The address of `_PyRuntime`.
+    pub fn runtime(&self) -> Addr {
+        self.runtime
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &'static Layout {
+        self.layout
+    }
+
+    /// The interpreter's version.
+    pub fn version(&self) -> PyVersion {
+        self.version
+    }
+
+    /// An engine sampling this process into `sink`.
+    pub fn engine<S: Sink>(
+        &self,
+        mode: Mode,
+        interval_ns: u64,
+        sink: S,
+    ) -> Result<Engine<'_, R, S>, SessionError> {
+        let mut engine = Engine::new(
+            &self.reader,
+            self.layout,
+            self.runtime,
+            mode,
+            interval_ns,
+            sink,
+        )
+        .map_err(SessionError::LineTable)?;
+        engine.set_tid_offset(self.tid_offset);
+        Ok(engine)
+    }
+
+    /// The names `threading` gives the threads of every interpreter, read
+    /// from the process's memory, as registry updates for an engine's tick
+    /// (those of the main interpreter win when a thread runs in several).
+    pub fn thread_names(&self) -> RegistryQueue {
+        let queue = RegistryQueue::default();
+        for update in self.name_updates() {
+            queue.post(update);
+        }
+        queue
+    }
+
+    fn name_updates(&self) -> Vec<Update> {
+        let target = Target::new(&self.reader, self.layout);
+        let mut updates = Vec::new();
+        // Interpreters are listed newest first: the main one comes last,
+        // and its names are applied last.
+        for interp in target.interpreters(self.runtime) {
+            let Ok(interp) = interp else { break };
+            for t in target.threading_names(interp.addr).unwrap_or_default() {
+                updates.push(Update::Track {
+                    thread_id: t.ident,
+                    name: t.name,
+                    native_id: t.native_id.unwrap_or(0),
+                });
+            }
+        }
+        updates
+    }
+
+    /// One stack of every thread state of every interpreter, named as
+    /// `threading` names them, for where mode. A thread whose stack changes
+    /// while it is read is read again (up to a few times); what could not
+    /// be read whole is counted in the `unreadable` metadata.
+    pub fn dump(&self) -> Result<Dump, SessionError> {
+        static NEVER_FREED: FreedCodes = FreedCodes::new();
+        let updates = self.name_updates();
+        let mut best: Option<(u64, Dump)> = None;
+        for _ in 0..5 {
+            let names = RegistryQueue::default();
+            for u in &updates {
+                names.post(u.clone());
+            }
+            let mut engine = self.engine(Mode::Wall, 1_000_000_000, Dump::new())?;
+            engine.set_filter(ThreadFilter::Every);
+            // A dump's sink only keeps what it is given: it cannot fail.
+            let _ = engine.tick(crate::clock::now_ns(), &names, &NEVER_FREED);
+            let stats = engine.stats();
+            let missed = stats.skipped_total() + stats.interpreter_errors;
+            let dump = engine.into_sink();
+            if best.as_ref().is_none_or(|(m, _)| missed < *m) {
+                best = Some((missed, dump));
+            }
+            if missed == 0 {
+                break;
+            }
+        }
+        let (missed, mut dump) = best.unwrap_or_default();
+        // CPython lists interpreters and threads newest first: a person
+        // reads the main interpreter and its main thread first.
+        dump.reverse_threads();
+        if missed > 0 {
+            let _ = Sink::metadata(&mut dump, "unreadable", &missed.to_string());
+        }
+        Ok(dump)
+    }
+}

@@ -1,0 +1,76 @@
+"""Target of test_where.py: threads with known names in known places, for
+``echion -w PID`` to show from outside.
+
+Modes (argv[1]):
+- ``threads``: a thread ``sleeper`` sleeps, a thread ``spinner`` spins, the
+  main thread waits for a line on stdin, then prints ``done`` and exits 0.
+- ``gil``: as ``threads``, but the main thread then calls C's ``sleep``
+  through ``ctypes.PyDLL``, which keeps the GIL: every other thread is
+  stuck, and so is the interpreter.
+- ``sub``: a thread ``runner`` runs code in a subinterpreter that sleeps.
+- ``private``: as ``threads``, and the process makes itself non-dumpable
+  (only CAP_SYS_PTRACE may read it).
+
+Prints ``ready <pid>`` once every thread is in place.
+"""
+
+import ctypes
+import os
+import sys
+import threading
+import time
+
+mode = sys.argv[1] if len(sys.argv) > 1 else "threads"
+started = threading.Barrier(3 if mode != "sub" else 2)
+stop = False
+
+
+def sleeper():
+    started.wait()
+    time.sleep(3600)  #@sleep
+
+
+def spin():
+    started.wait()
+    while not stop:  #@spin
+        pass
+
+
+SUB = """\
+import time
+
+def in_subinterpreter():
+    time.sleep(3600)  #@sub-sleep
+
+in_subinterpreter()
+"""
+
+
+def runner():
+    try:
+        import _interpreters as interpreters  # 3.13
+    except ImportError:
+        import _xxsubinterpreters as interpreters  # 3.8 to 3.12
+    iid = interpreters.create()
+    started.wait()
+    interpreters.run_string(iid, SUB)  #@run-sub
+
+
+def main():
+    if mode == "private":
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    if mode == "sub":
+        threading.Thread(target=runner, name="runner", daemon=True).start()
+    else:
+        threading.Thread(target=sleeper, name="sleeper", daemon=True).start()
+        threading.Thread(target=spin, name="spinner", daemon=True).start()
+    started.wait()
+    time.sleep(0.2)
+    print("ready", os.getpid(), flush=True)
+    if mode == "gil":
+        ctypes.PyDLL(None).sleep(3600)  #@gil
+    sys.stdin.readline()  #@main-wait
+    print("done", flush=True)
+
+
+main()  #@main-call
