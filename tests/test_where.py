@@ -26,7 +26,7 @@ class Target:
     """The target process, started plain or under echion, stopped (and
     reaped) at the end."""
 
-    def __init__(self, tmp_path, mode, under_echion=False):
+    def __init__(self, tmp_path, mode, under_echion=False, stderr=subprocess.PIPE):
         cmd = [sys.executable, str(TARGET), mode]
         if under_echion:
             cmd = echion_command() + ["-o", str(Path(tmp_path) / "profile.mojo")] + cmd
@@ -36,11 +36,11 @@ class Target:
             env=echion_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             start_new_session=True,
         )
         line = self.proc.stdout.readline().decode()
-        assert line.startswith("ready"), f"target said {line!r}: {self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else ''}"
+        assert line.startswith("ready"), f"target said {line!r}"
         self.pid = int(line.split()[1])
         assert self.pid == self.proc.pid
 
@@ -62,8 +62,8 @@ class Target:
 def spawn(tmp_path):
     started = []
 
-    def start(mode, under_echion=False):
-        t = Target(tmp_path, mode, under_echion)
+    def start(mode, under_echion=False, stderr=subprocess.PIPE):
+        t = Target(tmp_path, mode, under_echion, stderr)
         started.append(t)
         return t
 
@@ -281,3 +281,50 @@ def test_a_hundred_threads_dump_quickly(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def _wait_for(path, needle, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if needle in text:
+            return text
+        assert time.monotonic() < deadline, f"{needle!r} not in {text!r}"
+        time.sleep(0.05)
+
+
+def test_sigquit_under_echion_prints_the_dump_and_goes_on(spawn, tmp_path):
+    from harness import read_all, assert_readers_agree
+
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "wb") as err:
+        t = spawn("threads", under_echion=True, stderr=err)
+        os.kill(t.pid, signal.SIGQUIT)
+        _wait_for(err_path, "🧵 spinner:")
+        os.kill(t.pid, signal.SIGQUIT)
+        time.sleep(0.3)
+        rc, out, _ = t.finish()
+    # The program's exit status and output are what they are without echion.
+    assert (rc, out) == (0, b"done\n")
+    text = err_path.read_text(encoding="utf-8")
+    assert text.count(HEADER) == 2, text
+    first = text[text.index(HEADER) : text.index(HEADER, 1)]
+    threads = parse(first)
+    assert {"MainThread", "sleeper", "spinner", "echion.core.sampler"} <= {n for _, n in threads}, first
+    expect_worker(threads[(0, "sleeper")], "sleeper", "sleep", first)
+    assert threads[(0, "MainThread")][-1] == ("main", str(TARGET), line_of("main-wait")), first
+    # The profile is whole and every reader reads the same.
+    p = read_all(tmp_path / "profile.mojo")
+    assert_readers_agree(p)
+    assert any(s["thread"] == "sleeper" for s in p.ours["samples"])
+
+
+def test_the_programs_own_sigquit_handler_wins(spawn, tmp_path):
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "wb") as err:
+        t = spawn("own-quit", under_echion=True, stderr=err)
+        os.kill(t.pid, signal.SIGQUIT)
+        time.sleep(0.5)
+        rc, out, _ = t.finish()
+    assert (rc, out) == (0, b"done\nown handler\n")
+    assert HEADER not in err_path.read_text(encoding="utf-8")

@@ -10,12 +10,15 @@ Modes (argv[1]):
 - ``sub``: a thread ``runner`` runs code in a subinterpreter that sleeps.
 - ``private``: as ``threads``, and the process makes itself non-dumpable
   (only CAP_SYS_PTRACE may read it).
+- ``own-quit``: as ``threads``, with a ``SIGQUIT`` handler of its own that
+  prints ``own handler`` (on stdout, after ``done``).
 
 Prints ``ready <pid>`` once every thread is in place.
 """
 
 import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -59,6 +62,9 @@ def runner():
 def main():
     if mode == "private":
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    quits = []
+    if mode == "own-quit":
+        signal.signal(signal.SIGQUIT, lambda *_: quits.append(1))
     if mode == "sub":
         threading.Thread(target=runner, name="runner", daemon=True).start()
     else:
@@ -71,6 +77,8 @@ def main():
         ctypes.PyDLL(None).sleep(3600)  #@gil
     sys.stdin.readline()  #@main-wait
     print("done", flush=True)
+    if quits:
+        print("own handler", flush=True)
 
 
 main()  #@main-call

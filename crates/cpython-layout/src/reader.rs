@@ -84,6 +84,15 @@ pub trait MemoryReader {
         false
     }
 
+    /// Called by a sampler at the start of each tick: the reader re-checks
+    /// whatever its fast path relies on (the in-process reader: that its
+    /// fault handler is still the installed one). Returns whether reads go
+    /// through the fast path this tick; `false` means a fallback, which the
+    /// sampler counts. Readers without a fast path say `true`.
+    fn begin_tick(&self) -> bool {
+        true
+    }
+
     /// Reads several ranges at once: `bufs[i]` from `addrs[i]`. Returns a
     /// bit per range (up to 64 ranges; bit `i` set: `bufs[i]` was filled),
     /// never failing as a whole, since callers use this to prefetch what
@@ -107,6 +116,10 @@ impl<R: MemoryReader + ?Sized> MemoryReader for &R {
 
     fn reads_are_cheap(&self) -> bool {
         (**self).reads_are_cheap()
+    }
+
+    fn begin_tick(&self) -> bool {
+        (**self).begin_tick()
     }
 
     fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {

@@ -22,6 +22,7 @@ use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 mod codehook;
+mod sigquit;
 
 /// The address of `_PyRuntime` in this process. CPython exports it (its
 /// executables are linked with `-export-dynamic`, and libpython exports it),
@@ -111,6 +112,7 @@ fn config(py: Python<'_>, s: &Settings) -> Config {
 /// Prepares a run: refuses a second one, installs the code hook.
 fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
     codehook::install(py)?;
+    sigquit::install();
     with_state(|s| {
         if s.running.is_some() {
             return Err(PyRuntimeError::new_err("echion is already sampling"));
@@ -329,17 +331,25 @@ fn set_native(native: bool) -> PyResult<()> {
     later("native stacks", native)
 }
 
-/// Where mode (a later release).
+/// Where mode in the profiled process (echion 0.3 sent the dump through a
+/// pipe): here, `echion -w PID` reads the process from outside and `SIGQUIT`
+/// prints the dump on stderr, so the process has nothing to set.
 #[pyfunction]
 fn set_where(r#where: bool) -> PyResult<()> {
-    later("where mode", r#where)
+    later(
+        "where mode inside the process (use `echion -w PID`, or SIGQUIT)",
+        r#where,
+    )
 }
 
-/// Where mode's pipe (a later release).
+/// echion 0.3's where-mode pipe: see [`set_where`].
 #[pyfunction]
 fn set_pipe_name(name: String) -> PyResult<()> {
     let _ = name;
-    later("where mode", true)
+    later(
+        "where mode inside the process (use `echion -w PID`, or SIGQUIT)",
+        true,
+    )
 }
 
 /// Where the profile goes: `%(pid)` is replaced by the pid of the process

@@ -99,6 +99,10 @@ pub struct Stats {
     pub interpreter_errors: u64,
     /// Ranges copied at the start of the last tick (see [`crate::mem`]).
     pub prefetched_ranges: u64,
+    /// Ticks whose reader said its fast path was not available
+    /// ([`MemoryReader::begin_tick`]: in-process, the fault handler was
+    /// replaced and reads went through `process_vm_readv`).
+    pub fallback_ticks: u64,
 }
 
 impl Stats {
@@ -253,6 +257,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     ) -> std::io::Result<()> {
         self.tick += 1;
         self.stats.ticks += 1;
+        if !self.reader.begin_tick() {
+            self.stats.fallback_ticks += 1;
+        }
         self.names.refresh(registry);
         self.freed.clear();
         let freed_list = &mut self.freed;
@@ -270,7 +277,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             // the tick so that the walk can borrow them while the engine
             // changes.
             let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
-            self.stats.prefetched_ranges = regions.begin_tick() as u64;
+            self.stats.prefetched_ranges = regions.copy_last_tick() as u64;
             let result = self.tick_with(&regions, Some(&regions), now_ns);
             self.regions = regions;
             result

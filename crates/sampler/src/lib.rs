@@ -19,6 +19,6 @@ pub use dump::Dump;
 pub use echion_cpython_layout::PyVersion;
 pub use engine::{Engine, Mode, SkipReason, StackSet, Stats, ThreadFilter};
 pub use registry::{RegistryQueue, Update};
-pub use run::{run, Config, Control, SamplerError, Summary};
+pub use run::{request_dump, run, Config, Control, SamplerError, Summary};
 pub use session::{Session, SessionError};
 pub use sink::{Sink, ThreadIds};

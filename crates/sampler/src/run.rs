@@ -14,11 +14,12 @@ use echion_mojo::{MojoWriter, Version, WriterOptions};
 
 use crate::clock;
 use crate::codewatch::FREED_CODES;
-use crate::engine::{Engine, Mode, SkipReason, Stats};
+use crate::engine::{Mode, SkipReason, Stats};
 use crate::mem::guarded::{self, GuardedReader};
 use crate::output::{Output, OutputError};
 use crate::pthread::TidOffset;
 use crate::registry::RegistryQueue;
+use crate::session::{Session, SessionError};
 
 /// How the sampler runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,38 @@ pub enum SamplerError {
     /// The line tables of this version are not known.
     #[error("unsupported line table format: {0:?}")]
     LineTable(echion_cpython_layout::linetable::LineTableError),
+    /// The session could not be set up.
+    #[error("{0}")]
+    Session(SessionError),
+}
+
+/// Set by [`request_dump`], taken by the loop.
+static DUMP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running loop to print the stacks of every thread on stderr, as
+/// where mode does, at its next tick (within 50 ms): what `SIGQUIT` does
+/// under echion. Only stores to an atomic, so a signal handler may call it.
+pub fn request_dump() {
+    DUMP_REQUESTED.store(true, Ordering::Release);
+}
+
+/// Prints where every thread of the session's process is, on stderr (with
+/// colours on a terminal). The profile is not touched: the dump has an
+/// engine and a sink of its own.
+fn dump_to_stderr<R: echion_cpython_layout::MemoryReader>(session: &Session<R>) {
+    use std::io::{IsTerminal, Write};
+    let stderr = std::io::stderr();
+    let colour = stderr.is_terminal();
+    let mut err = stderr.lock();
+    match session.dump() {
+        Ok(dump) => {
+            let _ = dump.render_text(&mut err, colour);
+        }
+        Err(e) => {
+            let _ = writeln!(err, "echion: cannot show the stacks: {e}");
+        }
+    }
+    let _ = err.flush();
 }
 
 /// What the loop shares with the threads that drive it.
@@ -240,14 +273,19 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .metadata("python", &version.to_string())
         .map_err(write_err)?;
 
-    let mut engine = Engine::new(&reader, layout, runtime, config.mode, interval_ns, writer)
-        .map_err(SamplerError::LineTable)?;
-    engine.start_at(origin_ns);
+    let mut session = Session::new(&reader, pid, runtime, layout, version);
     if layout.thread.native_thread_id.is_none() {
         // Before 3.11 only glibc knows the kernel id of a thread that
         // `threading` does not name.
-        engine.set_tid_offset(TidOffset::find(&reader));
+        session.set_tid_offset(TidOffset::find(&reader));
     }
+    let mut engine = session
+        .engine(config.mode, interval_ns, writer)
+        .map_err(|e| match e {
+            SessionError::LineTable(e) => SamplerError::LineTable(e),
+            other => SamplerError::Session(other),
+        })?;
+    engine.start_at(origin_ns);
 
     clock::minimise_timer_slack();
     let start = clock::now_ns();
@@ -256,14 +294,13 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
     let mut next = start;
     let mut late_ticks = 0;
-    let mut syscall_ticks = 0u64;
     while !control.stop_requested() {
         let now = clock::now_ns();
         if end.is_some_and(|end| now >= end) {
             break;
         }
-        if !config.direct_reads || !reader.refresh() {
-            syscall_ticks += 1;
+        if DUMP_REQUESTED.swap(false, Ordering::AcqRel) {
+            dump_to_stderr(&session);
         }
         engine
             .tick(now, &control.registry, &FREED_CODES)
@@ -298,10 +335,13 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
     ];
-    if syscall_ticks > 0 && config.direct_reads {
+    if stats.fallback_ticks > 0 && config.direct_reads {
         // The fault handler was replaced (or could not be installed): these
         // ticks read through `process_vm_readv`.
-        meta.push(("syscall_read_ticks".to_owned(), syscall_ticks.to_string()));
+        meta.push((
+            "syscall_read_ticks".to_owned(),
+            stats.fallback_ticks.to_string(),
+        ));
     }
     let dropped = control.registry.dropped();
     if dropped > 0 {

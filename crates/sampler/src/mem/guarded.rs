@@ -95,6 +95,12 @@ impl MemoryReader for GuardedReader {
         self.active.get()
     }
 
+    /// [`GuardedReader::refresh`]: whether this tick reads with guarded
+    /// loads (false: through `process_vm_readv`).
+    fn begin_tick(&self) -> bool {
+        self.refresh()
+    }
+
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
         if !self.active.get() {
             return self.fallback.read(addr, buf);

@@ -68,7 +68,7 @@ impl<'r, R: MemoryReader + ?Sized> RegionCache<'r, R> {
     /// Starts a tick: copies what the last tick read (the regions it hit
     /// and the reads it made past them), in as few vectored reads as it
     /// takes. Returns how many ranges were copied.
-    pub fn begin_tick(&mut self) -> usize {
+    pub fn copy_last_tick(&mut self) -> usize {
         let mut set = std::mem::take(&mut self.read_set);
         set.clear();
         for r in &self.regions[..self.used] {
@@ -247,7 +247,7 @@ mod tests {
         cache.clear();
         cache.read(Addr(0x1010), &mut b).expect("mapped");
         cache.read(Addr(0x10f0), &mut b).expect("mapped");
-        assert_eq!(cache.begin_tick(), 1);
+        assert_eq!(cache.copy_last_tick(), 1);
         let before = counting.reads.get();
         cache.read(Addr(0x10f0), &mut b).expect("prefetched");
         cache.read(Addr(0x1010), &mut b).expect("prefetched");
