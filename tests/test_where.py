@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import PY, echion_command, echion_env, marker_line, run_echion, scope, target
+from harness import PY, echion_command, echion_env, marker_line, scope, target, thread_prefix
 
 TARGET = target("where_target.py")
 HEADER = "🐴 Echion reporting for duty"
@@ -43,6 +43,8 @@ class Target:
         assert line.startswith("ready"), f"target said {line!r}"
         self.pid = int(line.split()[1])
         assert self.pid == self.proc.pid
+        if mode != "gil":
+            _wait_reading_stdin(self.pid)
 
     def alive(self):
         return self.proc.poll() is None
@@ -110,10 +112,13 @@ def line_of(name):
     return marker_line(TARGET, name)
 
 
-def expect_worker(stack, func, marker, text):
+def expect_worker(stack, func, marker, text, under_echion=False):
+    """A `threading` thread's stack: its bootstrap frames (with echion's
+    hook when the target runs under echion), then ``func`` at ``marker``."""
     file = str(TARGET)
     assert stack[-1] == (func, file, line_of(marker)), text
-    assert [f for f, _, _ in stack[:3]] == [scope("Thread._bootstrap"), scope("Thread._bootstrap_inner"), scope("Thread.run")], text
+    prefix = thread_prefix() if under_echion else (scope("Thread._bootstrap"), scope("Thread._bootstrap_inner"), scope("Thread.run"))
+    assert tuple(f for f, _, _ in stack[: len(prefix)]) == prefix, text
 
 
 def test_plain_target_named_threads_ten_times(spawn):
@@ -196,7 +201,7 @@ def test_target_under_echion_shows_the_sampler_thread(spawn, tmp_path):
     threads = parse(r.stdout.decode())
     names = {n for _, n in threads}
     assert {"MainThread", "sleeper", "spinner", "echion.core.sampler"} <= names, r.stdout.decode()
-    expect_worker(threads[(0, "sleeper")], "sleeper", "sleep", r.stdout.decode())
+    expect_worker(threads[(0, "sleeper")], "sleeper", "sleep", r.stdout.decode(), under_echion=True)
     rc, out, err = t.finish()
     assert (rc, out) == (0, b"done\n"), err
     assert (tmp_path / "profile.mojo").stat().st_size > 0
@@ -293,12 +298,22 @@ def _wait_for(path, needle, timeout=10):
         time.sleep(0.05)
 
 
+def _wait_reading_stdin(pid, timeout=10):
+    """Until the main thread of ``pid`` is blocked in read(2) (x86-64: 0),
+    past the ``print`` of its ready line."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/syscall").read_text().split()[0] != "0":
+        assert time.monotonic() < deadline, "target never blocked reading stdin"
+        time.sleep(0.01)
+
+
 def test_sigquit_under_echion_prints_the_dump_and_goes_on(spawn, tmp_path):
     from harness import read_all, assert_readers_agree
 
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
         t = spawn("threads", under_echion=True, stderr=err)
+        _wait_reading_stdin(t.pid)
         os.kill(t.pid, signal.SIGQUIT)
         _wait_for(err_path, "🧵 spinner:")
         os.kill(t.pid, signal.SIGQUIT)
@@ -311,7 +326,7 @@ def test_sigquit_under_echion_prints_the_dump_and_goes_on(spawn, tmp_path):
     first = text[text.index(HEADER) : text.index(HEADER, 1)]
     threads = parse(first)
     assert {"MainThread", "sleeper", "spinner", "echion.core.sampler"} <= {n for _, n in threads}, first
-    expect_worker(threads[(0, "sleeper")], "sleeper", "sleep", first)
+    expect_worker(threads[(0, "sleeper")], "sleeper", "sleep", first, under_echion=True)
     assert threads[(0, "MainThread")][-1] == ("main", str(TARGET), line_of("main-wait")), first
     # The profile is whole and every reader reads the same.
     p = read_all(tmp_path / "profile.mojo")

@@ -35,8 +35,7 @@ def sleeper():
 
 def spin():
     started.wait()
-    while not stop:  #@spin
-        pass
+    while not stop: pass  #@spin
 
 
 SUB = """\

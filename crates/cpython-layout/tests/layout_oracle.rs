@@ -4,7 +4,7 @@
 //! version, if any of 3.8 to 3.13 is missing. Also catches a stale committed
 //! table.
 
-mod common;
+use echion_testkit as common;
 
 use std::process::Command;
 

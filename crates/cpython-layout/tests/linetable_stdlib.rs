@@ -275,56 +275,6 @@ fn fail_with(report: &[Mismatch], total: u64) -> ! {
     );
 }
 
-/// The interpreters to check: `ECHION_PYTHONS`, else every pyenv 3.8-3.13.
-fn interpreters() -> Vec<PathBuf> {
-    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
-        return list
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            (8..=13).any(|m| name.starts_with(&format!("3.{m}.")))
-        })
-        .map(|e| e.path().join("bin/python3"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found
-}
-
-/// `major.minor.micro` of an interpreter, asked from the interpreter.
-fn version_of(python: &Path) -> Result<PyVersion, String> {
-    let out = Command::new(python)
-        .args(["-c", "import sys; print('%d %d %d' % sys.version_info[:3])"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let parts: Vec<u8> = text
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    match (out.status.success(), parts.as_slice()) {
-        (true, &[a, b, c]) => Ok(PyVersion::new(a, b, c)),
-        _ => Err(format!(
-            "{}: could not read its version ({})",
-            python.display(),
-            out.status
-        )),
-    }
-}
-
 /// Runs the generator under `python` and checks its stream while it is
 /// being written.
 fn check_interpreter(
@@ -358,9 +308,12 @@ fn check_interpreter(
 /// `cargo test` runs it at full speed.
 #[test]
 fn stdlib_matches_every_interpreter() {
-    let mut found: Vec<(PyVersion, PathBuf)> = interpreters()
+    let mut found: Vec<(PyVersion, PathBuf)> = echion_testkit::pythons()
         .into_iter()
-        .map(|p| (version_of(&p).unwrap_or_else(|e| panic!("{e}")), p))
+        .map(|p| {
+            let (a, b, c) = p.version;
+            (PyVersion::new(a, b, c), p.exe)
+        })
         .collect();
     found.sort();
     let versions: Vec<PyVersion> = found.iter().map(|(v, _)| *v).collect();

@@ -4,25 +4,15 @@
 //! it reports about itself, and compare with what the views read through
 //! the pid reader.
 
-mod common;
+use echion_testkit as common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use echion_cpython_layout::process::find_python;
 use echion_cpython_layout::views::{FutureState, Target};
 use echion_cpython_layout::{Addr, ProcessReader};
 use serde_json::Value;
-
-/// Kills and reaps the child on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Debug, PartialEq)]
 struct Frame {
@@ -94,7 +84,7 @@ fn reads_live_processes_of_every_version() {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start target");
-        let mut guard = Guard(child);
+        let mut guard = common::KillOnDrop(child);
         let mut line = String::new();
         BufReader::new(guard.0.stdout.take().unwrap())
             .read_line(&mut line)

@@ -22,15 +22,9 @@ use crate::error::{CliError, Quoted};
                   `echion -c python -c 'print(1)'` profiles `python -c 'print(1)'` in CPU mode."
 )]
 pub(crate) struct Args {
-    /// Sampling interval: a number with unit us, ms or s (plain number = microseconds)
-    #[arg(
-        short,
-        long,
-        value_name = "INTERVAL",
-        default_value = "1000",
-        allow_hyphen_values = true
-    )]
-    pub interval: String,
+    /// Sampling interval: a number with unit us, ms or s (plain number = microseconds; default 1 ms)
+    #[arg(short, long, value_name = "INTERVAL", allow_hyphen_values = true)]
+    pub interval: Option<String>,
 
     /// Sample on-CPU stacks only
     #[arg(short, long)]
@@ -49,7 +43,7 @@ pub(crate) struct Args {
     pub native: bool,
 
     /// Output location; %(pid) is replaced by each profiled process's id
-    #[arg(short, long, value_name = "OUTPUT", default_value = "%(pid).echion")]
+    #[arg(short, long, value_name = "OUTPUT", default_value = echion_sampler::options::DEFAULT_OUTPUT)]
     pub output: OsString,
 
     /// Attach to the running process PID (coming in a later release)

@@ -15,11 +15,11 @@ use crate::resolve::{resolve_command, SearchPath};
 /// and spawned children each get their own file).
 pub use echion_sampler::output::PID_PLACEHOLDER;
 
-/// The default output path, as in echion 0.3.
-pub const DEFAULT_OUTPUT: &str = "%(pid).echion";
+/// The default output path (the sampler's, as in echion 0.3).
+pub use echion_sampler::options::DEFAULT_OUTPUT;
 
-/// The default sampling interval in microseconds, as in echion 0.3.
-pub const DEFAULT_INTERVAL_US: u64 = 1000;
+/// The default sampling interval in microseconds (the sampler's).
+pub const DEFAULT_INTERVAL_US: u64 = echion_sampler::options::DEFAULT_INTERVAL.as_micros() as u64;
 
 /// The validated options of one `echion` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,10 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
 impl Config {
     /// Converts clap's raw values, validating each one.
     fn from_args(args: Args) -> Result<Self, CliError> {
-        let interval_us = parse_interval(&args.interval)?;
+        let interval_us = match args.interval.as_deref() {
+            Some(text) => parse_interval(text)?,
+            None => DEFAULT_INTERVAL_US,
+        };
         let exposure = args.exposure.as_deref().map(parse_exposure).transpose()?;
         let attach_pid = args
             .pid

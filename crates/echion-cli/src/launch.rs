@@ -12,24 +12,26 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// Sampling interval in microseconds, a positive decimal integer.
-pub const ENV_INTERVAL: &str = "ECHION_INTERVAL";
+use echion_sampler::options::{env, Options};
+use echion_sampler::Mode;
+
+/// Sampling interval in microseconds (see [`echion_sampler::options::env`],
+/// where every variable is defined).
+pub const ENV_INTERVAL: &str = env::INTERVAL;
 /// CPU mode: `0` or `1`.
-pub const ENV_CPU: &str = "ECHION_CPU";
+pub const ENV_CPU: &str = env::CPU;
 /// Memory mode: `0` or `1`.
-pub const ENV_MEMORY: &str = "ECHION_MEMORY";
+pub const ENV_MEMORY: &str = env::MEMORY;
 /// Native mode: `0` or `1`.
-pub const ENV_NATIVE: &str = "ECHION_NATIVE";
+pub const ENV_NATIVE: &str = env::NATIVE;
 /// Stealth mode: `0` or `1`.
-pub const ENV_STEALTH: &str = "ECHION_STEALTH";
-/// Where mode: empty, or the pid to show the stacks of.
-pub const ENV_WHERE: &str = "ECHION_WHERE";
+pub const ENV_STEALTH: &str = env::STEALTH;
 /// Exposure in seconds as a decimal (`2`, `0.5`), empty for none.
-pub const ENV_EXPOSURE: &str = "ECHION_EXPOSURE";
+pub const ENV_EXPOSURE: &str = env::EXPOSURE;
 /// Absolute output path, `%(pid)` left in for each process to expand.
-pub const ENV_OUTPUT: &str = "ECHION_OUTPUT";
+pub const ENV_OUTPUT: &str = env::OUTPUT;
 /// Verbose logging: `0` or `1`.
-pub const ENV_VERBOSE: &str = "ECHION_VERBOSE";
+pub const ENV_VERBOSE: &str = env::VERBOSE;
 /// The interpreter's module search path; the bootstrap directory is put first.
 pub const ENV_PYTHONPATH: &str = "PYTHONPATH";
 /// Overrides where the bootstrap directory is looked for (see [`crate::run`]).
@@ -72,33 +74,28 @@ pub(crate) fn plan_with(
     pythonpath: Option<&OsStr>,
     cwd: Option<&Path>,
 ) -> Launch {
-    let flag = |on: bool| OsString::from(if on { "1" } else { "0" });
-    let output = absolute(Path::new(&config.output), cwd).into_os_string();
-    let env = vec![
-        (ENV_INTERVAL.into(), config.interval_us.to_string().into()),
-        (ENV_CPU.into(), flag(config.cpu)),
-        (ENV_MEMORY.into(), flag(config.memory)),
-        (ENV_NATIVE.into(), flag(config.native)),
-        (ENV_STEALTH.into(), flag(config.stealth)),
-        (
-            ENV_WHERE.into(),
-            config
-                .where_pid
-                .map(|p| p.to_string())
-                .unwrap_or_default()
-                .into(),
-        ),
-        (
-            ENV_EXPOSURE.into(),
-            config.exposure.map(seconds).unwrap_or_default().into(),
-        ),
-        (ENV_OUTPUT.into(), output),
-        (ENV_VERBOSE.into(), flag(config.verbose)),
-        (
-            ENV_PYTHONPATH.into(),
-            prepend_path(&absolute(bootstrap_dir, cwd), pythonpath),
-        ),
-    ];
+    let options = Options {
+        interval: Duration::from_micros(config.interval_us),
+        mode: if config.cpu { Mode::Cpu } else { Mode::Wall },
+        exposure: config.exposure,
+        output: absolute(Path::new(&config.output), cwd)
+            .to_string_lossy()
+            .into_owned(),
+        memory: config.memory,
+        native: config.native,
+        stealth: config.stealth,
+        verbose: config.verbose,
+        direct_reads: true,
+    };
+    let mut env: Vec<(OsString, OsString)> = options
+        .to_env()
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push((
+        ENV_PYTHONPATH.into(),
+        prepend_path(&absolute(bootstrap_dir, cwd), pythonpath),
+    ));
     let mut command = config.command.iter().cloned();
     Launch {
         program: command.next().unwrap_or_default(),
@@ -123,15 +120,4 @@ pub(crate) fn prepend_path(dir: &Path, existing: Option<&OsStr>) -> OsString {
         value.push(rest);
     }
     value
-}
-
-/// A duration as decimal seconds without trailing zeros: `2`, `0.5`,
-/// `1.000001`.
-pub(crate) fn seconds(d: Duration) -> String {
-    let nanos = d.subsec_nanos();
-    if nanos == 0 {
-        return d.as_secs().to_string();
-    }
-    let frac = format!("{nanos:09}");
-    format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
 }

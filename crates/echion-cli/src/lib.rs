@@ -26,7 +26,7 @@ pub use config::{
 pub use error::{CliError, Quoted, EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_USAGE};
 pub use launch::{
     launch_plan, Launch, ENV_BOOTSTRAP_DIR, ENV_CPU, ENV_EXPOSURE, ENV_INTERVAL, ENV_MEMORY,
-    ENV_NATIVE, ENV_OUTPUT, ENV_PYTHONPATH, ENV_STEALTH, ENV_VERBOSE, ENV_WHERE,
+    ENV_NATIVE, ENV_OUTPUT, ENV_PYTHONPATH, ENV_STEALTH, ENV_VERBOSE,
 };
 pub use resolve::{interpreter_for, is_python_name, resolve_command, SearchPath};
 

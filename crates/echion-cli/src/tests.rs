@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::bootstrap::{ask_interpreter, check_bootstrap_dir};
 use crate::config::{parse_in, Context};
-use crate::launch::{plan_with, prepend_path, seconds};
+use crate::launch::{plan_with, prepend_path};
 use crate::*;
 
 /// The pid substituted for `%(pid)` while validating in these tests.
@@ -629,7 +629,6 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_MEMORY", "0"),
         ("ECHION_NATIVE", "0"),
         ("ECHION_STEALTH", "0"),
-        ("ECHION_WHERE", ""),
         ("ECHION_EXPOSURE", ""),
         ("ECHION_OUTPUT", "/work/dir/%(pid).echion"),
         ("ECHION_VERBOSE", "0"),
@@ -667,7 +666,6 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_MEMORY", "1"),
         ("ECHION_NATIVE", "1"),
         ("ECHION_STEALTH", "1"),
-        ("ECHION_WHERE", "99"),
         ("ECHION_EXPOSURE", "1.5"),
         ("ECHION_OUTPUT", "/abs/out-%(pid).mojo"),
         ("ECHION_VERBOSE", "1"),
@@ -706,20 +704,6 @@ fn pythonpath_prepend() {
             OsString::from(want),
             "{existing:?}"
         );
-    }
-}
-
-#[test]
-fn exposure_as_decimal_seconds() {
-    let cases = [
-        (Duration::from_secs(2), "2"),
-        (Duration::from_millis(500), "0.5"),
-        (Duration::from_millis(2250), "2.25"),
-        (Duration::new(1, 1_000), "1.000001"),
-        (Duration::new(0, 1), "0.000000001"),
-    ];
-    for (d, want) in cases {
-        assert_eq!(seconds(d), want);
     }
 }
 

@@ -245,7 +245,6 @@ fn the_command_sees_the_contract_and_owns_the_streams() {
         ),
         ("ECHION_STEALTH", "1".to_owned()),
         ("ECHION_VERBOSE", "0".to_owned()),
-        ("ECHION_WHERE", String::new()),
         (
             "PYTHONPATH",
             format!("{}:/existing/one:/existing/two", boot.display()),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use echion_sampler::{Config, Control, Mode, SamplerError, Summary, Update};
+use echion_sampler::{Config, Control, Mode, Options, SamplerError, Summary, Update};
 use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -35,29 +35,6 @@ fn runtime_address() -> Option<u64> {
     (!p.is_null()).then_some(p as u64)
 }
 
-#[derive(Debug, Clone)]
-struct Settings {
-    interval_us: u64,
-    cpu: bool,
-    exposure_s: f64,
-    /// The output path as given, `%(pid)` left in (see
-    /// `echion_sampler::output`).
-    output: PathBuf,
-    verbose: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            interval_us: 1000,
-            cpu: false,
-            exposure_s: 0.0,
-            output: PathBuf::from("%(pid).echion"),
-            verbose: false,
-        }
-    }
-}
-
 type Done = Arc<(Mutex<bool>, Condvar)>;
 
 struct Running {
@@ -67,7 +44,9 @@ struct Running {
 }
 
 struct State {
-    settings: Settings,
+    /// What the next run does: the sampler's defaults, then the `ECHION_*`
+    /// variables (`configure_from_env`) or the `set_*` functions.
+    settings: Options,
     control: Arc<Control>,
     running: Option<Running>,
 }
@@ -80,7 +59,7 @@ fn state() -> MutexGuard<'static, Option<State>> {
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
     if guard.is_none() {
         *guard = Some(State {
-            settings: Settings::default(),
+            settings: Options::default(),
             control: Arc::new(Control::new()),
             running: None,
         });
@@ -93,20 +72,37 @@ fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
     f(guard.as_mut().expect("state() fills it"))
 }
 
-fn config(py: Python<'_>, s: &Settings) -> Config {
+fn config(py: Python<'_>, s: &Options) -> Config {
     let v = py.version_info();
     Config {
         python: Some(echion_sampler::PyVersion::new(v.major, v.minor, v.patch)),
         runtime: runtime_address(),
-        interval: Duration::from_micros(s.interval_us),
-        mode: if s.cpu { Mode::Cpu } else { Mode::Wall },
-        exposure: (s.exposure_s > 0.0).then(|| Duration::from_secs_f64(s.exposure_s)),
-        output: s.output.clone(),
-        // `ECHION_DIRECT_READS=0`: one `process_vm_readv` per tick instead
-        // of fault-guarded loads (to compare the two, or if in doubt).
-        direct_reads: std::env::var("ECHION_DIRECT_READS").map_or(true, |v| v != "0"),
-        ..Config::default()
+        ..s.config()
     }
+}
+
+/// Reads the `ECHION_*` variables the `echion` command set (see
+/// `echion_sampler::options`: every default and variable is defined there)
+/// into the settings of the next run, and returns them as a dict (`stealth`
+/// and `verbose` are for the bootstrap). A variable set by hand to a value
+/// it cannot hold is a `ValueError` naming it.
+#[pyfunction]
+fn configure_from_env(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let options = Options::from_env(|k| std::env::var(k).ok())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let dict = pyo3::types::PyDict::new(py);
+    dict.set_item("interval_us", options.interval.as_micros() as u64)?;
+    dict.set_item("cpu", options.mode == Mode::Cpu)?;
+    dict.set_item("exposure", options.exposure.map(|d| d.as_secs_f64()))?;
+    dict.set_item("output", &options.output)?;
+    dict.set_item("stealth", options.stealth)?;
+    dict.set_item("verbose", options.verbose)?;
+    dict.set_item("memory", options.memory)?;
+    dict.set_item("native", options.native)?;
+    later("memory mode", options.memory)?;
+    later("native stacks", options.native)?;
+    with_state(|s| s.settings = options);
+    Ok(dict)
 }
 
 /// Prepares a run: refuses a second one, installs the code hook.
@@ -299,14 +295,14 @@ fn set_interval(interval: i64) -> PyResult<()> {
                 "invalid interval {interval}: must be a positive number of microseconds"
             ))
         })?;
-    with_state(|s| s.settings.interval_us = us);
+    with_state(|s| s.settings.interval = Duration::from_micros(us));
     Ok(())
 }
 
 /// Samples CPU time instead of wall time.
 #[pyfunction]
 fn set_cpu(cpu: bool) {
-    with_state(|s| s.settings.cpu = cpu);
+    with_state(|s| s.settings.mode = if cpu { Mode::Cpu } else { Mode::Wall });
 }
 
 fn later(feature: &str, on: bool) -> PyResult<()> {
@@ -357,7 +353,7 @@ fn set_pipe_name(name: String) -> PyResult<()> {
 /// has gets a name derived from it (`app.mojo` → `app.<pid>.mojo`).
 #[pyfunction]
 fn set_output(path: PathBuf) {
-    with_state(|s| s.settings.output = path);
+    with_state(|s| s.settings.output = path.to_string_lossy().into_owned());
 }
 
 /// Says where the profile went when sampling ends (as when stderr is a
@@ -381,7 +377,7 @@ fn set_exposure(seconds: f64) -> PyResult<()> {
             "invalid exposure {seconds}: must be a non-negative number of seconds"
         )));
     }
-    with_state(|s| s.settings.exposure_s = seconds);
+    with_state(|s| s.settings.exposure = (seconds > 0.0).then(|| Duration::from_secs_f64(seconds)));
     Ok(())
 }
 
@@ -427,6 +423,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;
     m.add_function(wrap_pyfunction!(set_thread_bootstrap, m)?)?;
+    m.add_function(wrap_pyfunction!(configure_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(set_interval, m)?)?;
     m.add_function(wrap_pyfunction!(set_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(set_memory, m)?)?;

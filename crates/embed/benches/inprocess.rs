@@ -30,43 +30,13 @@ def f(n):
 f(48)  # 48 calls + f(0) + <module> = 50 frames
 "#;
 
-fn pythons() -> Vec<PathBuf> {
-    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
-        return list
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
-    let mut found = Vec::new();
-    for minor in 8..=13 {
-        let Ok(entries) = std::fs::read_dir("/root/.pyenv/versions") else {
-            break;
-        };
-        let mut v: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-            })
-            .collect();
-        v.sort();
-        if let Some(p) = v.last() {
-            found.push(p.join("bin/python3"));
-        }
-    }
-    found
-}
-
 fn main() {
     if let Ok(lib) = std::env::var("ECHION_EMBED_LIB") {
         bench_embedded(&PathBuf::from(lib));
         return;
     }
     let exe = std::env::current_exe().expect("bench binary");
-    for python in pythons() {
+    for python in echion_testkit::pythons().into_iter().map(|p| p.exe) {
         let (lib, prefix) = libpython_of(&python)
             .unwrap_or_else(|| panic!("{}: no shared libpython", python.display()));
         let status = Command::new(&exe)

@@ -6,7 +6,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use echion_cpython_layout::reader::RecordingReader;
@@ -25,47 +25,11 @@ def f(n):
 f(48)  # 48 calls + f(0) + <module> = 50 frames
 "#;
 
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pythons() -> Vec<String> {
-    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
-        return list
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-    }
-    let mut found = Vec::new();
-    for minor in 8..=13 {
-        let dir = std::path::Path::new("/root/.pyenv/versions");
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut v: Vec<_> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-                })
-                .collect();
-            v.sort();
-            if let Some(p) = v.last() {
-                found.push(p.join("bin/python3").display().to_string());
-            }
-        }
-    }
-    found
-}
-
 fn bench(c: &mut Criterion) {
-    for python in pythons() {
+    for python in echion_testkit::pythons()
+        .into_iter()
+        .map(|p| p.exe.display().to_string())
+    {
         let mut child = Command::new(&python)
             .args(["-c", TARGET])
             .stdout(Stdio::piped())
@@ -75,7 +39,7 @@ fn bench(c: &mut Criterion) {
         BufReader::new(child.stdout.take().expect("piped"))
             .read_line(&mut line)
             .expect("ready line");
-        let target = Target(child);
+        let target = echion_testkit::KillOnDrop(child);
         let pid = target.0.id();
         let reader = ProcessReader::new(pid).expect("attach (run as root)");
         let py = process::find_python(pid, &reader).expect("find python");

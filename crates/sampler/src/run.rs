@@ -51,11 +51,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            interval: Duration::from_micros(1000),
+            interval: crate::options::DEFAULT_INTERVAL,
             mode: Mode::Wall,
             exposure: None,
             runtime: None,
-            output: PathBuf::from("echion.mojo"),
+            output: PathBuf::from(crate::options::DEFAULT_OUTPUT),
             mojo_version: Version::V3,
             python: None,
             direct_reads: true,

@@ -7,27 +7,8 @@
 //! made from it sample into any [`Sink`]; [`Session::dump`] takes the
 //! picture where mode prints.
 //!
-//! ```no_run
-//! use echion_mojo::MojoWriter;
-//! use echion_sampler::codewatch::FreedCodes;
-//! use echion_sampler::{Mode, RegistryQueue, Session};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let pid = 4242;
-//! // Read another Python process from outside (root, or CAP_SYS_PTRACE).
-//! let session = Session::attach(pid)?;
-//! let out = std::fs::File::create("other.mojo")?;
-//! let writer = MojoWriter::new(std::io::BufWriter::new(out), i64::from(pid))?;
-//! let mut engine = session.engine(Mode::Wall, 10_000_000, writer)?;
-//! let names = session.thread_names();
-//! let freed = FreedCodes::new();
-//! for tick in 1..=100u64 {
-//!     engine.tick(tick * 10_000_000, &names, &freed)?;
-//!     std::thread::sleep(std::time::Duration::from_millis(10));
-//! }
-//! engine.into_sink().finish()?;
-//! # Ok(()) }
-//! ```
+//! The crate documentation shows a whole program that samples another
+//! process by pid into a MOJO profile.
 
 use echion_cpython_layout::linetable::LineTableError;
 use echion_cpython_layout::process::{self, ProcessError};

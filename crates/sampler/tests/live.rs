@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use echion_cpython_layout::{process, Addr, MemError, MemoryReader, ProcessReader};
 use echion_mojo::{Frame, MojoWriter, Profile};
@@ -23,15 +23,6 @@ def f(n):
 f(47)
 "#;
 
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Counts the system calls a reader makes.
 struct Counting<'a> {
     inner: &'a ProcessReader,
@@ -49,37 +40,6 @@ impl MemoryReader for Counting<'_> {
         self.vectored.set(self.vectored.get() + 1);
         self.inner.read_vectored(addrs, bufs)
     }
-}
-
-fn pythons() -> Vec<String> {
-    if let Ok(list) = std::env::var("ECHION_PYTHONS") {
-        return list
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-    }
-    let mut found = Vec::new();
-    for minor in 8..=13 {
-        let mut v: Vec<_> = std::fs::read_dir("/root/.pyenv/versions")
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        let p = v
-            .last()
-            .unwrap_or_else(|| panic!("Python 3.{minor} is missing"));
-        found.push(p.join("bin/python3").display().to_string());
-    }
-    found
 }
 
 fn line_of(marker: &str) -> i64 {
@@ -113,7 +73,10 @@ fn wait_asleep(pid: u32) {
 
 #[test]
 fn samples_a_known_stack_with_few_system_calls() {
-    for python in pythons() {
+    for python in echion_testkit::pythons()
+        .into_iter()
+        .map(|p| p.exe.display().to_string())
+    {
         let mut child = Command::new(&python)
             .args(["-c", TARGET])
             .stdout(Stdio::piped())
@@ -123,7 +86,7 @@ fn samples_a_known_stack_with_few_system_calls() {
         BufReader::new(child.stdout.take().expect("piped"))
             .read_line(&mut line)
             .expect("ready line");
-        let target = Target(child);
+        let target = echion_testkit::KillOnDrop(child);
         let mut words = line.split_whitespace().skip(1);
         let ident: u64 = words.next().and_then(|w| w.parse().ok()).expect("ident");
         let native: u64 = words.next().and_then(|w| w.parse().ok()).expect("native");

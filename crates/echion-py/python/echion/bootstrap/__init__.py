@@ -10,38 +10,24 @@ import echion.core as ec
 
 _started = False
 _sampler_thread = None
+#: The options of the run, as ``echion.core.configure_from_env`` read them.
+_options = {}
 
 #: Set in the environment of a profiled process to its pid: subinterpreters
 #: run sitecustomize too, and must not start a second sampler.
 PROFILED_PID = "_ECHION_PROFILED_PID"
 
 
-def _flag(name: str) -> bool:
-    return bool(int(os.getenv(name, "0") or "0"))
-
-
-def output_template() -> str:
-    """The output path as the command line gave it: ``%(pid)`` is replaced
-    in each process, and a process whose name another process of the family
-    already has writes a name of its own beside it."""
-    return os.getenv("ECHION_OUTPUT") or "%(pid).echion"
-
-
 def _configure() -> None:
-    ec.set_interval(int(os.getenv("ECHION_INTERVAL", "1000")))
-    ec.set_cpu(_flag("ECHION_CPU"))
-    ec.set_memory(_flag("ECHION_MEMORY"))
-    ec.set_native(_flag("ECHION_NATIVE"))
-    ec.set_where(bool(os.getenv("ECHION_WHERE")))
-    exposure = os.getenv("ECHION_EXPOSURE")
-    ec.set_exposure(float(exposure) if exposure else 0.0)
-    ec.set_output(output_template())
-    ec.set_verbose(_flag("ECHION_VERBOSE"))
+    # The variables, their formats and defaults are known to echion.core
+    # only (the echion command writes them with the same code).
+    global _options
+    _options = ec.configure_from_env()
 
 
 def _start_sampler() -> None:
     global _sampler_thread
-    if _flag("ECHION_STEALTH"):
+    if _options.get("stealth"):
         ec.start_async()
     else:
         from threading import Thread
