@@ -11,5 +11,7 @@ pub mod views;
 
 pub use addr::Addr;
 pub use layout::Layout;
-pub use reader::{MemError, MemoryReader, ProcessReader, ReadExt, SnapshotReader};
+pub use reader::{
+    MemError, MemoryReader, ProcessReader, ReadExt, RecordingReader, SnapshotError, SnapshotReader,
+};
 pub use version::PyVersion;

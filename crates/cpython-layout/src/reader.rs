@@ -256,6 +256,69 @@ impl SnapshotReader {
     }
 }
 
+/// Why bytes are not a serialized [`SnapshotReader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes do not start with [`SnapshotReader::MAGIC`].
+    #[error("not a memory snapshot (bad magic)")]
+    Magic,
+    /// The bytes end inside a region.
+    #[error("memory snapshot is truncated")]
+    Truncated,
+    /// A region wraps around the address space.
+    #[error("memory snapshot region wraps the address space")]
+    Wraps,
+}
+
+impl SnapshotReader {
+    /// The first bytes of a serialized snapshot.
+    pub const MAGIC: &'static [u8; 8] = b"ECHSNAP1";
+
+    /// Serializes the snapshot: [`Self::MAGIC`], the region count, then
+    /// each region as address, length (little-endian `u64`s) and bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.len() + 16 * self.regions.len());
+        out.extend_from_slice(Self::MAGIC);
+        out.extend_from_slice(&(self.regions.len() as u64).to_le_bytes());
+        for (addr, bytes) in &self.regions {
+            out.extend_from_slice(&addr.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Reads what [`Self::to_bytes`] wrote from the front of `data`;
+    /// returns the snapshot and the bytes after it.
+    pub fn from_bytes(data: &[u8]) -> Result<(Self, &[u8]), SnapshotError> {
+        let rest = data.strip_prefix(Self::MAGIC).ok_or(SnapshotError::Magic)?;
+        let (count, mut rest) = take_u64(rest)?;
+        let mut snap = SnapshotReader::new();
+        for _ in 0..count {
+            let (addr, r) = take_u64(rest)?;
+            let (len, r) = take_u64(r)?;
+            let len = usize::try_from(len).map_err(|_| SnapshotError::Truncated)?;
+            if r.len() < len {
+                return Err(SnapshotError::Truncated);
+            }
+            addr.checked_add(len as u64).ok_or(SnapshotError::Wraps)?;
+            snap.insert(Addr(addr), &r[..len]);
+            rest = &r[len..];
+        }
+        Ok((snap, rest))
+    }
+}
+
+fn take_u64(data: &[u8]) -> Result<(u64, &[u8]), SnapshotError> {
+    if data.len() < 8 {
+        return Err(SnapshotError::Truncated);
+    }
+    let (head, rest) = data.split_at(8);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(head);
+    Ok((u64::from_le_bytes(b), rest))
+}
+
 impl MemoryReader for SnapshotReader {
     fn reads_are_cheap(&self) -> bool {
         true
@@ -642,6 +705,29 @@ mod tests {
         ));
         // Nor is the top of the (non-canonical) address space.
         assert!(r.read(Addr(0xffff_0000_0000_0000), &mut [0u8; 8]).is_err());
+    }
+
+    #[test]
+    fn snapshots_serialize() {
+        let mut s = SnapshotReader::new();
+        s.insert(Addr(0x1000), &[1, 2, 3]);
+        s.insert(Addr(0x9000), &[9; 20]);
+        let mut bytes = s.to_bytes();
+        bytes.extend_from_slice(b"tail");
+        let (back, rest) = SnapshotReader::from_bytes(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(rest, b"tail");
+        assert_eq!(
+            SnapshotReader::from_bytes(b"nope").unwrap_err(),
+            SnapshotError::Magic
+        );
+        for cut in [9, 20, bytes.len() - 10] {
+            assert_eq!(
+                SnapshotReader::from_bytes(&bytes[..cut]).unwrap_err(),
+                SnapshotError::Truncated,
+                "{cut}"
+            );
+        }
     }
 
     #[test]

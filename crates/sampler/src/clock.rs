@@ -129,3 +129,26 @@ mod tests {
         assert!(now_ns() - t < 5_000_000);
     }
 }
+
+/// The CPU clocks of threads, as the engine reads them in CPU mode: the
+/// kernel's ([`KernelClocks`]), or a test's.
+pub trait CpuClocks {
+    /// CPU time used by thread `tid` so far, in ns (`None`: it ended).
+    fn thread_cpu_ns(&self, tid: u64) -> Option<u64>;
+    /// Whether thread `tid` is on a CPU right now.
+    fn thread_is_running(&self, tid: u64) -> bool;
+}
+
+/// The kernel's clocks of this machine's threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelClocks;
+
+impl CpuClocks for KernelClocks {
+    fn thread_cpu_ns(&self, tid: u64) -> Option<u64> {
+        thread_cpu_ns(tid)
+    }
+
+    fn thread_is_running(&self, tid: u64) -> bool {
+        thread_is_running(tid)
+    }
+}

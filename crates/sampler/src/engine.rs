@@ -7,7 +7,7 @@ use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 
 use crate::cache::{AddrMap, CodeEntry, FrameCache};
-use crate::clock;
+use crate::clock::{CpuClocks, KernelClocks};
 use crate::codewatch::FreedCodes;
 use crate::mem::RegionCache;
 use crate::pthread::TidOffset;
@@ -170,6 +170,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// Where this process's `struct pthread` keeps the kernel tid, to find
     /// the native id of threads before 3.11 that `threading` does not know.
     tid_offset: Option<TidOffset>,
+    /// Where CPU time comes from in CPU mode.
+    clocks: &'r dyn CpuClocks,
     stats: Stats,
 }
 
@@ -207,8 +209,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             since_ns: 0,
             outermost_code: 0,
             tid_offset: None,
+            clocks: &KernelClocks,
             stats: Stats::default(),
         })
+    }
+
+    /// Reads threads' CPU time from `clocks` in CPU mode (the kernel's by
+    /// default; a test's to replay a memory snapshot).
+    pub fn set_cpu_clocks(&mut self, clocks: &'r dyn CpuClocks) {
+        self.clocks = clocks;
     }
 
     /// Says where `struct pthread` keeps the kernel tid in the sampled
@@ -380,7 +389,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 let tid = Some(per.native_id)
                     .filter(|&t| t != 0)
                     .ok_or(Skip::Reason(SkipReason::NoNativeId))?;
-                let cpu = clock::thread_cpu_ns(tid).ok_or(Skip::Reason(SkipReason::CpuClock))?;
+                let cpu = self
+                    .clocks
+                    .thread_cpu_ns(tid)
+                    .ok_or(Skip::Reason(SkipReason::CpuClock))?;
                 let Some(prev) = per.cpu_ns else {
                     // First sight: the baseline. Its CPU time so far was
                     // spent before we could see where.
@@ -392,7 +404,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     per.cpu_ns = Some(prev + delta_us * 1000);
                     per.active_tick = tick;
                 } else if tick.saturating_sub(per.active_tick) > RECENTLY_ACTIVE_TICKS
-                    || !clock::thread_is_running(tid)
+                    || !self.clocks.thread_is_running(tid)
                 {
                     // Not running: nothing to show in CPU mode.
                     return Ok(false);

@@ -1,0 +1,433 @@
+//! The engine without live interpreters: memory images of real CPython
+//! 3.8 to 3.13 processes (recorded by `examples/record_images.rs` from
+//! `tests/images/target.py`, never typed by hand) replayed through the
+//! snapshot reader. Wall and CPU deltas, the re-walk of a stack that moved
+//! while it was read, the filter of unnamed threads, and where mode's names
+//! read from `threading` in memory.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use echion_cpython_layout::views::Target;
+use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion, SnapshotReader};
+use echion_mojo::{Frame, MojoWriter, Profile};
+use echion_sampler::clock::CpuClocks;
+use echion_sampler::codewatch::FreedCodes;
+use echion_sampler::{Engine, Mode, RegistryQueue, Session, ThreadFilter, Update};
+use serde_json::Value;
+
+/// One recorded process.
+struct Image {
+    name: String,
+    version: PyVersion,
+    layout: &'static Layout,
+    pid: u32,
+    runtime: Addr,
+    a: Value,
+    b: Value,
+    snap_a: SnapshotReader,
+    snap_b: SnapshotReader,
+}
+
+fn images() -> Vec<Image> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
+    let mut out = Vec::new();
+    for minor in 8..=13 {
+        let name = format!("py3.{minor}.img");
+        let data = std::fs::read(dir.join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e} (record it with the record_images example)"));
+        let rest = data.strip_prefix(b"ECHIMG1\n").expect("image magic");
+        let (len, rest) = rest.split_at(8);
+        let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+        let header: Value = serde_json::from_slice(&rest[..len]).expect("header");
+        let (snap_a, rest) = SnapshotReader::from_bytes(&rest[len..]).expect("snapshot a");
+        let (snap_b, rest) = SnapshotReader::from_bytes(rest).expect("snapshot b");
+        assert!(rest.is_empty(), "{name}: trailing bytes");
+        let v: Vec<u8> = header["python"]
+            .as_array()
+            .expect("version")
+            .iter()
+            .map(|n| n.as_u64().expect("number") as u8)
+            .collect();
+        let version = PyVersion::new(v[0], v[1], v[2]);
+        assert_eq!(version.minor, minor, "{name}");
+        out.push(Image {
+            name,
+            version,
+            layout: Layout::for_version(version).expect("supported"),
+            pid: header["pid"].as_u64().expect("pid") as u32,
+            runtime: Addr(header["runtime"].as_u64().expect("runtime")),
+            a: header["a"].clone(),
+            b: header["b"].clone(),
+            snap_a,
+            snap_b,
+        });
+    }
+    out
+}
+
+impl Image {
+    /// The target's report of the thread named `name` in `report`.
+    fn thread<'v>(&self, report: &'v Value, name: Option<&str>) -> &'v Value {
+        report["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .find(|t| t["name"].as_str() == name)
+            .unwrap_or_else(|| panic!("{}: no thread {name:?} in the report", self.name))
+    }
+
+    /// The scopes and lines the engine shows for a reported stack.
+    fn expected(&self, thread: &Value) -> Vec<(String, i64)> {
+        let qualified = self.version.minor >= 11;
+        thread["stack"]
+            .as_array()
+            .expect("stack")
+            .iter()
+            .map(|f| {
+                let scope = if qualified { &f[1] } else { &f[0] };
+                (
+                    scope.as_str().expect("scope").to_owned(),
+                    f[2].as_i64().expect("line"),
+                )
+            })
+            .collect()
+    }
+
+    /// Registry updates naming the main thread and the worker (not
+    /// `hidden`, not the raw thread), with their native ids, and saying
+    /// which code object `threading` bootstraps its threads in.
+    fn registry(&self, report: &Value) -> RegistryQueue {
+        let q = RegistryQueue::default();
+        q.post(Update::Track {
+            thread_id: report["main"]["ident"].as_u64().expect("ident"),
+            name: "MainThread".into(),
+            native_id: report["main"]["native_id"].as_u64().expect("native"),
+        });
+        let worker = self.thread(report, Some("worker"));
+        q.post(Update::Track {
+            thread_id: worker["ident"].as_u64().expect("ident"),
+            name: "worker".into(),
+            native_id: worker["native_id"].as_u64().expect("native"),
+        });
+        q.post(Update::BootstrapCode {
+            code: report["bootstrap_code"].as_u64().expect("code"),
+        });
+        q
+    }
+
+    /// The name the engine gives the raw thread: its native id from 3.11,
+    /// its `pthread_t` before (no tid offset in a snapshot).
+    fn raw_name(&self, report: &Value) -> String {
+        let raw = self.thread(report, None);
+        let id = if self.version.minor >= 11 {
+            raw["native_id"].as_u64()
+        } else {
+            raw["ident"].as_u64()
+        };
+        format!("Thread-{}", id.expect("id"))
+    }
+
+    fn engine<'r, R: MemoryReader + ?Sized>(
+        &'r self,
+        reader: &'r R,
+        mode: Mode,
+    ) -> Engine<'r, R, MojoWriter<Vec<u8>>> {
+        let writer = MojoWriter::new(Vec::new(), i64::from(self.pid)).expect("vec");
+        Engine::new(reader, self.layout, self.runtime, mode, 1_000_000, writer).expect("engine")
+    }
+}
+
+/// The line of `target.py` marked `#@command`.
+fn command_line() -> i64 {
+    let text = include_str!("images/target.py");
+    text.lines()
+        .position(|l| l.contains("#@command"))
+        .map(|i| i as i64 + 1)
+        .expect("marker")
+}
+
+fn stack(frames: &[Frame]) -> Vec<(String, i64)> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Frame::Frame(i) => (i.scope.to_string(), i.line),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Samples by thread name: (stack, time, cpu... metric) per tick.
+fn by_thread(profile: &Profile) -> HashMap<String, Vec<(Vec<(String, i64)>, i64)>> {
+    let mut out: HashMap<String, Vec<_>> = HashMap::new();
+    for s in &profile.samples {
+        out.entry(s.thread.clone())
+            .or_default()
+            .push((stack(&s.frames), s.time.expect("time metric")));
+    }
+    out
+}
+
+#[test]
+fn wall_mode_replays_stacks_names_and_deltas() {
+    for img in images() {
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Wall);
+        let t0 = 5_000_000_000;
+        engine.start_at(t0);
+        for dt in [1_000_000, 3_000_000, 6_000_000] {
+            engine.tick(t0 + dt, &names, &freed).expect("tick");
+        }
+        assert_eq!(engine.stats().skipped_total(), 0, "{}", img.name);
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let raw = img.raw_name(&img.a);
+        let mut threads: Vec<&str> = got.keys().map(String::as_str).collect();
+        threads.sort();
+        let mut want = vec!["MainThread", "worker", raw.as_str()];
+        want.sort();
+        // `hidden` is a `threading` thread nobody named: its outermost frame
+        // is `Thread._bootstrap`, so the profile leaves it out.
+        assert_eq!(threads, want, "{}", img.name);
+        for (name, report_name) in [("worker", Some("worker")), (raw.as_str(), None)] {
+            let expected = img.expected(img.thread(&img.a, report_name));
+            let samples = &got[name];
+            let times: Vec<i64> = samples.iter().map(|s| s.1).collect();
+            assert_eq!(
+                times,
+                [1000, 2000, 3000],
+                "{} {name}: wall deltas",
+                img.name
+            );
+            for (s, _) in samples {
+                assert_eq!(s, &expected, "{} {name}", img.name);
+            }
+        }
+        // The main thread was recorded blocked reading its next command.
+        let main = &got["MainThread"][0].0;
+        assert_eq!(
+            main.last(),
+            Some(&("wait_for_command".to_owned(), command_line())),
+            "{}: {main:?}",
+            img.name
+        );
+
+        // Where mode shows every thread state, `hidden` included.
+        let mut every = img.engine(&img.snap_a, Mode::Wall);
+        every.set_filter(ThreadFilter::Every);
+        every.tick(t0, &img.registry(&img.a), &freed).expect("tick");
+        let profile = Profile::parse(&every.into_sink().finish().expect("vec")).expect("mojo");
+        assert_eq!(profile.samples.len(), 4, "{}", img.name);
+    }
+}
+
+/// CPU clocks of a test: per thread, the CPU time at each tick.
+struct FakeClocks {
+    tick: Cell<usize>,
+    times: HashMap<u64, Vec<u64>>,
+}
+
+impl CpuClocks for FakeClocks {
+    fn thread_cpu_ns(&self, tid: u64) -> Option<u64> {
+        self.times.get(&tid).map(|t| t[self.tick.get()])
+    }
+
+    fn thread_is_running(&self, _tid: u64) -> bool {
+        false
+    }
+}
+
+#[test]
+fn cpu_mode_replays_cpu_deltas() {
+    for img in images() {
+        let worker = img.thread(&img.a, Some("worker"));
+        let worker_tid = worker["native_id"].as_u64().expect("native");
+        let main_tid = img.a["main"]["native_id"].as_u64().expect("native");
+        let raw_tid = img.thread(&img.a, None)["native_id"]
+            .as_u64()
+            .expect("native");
+        let clocks = FakeClocks {
+            tick: Cell::new(0),
+            times: HashMap::from([
+                (
+                    worker_tid,
+                    vec![7_000_000, 9_500_000, 9_500_000, 10_250_000],
+                ),
+                (main_tid, vec![1_000_000; 4]),
+                (raw_tid, vec![2_000_000, 2_000_000, 2_400_000, 2_400_000]),
+            ]),
+        };
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Cpu);
+        engine.set_cpu_clocks(&clocks);
+        for tick in 0..4 {
+            clocks.tick.set(tick);
+            engine
+                .tick(1_000_000 * (tick as u64 + 1), &names, &freed)
+                .expect("tick");
+        }
+        let stats = engine.stats().clone();
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        // First sight is the baseline; then only the CPU time used shows,
+        // and a thread whose clock did not move (and is not running) is
+        // left out.
+        let times: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
+        assert_eq!(times, [2500, 750], "{}: worker", img.name);
+        assert_eq!(
+            got["worker"][0].0,
+            img.expected(worker),
+            "{}: worker stack",
+            img.name
+        );
+        assert!(!got.contains_key("MainThread"), "{}", img.name);
+        if img.version.minor >= 11 {
+            let raw = img.raw_name(&img.a);
+            let times: Vec<i64> = got[&raw].iter().map(|s| s.1).collect();
+            assert_eq!(times, [400], "{}: raw thread", img.name);
+        } else {
+            // Before 3.11 a thread state has no native id, and a snapshot
+            // has no glibc to ask: CPU mode cannot read the clocks of the
+            // two threads nobody named (the raw one and `hidden`).
+            assert_eq!(got.len(), 1, "{}: {:?}", img.name, got.keys());
+            assert_eq!(stats.skipped[3], 8, "{}: no_native_id", img.name);
+        }
+    }
+}
+
+/// Serves image `a` until the `at`-th read of `addr` (the thread state of
+/// the worker, re-read after its walk), then image `b`: the thread moved on
+/// between the walk and the check.
+struct Switching<'a> {
+    a: &'a SnapshotReader,
+    b: &'a SnapshotReader,
+    addr: Addr,
+    at: usize,
+    seen: Cell<usize>,
+    switched: Cell<bool>,
+}
+
+impl MemoryReader for Switching<'_> {
+    fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
+        if addr == self.addr {
+            self.seen.set(self.seen.get() + 1);
+            if self.seen.get() == self.at {
+                self.switched.set(true);
+            }
+        }
+        if self.switched.get() {
+            self.b.read(addr, buf)
+        } else {
+            self.a.read(addr, buf)
+        }
+    }
+
+    fn reads_are_cheap(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_stack_that_moved_while_read_is_read_again() {
+    for img in images() {
+        let worker_ident = img.thread(&img.a, Some("worker"))["ident"]
+            .as_u64()
+            .expect("ident");
+        let target = Target::new(&img.snap_a, img.layout);
+        let interp = target
+            .interpreters(img.runtime)
+            .next()
+            .expect("an interpreter")
+            .expect("readable");
+        let tstate = target
+            .threads(&interp)
+            .map(|t| t.expect("thread"))
+            .find(|t| t.thread_id == worker_ident)
+            .expect("the worker's thread state");
+        let reader = Switching {
+            a: &img.snap_a,
+            b: &img.snap_b,
+            addr: tstate.addr,
+            at: 2,
+            seen: Cell::new(0),
+            switched: Cell::new(false),
+        };
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&reader, Mode::Wall);
+        engine
+            .tick(1_000_000, &img.registry(&img.a), &freed)
+            .expect("tick");
+        assert!(
+            reader.switched.get(),
+            "{}: the check re-read the thread",
+            img.name
+        );
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let want_b = img.expected(img.thread(&img.b, Some("worker")));
+        let want_a = img.expected(img.thread(&img.a, Some("worker")));
+        assert_ne!(want_a, want_b);
+        let target_b = Target::new(&img.snap_b, img.layout);
+        let frame_b = target_b
+            .thread(tstate.addr)
+            .expect("the worker in image b")
+            .frame;
+        if frame_b != tstate.frame {
+            // The thread's current frame moved: the walk is redone from
+            // it, on fresh memory.
+            assert_eq!(got["worker"][0].0, want_b, "{}: the stack of now", img.name);
+        } else {
+            // Before 3.11 the innermost frame object of a code object is
+            // reused (its zombie frame): the thread is in the same frame
+            // object, and the stack read whole before the move stands.
+            assert!(img.version.minor <= 10, "{}", img.name);
+            assert_eq!(got["worker"][0].0, want_a, "{}: the stack read", img.name);
+        }
+    }
+}
+
+#[test]
+fn where_dump_names_threads_from_memory() {
+    for img in images() {
+        for (snap, report) in [(&img.snap_a, &img.a), (&img.snap_b, &img.b)] {
+            let session = Session::new(snap, img.pid, img.runtime, img.layout, img.version);
+            let dump = session.dump().expect("dump");
+            let names: Vec<&str> = dump.threads().iter().map(|t| t.name.as_str()).collect();
+            // Main interpreter first, its threads oldest first.
+            assert_eq!(names[0], "MainThread", "{}: {names:?}", img.name);
+            for name in ["worker", "hidden"] {
+                let t = dump
+                    .threads()
+                    .iter()
+                    .find(|t| t.name == name)
+                    .unwrap_or_else(|| panic!("{}: {name} missing from {names:?}", img.name));
+                let frames: Vec<(String, i64)> = t
+                    .frames
+                    .iter()
+                    .map(|id| {
+                        let f = dump.frame(id.expect("readable")).expect("frame");
+                        (f.scope.clone(), f.line)
+                    })
+                    .collect();
+                assert_eq!(
+                    frames,
+                    img.expected(img.thread(report, Some(name))),
+                    "{}",
+                    img.name
+                );
+                let reported = img.thread(report, Some(name));
+                assert_eq!(t.ids.thread_id, reported["ident"].as_u64().expect("ident"));
+                assert_eq!(
+                    t.ids.native_id,
+                    reported["native_id"].as_u64().expect("native"),
+                    "{}: {name}'s native id (from threading before 3.11)",
+                    img.name
+                );
+            }
+            assert_eq!(names.len(), 4, "{}: {names:?}", img.name);
+        }
+    }
+}
