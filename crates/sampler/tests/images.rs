@@ -158,8 +158,11 @@ fn stack(frames: &[Frame]) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// Samples by thread name: (stack, time, cpu... metric) per tick.
-fn by_thread(profile: &Profile) -> HashMap<String, Vec<(Vec<(String, i64)>, i64)>> {
+/// A stack as (scope, line) pairs, outermost first.
+type Stack = Vec<(String, i64)>;
+
+/// Samples by thread name: (stack, time metric), one per tick.
+fn by_thread(profile: &Profile) -> HashMap<String, Vec<(Stack, i64)>> {
     let mut out: HashMap<String, Vec<_>> = HashMap::new();
     for s in &profile.samples {
         out.entry(s.thread.clone())
