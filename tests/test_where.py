@@ -22,12 +22,24 @@ THREAD_RE = re.compile(r"^    🧵 (?P<name>.+?)(?: \(interpreter (?P<iid>\d+)\)
 FRAME_RE = re.compile(r"^          (?P<func>\S.*) \((?P<file>.*):(?P<line>-?\d+)\)$")
 
 
+def all_pythons():
+    """CPython 3.8 to 3.13: ``ECHION_PYTHONS`` (as scripts/test sets it), or
+    the newest of each under /root/.pyenv/versions."""
+    listed = [p for p in os.environ.get("ECHION_PYTHONS", "").split(":") if p]
+    if not listed:
+        for minor in range(8, 14):
+            found = sorted(Path("/root/.pyenv/versions").glob("3.%d.*/bin/python3" % minor))
+            listed.append(str(found[-1]) if found else "missing-3.%d" % minor)
+    assert len(listed) == 6 and all(os.path.exists(p) for p in listed), listed
+    return listed
+
+
 class Target:
     """The target process, started plain or under echion, stopped (and
     reaped) at the end."""
 
-    def __init__(self, tmp_path, mode, under_echion=False, stderr=subprocess.PIPE):
-        cmd = [sys.executable, str(TARGET), mode]
+    def __init__(self, tmp_path, mode, under_echion=False, stderr=subprocess.PIPE, python=None):
+        cmd = [python or sys.executable, str(TARGET), mode]
         if under_echion:
             cmd = echion_command() + ["-o", str(Path(tmp_path) / "profile.mojo")] + cmd
         self.proc = subprocess.Popen(
@@ -64,8 +76,8 @@ class Target:
 def spawn(tmp_path):
     started = []
 
-    def start(mode, under_echion=False, stderr=subprocess.PIPE):
-        t = Target(tmp_path, mode, under_echion, stderr)
+    def start(mode, under_echion=False, stderr=subprocess.PIPE, python=None):
+        t = Target(tmp_path, mode, under_echion, stderr, python)
         started.append(t)
         return t
 
@@ -138,6 +150,22 @@ def test_plain_target_named_threads_ten_times(spawn):
     # The target was never stopped or changed: it goes on and ends as usual.
     rc, out, err = t.finish()
     assert (rc, out, err) == (0, b"done\n", b"")
+
+
+def test_any_supported_version_from_this_interpreter(spawn):
+    # The echion of this interpreter reads targets of every version.
+    for python in all_pythons():
+        t = spawn("threads", python=python)
+        r = where(t.pid, "--json")
+        assert r.returncode == 0, (python, r.stderr.decode())
+        doc = json.loads(r.stdout)
+        version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], stdout=subprocess.PIPE, check=True).stdout.decode().strip()
+        assert doc["python"] == version, python
+        by_name = {th["name"]: th for th in doc["threads"]}
+        assert set(by_name) == {"MainThread", "sleeper", "spinner"}, (python, doc)
+        sleeper = by_name["sleeper"]["frames"][-1]
+        assert (sleeper["function"], sleeper["line"]) == ("sleeper", line_of("sleep")), (python, doc)
+        t.kill()
 
 
 def test_json_form(spawn):

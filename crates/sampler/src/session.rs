@@ -84,7 +84,41 @@ impl<R: MemoryReader> Session<R> {
     /// the version from the process's mapped files.
     pub fn find(reader: R, pid: u32) -> Result<Self, SessionError> {
         let py = process::find_python(pid, &reader)?;
-        Ok(Self::new(reader, pid, py.runtime, py.layout, py.version))
+        let mut session = Self::new(reader, pid, py.runtime, py.layout, py.version);
+        if py.layout.python.1 <= 10 {
+            // Before 3.11 the binary does not always say its micro version:
+            // the interpreter's `sys.version` does.
+            if let Some(v) = session.sys_version() {
+                if v.minor_pair() == py.version.minor_pair() {
+                    session.version = v;
+                }
+            }
+        }
+        Ok(session)
+    }
+
+    /// The version `sys.version` of the main interpreter gives, if it can
+    /// be read.
+    fn sys_version(&self) -> Option<PyVersion> {
+        let target = Target::new(&self.reader, self.layout);
+        let main = target
+            .interpreters(self.runtime)
+            .filter_map(Result::ok)
+            .find(|i| i.id == 0)?;
+        let sys = target.module(main.addr, "sys").ok()??;
+        let text = target.module_global(sys, "version").ok()??;
+        let mut version = String::new();
+        target.read_str(text, &mut version).ok()?;
+        let number = version.split_whitespace().next()?;
+        let mut parts = number.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let micro: String = parts
+            .next()?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Some(PyVersion::new(major, minor, micro.parse().ok()?))
     }
 
     /// Says where `struct pthread` keeps the kernel tid (in-process, before
