@@ -411,6 +411,61 @@ pub const DICT_KEY_ENTRY: u64 = 24;
 pub const DICT_UNICODE_ENTRY: u64 = 16;
 
 impl DictLayout {
+    /// 3.8-3.10: every field but where the interpreter keeps `modules` is
+    /// the same.
+    pub const fn sized(interp_modules: u64) -> Self {
+        Self {
+            interp_modules,
+            tp_basicsize: 32,
+            tp_flags: 168,
+            tp_dictoffset: 288,
+            ht_cached_keys: None,
+            managed_flag: 0,
+            ma_used: 16,
+            ma_keys: 32,
+            ma_values: 40,
+            // why: `struct _dictkeysobject` (Objects/dict-common.h, v3.8.18
+            // to v3.10.13, in no installed header): dk_refcnt, dk_size,
+            // dk_lookup, dk_usable, dk_nentries, then dk_indices.
+            keys: DictKeysLayout::Sized {
+                dk_size: 8,
+                dk_nentries: 32,
+                dk_indices: 40,
+            },
+            values: 0,
+            managed: ManagedDict::No,
+        }
+    }
+
+    /// 3.11-3.13: the same type, dict and keys offsets; the module table,
+    /// the cached keys, the values array and managed dicts move.
+    pub const fn log2(
+        interp_modules: u64,
+        ht_cached_keys: u64,
+        values: u64,
+        managed: ManagedDict,
+    ) -> Self {
+        Self {
+            interp_modules,
+            tp_basicsize: 32,
+            tp_flags: 168,
+            tp_dictoffset: 288,
+            ht_cached_keys: Some(ht_cached_keys),
+            managed_flag: 1 << 4,
+            ma_used: 16,
+            ma_keys: 32,
+            ma_values: 40,
+            keys: DictKeysLayout::Log2 {
+                dk_log2_index_bytes: 9,
+                dk_kind: 10,
+                dk_nentries: 24,
+                dk_indices: 32,
+            },
+            values,
+            managed,
+        }
+    }
+
     /// The oracle facts these numbers claim (those the headers can show:
     /// ≤ 3.10 keep `PyDictKeysObject` in `Objects/dict-common.h`, outside the
     /// installed headers, and the pre-header words are macros, not fields).

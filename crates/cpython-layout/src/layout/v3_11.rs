@@ -394,31 +394,18 @@ pub const LAYOUT: Layout = Layout {
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
     },
-    dict: DictLayout {
-        interp_modules: 888,
-        tp_basicsize: 32,
-        tp_flags: 168,
-        tp_dictoffset: 288,
-        ht_cached_keys: Some(872),
-        managed_flag: 1 << 4,
-        ma_used: 16,
-        ma_keys: 32,
-        ma_values: 40,
-        keys: DictKeysLayout::Log2 {
-            dk_log2_index_bytes: 9,
-            dk_kind: 10,
-            dk_nentries: 24,
-            dk_indices: 32,
-        },
-        values: 0,
+    dict: DictLayout::log2(
+        888,
+        872,
+        0,
         // why: `_PyObject_ManagedDictPointer` is `((PyObject **)obj)-3` and
         // `_PyObject_ValuesPointer` `((PyDictValues **)obj)-4`
         // (Include/internal/pycore_object.h, v3.11.7).
-        managed: ManagedDict::Split {
+        ManagedDict::Split {
             dict: -24,
             values: -32,
         },
-    },
+    ),
 };
 
 /// What these mirrors claim, keyed like the oracle's output.

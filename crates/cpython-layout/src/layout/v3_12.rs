@@ -402,28 +402,15 @@ pub const LAYOUT: Layout = Layout {
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
     },
-    dict: DictLayout {
-        interp_modules: 944,
-        tp_basicsize: 32,
-        tp_flags: 168,
-        tp_dictoffset: 288,
-        ht_cached_keys: Some(880),
-        managed_flag: 1 << 4,
-        ma_used: 16,
-        ma_keys: 32,
-        ma_values: 40,
-        keys: DictKeysLayout::Log2 {
-            dk_log2_index_bytes: 9,
-            dk_kind: 10,
-            dk_nentries: 24,
-            dk_indices: 32,
-        },
-        values: 0,
+    dict: DictLayout::log2(
+        944,
+        880,
+        0,
         // why: `_PyObject_DictOrValuesPointer` is `((PyDictOrValues *)obj)-3`,
         // values tagged by the low bit and stored minus one
         // (Include/internal/pycore_object.h, v3.12.1).
-        managed: ManagedDict::Tagged { at: -24 },
-    },
+        ManagedDict::Tagged { at: -24 },
+    ),
 };
 
 /// What these mirrors claim, keyed like the oracle's output.

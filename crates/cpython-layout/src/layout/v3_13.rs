@@ -406,32 +406,19 @@ pub const LAYOUT: Layout = Layout {
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
     },
-    dict: DictLayout {
-        interp_modules: 7656,
-        tp_basicsize: 32,
-        tp_flags: 168,
-        tp_dictoffset: 288,
-        ht_cached_keys: Some(880),
-        managed_flag: 1 << 4,
-        ma_used: 16,
-        ma_keys: 32,
-        ma_values: 40,
-        keys: DictKeysLayout::Log2 {
-            dk_log2_index_bytes: 9,
-            dk_kind: 10,
-            dk_nentries: 24,
-            dk_indices: 32,
-        },
-        values: 8,
+    dict: DictLayout::log2(
+        7656,
+        880,
+        8,
         // why: `_PyObject_ManagedDictPointer` is `((PyManagedDictPointer *)obj)-3`
         // and `_PyObject_InlineValues` is at `tp_basicsize`
         // (Include/internal/pycore_object.h, v3.13.0).
-        managed: ManagedDict::Inline {
+        ManagedDict::Inline {
             dict: -24,
             inline_flag: 1 << 2,
             valid: 3,
         },
-    },
+    ),
 };
 
 /// What these mirrors claim, keyed like the oracle's output.

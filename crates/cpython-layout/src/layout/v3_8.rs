@@ -319,27 +319,7 @@ pub const LAYOUT: Layout = Layout {
         task_coro: off!(TaskObj, task_coro),
         task_name: off!(TaskObj, task_name),
     },
-    dict: DictLayout {
-        interp_modules: 56,
-        tp_basicsize: 32,
-        tp_flags: 168,
-        tp_dictoffset: 288,
-        ht_cached_keys: None,
-        managed_flag: 0,
-        ma_used: 16,
-        ma_keys: 32,
-        ma_values: 40,
-        // why: `struct _dictkeysobject` (Objects/dict-common.h, v3.8.18 to
-        // v3.10.13, in no installed header): dk_refcnt, dk_size, dk_lookup,
-        // dk_usable, dk_nentries, then dk_indices.
-        keys: DictKeysLayout::Sized {
-            dk_size: 8,
-            dk_nentries: 32,
-            dk_indices: 40,
-        },
-        values: 0,
-        managed: ManagedDict::No,
-    },
+    dict: DictLayout::sized(56),
 };
 
 /// What these mirrors claim, keyed like the oracle's output.
