@@ -17,9 +17,9 @@ pub use super::common::{BytesObject, ObjectHead, TypeObject, VarObjectHead};
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
-    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictKeysLayout, DictLayout, FrameLayout,
-    GenLayout, InterpLayout, Layout, LongLayout, LongSize, ManagedDict, ObjectFrameLayout,
-    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout, ValueStack,
+    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
+    InterpLayout, Layout, LongLayout, LongSize, ObjectFrameLayout, ObjectLayout, RuntimeLayout,
+    ThreadLayout, UnicodeLayout, ValueStack,
 };
 use crate::addr::Addr;
 

@@ -23,9 +23,9 @@ pub use super::common::{BytesObject, ObjectHead, TypeObject, VarObjectHead};
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
-    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictKeysLayout, DictLayout, FrameLayout,
-    GenLayout, GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize,
-    ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
+    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
+    GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ManagedDict,
+    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 

@@ -29,9 +29,9 @@ use super::debug_offsets::DebugOffsets;
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
-    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictKeysLayout, DictLayout, FrameLayout,
-    GenLayout, GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize,
-    ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
+    AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
+    GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ManagedDict,
+    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
