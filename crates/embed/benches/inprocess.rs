@@ -109,12 +109,13 @@ fn bench_embedded(lib: &std::path::Path) {
 }
 
 /// Ticks with `reader`, as `echion_sampler::run` does (statically
-/// dispatched, the handler checked before each tick when `refresh`).
+/// dispatched; the tick checks the handler itself, `MemoryReader::begin_tick`).
+/// `direct`: whether the reader is to read with guarded loads.
 fn bench_reader(
     c: &mut Criterion,
     name: &str,
     reader: &GuardedReader,
-    refresh: bool,
+    direct: bool,
     layout: &'static Layout,
     runtime: echion_cpython_layout::Addr,
     version: echion_cpython_layout::PyVersion,
@@ -131,9 +132,6 @@ fn bench_reader(
         &format!("in-process tick, {name}, 1 thread x 50 cached frames, python {version}"),
         |b| {
             b.iter(|| {
-                if refresh {
-                    assert!(reader.refresh());
-                }
                 now += 1_000_000;
                 engine.tick(now, &registry, &freed).expect("tick");
             })
@@ -148,5 +146,11 @@ fn bench_reader(
         engine.stats().samples,
         engine.stats().ticks,
         "{version}: one sample a tick"
+    );
+    let fallback = if direct { 0 } else { engine.stats().ticks };
+    assert_eq!(
+        engine.stats().fallback_ticks,
+        fallback,
+        "{version}: {name} on its read path every tick"
     );
 }
