@@ -168,6 +168,24 @@ def test_any_supported_version_from_this_interpreter(spawn):
         t.kill()
 
 
+def test_threads_threading_does_not_know_are_named_by_native_id(spawn):
+    # On every version, also before 3.11 where only glibc knows a thread's
+    # kernel id (read at the offset this process's glibc uses, checked
+    # against the target's main thread).
+    for python in all_pythons():
+        t = spawn("raw", python=python)
+        doc = json.loads(where(t.pid, "--json").stdout)
+        unknown = [th for th in doc["threads"] if th["name"] not in ("MainThread", "sleeper", "spinner")]
+        assert len(unknown) == 1, (python, doc)
+        raw = unknown[0]
+        assert raw["native_id"] is not None and os.path.isdir(f"/proc/{t.pid}/task/{raw['native_id']}"), (python, raw)
+        assert raw["name"] == "Thread-%d" % raw["native_id"], (python, raw)
+        assert (raw["frames"][-1]["function"], raw["frames"][-1]["line"]) == ("raw_wait", line_of("raw")), (python, raw)
+        # threading's threads carry their native ids too.
+        assert all(th["native_id"] for th in doc["threads"]), (python, doc)
+        t.kill()
+
+
 def test_json_form(spawn):
     t = spawn("threads")
     r = where(t.pid, "--json")

@@ -10,12 +10,15 @@ Modes (argv[1]):
 - ``sub``: a thread ``runner`` runs code in a subinterpreter that sleeps.
 - ``private``: as ``threads``, and the process makes itself non-dumpable
   (only CAP_SYS_PTRACE may read it).
+- ``raw``: as ``threads``, plus a thread started with ``_thread`` (which
+  `threading` does not know) waiting in ``raw_wait``.
 - ``own-quit``: as ``threads``, with a ``SIGQUIT`` handler of its own that
   prints ``own handler`` (on stdout, after ``done``).
 
 Prints ``ready <pid>`` once every thread is in place.
 """
 
+import _thread
 import ctypes
 import os
 import signal
@@ -24,7 +27,7 @@ import threading
 import time
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "threads"
-started = threading.Barrier(3 if mode != "sub" else 2)
+started = threading.Barrier({"sub": 2, "raw": 4}.get(mode, 3))
 stop = False
 
 
@@ -48,6 +51,11 @@ in_subinterpreter()
 """
 
 
+def raw_wait():
+    started.wait()
+    time.sleep(3600)  #@raw
+
+
 def runner():
     try:
         import _interpreters as interpreters  # 3.13
@@ -69,6 +77,8 @@ def main():
     else:
         threading.Thread(target=sleeper, name="sleeper", daemon=True).start()
         threading.Thread(target=spin, name="spinner", daemon=True).start()
+    if mode == "raw":
+        _thread.start_new_thread(raw_wait, ())
     started.wait()
     time.sleep(0.2)
     print("ready", os.getpid(), flush=True)

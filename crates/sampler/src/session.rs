@@ -55,7 +55,18 @@ impl Session<ProcessReader> {
     /// stopped, so it works while the process is stuck holding the GIL.
     pub fn attach(pid: u32) -> Result<Self, SessionError> {
         let reader = ProcessReader::new(pid)?;
-        Self::find(reader, pid)
+        let mut session = Self::find(reader, pid)?;
+        if session.layout.thread.native_thread_id.is_none() {
+            // Before 3.11 only glibc knows a thread's kernel id. Where this
+            // process's glibc keeps it is where the target's does if they
+            // share the C library: kept only if it gives the main thread's
+            // id (the pid) for one of the target's thread states.
+            let offset = ProcessReader::own()
+                .ok()
+                .and_then(|own| TidOffset::find(&own));
+            session.tid_offset = offset.filter(|&o| session.offset_fits(o));
+        }
+        Ok(session)
     }
 }
 
@@ -95,6 +106,23 @@ impl<R: MemoryReader> Session<R> {
             }
         }
         Ok(session)
+    }
+
+    /// Whether `offset` reads the pid as the kernel id of one of the main
+    /// interpreter's thread states (its main thread).
+    fn offset_fits(&self, offset: TidOffset) -> bool {
+        let target = Target::new(&self.reader, self.layout);
+        let Some(main) = target
+            .interpreters(self.runtime)
+            .filter_map(Result::ok)
+            .find(|i| i.id == 0)
+        else {
+            return false;
+        };
+        target
+            .threads(&main)
+            .filter_map(Result::ok)
+            .any(|t| offset.tid_of(&self.reader, t.thread_id) == Some(u64::from(self.pid)))
     }
 
     /// The version `sys.version` of the main interpreter gives, if it can
