@@ -186,6 +186,40 @@ def test_threads_threading_does_not_know_are_named_by_native_id(spawn):
         t.kill()
 
 
+def _where_on_a_terminal(pid, env=None):
+    """``echion -w pid`` with stdout a terminal; what it printed there."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(echion_command() + ["-w", str(pid)], env=echion_env(env), stdout=slave, stderr=subprocess.PIPE, timeout=30)
+        assert r.returncode == 0, r.stderr.decode()
+        os.close(slave)
+        slave = None
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out.decode()
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+
+
+def test_colours_on_a_terminal_only(spawn):
+    t = spawn("threads")
+    coloured = _where_on_a_terminal(t.pid)
+    assert HEADER in coloured and "\x1b[33;1msleeper\x1b[0m" in coloured, coloured
+    plain = _where_on_a_terminal(t.pid, env={"NO_COLOR": "1"})
+    assert HEADER in plain and "\x1b[" not in plain, plain
+
+
 def test_json_form(spawn):
     t = spawn("threads")
     r = where(t.pid, "--json")

@@ -72,12 +72,6 @@ impl Dump {
         self.threads.reverse();
     }
 
-    /// Forgets the threads (keeping the frames, whose ids an engine may
-    /// have cached).
-    pub fn clear_threads(&mut self) {
-        self.threads.clear();
-    }
-
     /// Prints the dump the way echion 0.3's where mode does: a header, then
     /// per thread `🧵 NAME:` and its frames outermost first, `func
     /// (file:line)`. With `colour`, ANSI colours as echion 0.3 uses them.

@@ -95,12 +95,10 @@ pub enum SamplerError {
         /// What the caller says.
         running: PyVersion,
     },
-    /// The line tables of this version are not known.
-    #[error("unsupported line table format: {0:?}")]
-    LineTable(echion_cpython_layout::linetable::LineTableError),
-    /// The session could not be set up.
+    /// The session could not be set up (the line tables of this version
+    /// are not known).
     #[error("{0}")]
-    Session(SessionError),
+    Session(#[from] SessionError),
 }
 
 /// Set by [`request_dump`], taken by the loop.
@@ -279,12 +277,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         // `threading` does not name.
         session.set_tid_offset(TidOffset::find(&reader));
     }
-    let mut engine = session
-        .engine(config.mode, interval_ns, writer)
-        .map_err(|e| match e {
-            SessionError::LineTable(e) => SamplerError::LineTable(e),
-            other => SamplerError::Session(other),
-        })?;
+    let mut engine = session.engine(config.mode, interval_ns, writer)?;
     engine.start_at(origin_ns);
 
     clock::minimise_timer_slack();
@@ -299,7 +292,9 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         if end.is_some_and(|end| now >= end) {
             break;
         }
-        if DUMP_REQUESTED.swap(false, Ordering::AcqRel) {
+        // A plain load first: no locked instruction in a tick that has no
+        // dump to print.
+        if DUMP_REQUESTED.load(Ordering::Relaxed) && DUMP_REQUESTED.swap(false, Ordering::AcqRel) {
             dump_to_stderr(&session);
         }
         engine
