@@ -67,6 +67,15 @@ int main(void) {
     F(PyObject, ob_type);
     F(PyVarObject, ob_size);
     F(PyTypeObject, tp_name);
+    F(PyTypeObject, tp_base);
+
+    /* Sets and weak references (Include/cpython/setobject.h,
+       Include/cpython/weakrefobject.h): asyncio's task sets. */
+    F(PySetObject, mask);
+    F(PySetObject, table);
+    F(setentry, key);
+    S(setentry);
+    F(PyWeakReference, wr_object);
 
     /* Runtime and interpreter state. */
     F(_PyRuntimeState, interpreters.head);

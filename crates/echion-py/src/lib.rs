@@ -1,10 +1,11 @@
 //! `echion.core`: the native module of the echion Python package.
 //!
 //! It keeps the functions of the C++ echion 0.3 (`start`, `start_async`,
-//! `stop`, `track_thread`, `untrack_thread`, `set_*`, asyncio hooks) over the
-//! Rust sampler, and the command-line front end (`cli_main`). The features
-//! that later releases bring (memory, native stacks, where mode, asyncio
-//! task stacks) raise `NotImplementedError` naming the feature.
+//! `stop`, `track_thread`, `untrack_thread`, `set_*`, the asyncio hooks
+//! `init_asyncio`, `track_asyncio_loop`, `link_tasks`) over the Rust
+//! sampler, and the command-line front end (`cli_main`). The features that
+//! later releases bring (memory, native stacks) raise
+//! `NotImplementedError` naming the feature.
 //!
 //! All module state lives in statics that are only touched with the GIL
 //! held; the sampler thread gets its own `Arc` of what it needs. A fork
@@ -381,26 +382,68 @@ fn set_exposure(seconds: f64) -> PyResult<()> {
     Ok(())
 }
 
-/// asyncio task stacks (a later release).
+/// Tells the sampler where asyncio keeps its tasks: `current_tasks`
+/// (`asyncio.tasks._current_tasks`, accepted for echion 0.3's signature;
+/// the task on the CPU is found from the thread's stack), the `set` of weak
+/// references behind `_scheduled_tasks.data` (`_all_tasks.data` before
+/// 3.12), and `_eager_tasks` (3.12+) or `None`. The sets must stay alive
+/// (they are asyncio's own module globals).
 #[pyfunction]
-#[pyo3(signature = (*args))]
-fn init_asyncio(args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
-    let _ = args;
-    later("asyncio task stacks", true)
+#[pyo3(signature = (current_tasks, scheduled_tasks, eager_tasks=None))]
+fn init_asyncio(
+    current_tasks: Bound<'_, PyAny>,
+    scheduled_tasks: Bound<'_, PyAny>,
+    eager_tasks: Option<Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let _ = current_tasks;
+    let set = |o: &Bound<'_, PyAny>, what: &str| -> PyResult<u64> {
+        if o.is_instance_of::<pyo3::types::PySet>() {
+            Ok(o.as_ptr() as u64)
+        } else {
+            Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "init_asyncio: {what} must be a set, not {}",
+                o.get_type().name()?
+            )))
+        }
+    };
+    let scheduled = set(&scheduled_tasks, "scheduled_tasks")?;
+    let eager = match &eager_tasks {
+        Some(e) => set(e, "eager_tasks")?,
+        None => 0,
+    };
+    with_state(|s| {
+        s.control
+            .registry
+            .post(Update::AsyncioRoots { scheduled, eager })
+    });
+    Ok(())
 }
 
-/// asyncio task stacks (a later release).
+/// Tells the sampler that the thread `thread_id` runs the event loop
+/// `loop` (or, with `None`, no longer runs one).
 #[pyfunction]
-fn track_asyncio_loop(thread_id: u64, loop_: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-    let _ = (thread_id, loop_);
-    later("asyncio task stacks", true)
+#[pyo3(signature = (thread_id, r#loop))]
+fn track_asyncio_loop(thread_id: u64, r#loop: Option<Bound<'_, PyAny>>) {
+    let event_loop = r#loop.map_or(0, |l| l.as_ptr() as u64);
+    with_state(|s| {
+        s.control.registry.post(Update::Loop {
+            thread_id,
+            event_loop,
+        })
+    });
 }
 
-/// asyncio task stacks (a later release).
+/// Tells the sampler that the task `parent` waits on `child` (a task or a
+/// future) in a way that neither records (`gather`, `wait`, …). Only
+/// addresses are kept: no reference keeps either alive.
 #[pyfunction]
-fn link_tasks(parent: Bound<'_, PyAny>, child: Bound<'_, PyAny>) -> PyResult<()> {
-    let _ = (parent, child);
-    later("asyncio task stacks", true)
+fn link_tasks(parent: Option<Bound<'_, PyAny>>, child: Bound<'_, PyAny>) {
+    let Some(parent) = parent else { return };
+    let (parent, child) = (parent.as_ptr() as u64, child.as_ptr() as u64);
+    if parent == child {
+        return;
+    }
+    with_state(|s| s.control.registry.post(Update::LinkTask { child, parent }));
 }
 
 /// The `echion` command: validates the options and replaces this process

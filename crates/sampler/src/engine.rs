@@ -13,6 +13,7 @@ use crate::mem::RegionCache;
 use crate::pthread::TidOffset;
 use crate::registry::{RegistryQueue, ThreadNames};
 use crate::sink::{Sink, ThreadIds};
+use crate::tasks::{FrameInterner, TaskTable};
 
 /// What the samples measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,12 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// subinterpreter has one thread state in each interpreter.
     threads: AddrMap<(u64, u64), PerThread>,
     stack: Vec<StackEntry>,
+    /// The addresses of `stack`'s frames, for a thread that runs an event
+    /// loop (to find where the task on the CPU starts).
+    stack_addrs: Vec<u64>,
     stacks: StackSet,
+    tasks: TaskTable,
+    task_buf: Vec<StackEntry>,
     freed: Vec<u64>,
     name_buf: String,
     regions: RegionCache<'r, R>,
@@ -201,7 +207,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             cache: FrameCache::new(1 << 16, 1 << 13),
             threads: AddrMap::default(),
             stack: Vec::with_capacity(256),
+            stack_addrs: Vec::with_capacity(256),
             stacks: StackSet::default(),
+            tasks: TaskTable::default(),
+            task_buf: Vec::with_capacity(256),
             freed: Vec::new(),
             name_buf: String::new(),
             regions: RegionCache::new(reader),
@@ -235,6 +244,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     /// The counters so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters of the asyncio task reader.
+    pub fn task_stats(&self) -> crate::tasks::TaskStats {
+        self.tasks.stats()
     }
 
     /// Says which thread states a tick shows (a profile's by default).
@@ -419,8 +433,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let native_id = per.native_id;
         self.stacks.clear();
         self.stack.clear();
+        self.stack_addrs.clear();
+        let event_loop = self.names.asyncio().loop_of(thread.thread_id);
+        let want_addrs = event_loop.is_some();
         let fresh = regions.map(RegionCache::miss_count);
-        self.walk(memory, thread.frame)?;
+        self.walk(memory, thread.frame, want_addrs)?;
         // With direct reads every frame was read live, during the walk.
         let read_live = regions.is_none() || regions.map(RegionCache::miss_count) != fresh;
         if read_live {
@@ -434,7 +451,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 .map_err(|e| Skip::Reason(e.into()))?;
             if now.frame != thread.frame {
                 self.stack.clear();
-                self.walk(self.reader, now.frame)?;
+                self.stack_addrs.clear();
+                self.walk(self.reader, now.frame, want_addrs)?;
             }
         }
         // In the main interpreter, a thread that `threading` has not named
@@ -452,7 +470,36 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             return Ok(false);
         }
         self.stack.reverse();
-        self.stacks.push_from(&self.stack);
+        let mut by_task = false;
+        if let Some(event_loop) = event_loop {
+            self.stack_addrs.reverse();
+            let target = Target::new(memory, self.layout);
+            let mut interner = StackBuilder {
+                cache: &mut self.cache,
+                sink: &mut self.sink,
+                stack: &mut self.task_buf,
+                addrs: None,
+                outermost: 0,
+                tick,
+                format: self.format,
+            };
+            if self
+                .tasks
+                .read(&target, self.names.asyncio_mut(), tick, &mut interner)
+            {
+                by_task = self.tasks.stacks(
+                    event_loop,
+                    &self.stack,
+                    &self.stack_addrs,
+                    self.mode == Mode::Cpu,
+                    &mut self.stacks,
+                    &mut self.task_buf,
+                );
+            }
+        }
+        if !by_task {
+            self.stacks.push_from(&self.stack);
+        }
 
         let name: &str = match self.names.get(thread.thread_id) {
             Some(meta) => &meta.name,
@@ -491,12 +538,19 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     }
 
     /// Walks the stack from `frame` outwards into `self.stack` (innermost
-    /// first), decoding and interning frames not seen before.
-    fn walk<M: MemoryReader + ?Sized>(&mut self, memory: &M, frame: Addr) -> Result<(), Skip> {
+    /// first), decoding and interning frames not seen before; with
+    /// `addrs`, the frames' addresses go to `self.stack_addrs`.
+    fn walk<M: MemoryReader + ?Sized>(
+        &mut self,
+        memory: &M,
+        frame: Addr,
+        addrs: bool,
+    ) -> Result<(), Skip> {
         let mut builder = StackBuilder {
             cache: &mut self.cache,
             sink: &mut self.sink,
             stack: &mut self.stack,
+            addrs: addrs.then_some(&mut self.stack_addrs),
             outermost: 0,
             tick: self.tick,
             format: self.format,
@@ -513,6 +567,8 @@ struct StackBuilder<'e, S: Sink> {
     cache: &'e mut FrameCache,
     sink: &'e mut S,
     stack: &'e mut Vec<StackEntry>,
+    /// Where each frame's address goes, if anywhere.
+    addrs: Option<&'e mut Vec<u64>>,
     /// The code object of the outermost Python frame so far.
     outermost: u64,
     tick: u64,
@@ -538,7 +594,29 @@ impl<R: MemoryReader + ?Sized, S: Sink> FrameVisitor<R> for StackBuilder<'_, S> 
             None => self.decode_frame(target, info.code, info.offset)?,
         };
         self.stack.push(StackEntry::Frame(id));
+        if let Some(addrs) = self.addrs.as_deref_mut() {
+            addrs.push(info.addr.0);
+        }
         Ok(())
+    }
+}
+
+impl<R: MemoryReader + ?Sized, S: Sink> FrameInterner<R> for StackBuilder<'_, S> {
+    fn intern(&mut self, target: &Target<'_, R>, info: &FrameInfo) -> Result<FrameId, ViewError> {
+        let offset = info.offset.unwrap_or(u32::MAX);
+        match self.cache.frame(info.code.0, offset, self.tick) {
+            Some(id) => Ok(id),
+            None => self.decode_frame(target, info.code, info.offset),
+        }
+    }
+
+    fn first_traceable(&mut self, target: &Target<'_, R>, code: Addr) -> Result<i32, ViewError> {
+        self.cache
+            .first_traceable(code.0, || target.code_firsttraceable(code))
+    }
+
+    fn intern_spec(&mut self, spec: &FrameSpec<'_>) -> FrameId {
+        self.sink.intern_frame(spec)
     }
 }
 

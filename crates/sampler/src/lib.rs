@@ -15,6 +15,7 @@ pub mod registry;
 pub mod run;
 pub mod session;
 pub mod sink;
+pub mod tasks;
 
 pub use dump::Dump;
 pub use echion_cpython_layout::PyVersion;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 
 use crate::cache::AddrMap;
+use crate::tasks::{AsyncioKnown, AsyncioRoots};
 
 /// A change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,31 @@ pub enum Update {
     BootstrapCode {
         /// The code object's address (`id(Thread._bootstrap.__code__)`).
         code: u64,
+    },
+    /// asyncio was imported: where it keeps its tasks
+    /// (`echion.core.init_asyncio`).
+    AsyncioRoots {
+        /// `id()` of the set behind `_scheduled_tasks.data` (`_all_tasks`
+        /// before 3.12).
+        scheduled: u64,
+        /// `id(_eager_tasks)` (3.12+), 0 if none.
+        eager: u64,
+    },
+    /// A thread started (or stopped, with 0) running an event loop
+    /// (`echion.core.track_asyncio_loop`).
+    Loop {
+        /// `threading.get_ident()`.
+        thread_id: u64,
+        /// `id(loop)`, 0 when it no longer runs one.
+        event_loop: u64,
+    },
+    /// `parent` waits on `child` in a way no field of theirs records
+    /// (`gather`, `wait`…: `echion.core.link_tasks`).
+    LinkTask {
+        /// `id()` of the task waited on.
+        child: u64,
+        /// `id()` of the task waiting.
+        parent: u64,
     },
 }
 
@@ -97,6 +123,7 @@ pub struct ThreadNames {
     map: AddrMap<u64, ThreadMeta>,
     bootstrap_codes: Vec<u64>,
     scratch: Vec<Update>,
+    asyncio: AsyncioKnown,
 }
 
 impl ThreadNames {
@@ -115,6 +142,26 @@ impl ThreadNames {
                 }
                 Update::Untrack { thread_id } => {
                     self.map.remove(&thread_id);
+                    self.asyncio.loops.remove(&thread_id);
+                }
+                Update::AsyncioRoots { scheduled, eager } => {
+                    self.asyncio.roots =
+                        (scheduled != 0).then_some(AsyncioRoots { scheduled, eager });
+                }
+                Update::Loop {
+                    thread_id,
+                    event_loop,
+                } => {
+                    if event_loop == 0 {
+                        self.asyncio.loops.remove(&thread_id);
+                    } else {
+                        self.asyncio.loops.insert(thread_id, event_loop);
+                    }
+                }
+                Update::LinkTask { child, parent } => {
+                    if child != 0 && parent != 0 {
+                        self.asyncio.links.insert(child, parent);
+                    }
                 }
                 Update::BootstrapCode { code } => {
                     if code != 0 && !self.bootstrap_codes.contains(&code) {
@@ -136,6 +183,16 @@ impl ThreadNames {
     /// [`Update::BootstrapCode`]).
     pub fn hides_outermost(&self, code: u64) -> bool {
         code != 0 && self.bootstrap_codes.contains(&code)
+    }
+
+    /// What Python told of asyncio.
+    pub fn asyncio(&self) -> &AsyncioKnown {
+        &self.asyncio
+    }
+
+    /// What Python told of asyncio, to update (links of finished tasks go).
+    pub fn asyncio_mut(&mut self) -> &mut AsyncioKnown {
+        &mut self.asyncio
     }
 
     /// Number of threads known.

@@ -322,6 +322,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     }
     let duration_us = (clock::now_ns() - start) / 1000;
     let stats = engine.stats().clone();
+    let task_stats = engine.task_stats();
     let writer = engine.sink();
     let mut meta = vec![
         ("duration".to_owned(), duration_us.to_string()),
@@ -341,6 +342,19 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let dropped = control.registry.dropped();
     if dropped > 0 {
         meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));
+    }
+    if task_stats.capped_ticks > 0 {
+        // More tasks than one tick reads: some were left out.
+        meta.push((
+            "tasks_capped_ticks".to_owned(),
+            task_stats.capped_ticks.to_string(),
+        ));
+    }
+    if task_stats.error_ticks > 0 {
+        meta.push((
+            "task_error_ticks".to_owned(),
+            task_stats.error_ticks.to_string(),
+        ));
     }
     for reason in SkipReason::ALL {
         let n = stats.skipped[reason as usize];

@@ -32,7 +32,7 @@ pub struct VarObjectHead {
     pub ob_size: i64,
 }
 
-/// The head of `PyTypeObject`, up to `tp_name`.
+/// The head of `PyTypeObject`, up to `tp_base`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct TypeObject {
@@ -40,6 +40,84 @@ pub struct TypeObject {
     pub ob_base: VarObjectHead,
     /// `tp_name`: a NUL-terminated C string, `"module.Name"` or `"name"`.
     pub tp_name: Addr,
+    /// `tp_basicsize` … `tp_getset`: 28 pointer-sized slots not read.
+    pub _pad0: [u8; 224],
+    /// `tp_base`: the base type (null for `object`).
+    pub tp_base: Addr,
+}
+
+/// `setentry` (Include/cpython/setobject.h): one slot of a set's table.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SetEntry {
+    /// `key`: null for an empty slot, the `dummy` object for a deleted one.
+    pub key: Addr,
+    /// `hash`.
+    pub hash: i64,
+}
+
+/// `PySetObject` (Include/cpython/setobject.h), up to `table`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SetObject {
+    /// `ob_base`.
+    pub ob_base: ObjectHead,
+    /// `fill`: active and dummy entries.
+    pub fill: i64,
+    /// `used`: active entries.
+    pub used: i64,
+    /// `mask`: the table has `mask + 1` slots.
+    pub mask: i64,
+    /// `table`: `smalltable` or a heap array of `setentry`.
+    pub table: Addr,
+}
+
+/// `PyWeakReference` (Include/cpython/weakrefobject.h), up to `wr_object`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct WeakReference {
+    /// `ob_base`.
+    pub ob_base: ObjectHead,
+    /// `wr_object`: the referent, `Py_None` once it is gone.
+    pub wr_object: Addr,
+}
+
+/// `PyAsyncGenASend` (Objects/genobject.c, private), up to `ags_gen`: the
+/// awaitable of `agen.__anext__()` / `asend()`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct AsyncGenASend {
+    /// `ob_base`.
+    pub ob_base: ObjectHead,
+    /// `ags_gen`: the async generator it drives.
+    pub ags_gen: Addr,
+}
+
+/// The set, weak reference and awaitable offsets, the same in every
+/// supported version (each version's `LAYOUT` uses this).
+pub const CONTAINERS: super::ContainerLayout = super::ContainerLayout {
+    set_mask: super::off!(SetObject, mask),
+    set_table: super::off!(SetObject, table),
+    set_entry_size: core::mem::size_of::<SetEntry>() as u64,
+    set_entry_key: super::off!(SetEntry, key),
+    wr_object: super::off!(WeakReference, wr_object),
+    ags_gen: super::off!(AsyncGenASend, ags_gen),
+};
+
+/// What the mirrors of this module claim that the oracle can check (the
+/// private `PyAsyncGenASend` is in no header; the images tests read real
+/// ones).
+pub fn facts() -> Vec<super::oracle::Fact> {
+    use super::{field, size};
+    use core::mem::size_of;
+    vec![
+        field!("PyTypeObject.tp_base", TypeObject, tp_base),
+        field!("PySetObject.mask", SetObject, mask),
+        field!("PySetObject.table", SetObject, table),
+        field!("setentry.key", SetEntry, key),
+        size("setentry", size_of::<SetEntry>()),
+        field!("PyWeakReference.wr_object", WeakReference, wr_object),
+    ]
 }
 
 /// `PyBytesObject`; `ob_sval` is the flexible array of the contents

@@ -42,6 +42,26 @@ pub struct ObjectLayout {
     pub ob_size: u64,
     /// `PyTypeObject.tp_name` (a `const char *`).
     pub tp_name: u64,
+    /// `PyTypeObject.tp_base`.
+    pub tp_base: u64,
+}
+
+/// Offsets in sets, weak references and the awaitables of async generators
+/// (the same in every supported version: [`common::CONTAINERS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerLayout {
+    /// `PySetObject.mask`.
+    pub set_mask: u64,
+    /// `PySetObject.table`.
+    pub set_table: u64,
+    /// `sizeof(setentry)`.
+    pub set_entry_size: u64,
+    /// `setentry.key`.
+    pub set_entry_key: u64,
+    /// `PyWeakReference.wr_object`.
+    pub wr_object: u64,
+    /// `PyAsyncGenASend.ags_gen` (Objects/genobject.c).
+    pub ags_gen: u64,
 }
 
 /// Offsets in `_PyRuntimeState`.
@@ -613,6 +633,8 @@ pub struct Layout {
     pub asyncio: AsyncioLayout,
     /// Types, dicts, modules.
     pub dict: DictLayout,
+    /// Sets, weak references, async generator awaitables.
+    pub containers: ContainerLayout,
 }
 
 /// The interpreter version has no layout.

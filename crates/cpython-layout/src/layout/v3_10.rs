@@ -263,6 +263,7 @@ pub const LAYOUT: Layout = Layout {
         ob_type: off!(ObjectHead, ob_type),
         ob_size: off!(VarObjectHead, ob_size),
         tp_name: off!(TypeObject, tp_name),
+        tp_base: off!(TypeObject, tp_base),
     },
     runtime: RuntimeLayout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
@@ -338,11 +339,13 @@ pub const LAYOUT: Layout = Layout {
         task_name: off!(TaskObj, task_name),
     },
     dict: DictLayout::sized(856),
+    containers: super::common::CONTAINERS,
 };
 
 /// What these mirrors claim, keyed like the oracle's output.
 pub fn mirror_facts() -> Vec<Fact> {
-    vec![
+    let mut facts = super::common::facts();
+    facts.extend([
         field!("PyObject.ob_type", ObjectHead, ob_type),
         field!("PyVarObject.ob_size", VarObjectHead, ob_size),
         field!("PyTypeObject.tp_name", TypeObject, tp_name),
@@ -395,5 +398,6 @@ pub fn mirror_facts() -> Vec<Fact> {
         konst("PyLong_SHIFT", PYLONG_SHIFT as i64),
         size("digit", core::mem::size_of::<u32>()),
         field!("PyGenObject.gi_frame", GenObject, gi_frame),
-    ]
+    ]);
+    facts
 }

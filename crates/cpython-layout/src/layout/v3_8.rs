@@ -247,6 +247,7 @@ pub const LAYOUT: Layout = Layout {
         ob_type: off!(ObjectHead, ob_type),
         ob_size: off!(VarObjectHead, ob_size),
         tp_name: off!(TypeObject, tp_name),
+        tp_base: off!(TypeObject, tp_base),
     },
     runtime: RuntimeLayout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
@@ -320,11 +321,13 @@ pub const LAYOUT: Layout = Layout {
         task_name: off!(TaskObj, task_name),
     },
     dict: DictLayout::sized(56),
+    containers: super::common::CONTAINERS,
 };
 
 /// What these mirrors claim, keyed like the oracle's output.
 pub fn mirror_facts() -> Vec<Fact> {
-    vec![
+    let mut facts = super::common::facts();
+    facts.extend([
         field!("PyObject.ob_type", ObjectHead, ob_type),
         field!("PyVarObject.ob_size", VarObjectHead, ob_size),
         field!("PyTypeObject.tp_name", TypeObject, tp_name),
@@ -375,5 +378,6 @@ pub fn mirror_facts() -> Vec<Fact> {
         size("digit", core::mem::size_of::<u32>()),
         field!("PyGenObject.gi_frame", GenObject, gi_frame),
         field!("PyGenObject.gi_running", GenObject, gi_running),
-    ]
+    ]);
+    facts
 }

@@ -28,7 +28,12 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
     /// `"_asyncio.Task"`) to `out`.
     pub fn type_name(&self, obj: Addr, out: &mut String) -> Result<(), ViewError> {
         let t = self.ob_type(obj)?;
-        let name = self.field_addr(t, self.layout.object.tp_name)?;
+        self.tp_name(t, out)
+    }
+
+    /// Appends the `tp_name` of the type object at `ty` to `out`.
+    pub fn tp_name(&self, ty: Addr, out: &mut String) -> Result<(), ViewError> {
+        let name = self.field_addr(ty, self.layout.object.tp_name)?;
         self.read_cstr(name, MAX_CSTR, out)
     }
 
@@ -241,4 +246,73 @@ fn decode_chunk(
         }
     }
     Ok(())
+}
+
+/// Slots of a set table read per chunk.
+const SET_CHUNK: usize = 64;
+
+impl<R: MemoryReader + ?Sized> Target<'_, R> {
+    /// `tp_base` of the type at `ty` (null for `object`).
+    pub fn type_base(&self, ty: Addr) -> Result<Addr, ViewError> {
+        self.field_addr(ty, self.layout.object.tp_base)
+    }
+
+    /// The referent of the weak reference at `wr` (`Py_None` once it is
+    /// gone; the caller checks what it finds there).
+    pub fn weakref_target(&self, wr: Addr) -> Result<Addr, ViewError> {
+        self.field_addr(wr, self.layout.containers.wr_object)
+    }
+
+    /// The async generator that the `async_generator_asend` at `asend`
+    /// drives.
+    pub fn asend_generator(&self, asend: Addr) -> Result<Addr, ViewError> {
+        self.field_addr(asend, self.layout.containers.ags_gen)
+    }
+
+    /// Hands every non-null key of the set at `set` to `each` (deleted
+    /// slots hold a `dummy` object that the caller tells apart by its
+    /// type), in table order, until `each` returns `false`. A table of
+    /// more than `max_slots` slots is [`ViewError::TooMany`]. Reads the
+    /// table in chunks through a stack buffer; allocates nothing.
+    pub fn set_keys(
+        &self,
+        set: Addr,
+        max_slots: usize,
+        each: &mut dyn FnMut(Addr) -> bool,
+    ) -> Result<(), ViewError> {
+        let c = &self.layout.containers;
+        let mut buf = [0u8; SPAN];
+        let b = self.span(set, c.set_table + 8, &mut buf)?;
+        let mask: i64 = get(b, c.set_mask)?;
+        let table = get_addr(b, c.set_table)?;
+        let slots = u64::try_from(mask)
+            .ok()
+            .and_then(|m| m.checked_add(1))
+            .filter(|n| n.is_power_of_two())
+            .ok_or(ViewError::Invalid("set mask"))?;
+        if slots > max_slots as u64 {
+            return Err(ViewError::TooMany(max_slots));
+        }
+        let size = c.set_entry_size;
+        let entry_bytes = usize::try_from(size).map_err(|_| ViewError::Invalid("setentry"))?;
+        if entry_bytes == 0 || entry_bytes * SET_CHUNK > 16 * SPAN {
+            return Err(ViewError::Invalid("setentry"));
+        }
+        let mut chunk = [0u8; 16 * SPAN];
+        let mut at = 0u64;
+        while at < slots {
+            let n = (slots - at).min(SET_CHUNK as u64);
+            let bytes = &mut chunk[..n as usize * entry_bytes];
+            let start = table.offset(at * size).ok_or(MemError::Overflow)?;
+            self.reader.read(start, bytes)?;
+            for slot in bytes.chunks_exact(entry_bytes) {
+                let key = get_addr(slot, c.set_entry_key)?;
+                if !key.is_null() && !each(key) {
+                    return Ok(());
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
 }

@@ -109,6 +109,9 @@ def _after_fork_in_child() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.track_all()
+    from echion.monkey import asyncio as asyncio_hooks
+
+    asyncio_hooks.after_fork_in_child()
     _start_sampler()
 
 
@@ -137,6 +140,10 @@ def start() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
+    # asyncio is hooked when the program imports it, never imported here.
+    from echion.monkey import asyncio as asyncio_hooks
+
+    asyncio_hooks.install_when_imported()
     _started = True
     os.register_at_fork(
         before=_hide_fork_warning,
@@ -163,6 +170,9 @@ def stop() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.unpatch()
+    from echion.monkey import asyncio as asyncio_hooks
+
+    asyncio_hooks.uninstall()
     try:
         atexit.unregister(stop)
     except Exception:  # pragma: no cover - interpreter shutting down

@@ -1,0 +1,248 @@
+"""Hooks on asyncio that tell the sampler what it cannot read by itself:
+where asyncio keeps its tasks, which thread runs which event loop, and which
+task waits on which where no field of theirs says so (``gather``, ``wait``,
+``as_completed``, ``shield``, ``wait_for`` before 3.12, ``TaskGroup``).
+
+echion never imports asyncio: ``echion.bootstrap`` installs these hooks when
+the program imports it (see ``install_when_imported``). Every hook calls the
+original and passes its result and exceptions through unchanged; links are
+posted as addresses only, so no task is kept alive by them.
+"""
+
+import os
+import sys
+from _thread import get_ident
+
+import echion.core as ec
+
+_patched = False
+#: (owner, attribute, original value) of every patch, to undo them.
+_originals = []
+
+
+def _set(owner, name, value):
+    _originals.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
+    setattr(owner, name, value)
+
+
+def _current_task():
+    from asyncio import tasks
+
+    try:
+        return tasks.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
+
+
+def _link(parent, children):
+    if parent is None:
+        return
+    for child in children:
+        ec.link_tasks(parent, child)
+
+
+def track():
+    """Tells the sampler where asyncio keeps its tasks, and which loop this
+    thread runs (if any)."""
+    from asyncio import events, tasks
+
+    if hasattr(tasks, "_scheduled_tasks"):
+        scheduled = tasks._scheduled_tasks.data
+        eager = getattr(tasks, "_eager_tasks", None)
+    else:
+        scheduled = tasks._all_tasks.data
+        eager = None
+    ec.init_asyncio(tasks._current_tasks, scheduled, eager)
+    running = events._get_running_loop()
+    if running is not None:
+        ec.track_asyncio_loop(get_ident(), running)
+
+
+def patch():
+    """Installs the hooks (once) and tells the sampler about asyncio."""
+    global _patched
+    if _patched:
+        return
+    _patched = True
+    import asyncio
+    from asyncio import events, tasks
+
+    # Which thread runs which loop: every loop (asyncio's, uvloop's, one
+    # run without set_event_loop) says so through _set_running_loop when
+    # it starts and stops running. uvloop takes asyncio._set_running_loop
+    # when it is imported, which is after this.
+    original_set_running_loop = events._set_running_loop
+
+    def _set_running_loop(loop):
+        ec.track_asyncio_loop(get_ident(), loop)
+        return original_set_running_loop(loop)
+
+    _set(events, "_set_running_loop", _set_running_loop)
+    if getattr(asyncio, "_set_running_loop", None) is original_set_running_loop:
+        _set(asyncio, "_set_running_loop", _set_running_loop)
+
+    # gather: the task that gathers waits on each child.
+    gathering_init = tasks._GatheringFuture.__init__
+
+    def _gathering_init(self, children, *args, **kwargs):
+        gathering_init(self, children, *args, **kwargs)
+        _link(_current_task(), children)
+
+    _set(tasks._GatheringFuture, "__init__", _gathering_init)
+
+    # wait: the waiting task waits on every future it was given.
+    original_wait = tasks._wait
+
+    def _wait(fs, *args, **kwargs):
+        _link(_current_task(), fs)
+        return original_wait(fs, *args, **kwargs)
+
+    _set(tasks, "_wait", _wait)
+
+    # as_completed: the futures are made tasks here, as the original does
+    # itself, so that they can be linked to the caller.
+    original_as_completed = tasks.as_completed
+
+    def as_completed(fs, *args, **kwargs):
+        parent = _current_task()
+        if parent is not None and not (asyncio.isfuture(fs) or asyncio.iscoroutine(fs)):
+            loop = kwargs.get("loop")
+            fs = {tasks.ensure_future(f, loop=loop) for f in set(fs)}
+            _link(parent, fs)
+        return original_as_completed(fs, *args, **kwargs)
+
+    for owner in (tasks, asyncio):
+        if getattr(owner, "as_completed", None) is original_as_completed:
+            _set(owner, "as_completed", as_completed)
+
+    # shield: the caller waits on the shielded task through a future of
+    # its own.
+    original_shield = tasks.shield
+
+    def shield(arg, *args, **kwargs):
+        parent = _current_task()
+        if parent is not None:
+            arg = tasks.ensure_future(arg, loop=kwargs.get("loop"))
+            _link(parent, (arg,))
+        return original_shield(arg, *args, **kwargs)
+
+    for owner in (tasks, asyncio):
+        if getattr(owner, "shield", None) is original_shield:
+            _set(owner, "shield", shield)
+
+    # wait_for before 3.12 runs its argument as a task and waits on a
+    # future of its own (3.12+ awaits the argument directly).
+    if sys.version_info < (3, 12):
+        original_wait_for = tasks.wait_for
+
+        def wait_for(fut, timeout, *args, **kwargs):
+            parent = _current_task()
+            if parent is not None and timeout is not None:
+                fut = tasks.ensure_future(fut, loop=kwargs.get("loop"))
+                _link(parent, (fut,))
+            return original_wait_for(fut, timeout, *args, **kwargs)
+
+        for owner in (tasks, asyncio):
+            if getattr(owner, "wait_for", None) is original_wait_for:
+                _set(owner, "wait_for", wait_for)
+
+    # TaskGroup (3.11+): the task that entered the group waits on its tasks
+    # in __aexit__.
+    task_group = getattr(asyncio, "TaskGroup", None)
+    if task_group is not None:
+        original_create_task = task_group.create_task
+
+        def create_task(self, *args, **kwargs):
+            task = original_create_task(self, *args, **kwargs)
+            _link(getattr(self, "_parent_task", None), (task,))
+            return task
+
+        _set(task_group, "create_task", create_task)
+
+    track()
+
+
+def unpatch():
+    """Undoes every hook."""
+    global _patched
+    while _originals:
+        owner, name, value = _originals.pop()
+        setattr(owner, name, value)
+    _patched = False
+
+
+def after_fork_in_child():
+    """The child's sampler is new: tell it about asyncio again (the links
+    of the parent's tasks are not carried over)."""
+    if _patched:
+        track()
+
+
+class _PatchingLoader:
+    """Runs asyncio's own loader, then installs the hooks."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _remove_finder()
+        try:
+            patch()
+        except Exception as e:  # never break the program's import
+            if os.environ.get("ECHION_VERBOSE", "0") not in ("", "0"):
+                print("echion: asyncio task stacks unavailable: %s" % e, file=sys.stderr)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _AsyncioFinder:
+    """Finds nothing itself: when ``asyncio`` is imported, it wraps the loader
+    that the other finders give so that the hooks go in right after
+    asyncio's package has run (before any code of the program uses it)."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "asyncio":
+            return None
+        for finder in sys.meta_path:
+            if finder is cls:
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+def _remove_finder():
+    try:
+        sys.meta_path.remove(_AsyncioFinder)
+    except ValueError:
+        pass
+
+
+def install_when_imported():
+    """Patches asyncio now if the program has imported it, or else when it
+    does."""
+    if "asyncio" in sys.modules:
+        patch()
+    elif _AsyncioFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _AsyncioFinder)
+
+
+def uninstall():
+    """Removes the import hook and the patches."""
+    _remove_finder()
+    unpatch()

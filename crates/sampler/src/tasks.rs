@@ -1,0 +1,501 @@
+//! asyncio task stacks: which tasks each event loop has, what each one is
+//! suspended in, and who waits on whom.
+//!
+//! Once per tick (when a thread that runs an event loop is sampled) every
+//! pending task is read from asyncio's own task sets, whose addresses Python
+//! gave us ([`crate::Update::AsyncioRoots`]): `_scheduled_tasks` (before
+//! 3.12 `_all_tasks`, a `WeakSet`, read through its `data` set of weak
+//! references) and, 3.12+, `_eager_tasks`. For each task: its name (as
+//! `get_name()` gives it), its loop, the task it waits on
+//! (`task_fut_waiter`), and its coroutine chain (the coroutine, what it
+//! awaits, through async generators' `asend` objects, down to the frame
+//! that is suspended), each coroutine's one frame interned like any other
+//! frame. Links that no field records (`gather`, `wait`, `as_completed`,
+//! `shield`, `TaskGroup`, `wait_for`) come from the Python hooks as
+//! [`crate::Update::LinkTask`].
+//!
+//! A thread's stacks are then one per *leaf* task of its loop (a pending
+//! task that waits on no other pending task), plus the task on the CPU: the
+//! thread's frames down to where the loop steps the task on the CPU (all of
+//! them when none is), then for each task from the outermost waiter down
+//! to the leaf a frame named after the task and the task's coroutine
+//! frames; the task on the CPU shows its real frames from the thread's
+//! stack instead, with whatever plain functions it is in.
+//!
+//! Bounded: at most [`MAX_TASKS`] tasks a tick (the rest are left out and
+//! the tick counted in `tasks_capped`), coroutine chains of at most
+//! [`MAX_CHAIN`], waiter chains of at most [`MAX_CHAIN`] and cut at a cycle
+//! (tasks that wait on each other). Buffers are kept between ticks.
+
+use std::collections::HashMap;
+
+use echion_cpython_layout::views::{FrameKind, Target, ViewError};
+use echion_cpython_layout::{Addr, MemoryReader};
+use echion_mojo::{FrameId, FrameSpec, StackEntry};
+
+use crate::cache::AddrMap;
+
+/// Most tasks read in one tick.
+pub const MAX_TASKS: usize = 8192;
+/// Most coroutines followed down one task, and most tasks followed up from
+/// one leaf.
+pub const MAX_CHAIN: usize = 128;
+/// Largest set table read (slots).
+const MAX_SET_SLOTS: usize = 1 << 20;
+const NONE: u32 = u32::MAX;
+
+/// Where asyncio keeps its tasks in the profiled process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AsyncioRoots {
+    /// The `set` of weak references behind `_scheduled_tasks.data`
+    /// (`_all_tasks.data` before 3.12).
+    pub scheduled: u64,
+    /// `_eager_tasks` (a `set` of tasks; 3.12+), 0 if none.
+    pub eager: u64,
+}
+
+/// What Python told the sampler about asyncio.
+#[derive(Debug, Default)]
+pub struct AsyncioKnown {
+    /// The task sets, once asyncio is imported.
+    pub roots: Option<AsyncioRoots>,
+    /// The event loop each thread (by `threading.get_ident()`) runs.
+    pub loops: AddrMap<u64, u64>,
+    /// Task → the task that waits on it, where no field says so.
+    pub links: AddrMap<u64, u64>,
+}
+
+impl AsyncioKnown {
+    /// The loop the thread `thread_id` runs, if any.
+    pub fn loop_of(&self, thread_id: u64) -> Option<u64> {
+        self.roots?;
+        self.loops.get(&thread_id).copied().filter(|&l| l != 0)
+    }
+}
+
+/// What an object is, for following a coroutine chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `_asyncio.Task` or a subclass.
+    Task,
+    /// A coroutine, generator or async generator.
+    Generator,
+    /// `async_generator_asend`: `await agen.__anext__()`.
+    ASend,
+    /// `weakref.ref`.
+    WeakRef,
+    /// Anything else (a future's iterator, the set's dummy…).
+    Other,
+}
+
+/// One pending task, as read this tick.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    event_loop: u64,
+    waiter: u64,
+    /// The frame named after the task.
+    name: FrameId,
+    /// Whether its coroutine is executing.
+    running: bool,
+    /// The frame of its outermost coroutine (0 if finished).
+    coro_frame: u64,
+    /// Its coroutine frames in `TaskTable::frames`, outermost first.
+    frames: (u32, u32),
+    /// The task that waits on it.
+    parent: u32,
+    /// Whether it waits on another pending task.
+    waits: bool,
+}
+
+/// Counters of the task reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Ticks that found more than [`MAX_TASKS`] tasks.
+    pub capped_ticks: u64,
+    /// Ticks whose task sets could not be read (stacks shown without
+    /// tasks).
+    pub error_ticks: u64,
+}
+
+/// Reads tasks and builds task stacks; kept in the engine between ticks.
+#[derive(Debug, Default)]
+pub struct TaskTable {
+    kinds: AddrMap<u64, Kind>,
+    names: HashMap<String, FrameId>,
+    name_buf: String,
+    type_buf: String,
+    /// The tick the table was read in, and whether that worked.
+    read_tick: u64,
+    read_ok: bool,
+    tasks: Vec<Task>,
+    index: AddrMap<u64, u32>,
+    frames: Vec<StackEntry>,
+    scratch: Vec<u64>,
+    chain: Vec<u32>,
+    leaves: Vec<u32>,
+    stats: TaskStats,
+}
+
+/// Turns a coroutine's frame into an interned frame (the engine's frame
+/// cache and sink).
+pub(crate) trait FrameInterner<R: MemoryReader + ?Sized> {
+    /// The id of the frame `info`.
+    fn intern(
+        &mut self,
+        target: &Target<'_, R>,
+        info: &echion_cpython_layout::views::FrameInfo,
+    ) -> Result<FrameId, ViewError>;
+    /// `_co_firsttraceable` of `code`, from the cache.
+    fn first_traceable(&mut self, target: &Target<'_, R>, code: Addr) -> Result<i32, ViewError>;
+    /// The sink, to intern task-name frames.
+    fn intern_spec(&mut self, spec: &FrameSpec<'_>) -> FrameId;
+}
+
+impl TaskTable {
+    /// The counters so far.
+    pub fn stats(&self) -> TaskStats {
+        self.stats
+    }
+
+    /// Forgets the interned task-name frames (the sink's ids are no longer
+    /// valid, e.g. a new sink).
+    pub fn clear_names(&mut self) {
+        self.names.clear();
+    }
+
+    /// Reads every pending task once for tick `tick` (again only on the
+    /// next tick). `false` if the sets could not be read.
+    pub(crate) fn read<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
+        &mut self,
+        target: &Target<'_, R>,
+        known: &mut AsyncioKnown,
+        tick: u64,
+        interner: &mut I,
+    ) -> bool {
+        if self.read_tick == tick {
+            return self.read_ok;
+        }
+        self.read_tick = tick;
+        self.read_ok = false;
+        self.tasks.clear();
+        self.index.clear();
+        self.frames.clear();
+        let Some(roots) = known.roots else {
+            return false;
+        };
+        let capped = match self.collect(target, roots) {
+            Ok(c) => c,
+            Err(_) => {
+                self.stats.error_ticks += 1;
+                return false;
+            }
+        };
+        if capped {
+            self.stats.capped_ticks += 1;
+        }
+        let candidates = std::mem::take(&mut self.scratch);
+        for &addr in &candidates {
+            // A task that cannot be read now (it finished, or changed
+            // while read) is left out of this tick.
+            let _ = self.read_task(target, Addr(addr), interner);
+        }
+        self.scratch = candidates;
+        self.link(known);
+        if !capped {
+            // Links of tasks that are no longer pending go.
+            let index = &self.index;
+            known.links.retain(|child, _| index.contains_key(child));
+        }
+        self.read_ok = true;
+        true
+    }
+
+    /// Collects the addresses of the tasks in the sets into `scratch`;
+    /// `true` if there were more than [`MAX_TASKS`].
+    fn collect<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        roots: AsyncioRoots,
+    ) -> Result<bool, ViewError> {
+        self.scratch.clear();
+        let mut capped = false;
+        let scratch = &mut self.scratch;
+        target.set_keys(Addr(roots.scheduled), MAX_SET_SLOTS, &mut |wr| {
+            if scratch.len() >= MAX_TASKS {
+                capped = true;
+                return false;
+            }
+            scratch.push(wr.0);
+            true
+        })?;
+        // Weak references to their tasks (dead ones point to None, whose
+        // type is not a task; the set's dummy is not a weak reference).
+        let mut kept = 0;
+        for i in 0..self.scratch.len() {
+            let wr = Addr(self.scratch[i]);
+            if self.kind(target, wr) != Kind::WeakRef {
+                continue;
+            }
+            if let Ok(task) = target.weakref_target(wr) {
+                self.scratch[kept] = task.0;
+                kept += 1;
+            }
+        }
+        self.scratch.truncate(kept);
+        if roots.eager != 0 && !capped {
+            let scratch = &mut self.scratch;
+            target.set_keys(Addr(roots.eager), MAX_SET_SLOTS, &mut |t| {
+                if scratch.len() >= MAX_TASKS {
+                    capped = true;
+                    return false;
+                }
+                scratch.push(t.0);
+                true
+            })?;
+        }
+        Ok(capped)
+    }
+
+    /// What the object at `obj` is (its type's kind, cached by type).
+    fn kind<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, obj: Addr) -> Kind {
+        let Ok(ty) = target.ob_type(obj) else {
+            return Kind::Other;
+        };
+        if let Some(&k) = self.kinds.get(&ty.0) {
+            return k;
+        }
+        let k = self.classify(target, ty);
+        if self.kinds.len() > 4096 {
+            self.kinds.clear();
+        }
+        self.kinds.insert(ty.0, k);
+        k
+    }
+
+    fn classify<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, ty: Addr) -> Kind {
+        let mut t = ty;
+        // A subclass of the C task has its layout: follow `tp_base` a few
+        // steps.
+        for depth in 0..8 {
+            self.type_buf.clear();
+            if target.tp_name(t, &mut self.type_buf).is_err() {
+                return Kind::Other;
+            }
+            let kind = match self.type_buf.as_str() {
+                "_asyncio.Task" => Kind::Task,
+                "coroutine" | "generator" | "async_generator" if depth == 0 => Kind::Generator,
+                "async_generator_asend" if depth == 0 => Kind::ASend,
+                "weakref" | "weakref.ReferenceType" if depth == 0 => Kind::WeakRef,
+                _ => Kind::Other,
+            };
+            if kind != Kind::Other {
+                return kind;
+            }
+            match target.type_base(t) {
+                Ok(b) if !b.is_null() => t = b,
+                _ => return Kind::Other,
+            }
+        }
+        Kind::Other
+    }
+
+    /// Reads one task (if it is a pending task) into the table.
+    fn read_task<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
+        &mut self,
+        target: &Target<'_, R>,
+        addr: Addr,
+        interner: &mut I,
+    ) -> Result<(), ViewError> {
+        if self.kind(target, addr) != Kind::Task || self.index.contains_key(&addr.0) {
+            return Ok(());
+        }
+        let info = target.task(addr)?;
+        if info.state != echion_cpython_layout::views::FutureState::Pending {
+            return Ok(());
+        }
+        self.name_buf.clear();
+        target.task_name(&info, &mut self.name_buf)?;
+        let name = match self.names.get(self.name_buf.as_str()) {
+            Some(&id) => id,
+            None => {
+                let id = interner.intern_spec(&FrameSpec {
+                    filename: "",
+                    scope: &self.name_buf,
+                    line: 0,
+                    line_end: 0,
+                    column: 0,
+                    column_end: 0,
+                });
+                if self.names.len() > 1 << 16 {
+                    self.names.clear();
+                }
+                self.names.insert(self.name_buf.clone(), id);
+                id
+            }
+        };
+        let start = self.frames.len();
+        let (running, coro_frame) = match self.coroutine_chain(target, info.coro, interner) {
+            Ok(r) => r,
+            Err(e) => {
+                self.frames.truncate(start);
+                return Err(e);
+            }
+        };
+        let end = self.frames.len();
+        let idx = self.tasks.len() as u32;
+        self.tasks.push(Task {
+            event_loop: info.event_loop.0,
+            waiter: info.waiter.0,
+            name,
+            running,
+            coro_frame,
+            frames: (start as u32, end as u32),
+            parent: NONE,
+            waits: false,
+        });
+        self.index.insert(addr.0, idx);
+        Ok(())
+    }
+
+    /// Follows a task's coroutine down to where it is suspended, pushing
+    /// each coroutine's frame (outermost first). Returns whether the
+    /// outermost coroutine is executing, and its frame's address.
+    fn coroutine_chain<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
+        &mut self,
+        target: &Target<'_, R>,
+        coro: Addr,
+        interner: &mut I,
+    ) -> Result<(bool, u64), ViewError> {
+        let mut obj = coro;
+        let (mut running, mut outer) = (false, 0u64);
+        for depth in 0..MAX_CHAIN {
+            match self.kind(target, obj) {
+                Kind::Generator => {}
+                Kind::ASend => {
+                    obj = target.asend_generator(obj)?;
+                    continue;
+                }
+                _ => break,
+            }
+            let gen = target.generator(obj)?;
+            let Some(frame) = gen.frame else { break };
+            if depth == 0 {
+                running = gen.running;
+                outer = frame.0;
+            }
+            let (mut info, _) =
+                target.frame_with(frame, &mut |code| interner.first_traceable(target, code))?;
+            match info.kind {
+                FrameKind::Python => {}
+                // A coroutine not started yet: shown at its first line.
+                FrameKind::Incomplete => {
+                    info.kind = FrameKind::Python;
+                    info.offset = None;
+                }
+                FrameKind::Shim => break,
+            }
+            let id = interner.intern(target, &info)?;
+            self.frames.push(StackEntry::Frame(id));
+            match gen.awaiting {
+                Some(next) if next != obj => obj = next,
+                _ => break,
+            }
+        }
+        Ok((running, outer))
+    }
+
+    /// Finds who waits on whom: a task's waiter that is a task, then the
+    /// links the hooks posted.
+    fn link(&mut self, known: &AsyncioKnown) {
+        for i in 0..self.tasks.len() {
+            let waiter = self.tasks[i].waiter;
+            if waiter == 0 {
+                continue;
+            }
+            if let Some(&child) = self.index.get(&waiter) {
+                if child as usize != i && self.tasks[child as usize].parent == NONE {
+                    self.tasks[child as usize].parent = i as u32;
+                    self.tasks[i].waits = true;
+                }
+            }
+        }
+        for (child, parent) in &known.links {
+            let (Some(&c), Some(&p)) = (self.index.get(child), self.index.get(parent)) else {
+                continue;
+            };
+            if c != p && self.tasks[c as usize].parent == NONE {
+                self.tasks[c as usize].parent = p;
+                self.tasks[p as usize].waits = true;
+            }
+        }
+    }
+
+    /// Builds the stacks of a thread that runs `event_loop` into `out`:
+    /// `thread` is its own stack, outermost first, and `thread_frames` the
+    /// frames' addresses in the same order. `cpu_only`: only the stack of
+    /// the task on the CPU. Returns `false` (and builds nothing) when the
+    /// loop has no task to show: the caller shows the thread's own stack.
+    pub(crate) fn stacks(
+        &mut self,
+        event_loop: u64,
+        thread: &[StackEntry],
+        thread_frames: &[u64],
+        cpu_only: bool,
+        out: &mut crate::engine::StackSet,
+        buf: &mut Vec<StackEntry>,
+    ) -> bool {
+        if !self.read_ok {
+            return false;
+        }
+        // The task on the CPU: its outermost coroutine's frame is on the
+        // thread's stack; what is outside it is the loop's.
+        let mut on_cpu = None;
+        for (i, t) in self.tasks.iter().enumerate() {
+            if t.event_loop == event_loop && t.running && t.coro_frame != 0 {
+                if let Some(k) = thread_frames.iter().position(|&f| f == t.coro_frame) {
+                    on_cpu = Some((i as u32, k));
+                    break;
+                }
+            }
+        }
+        let upper = on_cpu.map_or(thread.len(), |(_, k)| k);
+        self.leaves.clear();
+        if let Some((r, _)) = on_cpu {
+            self.leaves.push(r);
+        }
+        if !cpu_only {
+            for (i, t) in self.tasks.iter().enumerate() {
+                if t.event_loop == event_loop && !t.waits && Some(i as u32) != on_cpu.map(|o| o.0) {
+                    self.leaves.push(i as u32);
+                }
+            }
+        }
+        if self.leaves.is_empty() {
+            return false;
+        }
+        for li in 0..self.leaves.len() {
+            let leaf = self.leaves[li];
+            self.chain.clear();
+            let mut t = leaf;
+            while t != NONE && self.chain.len() < MAX_CHAIN && !self.chain.contains(&t) {
+                self.chain.push(t);
+                t = self.tasks[t as usize].parent;
+            }
+            buf.clear();
+            buf.extend_from_slice(&thread[..upper]);
+            for &ti in self.chain.iter().rev() {
+                let task = &self.tasks[ti as usize];
+                buf.push(StackEntry::Frame(task.name));
+                match on_cpu {
+                    Some((r, k)) if r == ti => buf.extend_from_slice(&thread[k..]),
+                    _ => {
+                        let (a, b) = task.frames;
+                        buf.extend_from_slice(&self.frames[a as usize..b as usize]);
+                    }
+                }
+            }
+            out.push_from(buf);
+        }
+        true
+    }
+}
