@@ -1,0 +1,226 @@
+"""asyncio task stacks through the real ``echion`` command, every profile read
+by austin-python and by ours (``run_echion`` checks that they agree).
+
+A thread that runs an event loop yields one stack per leaf task: the
+thread's frames down to the loop's select (or to the handle running the task
+on the CPU), then each task from the outermost waiter to the leaf, a frame
+named after it (line 0) and its coroutine frames. Shapes as echion's own
+asyncio tests expect them."""
+
+import pytest
+
+from harness import (
+    PY,
+    SAMPLER_THREAD,
+    contains,
+    run_echion,
+    scope,
+    select,
+    stack_summary,
+    target,
+    thread_prefix,
+    total,
+)
+
+AIO = target("aio.py")
+SELECT = (scope("BaseEventLoop._run_once"), scope("EpollSelector.select"))
+HANDLE = (scope("BaseEventLoop._run_once"), scope("Handle._run"))
+
+
+def run(tmp_path, scenario, *echion_args, **kw):
+    r = run_echion(tmp_path, AIO, *echion_args, args=(scenario,), **kw)
+    assert r.returncode == 0, r.describe()
+    return r
+
+
+def with_stack(view, frames, thread="MainThread"):
+    """The samples of ``thread`` whose stack holds ``frames`` in a row."""
+    return select(view, lambda s: contains(s, frames), thread)
+
+
+def assert_stack(view, frames, at_least_us=1, thread="MainThread"):
+    found = with_stack(view, frames, thread)
+    assert total(found) >= at_least_us, f"{frames}: {total(found)} µs\n{stack_summary(view)}"
+
+
+def task_frames(view):
+    """Every frame that names a task: line 0 and no file."""
+    return {f[1] for s in view["samples"] for f in s["frames"] if f[2] == 0 and f[0] == ""}
+
+
+def test_gather_of_tasks(tmp_path):
+    view = run(tmp_path, "gather_tasks").view
+    for t in ("F4_0", "F4_1"):
+        stack = SELECT + ("Task-1", "gather_tasks", "F1", "f1", "f2", "F3", "f3", t, "f4", "f5", "sleep")
+        assert_stack(view, stack, 0.6e6)
+    # The task frames carry line 0, the coroutines their own lines.
+    s = with_stack(view, ("F4_0", "f4", "f5"))[0]
+    names = [f[1] for f in s["frames"]]
+    i = names.index("F4_0")
+    assert s["frames"][i][2] == 0 and s["frames"][i + 1][2] > 0
+    # Every sample of the loop's thread while it sleeps is a task's.
+    assert task_frames(view) >= {"Task-1", "F1", "F3", "F4_0", "F4_1"}
+
+
+def test_gather_of_coroutines(tmp_path):
+    view = run(tmp_path, "gather_coroutines").view
+    # gather wraps each coroutine in a task of its own, in order.
+    assert_stack(view, ("Task-1", "gather_coroutines", "Task-2", "inner_1", "sleep"), 0.4e6)
+    assert_stack(view, ("Task-1", "gather_coroutines", "Task-3", "inner_2", "sleep"), 0.8e6)
+
+
+def test_task_awaiting_a_task_and_coroutines(tmp_path):
+    view = run(tmp_path, "coroutines").view
+    wait_fn = scope("outer_function.<locals>.background_wait_function")
+    assert_stack(view, SELECT + ("Task-main", "outer_function", "Task-background_wait", wait_fn, "sleep"), 0.3e6)
+    # Before the main task awaits it, the background task is a leaf.
+    assert_stack(view, SELECT + ("Task-background_wait", wait_fn, "sleep"), 0.2e6)
+    main_coro, sub_coro = scope("outer_function.<locals>.main_coro"), scope("outer_function.<locals>.sub_coro")
+    assert_stack(view, SELECT + ("Task-main", "outer_function", main_coro, sub_coro, "sleep"), 0.2e6)
+    # The CPU-bound task never waits on the sleeping one.
+    math_fn = scope("outer_function.<locals>.background_math_function")
+    assert not with_stack(view, (math_fn, "Task-background_wait")), stack_summary(view)
+
+
+def test_wait(tmp_path):
+    view = run(tmp_path, "wait").view
+    for i in range(1, 6):
+        chain = SELECT + ("Task-1", "wait_scenario", "wait_outer", "wait", "_wait", f"inner-{i}", "waited", "sleep")
+        assert_stack(view, chain, 0.2e6)
+
+
+def test_as_completed(tmp_path):
+    view = run(tmp_path, "as_completed").view
+    waiting = ("Task-1", "as_completed_scenario", scope("as_completed.<locals>._wait_for_one"), scope("Queue.get"))
+    # Tasks made by the program and tasks as_completed made of coroutines.
+    for t in ("delay-8", "delay-6"):
+        assert_stack(view, waiting + (t, "wait_and_return_delay", "other", "sleep"), 0.4e6)
+    made = {n for n in task_frames(view) if n.startswith("Task-") and n != "Task-1"}
+    assert len(made) >= 3, made
+    for t in made:
+        assert with_stack(view, waiting + (t, "wait_and_return_delay")), t
+
+
+def test_async_generators(tmp_path):
+    view = run(tmp_path, "async_gen").view
+    chain = ("Task-1", "async_gen_scenario", "asynchronous_function", "async_generator", "async_generator_dep", "deep_dependency", "sleep")
+    assert_stack(view, SELECT + chain, 0.8e6)
+
+
+def test_async_context_managers(tmp_path):
+    view = run(tmp_path, "async_with").view
+    head = SELECT + ("Task-1", "async_with_scenario", "with_function")
+    assert_stack(view, head + (scope("AsyncContextManager.__aenter__"), "context_manager_dep", "sleep"), 0.3e6)
+    assert_stack(view, head + ("some_function", "sleep"), 0.3e6)
+    assert_stack(view, head + (scope("AsyncContextManager.__aexit__"), "sleep"), 0.3e6)
+
+
+def test_executor(tmp_path):
+    view = run(tmp_path, "executor").view
+    assert_stack(view, SELECT + ("Task-1", "executor_scenario", "executor_function"), 0.8e6)
+    worker = "ThreadPoolExecutor-0_0" if PY < (3, 9) else "asyncio_0"
+    assert_stack(view, thread_prefix() + ("_worker", scope("_WorkItem.run"), "slow_sync_function"), 0.8e6, thread=worker)
+
+
+@pytest.mark.parametrize("kind", ["tasks", "coros"])
+def test_on_cpu(tmp_path, kind):
+    # CPU mode: the task on the CPU with its real frames, down to the plain
+    # functions it calls.
+    view = run(tmp_path, f"on_cpu_{kind}", "-c").view
+    chain = {
+        "tasks": ("Task-1", "on_cpu_tasks", "outer_task", "inner1_task", "Task-2", "inner2", "inner3"),
+        "coros": ("Task-1", "on_cpu_coros", "outer_coro", "inner1_coro", "inner2", "inner3"),
+    }[kind]
+    stack = HANDLE + chain + ("sync_code_outer", "sync_code")
+    assert_stack(view, stack, 0.8e6)
+    main = [s for s in view["samples"] if s["thread"] == "MainThread"]
+    on_cpu = with_stack(view, stack)
+    assert total(on_cpu) >= 0.9 * total(main), stack_summary(view)
+
+
+def test_cpu_mode_shows_only_the_task_on_the_cpu(tmp_path):
+    view = run(tmp_path, "cpu_mixed", "-c").view
+    assert_stack(view, HANDLE + ("Task-1", "cpu_mixed", "busy-task", scope("cpu_mixed.<locals>.busy"), "sync_code"), 0.8e6)
+    assert "busy-task" in task_frames(view)
+    # The idle tasks only run for their first step (a few µs each): they
+    # may be caught on the CPU then, never while they wait.
+    idle = total(with_stack(view, ("idle-1",))) + total(with_stack(view, ("idle-2",)))
+    assert idle <= 0.02e6, stack_summary(view)
+
+
+def test_wall_mode_shows_waiting_tasks_beside_the_one_on_the_cpu(tmp_path):
+    view = run(tmp_path, "cpu_mixed").view
+    assert_stack(view, HANDLE + ("Task-1", "cpu_mixed", "busy-task", scope("cpu_mixed.<locals>.busy"), "sync_code"), 0.8e6)
+    # While busy runs, the idle tasks wait: their stacks sit on the same
+    # loop frames.
+    for t in ("idle-1", "idle-2"):
+        assert_stack(view, HANDLE + ("Task-1", "cpu_mixed", t, scope("cpu_mixed.<locals>.idle"), "sleep"), 0.8e6)
+
+
+def test_deadlock(tmp_path):
+    # Two tasks awaiting each other: neither is a leaf, and nothing loops.
+    r = run(tmp_path, "deadlock")
+    assert_stack(r.view, SELECT + ("Task-1", "deadlock", "sleep"), 0.8e6)
+
+
+@pytest.mark.parametrize("scenario", ["wait_for", "shield"] + (["task_group"] if PY >= (3, 11) else []))
+def test_links(tmp_path, scenario):
+    view = run(tmp_path, scenario).view
+    chains = {
+        "wait_for": [("Task-1", "wait_for_scenario", "wait_for", "answer", "slow_answer", "sleep")],
+        "shield": [("Task-1", "shield_scenario", "shield-inner", "shielded", "sleep")],
+        "task_group": [
+            ("Task-1", "task_group", scope("TaskGroup.__aexit__"), "grouped-1", "grouped", "sleep"),
+            ("Task-1", "task_group", scope("TaskGroup.__aexit__"), "grouped-2", "grouped", "sleep"),
+        ],
+    }[scenario]
+    for chain in chains:
+        assert_stack(view, SELECT + chain, 0.6e6)
+
+
+def test_renamed_task(tmp_path):
+    view = run(tmp_path, "renamed").view
+    for name in ("first-name", "renamed"):
+        assert_stack(view, SELECT + ("Task-1", "renamed", name, "named_sleeper", "sleep"), 0.3e6)
+
+
+def test_task_not_started(tmp_path):
+    view = run(tmp_path, "not_started").view
+    # The task is created, then the loop is blocked: its coroutine is shown
+    # at its first line.
+    assert_stack(view, HANDLE + ("Task-1", "not_started", "blocking"), 0.6e6)
+    assert_stack(view, HANDLE + ("not-started", "never_started"), 0.6e6)
+
+
+def test_loops_in_two_threads(tmp_path):
+    view = run(tmp_path, "two_loops").view
+    for thread, tag in (("MainThread", "main"), ("loop-thread", "worker")):
+        found = [s for s in with_stack(view, SELECT, thread) if contains(s, ("loop_in_thread", f"sleeper-{tag}", "sleep"))]
+        assert total(found) >= 0.8e6, stack_summary(view)
+        other = "worker" if tag == "main" else "main"
+        assert not with_stack(view, (f"sleeper-{other}",), thread), stack_summary(view)
+
+
+def test_many_tasks(tmp_path):
+    # 5,000 tasks: every one is seen, within the cap; a slow interval keeps
+    # the profile small enough for the readers.
+    r = run(tmp_path, "many", "-i", "50ms", timeout=120)
+    view = r.view
+    names = {n for n in task_frames(view) if n.startswith("many-")}
+    assert len(names) == 5000, len(names)
+    assert "tasks_capped_ticks" not in view["metadata"]
+
+
+def test_uvloop(tmp_path):
+    r = run(tmp_path, "uvloop")
+    assert r.result == {"loop": "uvloop"}, r.result
+    for t, at_least in (("uv-1", 0.8e6), ("uv-2", 0.6e6)):
+        assert_stack(r.view, ("Task-1", scope("uvloop_scenario.<locals>.uv_main"), t, "grouped", "sleep"), at_least)
+
+
+def test_program_without_asyncio_does_not_import_it(tmp_path):
+    r = run(tmp_path, "no_asyncio")
+    assert r.result == {"asyncio_imported": False}, r.describe()
+    assert_stack(r.view, ("<module>", "main", "no_asyncio"), 0.2e6)
+    assert not task_frames(r.view)
+    assert SAMPLER_THREAD in {s["thread"] for s in r.view["samples"]}
