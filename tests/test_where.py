@@ -423,3 +423,29 @@ def test_the_programs_own_sigquit_handler_wins(spawn, tmp_path):
         rc, out, _ = t.finish()
     assert (rc, out) == (0, b"done\nown handler\n")
     assert HEADER not in err_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("under_echion", [False, True])
+def test_asyncio_task_stacks(spawn, under_echion, tmp_path):
+    # One stack per leaf task of the loop's thread: the thread's frames,
+    # the task that gathers, then the task waited on and its coroutine.
+    t = spawn("asyncio", under_echion=under_echion)
+    r = where(t.pid, "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    doc = json.loads(r.stdout)
+    stacks = [[f["function"] for f in th["frames"]] for th in doc["threads"] if th["name"] == "loop"]
+    assert len(stacks) == 2, doc
+    leaves = set()
+    for stack in stacks:
+        i = stack.index("Task-1")
+        assert stack[i + 1] == scope("run_loop.<locals>.waiter"), stack
+        assert stack[i + 3 :] == [scope("nap.<locals>.nap"), "sleep"], stack
+        leaves.add(stack[i + 2])
+    assert leaves == {"nap-1", "nap-2"}, stacks
+    task_frame = next(f for th in doc["threads"] if th["name"] == "loop" for f in th["frames"] if f["function"] == "nap-1")
+    assert task_frame["line"] == 0
+    gather = next(f for th in doc["threads"] if th["name"] == "loop" for f in th["frames"] if f["function"] == scope("run_loop.<locals>.waiter"))
+    assert gather["line"] == line_of("gather")
+    text = where(t.pid).stdout.decode()
+    assert text.count("nap-1") == 1 and text.count("nap-2") == 1, text
+    assert t.alive()

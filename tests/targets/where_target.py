@@ -14,6 +14,8 @@ Modes (argv[1]):
   `threading` does not know) waiting in ``raw_wait``.
 - ``own-quit``: as ``threads``, with a ``SIGQUIT`` handler of its own that
   prints ``own handler`` (on stdout, after ``done``).
+- ``asyncio``: a thread ``loop`` runs an event loop whose task ``waiter``
+  gathers two tasks, ``nap-1`` and ``nap-2``, sleeping in ``nap``.
 
 Prints ``ready <pid>`` once every thread is in place.
 """
@@ -27,7 +29,7 @@ import threading
 import time
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "threads"
-started = threading.Barrier({"sub": 2, "raw": 4}.get(mode, 3))
+started = threading.Barrier({"sub": 2, "raw": 4, "asyncio": 2}.get(mode, 3))
 stop = False
 
 
@@ -66,6 +68,27 @@ def runner():
     interpreters.run_string(iid, SUB)  #@run-sub
 
 
+def nap():
+    import asyncio
+
+    async def nap():
+        await asyncio.sleep(3600)  #@nap
+
+    return nap()
+
+
+def run_loop():
+    import asyncio
+
+    async def waiter():
+        naps = [asyncio.create_task(nap(), name="nap-%d" % i) for i in (1, 2)]
+        await asyncio.sleep(0)
+        started.wait()
+        await asyncio.gather(*naps)  #@gather
+
+    asyncio.run(waiter())
+
+
 def main():
     if mode == "private":
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
@@ -74,6 +97,8 @@ def main():
         signal.signal(signal.SIGQUIT, lambda *_: quits.append(1))
     if mode == "sub":
         threading.Thread(target=runner, name="runner", daemon=True).start()
+    elif mode == "asyncio":
+        threading.Thread(target=run_loop, name="loop", daemon=True).start()
     else:
         threading.Thread(target=sleeper, name="sleeper", daemon=True).start()
         threading.Thread(target=spin, name="spinner", daemon=True).start()

@@ -76,6 +76,7 @@ int main(void) {
     F(setentry, key);
     S(setentry);
     F(PyWeakReference, wr_object);
+    F(PyListObject, ob_item);
 
     /* Runtime and interpreter state. */
     F(_PyRuntimeState, interpreters.head);

@@ -219,6 +219,9 @@ impl<R: MemoryReader> Session<R> {
         // and its names are applied last.
         for interp in target.interpreters(self.runtime) {
             let Ok(interp) = interp else { break };
+            if interp.id == 0 {
+                asyncio_updates(&target, interp.addr, &mut updates);
+            }
             for t in target.threading_names(interp.addr).unwrap_or_default() {
                 updates.push(Update::Track {
                     thread_id: t.ident,
@@ -265,5 +268,57 @@ impl<R: MemoryReader> Session<R> {
             let _ = Sink::metadata(&mut dump, "unreadable", &missed.to_string());
         }
         Ok(dump)
+    }
+}
+
+/// What the asyncio hooks would tell an engine of the main interpreter,
+/// read from memory instead: where asyncio keeps its tasks, and which
+/// thread runs each event loop that has tasks (`BaseEventLoop._thread_id`;
+/// uvloop keeps none, and its tasks are not shown from outside).
+fn asyncio_updates<R: MemoryReader + ?Sized>(
+    target: &Target<'_, R>,
+    interp: Addr,
+    updates: &mut Vec<Update>,
+) {
+    let Ok(Some(sets)) = target.asyncio_sets(interp) else {
+        return;
+    };
+    updates.push(Update::AsyncioRoots {
+        scheduled: sets.scheduled.0,
+        eager: sets.eager.0,
+    });
+    let mut refs = Vec::new();
+    let _ = target.set_keys(sets.scheduled, 1 << 20, &mut |wr| {
+        refs.push(wr);
+        refs.len() < crate::tasks::MAX_TASKS
+    });
+    let mut loops: Vec<Addr> = Vec::new();
+    let mut ty = String::new();
+    for wr in refs {
+        ty.clear();
+        if target.type_name(wr, &mut ty).is_err() || !ty.starts_with("weakref") {
+            continue;
+        }
+        let Ok(task) = target.weakref_target(wr) else {
+            continue;
+        };
+        ty.clear();
+        if target.type_name(task, &mut ty).is_err() || ty != "_asyncio.Task" {
+            continue;
+        }
+        if let Ok(info) = target.task(task) {
+            if !info.event_loop.is_null() && !loops.contains(&info.event_loop) && loops.len() < 64
+            {
+                loops.push(info.event_loop);
+            }
+        }
+    }
+    for event_loop in loops {
+        if let Ok(Some(thread_id)) = target.loop_thread_id(event_loop) {
+            updates.push(Update::Loop {
+                thread_id,
+                event_loop: event_loop.0,
+            });
+        }
     }
 }

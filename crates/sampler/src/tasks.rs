@@ -84,6 +84,9 @@ enum Kind {
     ASend,
     /// `weakref.ref`.
     WeakRef,
+    /// `asyncio.tasks._GatheringFuture`: what `gather` returns; its
+    /// `_children` are waited on by whoever waits on it.
+    Gathering,
     /// Anything else (a future's iterator, the set's dummy…).
     Other,
 }
@@ -200,7 +203,7 @@ impl TaskTable {
             let _ = self.read_task(target, Addr(addr), interner);
         }
         self.scratch = candidates;
-        self.link(known);
+        self.link(target, known);
         if !capped {
             // Links of tasks that are no longer pending go.
             let index = &self.index;
@@ -286,6 +289,7 @@ impl TaskTable {
                 "coroutine" | "generator" | "async_generator" if depth == 0 => Kind::Generator,
                 "async_generator_asend" if depth == 0 => Kind::ASend,
                 "weakref" | "weakref.ReferenceType" if depth == 0 => Kind::WeakRef,
+                "_GatheringFuture" => Kind::Gathering,
                 _ => Kind::Other,
             };
             if kind != Kind::Other {
@@ -404,30 +408,59 @@ impl TaskTable {
         Ok((running, outer))
     }
 
-    /// Finds who waits on whom: a task's waiter that is a task, then the
-    /// links the hooks posted.
-    fn link(&mut self, known: &AsyncioKnown) {
+    /// Finds who waits on whom: a task's waiter that is a task, or the
+    /// children of the `gather` it waits on; then the links the hooks
+    /// posted.
+    fn link<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, known: &AsyncioKnown) {
         for i in 0..self.tasks.len() {
             let waiter = self.tasks[i].waiter;
             if waiter == 0 {
                 continue;
             }
             if let Some(&child) = self.index.get(&waiter) {
-                if child as usize != i && self.tasks[child as usize].parent == NONE {
-                    self.tasks[child as usize].parent = i as u32;
-                    self.tasks[i].waits = true;
-                }
+                self.set_parent(child, i as u32);
+            } else if self.kind(target, Addr(waiter)) == Kind::Gathering {
+                self.gathered(target, Addr(waiter), i as u32);
             }
         }
         for (child, parent) in &known.links {
             let (Some(&c), Some(&p)) = (self.index.get(child), self.index.get(parent)) else {
                 continue;
             };
-            if c != p && self.tasks[c as usize].parent == NONE {
-                self.tasks[c as usize].parent = p;
-                self.tasks[p as usize].waits = true;
-            }
+            self.set_parent(c, p);
         }
+    }
+
+    fn set_parent(&mut self, child: u32, parent: u32) {
+        if child != parent && self.tasks[child as usize].parent == NONE {
+            self.tasks[child as usize].parent = parent;
+            self.tasks[parent as usize].waits = true;
+        }
+    }
+
+    /// Links the pending children of the `_GatheringFuture` at `gathering`
+    /// (its `_children` list) to the task `parent` that waits on it.
+    fn gathered<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        gathering: Addr,
+        parent: u32,
+    ) {
+        let Ok(Some(children)) = target.instance_attr(gathering, "_children") else {
+            return;
+        };
+        let mut found = std::mem::take(&mut self.chain);
+        found.clear();
+        let index = &self.index;
+        let _ = target.list_items(children, MAX_TASKS, &mut |child| {
+            if let Some(&c) = index.get(&child.0) {
+                found.push(c);
+            }
+        });
+        for &c in &found {
+            self.set_parent(c, parent);
+        }
+        self.chain = found;
     }
 
     /// Builds the stacks of a thread that runs `event_loop` into `out`:

@@ -72,6 +72,16 @@ pub struct SetObject {
     pub table: Addr,
 }
 
+/// `PyListObject` (Include/cpython/listobject.h), up to `ob_item`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct ListObject {
+    /// `ob_base` (`ob_size` is the length).
+    pub ob_base: VarObjectHead,
+    /// `ob_item`: the array of items.
+    pub ob_item: Addr,
+}
+
 /// `PyWeakReference` (Include/cpython/weakrefobject.h), up to `wr_object`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -101,6 +111,7 @@ pub const CONTAINERS: super::ContainerLayout = super::ContainerLayout {
     set_entry_size: core::mem::size_of::<SetEntry>() as u64,
     set_entry_key: super::off!(SetEntry, key),
     wr_object: super::off!(WeakReference, wr_object),
+    list_item: super::off!(ListObject, ob_item),
     ags_gen: super::off!(AsyncGenASend, ags_gen),
 };
 
@@ -117,6 +128,7 @@ pub fn facts() -> Vec<super::oracle::Fact> {
         field!("setentry.key", SetEntry, key),
         size("setentry", size_of::<SetEntry>()),
         field!("PyWeakReference.wr_object", WeakReference, wr_object),
+        field!("PyListObject.ob_item", ListObject, ob_item),
     ]
 }
 

@@ -60,6 +60,8 @@ pub struct ContainerLayout {
     pub set_entry_key: u64,
     /// `PyWeakReference.wr_object`.
     pub wr_object: u64,
+    /// `PyListObject.ob_item`.
+    pub list_item: u64,
     /// `PyAsyncGenASend.ags_gen` (Objects/genobject.c).
     pub ags_gen: u64,
 }

@@ -304,3 +304,54 @@ fn future_state(v: i32) -> Result<FutureState, ViewError> {
         _ => Err(ViewError::Invalid("future state")),
     }
 }
+
+/// Where an interpreter's asyncio keeps its tasks, as read from its module
+/// table (what `echion.core.init_asyncio` is told in-process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncioSets {
+    /// The `set` of weak references behind `asyncio.tasks._scheduled_tasks`
+    /// (`_all_tasks` before 3.12).
+    pub scheduled: Addr,
+    /// `asyncio.tasks._eager_tasks` (3.12+), null if none.
+    pub eager: Addr,
+}
+
+impl<R: MemoryReader + ?Sized> Target<'_, R> {
+    /// The task sets of the interpreter at `interp`; `None` when it has not
+    /// imported asyncio.
+    pub fn asyncio_sets(&self, interp: Addr) -> Result<Option<AsyncioSets>, ViewError> {
+        let Some(tasks) = self.module(interp, "asyncio.tasks")? else {
+            return Ok(None);
+        };
+        let weak = match self.module_global(tasks, "_scheduled_tasks")? {
+            Some(w) => w,
+            None => match self.module_global(tasks, "_all_tasks")? {
+                Some(w) => w,
+                None => return Ok(None),
+            },
+        };
+        let Some(scheduled) = self.instance_attr(weak, "data")? else {
+            return Ok(None);
+        };
+        let eager = self
+            .module_global(tasks, "_eager_tasks")?
+            .unwrap_or(Addr(0));
+        Ok(Some(AsyncioSets { scheduled, eager }))
+    }
+
+    /// The `threading.get_ident()` of the thread that runs the asyncio event
+    /// loop at `event_loop` (`BaseEventLoop._thread_id`, set while it runs);
+    /// `None` when it does not run or keeps no such attribute (uvloop).
+    pub fn loop_thread_id(&self, event_loop: Addr) -> Result<Option<u64>, ViewError> {
+        let Some(id) = self.instance_attr(event_loop, "_thread_id")? else {
+            return Ok(None);
+        };
+        let mut ty = String::new();
+        self.type_name(id, &mut ty)?;
+        if ty != "int" {
+            return Ok(None);
+        }
+        let n = self.read_int(id)?;
+        Ok(u64::try_from(n).ok().filter(|&n| n != 0))
+    }
+}

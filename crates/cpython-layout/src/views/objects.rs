@@ -269,6 +269,38 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         self.field_addr(asend, self.layout.containers.ags_gen)
     }
 
+    /// The items of the `list` at `list`, at most `max` of them (more is
+    /// [`ViewError::TooMany`]), handed to `each` in order.
+    pub fn list_items(
+        &self,
+        list: Addr,
+        max: usize,
+        each: &mut dyn FnMut(Addr),
+    ) -> Result<(), ViewError> {
+        let len = self.read_u64(
+            list.offset(self.layout.object.ob_size)
+                .ok_or(MemError::Overflow)?,
+        )?;
+        if len > max as u64 {
+            return Err(ViewError::TooMany(max));
+        }
+        let items = self.field_addr(list, self.layout.containers.list_item)?;
+        let mut chunk = [0u8; SPAN];
+        let per = (SPAN / 8) as u64;
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(per);
+            let bytes = &mut chunk[..(n * 8) as usize];
+            self.reader
+                .read(items.offset(at * 8).ok_or(MemError::Overflow)?, bytes)?;
+            for item in bytes.chunks_exact(8) {
+                each(get_addr(item, 0)?);
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Hands every non-null key of the set at `set` to `each` (deleted
     /// slots hold a `dummy` object that the caller tells apart by its
     /// type), in table order, until `each` returns `false`. A table of
