@@ -307,8 +307,7 @@ fn asyncio_updates<R: MemoryReader + ?Sized>(
             continue;
         }
         if let Ok(info) = target.task(task) {
-            if !info.event_loop.is_null() && !loops.contains(&info.event_loop) && loops.len() < 64
-            {
+            if !info.event_loop.is_null() && !loops.contains(&info.event_loop) && loops.len() < 64 {
                 loops.push(info.event_loop);
             }
         }

@@ -74,7 +74,7 @@ impl AsyncioKnown {
 }
 
 /// What an object is, for following a coroutine chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Kind {
     /// `_asyncio.Task` or a subclass.
     Task,
@@ -87,7 +87,12 @@ enum Kind {
     /// `asyncio.tasks._GatheringFuture`: what `gather` returns; its
     /// `_children` are waited on by whoever waits on it.
     Gathering,
+    /// `str` (a task's name).
+    Str,
+    /// `int` (an unnamed task's counter, 3.12+).
+    Int,
     /// Anything else (a future's iterator, the set's dummy…).
+    #[default]
     Other,
 }
 
@@ -124,7 +129,11 @@ pub struct TaskStats {
 #[derive(Debug, Default)]
 pub struct TaskTable {
     kinds: AddrMap<u64, Kind>,
+    /// The types met most, checked before the map.
+    recent: [(u64, Kind); 8],
     names: HashMap<String, FrameId>,
+    /// Names of unnamed tasks (`Task-<n>`) by counter.
+    numbered: AddrMap<u64, FrameId>,
     name_buf: String,
     type_buf: String,
     /// The tick the table was read in, and whether that worked.
@@ -164,6 +173,7 @@ impl TaskTable {
     /// valid, e.g. a new sink).
     pub fn clear_names(&mut self) {
         self.names.clear();
+        self.numbered.clear();
     }
 
     /// Reads every pending task once for tick `tick` (again only on the
@@ -264,10 +274,18 @@ impl TaskTable {
         let Ok(ty) = target.ob_type(obj) else {
             return Kind::Other;
         };
+        if let Some(&(_, k)) = self.recent.iter().find(|(t, _)| *t == ty.0) {
+            return k;
+        }
         if let Some(&k) = self.kinds.get(&ty.0) {
             return k;
         }
         let k = self.classify(target, ty);
+        if k != Kind::Other {
+            if let Some(free) = self.recent.iter_mut().find(|(t, _)| *t == 0) {
+                *free = (ty.0, k);
+            }
+        }
         if self.kinds.len() > 4096 {
             self.kinds.clear();
         }
@@ -290,6 +308,8 @@ impl TaskTable {
                 "async_generator_asend" if depth == 0 => Kind::ASend,
                 "weakref" | "weakref.ReferenceType" if depth == 0 => Kind::WeakRef,
                 "_GatheringFuture" => Kind::Gathering,
+                "str" if depth == 0 => Kind::Str,
+                "int" if depth == 0 => Kind::Int,
                 _ => Kind::Other,
             };
             if kind != Kind::Other {
@@ -317,26 +337,7 @@ impl TaskTable {
         if info.state != echion_cpython_layout::views::FutureState::Pending {
             return Ok(());
         }
-        self.name_buf.clear();
-        target.task_name(&info, &mut self.name_buf)?;
-        let name = match self.names.get(self.name_buf.as_str()) {
-            Some(&id) => id,
-            None => {
-                let id = interner.intern_spec(&FrameSpec {
-                    filename: "",
-                    scope: &self.name_buf,
-                    line: 0,
-                    line_end: 0,
-                    column: 0,
-                    column_end: 0,
-                });
-                if self.names.len() > 1 << 16 {
-                    self.names.clear();
-                }
-                self.names.insert(self.name_buf.clone(), id);
-                id
-            }
-        };
+        let name = self.task_name(target, info.name, interner)?;
         let start = self.frames.len();
         let (running, coro_frame) = match self.coroutine_chain(target, info.coro, interner) {
             Ok(r) => r,
@@ -359,6 +360,68 @@ impl TaskTable {
         });
         self.index.insert(addr.0, idx);
         Ok(())
+    }
+
+    /// The frame named after a task whose `task_name` is `name`: the `str`,
+    /// or for an unnamed task whose name is still its counter (an `int`,
+    /// 3.12+), `Task-<n>` as `get_name()` makes it.
+    fn task_name<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
+        &mut self,
+        target: &Target<'_, R>,
+        name: Addr,
+        interner: &mut I,
+    ) -> Result<FrameId, ViewError> {
+        if name.is_null() {
+            return Err(ViewError::Null("task_name"));
+        }
+        let counter = match self.kind(target, name) {
+            Kind::Str => None,
+            Kind::Int => {
+                let n = target.read_int(name)?;
+                let key = u64::try_from(n).map_err(|_| ViewError::Invalid("task counter"))?;
+                if let Some(&id) = self.numbered.get(&key) {
+                    return Ok(id);
+                }
+                Some(key)
+            }
+            _ => return Err(ViewError::WrongType),
+        };
+        self.name_buf.clear();
+        match counter {
+            Some(n) => {
+                use std::fmt::Write as _;
+                let _ = write!(self.name_buf, "Task-{n}");
+            }
+            None => {
+                target.read_str(name, &mut self.name_buf)?;
+                if let Some(&id) = self.names.get(self.name_buf.as_str()) {
+                    return Ok(id);
+                }
+            }
+        }
+        let id = interner.intern_spec(&FrameSpec {
+            filename: "",
+            scope: &self.name_buf,
+            line: 0,
+            line_end: 0,
+            column: 0,
+            column_end: 0,
+        });
+        match counter {
+            Some(n) => {
+                if self.numbered.len() > 1 << 16 {
+                    self.numbered.clear();
+                }
+                self.numbered.insert(n, id);
+            }
+            None => {
+                if self.names.len() > 1 << 16 {
+                    self.names.clear();
+                }
+                self.names.insert(self.name_buf.clone(), id);
+            }
+        }
+        Ok(id)
     }
 
     /// Follows a task's coroutine down to where it is suspended, pushing
