@@ -131,6 +131,7 @@ int main(void) {
     F(_PyInterpreterFrame, prev_instr);
 #endif
     F(_PyInterpreterFrame, previous);
+    F(PyFrameObject, f_frame);
     F(_PyInterpreterFrame, stacktop);
     F(_PyInterpreterFrame, owner);
     F(_PyInterpreterFrame, localsplus);

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use echion_sampler::greenlets::GreenletFrame;
 use echion_sampler::{Config, Control, Mode, Options, SamplerError, Summary, Update};
 use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -446,6 +447,74 @@ fn link_tasks(parent: Option<Bound<'_, PyAny>>, child: Bound<'_, PyAny>) {
     with_state(|s| s.control.registry.post(Update::LinkTask { child, parent }));
 }
 
+/// Where a greenlet is, from what the gevent hooks pass: `False` (not
+/// started or finished), `None` (running), or its suspended frame.
+fn greenlet_frame(frame: &Bound<'_, PyAny>) -> GreenletFrame {
+    if frame.is_none() {
+        GreenletFrame::Running
+    } else if frame.is_instance_of::<pyo3::types::PyBool>() {
+        GreenletFrame::NotSet
+    } else {
+        GreenletFrame::At(frame.as_ptr() as u64)
+    }
+}
+
+/// The calling thread's `pthread_t`: what `threading.get_ident()` returns
+/// before gevent replaces it.
+fn real_thread_ident() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    let t = unsafe { libc::pthread_self() };
+    t as u64
+}
+
+/// Tells the sampler about a greenlet of the calling thread: its id, its
+/// name and where it is (`False`: not started or finished, `None`:
+/// running, else its suspended frame, which must stay alive while it is
+/// suspended: a greenlet's `gr_frame` does).
+#[pyfunction]
+fn track_greenlet(greenlet_id: u64, name: String, frame: Bound<'_, PyAny>) {
+    let update = Update::Greenlet {
+        id: greenlet_id,
+        thread_id: real_thread_ident(),
+        name: Some(name),
+        frame: greenlet_frame(&frame),
+    };
+    with_state(|s| s.control.registry.post(update));
+}
+
+/// Tells the sampler where a greenlet now is (as for `track_greenlet`).
+#[pyfunction]
+fn update_greenlet_frame(greenlet_id: u64, frame: Bound<'_, PyAny>) {
+    let update = Update::Greenlet {
+        id: greenlet_id,
+        thread_id: 0,
+        name: None,
+        frame: greenlet_frame(&frame),
+    };
+    with_state(|s| s.control.registry.post(update));
+}
+
+/// Tells the sampler that the greenlet `parent_id` waits on `greenlet_id`.
+#[pyfunction]
+fn link_greenlets(greenlet_id: u64, parent_id: u64) {
+    with_state(|s| {
+        s.control.registry.post(Update::LinkGreenlets {
+            child: greenlet_id,
+            parent: parent_id,
+        })
+    });
+}
+
+/// Tells the sampler that a greenlet is gone.
+#[pyfunction]
+fn untrack_greenlet(greenlet_id: u64) {
+    with_state(|s| {
+        s.control
+            .registry
+            .post(Update::UntrackGreenlet { id: greenlet_id })
+    });
+}
+
 /// The `echion` command: validates the options and replaces this process
 /// with the profiled command. Returns only on error, with the exit status.
 #[pyfunction]
@@ -480,6 +549,10 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init_asyncio, m)?)?;
     m.add_function(wrap_pyfunction!(track_asyncio_loop, m)?)?;
     m.add_function(wrap_pyfunction!(link_tasks, m)?)?;
+    m.add_function(wrap_pyfunction!(track_greenlet, m)?)?;
+    m.add_function(wrap_pyfunction!(update_greenlet_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(link_greenlets, m)?)?;
+    m.add_function(wrap_pyfunction!(untrack_greenlet, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }

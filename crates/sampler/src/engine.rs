@@ -9,6 +9,7 @@ use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 use crate::cache::{AddrMap, CodeEntry, FrameCache};
 use crate::clock::{CpuClocks, KernelClocks};
 use crate::codewatch::FreedCodes;
+use crate::greenlets::GreenletFrame;
 use crate::mem::RegionCache;
 use crate::pthread::TidOffset;
 use crate::registry::{RegistryQueue, ThreadNames};
@@ -163,6 +164,10 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     stacks: StackSet,
     tasks: TaskTable,
     task_buf: Vec<StackEntry>,
+    /// Scratch of the greenlet stacks: chains, their ends, one walk.
+    greenlet_chains: Vec<u64>,
+    greenlet_ends: Vec<usize>,
+    greenlet_walk: Vec<StackEntry>,
     freed: Vec<u64>,
     name_buf: String,
     regions: RegionCache<'r, R>,
@@ -179,6 +184,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// Where CPU time comes from in CPU mode.
     clocks: &'r dyn CpuClocks,
     stats: Stats,
+    /// Stacks handed to the sink by the last tick.
+    tick_stacks: u64,
 }
 
 impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
@@ -211,6 +218,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             stacks: StackSet::default(),
             tasks: TaskTable::default(),
             task_buf: Vec::with_capacity(256),
+            greenlet_chains: Vec::new(),
+            greenlet_ends: Vec::new(),
+            greenlet_walk: Vec::new(),
             freed: Vec::new(),
             name_buf: String::new(),
             regions: RegionCache::new(reader),
@@ -220,6 +230,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             tid_offset: None,
             clocks: &KernelClocks,
             stats: Stats::default(),
+            tick_stacks: 0,
         })
     }
 
@@ -244,6 +255,12 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     /// The counters so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// How many stacks the last tick handed to the sink (one per plain
+    /// thread, one per leaf task or greenlet).
+    pub fn stacks_written(&self) -> u64 {
+        self.tick_stacks
     }
 
     /// The counters of the asyncio task reader.
@@ -280,6 +297,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     ) -> std::io::Result<()> {
         self.tick += 1;
         self.stats.ticks += 1;
+        self.tick_stacks = 0;
         if !self.reader.begin_tick() {
             self.stats.fallback_ticks += 1;
         }
@@ -497,6 +515,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 );
             }
         }
+        if !by_task && self.names.greenlets().has_thread(thread.thread_id) {
+            by_task = self.greenlet_stacks(memory, thread.thread_id);
+        }
         if !by_task {
             self.stacks.push_from(&self.stack);
         }
@@ -519,6 +540,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             thread_id: thread.thread_id,
             native_id,
         };
+        self.tick_stacks += self.stacks.len() as u64;
         for stack in self.stacks.iter() {
             self.sink
                 .sample(
@@ -535,6 +557,85 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 .map_err(Skip::Io)?;
         }
         Ok(true)
+    }
+
+    /// The stacks of a thread that has greenlets (see [`crate::greenlets`])
+    /// into `self.stacks`, `self.stack` being the thread's own (outermost
+    /// first); `false` when there is none to show. A greenlet whose frames
+    /// cannot be read leaves its stacks out.
+    fn greenlet_stacks<M: MemoryReader + ?Sized>(&mut self, memory: &M, thread_id: u64) -> bool {
+        let mut chains = std::mem::take(&mut self.greenlet_chains);
+        let mut ends = std::mem::take(&mut self.greenlet_ends);
+        let mut walked = std::mem::take(&mut self.greenlet_walk);
+        let mut buf = std::mem::take(&mut self.task_buf);
+        self.names
+            .greenlets()
+            .chains(thread_id, self.mode == Mode::Cpu, &mut chains, &mut ends);
+        let target = Target::new(memory, self.layout);
+        let mut start = 0;
+        let mut any = false;
+        for &end in &ends {
+            buf.clear();
+            let mut whole = true;
+            for &id in &chains[start..end] {
+                let Some(g) = self.names.greenlets_mut().greenlets.get_mut(&id) else {
+                    whole = false;
+                    break;
+                };
+                let name = match g.name_frame {
+                    Some(f) => f,
+                    None => {
+                        let f = self.sink.intern_frame(&FrameSpec {
+                            filename: "",
+                            scope: &g.name,
+                            line: 0,
+                            line_end: 0,
+                            column: 0,
+                            column_end: 0,
+                        });
+                        g.name_frame = Some(f);
+                        f
+                    }
+                };
+                let frame = g.frame;
+                buf.push(StackEntry::Frame(name));
+                match frame {
+                    GreenletFrame::Running => buf.extend_from_slice(&self.stack),
+                    GreenletFrame::NotSet => {}
+                    GreenletFrame::At(object) => {
+                        walked.clear();
+                        let mut builder = StackBuilder {
+                            cache: &mut self.cache,
+                            sink: &mut self.sink,
+                            stack: &mut walked,
+                            addrs: None,
+                            outermost: 0,
+                            tick: self.tick,
+                            format: self.format,
+                        };
+                        let read = target
+                            .frame_of_object(Addr(object))
+                            .map_err(Skip::from)
+                            .and_then(|f| target.walk(f, &mut builder).map(drop));
+                        if read.is_err() {
+                            whole = false;
+                            break;
+                        }
+                        buf.extend(walked.iter().rev());
+                    }
+                }
+            }
+            start = end;
+            if whole {
+                self.stacks.push_from(&buf);
+                any = true;
+            }
+        }
+        self.greenlet_chains = chains;
+        self.greenlet_ends = ends;
+        self.greenlet_walk = walked;
+        self.task_buf = buf;
+        any
     }
 
     /// Walks the stack from `frame` outwards into `self.stack` (innermost

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod codewatch;
 pub mod dump;
 pub mod engine;
+pub mod greenlets;
 pub mod mem;
 pub mod options;
 pub mod output;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 
 use crate::cache::AddrMap;
+use crate::greenlets::{Greenlet, GreenletFrame, GreenletsKnown};
 use crate::tasks::{AsyncioKnown, AsyncioRoots};
 
 /// A change to the registry.
@@ -53,6 +54,31 @@ pub enum Update {
         thread_id: u64,
         /// `id(loop)`, 0 when it no longer runs one.
         event_loop: u64,
+    },
+    /// A greenlet started, switched or ended (`echion.core.track_greenlet`,
+    /// `update_greenlet_frame`).
+    Greenlet {
+        /// Its id (gevent's `thread.get_ident(greenlet)`).
+        id: u64,
+        /// The real thread it belongs to (0: as known before).
+        thread_id: u64,
+        /// Its name (`None`: as known before).
+        name: Option<String>,
+        /// Where it is.
+        frame: GreenletFrame,
+    },
+    /// A greenlet is gone (`echion.core.untrack_greenlet`).
+    UntrackGreenlet {
+        /// Its id.
+        id: u64,
+    },
+    /// The greenlet `parent` waits on `child` (`join`, `joinall`, `wait`:
+    /// `echion.core.link_greenlets`).
+    LinkGreenlets {
+        /// The greenlet waited on.
+        child: u64,
+        /// The greenlet waiting.
+        parent: u64,
     },
     /// `parent` waits on `child` in a way no field of theirs records
     /// (`gather`, `wait`…: `echion.core.link_tasks`).
@@ -124,6 +150,7 @@ pub struct ThreadNames {
     bootstrap_codes: Vec<u64>,
     scratch: Vec<Update>,
     asyncio: AsyncioKnown,
+    greenlets: GreenletsKnown,
 }
 
 impl ThreadNames {
@@ -163,6 +190,39 @@ impl ThreadNames {
                         self.asyncio.links.insert(child, parent);
                     }
                 }
+                Update::Greenlet {
+                    id,
+                    thread_id,
+                    name,
+                    frame,
+                } => {
+                    let g = self.greenlets.greenlets.entry(id).or_insert(Greenlet {
+                        thread_id,
+                        name: String::new(),
+                        frame,
+                        name_frame: None,
+                    });
+                    g.frame = frame;
+                    if thread_id != 0 {
+                        g.thread_id = thread_id;
+                    }
+                    if let Some(name) = name {
+                        if name != g.name {
+                            g.name = name;
+                            g.name_frame = None;
+                        }
+                    }
+                }
+                Update::UntrackGreenlet { id } => {
+                    self.greenlets.greenlets.remove(&id);
+                    self.greenlets.parents.remove(&id);
+                    self.greenlets.parents.retain(|_, p| *p != id);
+                }
+                Update::LinkGreenlets { child, parent } => {
+                    if child != parent {
+                        self.greenlets.parents.insert(child, parent);
+                    }
+                }
                 Update::BootstrapCode { code } => {
                     if code != 0 && !self.bootstrap_codes.contains(&code) {
                         self.bootstrap_codes.push(code);
@@ -183,6 +243,16 @@ impl ThreadNames {
     /// [`Update::BootstrapCode`]).
     pub fn hides_outermost(&self, code: u64) -> bool {
         code != 0 && self.bootstrap_codes.contains(&code)
+    }
+
+    /// What Python told of greenlets.
+    pub fn greenlets(&self) -> &GreenletsKnown {
+        &self.greenlets
+    }
+
+    /// What Python told of greenlets, to remember interned names.
+    pub fn greenlets_mut(&mut self) -> &mut GreenletsKnown {
+        &mut self.greenlets
     }
 
     /// What Python told of asyncio.

@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 
-use echion_cpython_layout::views::{FrameKind, Target, ViewError};
+use echion_cpython_layout::views::{FrameKind, GenMark, Target, ViewError};
 use echion_cpython_layout::{Addr, MemoryReader};
 use echion_mojo::{FrameId, FrameSpec, StackEntry};
 
@@ -109,6 +109,8 @@ struct Task {
     coro_frame: u64,
     /// Its coroutine frames in `TaskTable::frames`, outermost first.
     frames: (u32, u32),
+    /// Whether its waiter is a `gather`'s future.
+    gathering: bool,
     /// The task that waits on it.
     parent: u32,
     /// Whether it waits on another pending task.
@@ -145,7 +147,29 @@ pub struct TaskTable {
     scratch: Vec<u64>,
     chain: Vec<u32>,
     leaves: Vec<u32>,
+    /// Each task's coroutine chain as last read, kept while the task does
+    /// not move (see [`Chain`]).
+    chains: AddrMap<u64, u32>,
+    slots: Vec<Chain>,
+    free: Vec<u32>,
+    links: Vec<(u64, GenMark)>,
     stats: TaskStats,
+}
+
+/// A suspended task's coroutine chain as read in an earlier tick: reused as
+/// long as the task drives the same coroutine, waits on the same future and
+/// every coroutine of the chain has the same [`GenMark`] (the same frame at
+/// the same instruction, in the same state): one read per coroutine instead
+/// of following the chain again. A task on the CPU is never reused.
+#[derive(Debug, Default)]
+struct Chain {
+    coro: u64,
+    waiter: u64,
+    links: Vec<(u64, GenMark)>,
+    frames: Vec<StackEntry>,
+    outer: u64,
+    gathering: bool,
+    seen: u64,
 }
 
 /// Turns a coroutine's frame into an interned frame (the engine's frame
@@ -210,9 +234,17 @@ impl TaskTable {
         for &addr in &candidates {
             // A task that cannot be read now (it finished, or changed
             // while read) is left out of this tick.
-            let _ = self.read_task(target, Addr(addr), interner);
+            let _ = self.read_task(target, Addr(addr), interner, tick);
         }
         self.scratch = candidates;
+        let (chains, slots, free) = (&mut self.chains, &mut self.slots, &mut self.free);
+        chains.retain(|_, slot| {
+            let keep = slots[*slot as usize].seen == tick;
+            if !keep {
+                free.push(*slot);
+            }
+            keep
+        });
         self.link(target, known);
         if !capped {
             // Links of tasks that are no longer pending go.
@@ -245,11 +277,10 @@ impl TaskTable {
         // type is not a task; the set's dummy is not a weak reference).
         let mut kept = 0;
         for i in 0..self.scratch.len() {
-            let wr = Addr(self.scratch[i]);
-            if self.kind(target, wr) != Kind::WeakRef {
+            let Ok((ty, task)) = target.weakref(Addr(self.scratch[i])) else {
                 continue;
-            }
-            if let Ok(task) = target.weakref_target(wr) {
+            };
+            if self.kind_of_type(target, ty) == Kind::WeakRef {
                 self.scratch[kept] = task.0;
                 kept += 1;
             }
@@ -271,9 +302,17 @@ impl TaskTable {
 
     /// What the object at `obj` is (its type's kind, cached by type).
     fn kind<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, obj: Addr) -> Kind {
-        let Ok(ty) = target.ob_type(obj) else {
+        match target.ob_type(obj) {
+            Ok(ty) => self.kind_of_type(target, ty),
+            Err(_) => Kind::Other,
+        }
+    }
+
+    /// What the objects of the type at `ty` are.
+    fn kind_of_type<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, ty: Addr) -> Kind {
+        if ty.is_null() {
             return Kind::Other;
-        };
+        }
         if let Some(&(_, k)) = self.recent.iter().find(|(t, _)| *t == ty.0) {
             return k;
         }
@@ -329,21 +368,40 @@ impl TaskTable {
         target: &Target<'_, R>,
         addr: Addr,
         interner: &mut I,
+        tick: u64,
     ) -> Result<(), ViewError> {
-        if self.kind(target, addr) != Kind::Task || self.index.contains_key(&addr.0) {
+        if self.index.contains_key(&addr.0) {
             return Ok(());
         }
         let info = target.task(addr)?;
+        if self.kind_of_type(target, info.ty) != Kind::Task {
+            return Ok(());
+        }
         if info.state != echion_cpython_layout::views::FutureState::Pending {
             return Ok(());
         }
         let name = self.task_name(target, info.name, interner)?;
         let start = self.frames.len();
-        let (running, coro_frame) = match self.coroutine_chain(target, info.coro, interner) {
-            Ok(r) => r,
-            Err(e) => {
-                self.frames.truncate(start);
-                return Err(e);
+        let (running, coro_frame, gathering) = if let Some((outer, gathering)) =
+            self.cached_chain(target, addr.0, info.coro.0, info.waiter.0, tick)
+        {
+            (false, outer, gathering)
+        } else {
+            self.links.clear();
+            let gathering =
+                !info.waiter.is_null() && self.kind(target, info.waiter) == Kind::Gathering;
+            match self.coroutine_chain(target, info.coro, interner) {
+                Ok((running, outer)) => {
+                    if !running {
+                        let key = (addr.0, info.coro.0, info.waiter.0);
+                        self.keep_chain(key, start, outer, gathering, tick);
+                    }
+                    (running, outer, gathering)
+                }
+                Err(e) => {
+                    self.frames.truncate(start);
+                    return Err(e);
+                }
             }
         };
         let end = self.frames.len();
@@ -355,6 +413,7 @@ impl TaskTable {
             running,
             coro_frame,
             frames: (start as u32, end as u32),
+            gathering,
             parent: NONE,
             waits: false,
         });
@@ -424,6 +483,66 @@ impl TaskTable {
         Ok(id)
     }
 
+    /// The task's chain from an earlier tick, pushed onto `frames`, if it
+    /// still holds (see [`Chain`]); returns its outermost frame.
+    fn cached_chain<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        task: u64,
+        coro: u64,
+        waiter: u64,
+        tick: u64,
+    ) -> Option<(u64, bool)> {
+        let slot = *self.chains.get(&task)?;
+        let c = &mut self.slots[slot as usize];
+        if c.coro != coro || c.waiter != waiter {
+            return None;
+        }
+        for &(generator, mark) in &c.links {
+            if target.generator_mark(Addr(generator)).ok()? != mark {
+                return None;
+            }
+        }
+        c.seen = tick;
+        self.frames.extend_from_slice(&c.frames);
+        Some((c.outer, c.gathering))
+    }
+
+    /// Keeps the chain just read (`frames[start..]`, links in `links`).
+    fn keep_chain(
+        &mut self,
+        (task, coro, waiter): (u64, u64, u64),
+        start: usize,
+        outer: u64,
+        gathering: bool,
+        tick: u64,
+    ) {
+        let slot = match self.chains.get(&task) {
+            Some(&s) => s,
+            None => {
+                let s = match self.free.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(Chain::default());
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.chains.insert(task, s);
+                s
+            }
+        };
+        let c = &mut self.slots[slot as usize];
+        c.coro = coro;
+        c.waiter = waiter;
+        c.outer = outer;
+        c.gathering = gathering;
+        c.seen = tick;
+        c.links.clear();
+        c.links.extend_from_slice(&self.links);
+        c.frames.clear();
+        c.frames.extend_from_slice(&self.frames[start..]);
+    }
+
     /// Follows a task's coroutine down to where it is suspended, pushing
     /// each coroutine's frame (outermost first). Returns whether the
     /// outermost coroutine is executing, and its frame's address.
@@ -444,7 +563,9 @@ impl TaskTable {
                 }
                 _ => break,
             }
+            let mark = target.generator_mark(obj)?;
             let gen = target.generator(obj)?;
+            self.links.push((obj.0, mark));
             let Some(frame) = gen.frame else { break };
             if depth == 0 {
                 running = gen.running;
@@ -482,7 +603,7 @@ impl TaskTable {
             }
             if let Some(&child) = self.index.get(&waiter) {
                 self.set_parent(child, i as u32);
-            } else if self.kind(target, Addr(waiter)) == Kind::Gathering {
+            } else if self.tasks[i].gathering {
                 self.gathered(target, Addr(waiter), i as u32);
             }
         }

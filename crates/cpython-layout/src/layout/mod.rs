@@ -157,6 +157,8 @@ pub struct ObjectFrameLayout {
 /// Offsets and constants of `_PyInterpreterFrame` (3.11+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterpreterFrameLayout {
+    /// `PyFrameObject.f_frame`: a frame object's interpreter frame.
+    pub frame_object_frame: u64,
     /// `f_code` (3.11, 3.12) or `f_executable` (3.13).
     pub code: u64,
     /// `previous`.

@@ -324,6 +324,19 @@ pub struct TaskObj {
     pub task_name: Addr,
 }
 
+/// `PyFrameObject` (`struct _frame`, Include/internal/pycore_frame.h), up to
+/// `f_frame`: the Python-visible frame object of an interpreter frame.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct FrameObject {
+    /// `ob_base`.
+    pub ob_base: ObjectHead,
+    /// `f_back`.
+    pub f_back: Addr,
+    /// `f_frame`: the interpreter frame it stands for.
+    pub f_frame: Addr,
+}
+
 /// The 3.13 layout, derived from the mirrors above.
 pub const LAYOUT: Layout = Layout {
     python: (3, 13),
@@ -357,6 +370,7 @@ pub const LAYOUT: Layout = Layout {
         owner: off!(InterpreterFrame, owner),
         localsplus: off!(InterpreterFrame, localsplus),
         is_entry: None,
+        frame_object_frame: off!(FrameObject, f_frame),
         owned_by_generator: FRAME_OWNED_BY_GENERATOR,
         owned_by_cstack: Some(FRAME_OWNED_BY_CSTACK),
     }),
@@ -427,6 +441,7 @@ pub const LAYOUT: Layout = Layout {
 pub fn mirror_facts() -> Vec<Fact> {
     let mut facts = super::common::facts();
     facts.extend([
+        field!("PyFrameObject.f_frame", FrameObject, f_frame),
         field!("PyObject.ob_type", ObjectHead, ob_type),
         field!("PyVarObject.ob_size", VarObjectHead, ob_size),
         field!("PyTypeObject.tp_name", TypeObject, tp_name),

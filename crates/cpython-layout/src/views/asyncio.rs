@@ -37,6 +37,9 @@ pub enum FutureState {
 pub struct TaskInfo {
     /// Its address.
     pub addr: Addr,
+    /// Its type (`ob_type`), read with the rest: the caller checks that it
+    /// is a task before trusting the other fields.
+    pub ty: Addr,
     /// `task_name`: a `str`, or on 3.13 an `int` for an unnamed task (see
     /// [`Target::task_name`]).
     pub name: Addr,
@@ -249,11 +252,13 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
             .max(a.fut_state + 4)
             .max(a.task_fut_waiter + 8)
             .max(a.task_coro + 8)
-            .max(a.task_name + 8);
+            .max(a.task_name + 8)
+            .max(self.layout.object.ob_type + 8);
         let mut buf = [0u8; SPAN];
         let b = self.span(addr, end, &mut buf)?;
         Ok(TaskInfo {
             addr,
+            ty: get_addr(b, self.layout.object.ob_type)?,
             name: get_addr(b, a.task_name)?,
             coro: get_addr(b, a.task_coro)?,
             event_loop: get_addr(b, a.fut_loop)?,
@@ -353,5 +358,81 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         }
         let n = self.read_int(id)?;
         Ok(u64::try_from(n).ok().filter(|&n| n != 0))
+    }
+}
+
+/// Where a generator is, in as few reads as possible: equal marks taken at
+/// two moments mean it did not move in between (same frame, same
+/// instruction, same state), so that what was read of it before still
+/// holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GenMark {
+    /// Its frame's address (0 once finished).
+    pub frame: u64,
+    /// The frame's instruction (`f_lasti` ≤ 3.10, `prev_instr`/`instr_ptr`
+    /// 3.11+).
+    pub at: u64,
+    /// Its state (`gi_running` / `f_state` / `gi_frame_state`).
+    pub state: i64,
+}
+
+impl<R: MemoryReader + ?Sized> Target<'_, R> {
+    /// The [`GenMark`] of the generator or coroutine at `addr`: one read
+    /// from 3.11 (the frame is embedded), two before.
+    pub fn generator_mark(&self, addr: Addr) -> Result<GenMark, ViewError> {
+        let mut buf = [0u8; SPAN];
+        match (&self.layout.gen, &self.layout.frame) {
+            (
+                GenLayout::Object {
+                    gi_frame,
+                    gi_running,
+                    ..
+                },
+                FrameLayout::Object(fl),
+            ) => {
+                let end = (gi_frame + 8).max(gi_running.map_or(0, |o| o + 1));
+                let b = self.span(addr, end, &mut buf)?;
+                let frame = get_addr(b, *gi_frame)?;
+                let mut state = match gi_running {
+                    Some(o) => i64::from(get::<u8>(b, *o)?),
+                    None => 0,
+                };
+                if frame.is_null() {
+                    return Ok(GenMark {
+                        frame: 0,
+                        at: 0,
+                        state,
+                    });
+                }
+                let mut fb = [0u8; SPAN];
+                let end = (fl.f_lasti + 4).max(fl.f_state.map_or(0, |(o, _)| o + 1));
+                let f = self.span(frame, end, &mut fb)?;
+                if let Some((o, _)) = fl.f_state {
+                    state = i64::from(get::<i8>(f, o)?);
+                }
+                Ok(GenMark {
+                    frame: frame.0,
+                    at: u64::from(get::<i32>(f, fl.f_lasti)? as u32),
+                    state,
+                })
+            }
+            (
+                GenLayout::Embedded {
+                    gi_frame_state,
+                    gi_iframe,
+                    ..
+                },
+                FrameLayout::Interpreter(fl),
+            ) => {
+                let end = (gi_frame_state + 1).max(gi_iframe + fl.instr_ptr + 8);
+                let b = self.span(addr, end, &mut buf)?;
+                Ok(GenMark {
+                    frame: addr.offset(*gi_iframe).ok_or(MemError::Overflow)?.0,
+                    at: get_addr(b, gi_iframe + fl.instr_ptr)?.0,
+                    state: i64::from(get::<i8>(b, *gi_frame_state)?),
+                })
+            }
+            _ => Err(ViewError::Unsupported("generator model")),
+        }
     }
 }

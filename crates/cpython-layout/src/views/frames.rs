@@ -373,3 +373,21 @@ impl<R: MemoryReader + ?Sized> Iterator for Frames<'_, R> {
             .step(&target, &mut |code| target.code_firsttraceable(code))
     }
 }
+
+impl<R: MemoryReader + ?Sized> Target<'_, R> {
+    /// The frame that the frame object at `frame_object` (what Python code
+    /// holds, e.g. a greenlet's `gr_frame`) stands for, as the walker takes
+    /// it: the object itself up to 3.10, its `f_frame` from 3.11.
+    pub fn frame_of_object(&self, frame_object: Addr) -> Result<Addr, ViewError> {
+        match &self.layout.frame {
+            FrameLayout::Object(_) => Ok(frame_object),
+            FrameLayout::Interpreter(l) => {
+                let f = self.field_addr(frame_object, l.frame_object_frame)?;
+                if f.is_null() {
+                    return Err(ViewError::Null("f_frame"));
+                }
+                Ok(f)
+            }
+        }
+    }
+}

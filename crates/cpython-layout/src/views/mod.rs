@@ -40,7 +40,7 @@ mod frames;
 mod objects;
 mod state;
 
-pub use asyncio::{AsyncioSets, FutureState, GenInfo, TaskInfo};
+pub use asyncio::{AsyncioSets, FutureState, GenInfo, GenMark, TaskInfo};
 pub use dicts::{ThreadName, MAX_DICT_ENTRIES};
 pub use frames::{CodeInfo, FrameInfo, FrameKind, FrameVisitor, Frames};
 pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};

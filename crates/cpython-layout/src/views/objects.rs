@@ -149,6 +149,69 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
 
     /// The value of the `int` at `addr`, if it fits in `i64`.
     pub fn read_int(&self, addr: Addr) -> Result<i64, ViewError> {
+        // One read of the header and as many digits as an i64 needs; an
+        // int at the very end of a mapping is read field by field instead.
+        let l = &self.layout.long;
+        let size_at = match l.size {
+            LongSize::ObSize(off) => off,
+            LongSize::Tag { lv_tag, .. } => lv_tag,
+        };
+        let max_digits = 64_u64.div_ceil(u64::from(l.shift.max(1)));
+        let end = (size_at + 8).max(l.ob_digit + max_digits * u64::from(l.digit_size));
+        let mut buf = [0u8; SPAN];
+        if let Ok(b) = self.span(addr, end, &mut buf) {
+            return self.int_from(b, size_at);
+        }
+        self.read_int_fields(addr)
+    }
+
+    /// [`Target::read_int`] from the bytes of the object (from its start).
+    fn int_from(&self, b: &[u8], size_at: u64) -> Result<i64, ViewError> {
+        let l = &self.layout.long;
+        let head: u64 = get(b, size_at)?;
+        let (negative, ndigits) = match l.size {
+            LongSize::ObSize(_) => {
+                let size = head as i64;
+                (size < 0, size.unsigned_abs())
+            }
+            LongSize::Tag { non_size_bits, .. } => {
+                let sign = head & 3;
+                if sign == 3 {
+                    return Err(ViewError::Invalid("int sign"));
+                }
+                let n = head >> non_size_bits;
+                if sign == 1 && n != 0 {
+                    return Err(ViewError::Invalid("int sign"));
+                }
+                (sign == 2, n)
+            }
+        };
+        let shift = u32::from(l.shift);
+        if ndigits > 64_u64.div_ceil(u64::from(shift)) {
+            return Err(ViewError::IntOverflow);
+        }
+        if l.digit_size != 4 {
+            return Err(ViewError::Unsupported("digit size"));
+        }
+        let mut value: u128 = 0;
+        for i in (0..ndigits).rev() {
+            let d: u32 = get(b, l.ob_digit + i * 4)?;
+            if d >> shift != 0 {
+                return Err(ViewError::Invalid("int digit"));
+            }
+            value = (value << shift) | u128::from(d);
+        }
+        if negative {
+            if value > i64::MAX as u128 + 1 {
+                return Err(ViewError::IntOverflow);
+            }
+            Ok((value as i128).wrapping_neg() as i64)
+        } else {
+            i64::try_from(value).map_err(|_| ViewError::IntOverflow)
+        }
+    }
+
+    fn read_int_fields(&self, addr: Addr) -> Result<i64, ViewError> {
         let l = &self.layout.long;
         let (negative, ndigits) = match l.size {
             LongSize::ObSize(off) => {
@@ -261,6 +324,15 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
     /// gone; the caller checks what it finds there).
     pub fn weakref_target(&self, wr: Addr) -> Result<Addr, ViewError> {
         self.field_addr(wr, self.layout.containers.wr_object)
+    }
+
+    /// The type of the object at `wr` and, if it is a weak reference, its
+    /// referent: one read (the caller checks the type).
+    pub fn weakref(&self, wr: Addr) -> Result<(Addr, Addr), ViewError> {
+        let (ty, target) = (self.layout.object.ob_type, self.layout.containers.wr_object);
+        let mut buf = [0u8; SPAN];
+        let b = self.span(wr, (ty + 8).max(target + 8), &mut buf)?;
+        Ok((get_addr(b, ty)?, get_addr(b, target)?))
     }
 
     /// The async generator that the `async_generator_asend` at `asend`

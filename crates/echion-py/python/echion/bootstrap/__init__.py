@@ -25,14 +25,32 @@ def _configure() -> None:
     _options = ec.configure_from_env()
 
 
+def _sampler_thread_class():
+    from threading import Thread
+
+    class SamplerThread(Thread):
+        """The sampler's Python thread. It starts before the program runs;
+        if the program then replaces ``threading.get_ident`` (gevent's
+        ``monkey.patch_all``), the end of this thread must still find its
+        own entry in ``threading._active`` instead of raising."""
+
+        def _delete(self):
+            try:
+                super()._delete()
+            except KeyError:
+                import threading
+
+                threading._active.pop(self.ident, None)
+
+    return SamplerThread
+
+
 def _start_sampler() -> None:
     global _sampler_thread
     if _options.get("stealth"):
         ec.start_async()
     else:
-        from threading import Thread
-
-        _sampler_thread = Thread(target=ec.start, name="echion.core.sampler", daemon=True)
+        _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
@@ -112,6 +130,9 @@ def _after_fork_in_child() -> None:
     from echion.monkey import asyncio as asyncio_hooks
 
     asyncio_hooks.after_fork_in_child()
+    gevent_hooks = sys.modules.get("echion.monkey.gevent")
+    if gevent_hooks is not None:
+        gevent_hooks.after_fork_in_child()
     _start_sampler()
 
 
@@ -130,6 +151,13 @@ def in_profiled_process() -> bool:
     return not is_main_interpreter()
 
 
+def _hook_gevent() -> None:
+    # Imports gevent itself: only once the program has.
+    from echion.monkey import gevent as gevent_hooks
+
+    gevent_hooks.patch()
+
+
 def start() -> None:
     """Configure, hook the standard library and start sampling."""
     global _started
@@ -140,10 +168,13 @@ def start() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
-    # asyncio is hooked when the program imports it, never imported here.
+    # asyncio and gevent are hooked when the program imports them, never
+    # imported here.
     from echion.monkey import asyncio as asyncio_hooks
+    from echion.monkey import when_imported
 
     asyncio_hooks.install_when_imported()
+    when_imported("gevent", _hook_gevent)
     _started = True
     os.register_at_fork(
         before=_hide_fork_warning,
@@ -171,8 +202,13 @@ def stop() -> None:
 
     threading_hooks.unpatch()
     from echion.monkey import asyncio as asyncio_hooks
+    from echion.monkey import forget
 
     asyncio_hooks.uninstall()
+    forget("gevent")
+    gevent_hooks = sys.modules.get("echion.monkey.gevent")
+    if gevent_hooks is not None:
+        gevent_hooks.unpatch()
     try:
         atexit.unregister(stop)
     except Exception:  # pragma: no cover - interpreter shutting down

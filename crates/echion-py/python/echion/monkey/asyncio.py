@@ -9,7 +9,6 @@ original and passes its result and exceptions through unchanged; links are
 posted as addresses only, so no task is kept alive by them.
 """
 
-import os
 import sys
 from _thread import get_ident
 
@@ -178,71 +177,17 @@ def after_fork_in_child():
         track()
 
 
-class _PatchingLoader:
-    """Runs asyncio's own loader, then installs the hooks."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        _remove_finder()
-        try:
-            patch()
-        except Exception as e:  # never break the program's import
-            if os.environ.get("ECHION_VERBOSE", "0") not in ("", "0"):
-                print("echion: asyncio task stacks unavailable: %s" % e, file=sys.stderr)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-
-class _AsyncioFinder:
-    """Finds nothing itself: when ``asyncio`` is imported, it wraps the loader
-    that the other finders give so that the hooks go in right after
-    asyncio's package has run (before any code of the program uses it)."""
-
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name != "asyncio":
-            return None
-        for finder in sys.meta_path:
-            if finder is cls:
-                continue
-            find = getattr(finder, "find_spec", None)
-            if find is None:
-                continue
-            spec = find(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        spec.loader = _PatchingLoader(spec.loader)
-        return spec
-
-
-def _remove_finder():
-    try:
-        sys.meta_path.remove(_AsyncioFinder)
-    except ValueError:
-        pass
-
-
 def install_when_imported():
     """Patches asyncio now if the program has imported it, or else when it
     does."""
-    if "asyncio" in sys.modules:
-        patch()
-    elif _AsyncioFinder not in sys.meta_path:
-        sys.meta_path.insert(0, _AsyncioFinder)
+    from echion.monkey import when_imported
+
+    when_imported("asyncio", patch)
 
 
 def uninstall():
     """Removes the import hook and the patches."""
-    _remove_finder()
+    from echion.monkey import forget
+
+    forget("asyncio")
     unpatch()

@@ -1,0 +1,123 @@
+//! Per-tick cost of asyncio task stacks as the profiler pays it: the
+//! sampler reads the interpreter of its own process (guarded loads), whose
+//! main thread runs an event loop with 1,000 tasks sleeping in
+//! `asyncio.sleep`, every frame and every task's coroutine chain already
+//! read once. Each tick yields 1,000 stacks (one per task, into a MOJO
+//! writer that discards its bytes).
+//!
+//! One interpreter per process: the bench runs itself once per Python found
+//! (`ECHION_PYTHONS`, or /root/.pyenv/versions/3.*), each with that
+//! interpreter's libpython embedded.
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use echion_cpython_layout::{process, Layout};
+use echion_embed::{libpython_of, Embedded};
+use echion_mojo::MojoWriter;
+use echion_sampler::codewatch::FreedCodes;
+use echion_sampler::mem::guarded::{self, GuardedReader};
+use echion_sampler::{Mode, Session};
+
+const TASKS: u64 = 1000;
+
+const TARGET: &str = r#"
+import asyncio
+
+async def sleeper():
+    await asyncio.sleep(1e9)
+
+async def main():
+    await asyncio.gather(*(asyncio.create_task(sleeper()) for _ in range(1000)))
+
+asyncio.run(main())
+"#;
+
+fn main() {
+    if let Ok(lib) = std::env::var("ECHION_EMBED_LIB") {
+        bench_embedded(&PathBuf::from(lib));
+        return;
+    }
+    let exe = std::env::current_exe().expect("bench binary");
+    for python in echion_testkit::pythons().into_iter().map(|p| p.exe) {
+        let (lib, prefix) = libpython_of(&python)
+            .unwrap_or_else(|| panic!("{}: no shared libpython", python.display()));
+        let status = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env("ECHION_EMBED_LIB", &lib)
+            .env("PYTHONHOME", &prefix)
+            .status()
+            .expect("run the bench for one interpreter");
+        assert!(status.success(), "{}: {status}", python.display());
+    }
+}
+
+fn bench_embedded(lib: &std::path::Path) {
+    let python = Embedded::start(lib, TARGET).expect("embed python");
+    let version = python.version();
+    let layout = Layout::for_version(version).expect("supported version");
+    guarded::prepare_thread();
+    let guarded = GuardedReader::new().expect("own process");
+    assert!(guarded.refresh(), "fault handler in place");
+    process::check_runtime(&guarded, python.runtime(), layout).expect("runtime");
+    let session = Session::new(
+        &guarded,
+        std::process::id(),
+        python.runtime(),
+        layout,
+        version,
+    );
+    let freed = FreedCodes::new();
+
+    // Until every task sleeps: asyncio's task sets and the loop's thread,
+    // found in memory as where mode finds them, then one stack per task.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = 1_000_000_000u64;
+    let mut engine = loop {
+        let writer = MojoWriter::new(std::io::sink(), 1).expect("sink");
+        let mut engine = session
+            .engine(Mode::Wall, 1_000_000, writer)
+            .expect("engine");
+        let registry = session.thread_names();
+        engine.tick(now, &registry, &freed).expect("tick");
+        now += 1_000_000;
+        let stacks = engine.stacks_written();
+        if stacks == TASKS {
+            break engine;
+        }
+        assert!(Instant::now() < deadline, "{version}: {stacks} task stacks");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let registry = echion_sampler::RegistryQueue::default();
+    let mut c = Criterion::default().configure_from_args();
+    c.bench_function(
+        &format!(
+            "in-process tick, guarded loads, {TASKS} sleeping asyncio tasks, python {version}"
+        ),
+        |b| {
+            b.iter(|| {
+                now += 1_000_000;
+                engine.tick(now, &registry, &freed).expect("tick");
+            })
+        },
+    );
+    c.final_summary();
+    assert_eq!(
+        engine.stacks_written(),
+        TASKS,
+        "{version}: one stack per task"
+    );
+    assert_eq!(
+        engine.stats().skipped_total(),
+        0,
+        "{version}: nothing skipped"
+    );
+    assert_eq!(
+        engine.task_stats().error_ticks,
+        0,
+        "{version}: tasks read every tick"
+    );
+}
