@@ -40,4 +40,7 @@ def test_each_greenlet_has_its_stack(tmp_path):
 def test_program_output_unchanged(tmp_path):
     plain = run_plain(tmp_path, GREEN)
     profiled = run_echion(tmp_path, GREEN)
+    assert plain.stdout == b"f1 done\nf3 done\nf2 done\njoined 2 True\n", plain.describe()
     assert (profiled.returncode, profiled.stdout, profiled.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    # joinall waited for both: the run is as long as without echion.
+    assert profiled.elapsed >= 1.0, profiled.describe()

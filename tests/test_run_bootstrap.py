@@ -43,15 +43,29 @@ def core(code):
         ("ec.set_native(True)", "native stacks"),
         ("ec.set_where(True)", "where mode"),
         ("ec.set_pipe_name('x')", "where mode"),
-        ("ec.init_asyncio()", "asyncio task stacks"),
-        ("ec.track_asyncio_loop(1, None)", "asyncio task stacks"),
-        ("ec.link_tasks(1, 2)", "asyncio task stacks"),
     ],
 )
 def test_later_features_raise_not_implemented_naming_them(call, feature):
     out = core(f"try:\n    {call}\nexcept NotImplementedError as e:\n    print(e)\nelse:\n    print('no error')")
     assert out.returncode == 0, out.stderr.decode()
     assert feature in out.stdout.decode(), out.stdout.decode()
+
+
+def test_asyncio_and_greenlet_functions_take_echion_03s_arguments():
+    # What the hooks call, callable by hand as in echion 0.3; a wrong
+    # argument is a TypeError naming it.
+    out = core(
+        "import asyncio.tasks as t\n"
+        "ec.init_asyncio(t._current_tasks, getattr(t, '_scheduled_tasks', getattr(t, '_all_tasks', None)).data, getattr(t, '_eager_tasks', None))\n"
+        "ec.track_asyncio_loop(1, None); ec.track_asyncio_loop(1, object())\n"
+        "ec.link_tasks(None, object()); ec.link_tasks(object(), object())\n"
+        "import sys\n"
+        "ec.track_greenlet(1, 'g', sys._getframe()); ec.update_greenlet_frame(1, None); ec.update_greenlet_frame(1, False)\n"
+        "ec.link_greenlets(2, 1); ec.untrack_greenlet(1)\n"
+        "try:\n    ec.init_asyncio({}, [], None)\nexcept TypeError as e:\n    print('refused:', e)\n"
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode() == "refused: init_asyncio: scheduled_tasks must be a set, not list\n", out.stdout
 
 
 def test_switching_later_features_off_is_fine_and_bad_settings_are_refused():

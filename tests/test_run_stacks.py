@@ -9,6 +9,7 @@ from harness import (
     scope,
     select,
     stack_summary,
+    starts_with,
     target,
     thread_prefix,
     threads,
@@ -74,3 +75,20 @@ def test_recursion_900_deep(tmp_path):
     assert not wrong, f"{len(wrong)} samples at the bottom with another stack: {[show(s) for s in wrong[:5]]}"
     assert len(cut) <= 1, f"{len(cut)} samples at the bottom cut short: {[show(s) for s in cut[:5]]}"
     assert total(exact) >= 0.5e6, f"{total(exact)} µs with the whole stack"
+
+
+def test_generators_and_yield_from(tmp_path):
+    # A running generator is on its consumer's stack; one delegating with
+    # `yield from` has the one it delegates to above it.
+    gen = target("generators.py")
+    run = run_echion(tmp_path, gen)
+    assert run.returncode == 0, run.describe()
+    view = run.view
+    line = {m: marker_line(gen, m) for m in ("main", "consume", "yield-from", "sleep", "busy")}
+    outer = (("<module>", line["main"]), ("my_function", line["consume"]))
+    for stack in (
+        outer + (("generator", line["sleep"]),),
+        outer + (("generator", line["yield-from"]), ("generator2", line["busy"]), "busy"),
+    ):
+        found = select(view, lambda s: starts_with(s, stack), "MainThread")
+        assert total(found) >= 0.3e6, f"{stack}\n{stack_summary(view)}"

@@ -42,13 +42,6 @@ def _name(g):
     return getattr(g, "name", None) or type(g).__qualname__
 
 
-def _untrack(g):
-    gid = id(g)
-    if gid in _tracked:
-        _tracked.discard(gid)
-        ec.untrack_greenlet(gid)
-
-
 def _where(g, frame):
     gid = id(g)
     if gid in _tracked:
@@ -56,18 +49,21 @@ def _where(g, frame):
         return
     _tracked.add(gid)
     ec.track_greenlet(gid, _name(g), frame)
-    rawlink = getattr(g, "rawlink", None)
-    if rawlink is not None:
-        try:
-            rawlink(_untrack)
-        except Exception:  # the hub, a raw greenlet: nothing to link to
-            pass
 
 
 def _tracer(event, args):
     if event in ("switch", "throw"):
         origin, target = args
-        _where(origin, origin.gr_frame or _NOT_SET)
+        if origin.dead:
+            # Its last switch: it is gone. (Nothing is linked to the
+            # greenlet itself: a link added from a trace function changes
+            # how some gevent releases wake their waiters.)
+            gid = id(origin)
+            if gid in _tracked:
+                _tracked.discard(gid)
+                ec.untrack_greenlet(gid)
+        else:
+            _where(origin, origin.gr_frame or _NOT_SET)
         _where(target, None)
     if _previous_tracer is not None:
         _previous_tracer(event, args)
