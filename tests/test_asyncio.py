@@ -230,3 +230,13 @@ def test_program_without_asyncio_does_not_import_it(tmp_path):
     assert_stack(r.view, ("<module>", "main", "no_asyncio"), 0.2e6)
     assert not task_frames(r.view)
     assert SAMPLER_THREAD in {s["thread"] for s in r.view["samples"]}
+
+
+def test_more_tasks_than_a_tick_reads(tmp_path):
+    # 10,000 tasks: a tick reads at most 8,192 of them, says so in the
+    # metadata, and the program runs as it would.
+    r = run(tmp_path, "many", "-i", "200ms", expect_profile=None, timeout=120, env={"AIO_TASKS": "10000"})
+    view = read_ours(profile_files(tmp_path)[r.pid])
+    names = {n for n in task_frames(view) if n.startswith("many-")}
+    assert 1000 <= len(names) <= 8192, len(names)
+    assert int(view["metadata"]["tasks_capped_ticks"]) >= 1, view["metadata"]

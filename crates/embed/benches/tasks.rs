@@ -10,13 +10,11 @@
 //! interpreter's libpython embedded.
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use echion_cpython_layout::{process, Layout};
-use echion_embed::{libpython_of, Embedded};
+use echion_embed::Embedded;
 use echion_mojo::MojoWriter;
 use echion_sampler::codewatch::FreedCodes;
 use echion_sampler::mem::guarded::{self, GuardedReader};
@@ -36,23 +34,10 @@ async def main():
 asyncio.run(main())
 "#;
 
+mod common;
+
 fn main() {
-    if let Ok(lib) = std::env::var("ECHION_EMBED_LIB") {
-        bench_embedded(&PathBuf::from(lib));
-        return;
-    }
-    let exe = std::env::current_exe().expect("bench binary");
-    for python in echion_testkit::pythons().into_iter().map(|p| p.exe) {
-        let (lib, prefix) = libpython_of(&python)
-            .unwrap_or_else(|| panic!("{}: no shared libpython", python.display()));
-        let status = Command::new(&exe)
-            .args(std::env::args_os().skip(1))
-            .env("ECHION_EMBED_LIB", &lib)
-            .env("PYTHONHOME", &prefix)
-            .status()
-            .expect("run the bench for one interpreter");
-        assert!(status.success(), "{}: {status}", python.display());
-    }
+    common::per_interpreter(bench_embedded);
 }
 
 fn bench_embedded(lib: &std::path::Path) {

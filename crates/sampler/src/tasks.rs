@@ -264,15 +264,7 @@ impl TaskTable {
     ) -> Result<bool, ViewError> {
         self.scratch.clear();
         let mut capped = false;
-        let scratch = &mut self.scratch;
-        target.set_keys(Addr(roots.scheduled), MAX_SET_SLOTS, &mut |wr| {
-            if scratch.len() >= MAX_TASKS {
-                capped = true;
-                return false;
-            }
-            scratch.push(wr.0);
-            true
-        })?;
+        append_keys(target, roots.scheduled, &mut self.scratch, &mut capped)?;
         // Weak references to their tasks (dead ones point to None, whose
         // type is not a task; the set's dummy is not a weak reference).
         let mut kept = 0;
@@ -287,15 +279,7 @@ impl TaskTable {
         }
         self.scratch.truncate(kept);
         if roots.eager != 0 && !capped {
-            let scratch = &mut self.scratch;
-            target.set_keys(Addr(roots.eager), MAX_SET_SLOTS, &mut |t| {
-                if scratch.len() >= MAX_TASKS {
-                    capped = true;
-                    return false;
-                }
-                scratch.push(t.0);
-                true
-            })?;
+            append_keys(target, roots.eager, &mut self.scratch, &mut capped)?;
         }
         Ok(capped)
     }
@@ -715,4 +699,22 @@ impl TaskTable {
         }
         true
     }
+}
+
+/// Appends the keys of the set at `set` to `out`, up to [`MAX_TASKS`] in
+/// all; `capped` says whether some were left out.
+fn append_keys<R: MemoryReader + ?Sized>(
+    target: &Target<'_, R>,
+    set: u64,
+    out: &mut Vec<u64>,
+    capped: &mut bool,
+) -> Result<(), ViewError> {
+    target.set_keys(Addr(set), MAX_SET_SLOTS, &mut |key| {
+        if out.len() >= MAX_TASKS {
+            *capped = true;
+            return false;
+        }
+        out.push(key.0);
+        true
+    })
 }

@@ -147,52 +147,39 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         Ok(())
     }
 
-    /// The value of the `int` at `addr`, if it fits in `i64`.
+    /// The value of the `int` at `addr`, if it fits in `i64`. One read of
+    /// the header and as many digits as an `i64` needs; an `int` that ends
+    /// its mapping (where that read would cross into nothing) is read
+    /// header first, then exactly its digits.
     pub fn read_int(&self, addr: Addr) -> Result<i64, ViewError> {
-        // One read of the header and as many digits as an i64 needs; an
-        // int at the very end of a mapping is read field by field instead.
         let l = &self.layout.long;
         let size_at = match l.size {
             LongSize::ObSize(off) => off,
             LongSize::Tag { lv_tag, .. } => lv_tag,
         };
-        let max_digits = 64_u64.div_ceil(u64::from(l.shift.max(1)));
-        let end = (size_at + 8).max(l.ob_digit + max_digits * u64::from(l.digit_size));
-        let mut buf = [0u8; SPAN];
-        if let Ok(b) = self.span(addr, end, &mut buf) {
-            return self.int_from(b, size_at);
-        }
-        self.read_int_fields(addr)
-    }
-
-    /// [`Target::read_int`] from the bytes of the object (from its start).
-    fn int_from(&self, b: &[u8], size_at: u64) -> Result<i64, ViewError> {
-        let l = &self.layout.long;
-        let head: u64 = get(b, size_at)?;
-        let (negative, ndigits) = match l.size {
-            LongSize::ObSize(_) => {
-                let size = head as i64;
-                (size < 0, size.unsigned_abs())
-            }
-            LongSize::Tag { non_size_bits, .. } => {
-                let sign = head & 3;
-                if sign == 3 {
-                    return Err(ViewError::Invalid("int sign"));
-                }
-                let n = head >> non_size_bits;
-                if sign == 1 && n != 0 {
-                    return Err(ViewError::Invalid("int sign"));
-                }
-                (sign == 2, n)
-            }
-        };
-        let shift = u32::from(l.shift);
-        if ndigits > 64_u64.div_ceil(u64::from(shift)) {
-            return Err(ViewError::IntOverflow);
-        }
         if l.digit_size != 4 {
             return Err(ViewError::Unsupported("digit size"));
         }
+        // 64 bits need at most ceil(64 / shift) digits; a normalized int
+        // with more does not fit.
+        let max_digits = 64_u64.div_ceil(u64::from(l.shift.max(1)));
+        let mut buf = [0u8; SPAN];
+        let whole = (size_at + 8).max(l.ob_digit + max_digits * 4);
+        let b = match self.span(addr, whole, &mut buf) {
+            Ok(_) => &buf[..whole as usize],
+            Err(_) => {
+                let (_, ndigits) = self.int_size(self.read_u64(
+                    addr.offset(size_at).ok_or(MemError::Overflow)?,
+                )?)?;
+                let exact = (size_at + 8).max(l.ob_digit + ndigits.min(max_digits) * 4);
+                self.span(addr, exact, &mut buf)?
+            }
+        };
+        let (negative, ndigits) = self.int_size(get(b, size_at)?)?;
+        if ndigits > max_digits {
+            return Err(ViewError::IntOverflow);
+        }
+        let shift = u32::from(l.shift);
         let mut value: u128 = 0;
         for i in (0..ndigits).rev() {
             let d: u32 = get(b, l.ob_digit + i * 4)?;
@@ -211,65 +198,24 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         }
     }
 
-    fn read_int_fields(&self, addr: Addr) -> Result<i64, ViewError> {
-        let l = &self.layout.long;
-        let (negative, ndigits) = match l.size {
-            LongSize::ObSize(off) => {
-                let size = self.read_u64(addr.offset(off).ok_or(MemError::Overflow)?)? as i64;
-                (size < 0, size.unsigned_abs())
+    /// The sign and digit count an `int`'s `ob_size` (≤ 3.11) or `lv_tag`
+    /// (3.12+) word says.
+    fn int_size(&self, head: u64) -> Result<(bool, u64), ViewError> {
+        match self.layout.long.size {
+            LongSize::ObSize(_) => {
+                let size = head as i64;
+                Ok((size < 0, size.unsigned_abs()))
             }
-            LongSize::Tag {
-                lv_tag,
-                non_size_bits,
-            } => {
-                let tag = self.read_u64(addr.offset(lv_tag).ok_or(MemError::Overflow)?)?;
+            LongSize::Tag { non_size_bits, .. } => {
                 // why: sign bits are 0 positive, 1 zero, 2 negative
                 // (Include/internal/pycore_long.h, v3.12.1, SIGN_MASK).
-                let sign = tag & 3;
-                if sign == 3 {
+                let sign = head & 3;
+                let n = head >> non_size_bits;
+                if sign == 3 || (sign == 1 && n != 0) {
                     return Err(ViewError::Invalid("int sign"));
                 }
-                let n = tag >> non_size_bits;
-                if sign == 1 && n != 0 {
-                    return Err(ViewError::Invalid("int sign"));
-                }
-                (sign == 2, n)
+                Ok((sign == 2, n))
             }
-        };
-        if ndigits == 0 {
-            return Ok(0);
-        }
-        let shift = u32::from(l.shift);
-        // 64 bits need at most ceil(64 / shift) digits; a normalized int
-        // with more does not fit.
-        let max_digits = 64_u64.div_ceil(u64::from(shift));
-        if ndigits > max_digits {
-            return Err(ViewError::IntOverflow);
-        }
-        if l.digit_size != 4 {
-            return Err(ViewError::Unsupported("digit size"));
-        }
-        let mut raw = [0u8; 16];
-        let n = ndigits as usize * 4;
-        self.reader.read(
-            addr.offset(l.ob_digit).ok_or(MemError::Overflow)?,
-            &mut raw[..n],
-        )?;
-        let mut value: u128 = 0;
-        for i in (0..ndigits as usize).rev() {
-            let d: u32 = get(&raw, (i * 4) as u64)?;
-            if d >> shift != 0 {
-                return Err(ViewError::Invalid("int digit"));
-            }
-            value = (value << shift) | u128::from(d);
-        }
-        if negative {
-            if value > i64::MAX as u128 + 1 {
-                return Err(ViewError::IntOverflow);
-            }
-            Ok((value as i128).wrapping_neg() as i64)
-        } else {
-            i64::try_from(value).map_err(|_| ViewError::IntOverflow)
         }
     }
 }
