@@ -231,10 +231,13 @@ impl TaskTable {
             self.stats.capped_ticks += 1;
         }
         let candidates = std::mem::take(&mut self.scratch);
+        let mut unread = 0;
         for &addr in &candidates {
             // A task that cannot be read now (it finished, or changed
             // while read) is left out of this tick.
-            let _ = self.read_task(target, Addr(addr), interner, tick);
+            if self.read_task(target, Addr(addr), interner, tick).is_err() {
+                unread += 1;
+            }
         }
         self.scratch = candidates;
         let (chains, slots, free) = (&mut self.chains, &mut self.slots, &mut self.free);
@@ -246,8 +249,10 @@ impl TaskTable {
             keep
         });
         self.link(target, known);
-        if !capped {
-            // Links of tasks that are no longer pending go.
+        if !capped && unread == 0 {
+            // Links of tasks that are no longer pending go (only after a
+            // tick that read every task: one unreadable for a moment keeps
+            // its link).
             let index = &self.index;
             known.links.retain(|child, _| index.contains_key(child));
         }

@@ -168,9 +168,8 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         let b = match self.span(addr, whole, &mut buf) {
             Ok(_) => &buf[..whole as usize],
             Err(_) => {
-                let (_, ndigits) = self.int_size(self.read_u64(
-                    addr.offset(size_at).ok_or(MemError::Overflow)?,
-                )?)?;
+                let (_, ndigits) =
+                    self.int_size(self.read_u64(addr.offset(size_at).ok_or(MemError::Overflow)?)?)?;
                 let exact = (size_at + 8).max(l.ob_digit + ndigits.min(max_digits) * 4);
                 self.span(addr, exact, &mut buf)?
             }
