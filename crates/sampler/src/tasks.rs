@@ -723,3 +723,120 @@ fn append_keys<R: MemoryReader + ?Sized>(
         true
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::StackSet;
+
+    fn f(n: u32) -> StackEntry {
+        StackEntry::Frame(FrameId::new(n))
+    }
+
+    /// A table as `read` leaves it: tasks with their frames (ids from
+    /// `frames`), loop 1, `parent`s as given.
+    fn table(tasks: &[(u32, &[u32], u32, bool, u64)]) -> TaskTable {
+        let mut t = TaskTable {
+            read_ok: true,
+            ..TaskTable::default()
+        };
+        for &(name, frames, parent, running, coro_frame) in tasks {
+            let start = t.frames.len() as u32;
+            t.frames.extend(frames.iter().map(|&n| f(n)));
+            t.tasks.push(Task {
+                event_loop: 1,
+                waiter: 0,
+                name: FrameId::new(name),
+                running,
+                coro_frame,
+                frames: (start, t.frames.len() as u32),
+                gathering: false,
+                parent,
+                waits: false,
+            });
+        }
+        for i in 0..t.tasks.len() {
+            let p = t.tasks[i].parent;
+            if p != NONE {
+                t.tasks[p as usize].waits = true;
+            }
+        }
+        t
+    }
+
+    fn stacks(t: &mut TaskTable, thread: &[u32], addrs: &[u64], cpu_only: bool) -> Vec<Vec<u32>> {
+        let thread: Vec<_> = thread.iter().map(|&n| f(n)).collect();
+        let mut set = StackSet::default();
+        let mut buf = Vec::new();
+        if !t.stacks(1, &thread, addrs, cpu_only, &mut set, &mut buf) {
+            return Vec::new();
+        }
+        set.iter()
+            .map(|s| {
+                s.iter()
+                    .map(|e| match e {
+                        StackEntry::Frame(id) => id.key() as u32,
+                        _ => 0,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_stack_per_leaf_under_its_waiters() {
+        // Task 100 (frames 10, 11) waits on tasks 200 (20) and 300 (30).
+        let mut t = table(&[
+            (100, &[10, 11], NONE, false, 0),
+            (200, &[20], 0, false, 0),
+            (300, &[30], 0, false, 0),
+        ]);
+        // The thread sits in the loop's select: frames 1, 2.
+        let got = stacks(&mut t, &[1, 2], &[0x1, 0x2], false);
+        assert_eq!(
+            got,
+            [
+                vec![1, 2, 100, 10, 11, 200, 20],
+                vec![1, 2, 100, 10, 11, 300, 30]
+            ]
+        );
+        // CPU mode, nothing on the CPU: the thread's own stack is shown.
+        assert!(stacks(&mut t, &[1, 2], &[0x1, 0x2], true).is_empty());
+    }
+
+    #[test]
+    fn the_task_on_the_cpu_shows_the_threads_frames_from_its_coroutine() {
+        // Task 200 runs: its outermost coroutine's frame is at 0x3 on the
+        // thread's stack (frames 1, 2 are the loop's, 3 its coroutine, 4 a
+        // plain function it called).
+        let mut t = table(&[
+            (100, &[10], NONE, false, 0),
+            (200, &[20], 0, true, 0x3),
+            (300, &[30], 0, false, 0),
+        ]);
+        let thread = [1, 2, 3, 4];
+        let addrs = [0x1, 0x2, 0x3, 0x4];
+        let got = stacks(&mut t, &thread, &addrs, false);
+        assert_eq!(
+            got,
+            [vec![1, 2, 100, 10, 200, 3, 4], vec![1, 2, 100, 10, 300, 30]]
+        );
+        assert_eq!(
+            stacks(&mut t, &thread, &addrs, true),
+            [vec![1, 2, 100, 10, 200, 3, 4]]
+        );
+    }
+
+    #[test]
+    fn waiting_cycles_end() {
+        // 100 and 200 wait on each other, 300 waits on nothing and is
+        // waited on by 200: the walk up from 300 stops at the cycle.
+        let mut t = table(&[
+            (100, &[10], 1, false, 0),
+            (200, &[20], 0, false, 0),
+            (300, &[30], 1, false, 0),
+        ]);
+        let got = stacks(&mut t, &[1], &[0x1], false);
+        assert_eq!(got, [vec![1, 100, 10, 200, 20, 300, 30]]);
+    }
+}
