@@ -165,23 +165,30 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         let max_digits = 64_u64.div_ceil(u64::from(l.shift.max(1)));
         let mut buf = [0u8; SPAN];
         let whole = (size_at + 8).max(l.ob_digit + max_digits * 4);
-        let b = match self.span(addr, whole, &mut buf) {
-            Ok(_) => &buf[..whole as usize],
+        let mut digits = [0u8; SPAN];
+        let (head, digits): (u64, &[u8]) = match self.span(addr, whole, &mut buf) {
+            Ok(b) => (get(b, size_at)?, &b[l.ob_digit as usize..]),
             Err(_) => {
-                let (_, ndigits) =
-                    self.int_size(self.read_u64(addr.offset(size_at).ok_or(MemError::Overflow)?)?)?;
-                let exact = (size_at + 8).max(l.ob_digit + ndigits.min(max_digits) * 4);
-                self.span(addr, exact, &mut buf)?
+                // Exactly the size word, then exactly the digits it counts.
+                let head = self.read_u64(addr.offset(size_at).ok_or(MemError::Overflow)?)?;
+                let (_, n) = self.int_size(head)?;
+                let n = (n.min(max_digits) * 4) as usize;
+                let out = digits.get_mut(..n).ok_or(ViewError::IntOverflow)?;
+                if n > 0 {
+                    self.reader
+                        .read(addr.offset(l.ob_digit).ok_or(MemError::Overflow)?, out)?;
+                }
+                (head, out)
             }
         };
-        let (negative, ndigits) = self.int_size(get(b, size_at)?)?;
+        let (negative, ndigits) = self.int_size(head)?;
         if ndigits > max_digits {
             return Err(ViewError::IntOverflow);
         }
         let shift = u32::from(l.shift);
         let mut value: u128 = 0;
         for i in (0..ndigits).rev() {
-            let d: u32 = get(b, l.ob_digit + i * 4)?;
+            let d: u32 = get(digits, i * 4)?;
             if d >> shift != 0 {
                 return Err(ViewError::Invalid("int digit"));
             }
