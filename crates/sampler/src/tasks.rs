@@ -193,13 +193,6 @@ impl TaskTable {
         self.stats
     }
 
-    /// Forgets the interned task-name frames (the sink's ids are no longer
-    /// valid, e.g. a new sink).
-    pub fn clear_names(&mut self) {
-        self.names.clear();
-        self.numbered.clear();
-    }
-
     /// Reads every pending task once for tick `tick` (again only on the
     /// next tick). `false` if the sets could not be read.
     pub(crate) fn read<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
