@@ -403,3 +403,63 @@ fn one_stack_repeat_per_sample() {
         "{err}"
     );
 }
+
+/// Frame keys of every encoded length (one, two and three or more bytes)
+/// and stacks longer than the writer's encoding block, with invalid frames
+/// among them, read back as written.
+#[test]
+fn long_stacks_of_large_keys_round_trip() {
+    let mut w = MojoWriter::new(Vec::new(), 5).expect("vec");
+    let ids: Vec<_> = (0..20_000)
+        .map(|i| {
+            w.intern_frame(&FrameSpec {
+                filename: "m.py",
+                scope: &format!("f{i}"),
+                line: i,
+                line_end: i,
+                column: 0,
+                column_end: 0,
+            })
+        })
+        .collect();
+    let mut stacks = Vec::new();
+    for len in [1usize, 39, 40, 41, 79, 80, 81, 300, 1000] {
+        let stack: Vec<Option<usize>> = (0..len)
+            .map(|j| {
+                let i = (j * 7919 + len * 31) % ids.len();
+                (j % 97 != 96).then_some(i)
+            })
+            .collect();
+        stacks.push(stack);
+    }
+    for stack in &stacks {
+        let entries: Vec<_> = stack
+            .iter()
+            .map(|i| i.map_or(StackEntry::Invalid, |i| StackEntry::Frame(ids[i])))
+            .collect();
+        w.sample(&SampleRef {
+            iid: 0,
+            thread: "MainThread",
+            stack: &entries,
+            metrics: &[Metric::Time(1)],
+            gc: false,
+            idle: false,
+        })
+        .expect("vec");
+    }
+    let p = Profile::parse(&w.finish().expect("vec")).expect("parses");
+    assert_eq!(p.samples.len(), stacks.len());
+    for (got, want) in p.samples.iter().zip(&stacks) {
+        let got: Vec<Option<String>> = got
+            .frames
+            .iter()
+            .map(|f| match f {
+                Frame::Frame(i) => Some(i.scope.to_string()),
+                Frame::Invalid => None,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let want: Vec<Option<String>> = want.iter().map(|i| i.map(|i| format!("f{i}"))).collect();
+        assert_eq!(got, want);
+    }
+}

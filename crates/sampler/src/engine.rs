@@ -511,7 +511,6 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     &self.stack_addrs,
                     self.mode == Mode::Cpu,
                     &mut self.stacks,
-                    &mut self.task_buf,
                 );
             }
         }
@@ -780,40 +779,54 @@ impl<S: Sink> StackBuilder<'_, S> {
 /// are kept between samples, so a warm sampler does not allocate here.
 #[derive(Debug, Default)]
 pub struct StackSet {
-    stacks: Vec<Vec<StackEntry>>,
-    len: usize,
+    /// Every stack's entries, one after the other.
+    entries: Vec<StackEntry>,
+    /// Where each stack ends in `entries`.
+    ends: Vec<u32>,
 }
 
 impl StackSet {
     /// Empties the set (keeping its buffers).
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.entries.clear();
+        self.ends.clear();
     }
 
     /// Adds a stack, copied from `frames`.
     pub fn push_from(&mut self, frames: &[StackEntry]) {
-        if self.len == self.stacks.len() {
-            self.stacks.push(Vec::with_capacity(frames.len()));
-        }
-        let stack = &mut self.stacks[self.len];
-        stack.clear();
-        stack.extend_from_slice(frames);
-        self.len += 1;
+        self.entries.extend_from_slice(frames);
+        self.close();
+    }
+
+    /// The stack being built: entries pushed here since the last
+    /// [`StackSet::close`] (or [`StackSet::push_from`]) make the next stack.
+    pub(crate) fn open(&mut self) -> &mut Vec<StackEntry> {
+        &mut self.entries
+    }
+
+    /// Ends the stack being built.
+    pub(crate) fn close(&mut self) {
+        self.ends.push(self.entries.len() as u32);
     }
 
     /// The stacks, in the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = &[StackEntry]> {
-        self.stacks[..self.len].iter().map(Vec::as_slice)
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let stack = &self.entries[start as usize..end as usize];
+            start = end;
+            stack
+        })
     }
 
     /// How many stacks the set holds.
     pub fn len(&self) -> usize {
-        self.len
+        self.ends.len()
     }
 
     /// Whether the set holds no stack.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ends.is_empty()
     }
 }
 
@@ -856,7 +869,11 @@ mod tests {
         set.clear();
         set.push_from(&[b]);
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![&[b][..]]);
-        assert_eq!(set.stacks.len(), 2, "buffers kept");
+        assert!(set.entries.capacity() >= 3, "buffers kept");
+        // A stack built in place.
+        set.open().extend_from_slice(&[a, a]);
+        set.close();
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![&[b][..], &[a, a][..]]);
     }
 
     #[test]

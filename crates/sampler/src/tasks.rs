@@ -156,11 +156,11 @@ pub struct TaskTable {
     stats: TaskStats,
 }
 
-/// A suspended task's coroutine chain as read in an earlier tick: reused as
-/// long as the task drives the same coroutine, waits on the same future and
-/// every coroutine of the chain has the same [`GenMark`] (the same frame at
-/// the same instruction, in the same state): one read per coroutine instead
-/// of following the chain again. A task on the CPU is never reused.
+/// A suspended task's coroutine chain and name as read in an earlier tick:
+/// reused as long as the task drives the same coroutine, waits on the same
+/// future, holds the same name object and every coroutine of the chain has
+/// the same [`GenMark`] (the same frame at the same instruction, in the same
+/// state): one read per coroutine instead of following the chain again. A task on the CPU is never reused.
 #[derive(Debug, Default)]
 struct Chain {
     coro: u64,
@@ -169,6 +169,9 @@ struct Chain {
     frames: Vec<StackEntry>,
     outer: u64,
     gathering: bool,
+    /// The task's `task_name` object and the frame named after it.
+    name_obj: u64,
+    name: FrameId,
     seen: u64,
 }
 
@@ -362,13 +365,13 @@ impl TaskTable {
         if info.state != echion_cpython_layout::views::FutureState::Pending {
             return Ok(());
         }
-        let name = self.task_name(target, info.name, interner)?;
         let start = self.frames.len();
-        let (running, coro_frame, gathering) = if let Some((outer, gathering)) =
-            self.cached_chain(target, addr.0, info.coro.0, info.waiter.0, tick)
+        let (name, running, coro_frame, gathering) = if let Some(hit) =
+            self.cached_chain(target, addr.0, &info, tick)
         {
-            (false, outer, gathering)
+            hit
         } else {
+            let name = self.task_name(target, info.name, interner)?;
             self.links.clear();
             let gathering =
                 !info.waiter.is_null() && self.kind(target, info.waiter) == Kind::Gathering;
@@ -376,9 +379,9 @@ impl TaskTable {
                 Ok((running, outer)) => {
                     if !running {
                         let key = (addr.0, info.coro.0, info.waiter.0);
-                        self.keep_chain(key, start, outer, gathering, tick);
+                        self.keep_chain(key, start, outer, gathering, (info.name.0, name), tick);
                     }
-                    (running, outer, gathering)
+                    (name, running, outer, gathering)
                 }
                 Err(e) => {
                     self.frames.truncate(start);
@@ -465,19 +468,22 @@ impl TaskTable {
         Ok(id)
     }
 
-    /// The task's chain from an earlier tick, pushed onto `frames`, if it
-    /// still holds (see [`Chain`]); returns its outermost frame.
+    /// The task's chain (and name) from an earlier tick, pushed onto
+    /// `frames`, if it still holds (see [`Chain`]): the task's name frame,
+    /// `false` (not running), its outermost frame and whether it waits on a
+    /// `gather`.
     fn cached_chain<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
         task: u64,
-        coro: u64,
-        waiter: u64,
+        info: &echion_cpython_layout::views::TaskInfo,
         tick: u64,
-    ) -> Option<(u64, bool)> {
+    ) -> Option<(FrameId, bool, u64, bool)> {
         let slot = *self.chains.get(&task)?;
         let c = &mut self.slots[slot as usize];
-        if c.coro != coro || c.waiter != waiter {
+        // The name is an immutable object the task holds: the same address
+        // is the same name.
+        if c.coro != info.coro.0 || c.waiter != info.waiter.0 || c.name_obj != info.name.0 {
             return None;
         }
         for &(generator, mark) in &c.links {
@@ -487,7 +493,7 @@ impl TaskTable {
         }
         c.seen = tick;
         self.frames.extend_from_slice(&c.frames);
-        Some((c.outer, c.gathering))
+        Some((c.name, false, c.outer, c.gathering))
     }
 
     /// Keeps the chain just read (`frames[start..]`, links in `links`).
@@ -497,6 +503,7 @@ impl TaskTable {
         start: usize,
         outer: u64,
         gathering: bool,
+        (name_obj, name): (u64, FrameId),
         tick: u64,
     ) {
         let slot = match self.chains.get(&task) {
@@ -518,6 +525,8 @@ impl TaskTable {
         c.waiter = waiter;
         c.outer = outer;
         c.gathering = gathering;
+        c.name_obj = name_obj;
+        c.name = name;
         c.seen = tick;
         c.links.clear();
         c.links.extend_from_slice(&self.links);
@@ -641,7 +650,6 @@ impl TaskTable {
         thread_frames: &[u64],
         cpu_only: bool,
         out: &mut crate::engine::StackSet,
-        buf: &mut Vec<StackEntry>,
     ) -> bool {
         if !self.read_ok {
             return false;
@@ -680,7 +688,7 @@ impl TaskTable {
                 self.chain.push(t);
                 t = self.tasks[t as usize].parent;
             }
-            buf.clear();
+            let buf = out.open();
             buf.extend_from_slice(&thread[..upper]);
             for &ti in self.chain.iter().rev() {
                 let task = &self.tasks[ti as usize];
@@ -693,7 +701,7 @@ impl TaskTable {
                     }
                 }
             }
-            out.push_from(buf);
+            out.close();
         }
         true
     }
@@ -760,8 +768,7 @@ mod tests {
     fn stacks(t: &mut TaskTable, thread: &[u32], addrs: &[u64], cpu_only: bool) -> Vec<Vec<u32>> {
         let thread: Vec<_> = thread.iter().map(|&n| f(n)).collect();
         let mut set = StackSet::default();
-        let mut buf = Vec::new();
-        if !t.stacks(1, &thread, addrs, cpu_only, &mut set, &mut buf) {
+        if !t.stacks(1, &thread, addrs, cpu_only, &mut set) {
             return Vec::new();
         }
         set.iter()
