@@ -34,7 +34,7 @@ pub(crate) struct Args {
     #[arg(short = 'x', long, value_name = "EXPOSURE", allow_hyphen_values = true)]
     pub exposure: Option<String>,
 
-    /// Memory mode: live bytes per stack (coming in a later release)
+    /// Memory mode: the bytes each stack allocated and has not freed
     #[arg(short, long)]
     pub memory: bool,
 

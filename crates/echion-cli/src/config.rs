@@ -104,6 +104,9 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
 ) -> Result<Config, CliError> {
     let config = Config::from_args(Args::parse_from(args)?)?;
     config.check_features()?;
+    if config.memory && config.cpu {
+        return Err(CliError::MemoryWithCpu);
+    }
     if config.json && config.where_pid.is_none() {
         return Err(CliError::JsonWithoutWhere);
     }
@@ -159,7 +162,6 @@ impl Config {
     /// Fails on the first requested mode that this version cannot run yet.
     fn check_features(&self) -> Result<(), CliError> {
         let wanted = [
-            (self.memory, "memory mode", "-m"),
             (self.native, "native mode", "-n"),
             (
                 self.attach_pid.is_some(),

@@ -100,6 +100,9 @@ pub enum CliError {
         /// The option that asked for it, e.g. `-m`.
         option: &'static str,
     },
+    /// `-m` with `-c`.
+    #[error("-m (memory) and -c (CPU time) measure different things: give one of them")]
+    MemoryWithCpu,
     /// `--json` without `-w`.
     #[error("--json goes with where mode: echion -w PID --json")]
     JsonWithoutWhere,
@@ -212,6 +215,7 @@ impl CliError {
             | CliError::InvalidPid { .. }
             | CliError::MissingCommand
             | CliError::JsonWithoutWhere
+            | CliError::MemoryWithCpu
             | CliError::WhereWithCommand(_)
             | CliError::InvalidOutput { .. } => EXIT_USAGE,
             CliError::CommandNotFound { .. } => EXIT_NOT_FOUND,

@@ -344,12 +344,9 @@ fn rejects_bad_input_with_one_line() {
         ),
         // Later features: parsed and validated, then refused.
         (
-            vec!["-m", "prog"],
-            format!(
-                "memory mode (-m) is not available yet in echion {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            1,
+            vec!["-m", "-c", "prog"],
+            "-m (memory) and -c (CPU time) measure different things: give one of them".into(),
+            2,
         ),
         (
             vec!["--native", "prog"],
@@ -381,7 +378,7 @@ fn rejects_bad_input_with_one_line() {
         (
             vec!["-n", "-m", "prog"],
             format!(
-                "memory mode (-m) is not available yet in echion {}",
+                "native mode (-n) is not available yet in echion {}",
                 env!("CARGO_PKG_VERSION")
             ),
             1,

@@ -403,10 +403,10 @@ fn bad_input_is_one_line_and_runs_nothing() {
             1,
         ),
         (
-            touch(&["-m"]),
+            touch(&["-m", "-c"]),
             None,
-            "echion: memory mode (-m) is not available yet",
-            1,
+            "echion: -m (memory) and -c (CPU time) measure different things: give one of them",
+            2,
         ),
         (
             touch(&["-n"]),

@@ -29,6 +29,9 @@ type Destructor = unsafe extern "C" fn(*mut ffi::PyObject);
 
 unsafe extern "C" fn code_dealloc(obj: *mut ffi::PyObject) {
     FREED_CODES.post(obj as u64);
+    if echion_memtrace::tracking() {
+        echion_memtrace::code_freed(obj as u64);
+    }
     let original = ORIGINAL.load(Ordering::Acquire);
     // SAFETY: the hook is only installed after ORIGINAL holds the non-null
     // deallocator read from the type, which has this signature.

@@ -3,8 +3,8 @@
 //! It keeps the functions of the C++ echion 0.3 (`start`, `start_async`,
 //! `stop`, `track_thread`, `untrack_thread`, `set_*`, the asyncio hooks
 //! `init_asyncio`, `track_asyncio_loop`, `link_tasks`) over the Rust
-//! sampler, and the command-line front end (`cli_main`). The features that
-//! later releases bring (memory, native stacks) raise
+//! sampler and allocation tracker, and the command-line front end
+//! (`cli_main`). Native stacks, which a later release brings, raise
 //! `NotImplementedError` naming the feature.
 //!
 //! All module state lives in statics that are only touched with the GIL
@@ -101,19 +101,25 @@ fn configure_from_env(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>
     dict.set_item("verbose", options.verbose)?;
     dict.set_item("memory", options.memory)?;
     dict.set_item("native", options.native)?;
-    later("memory mode", options.memory)?;
     later("native stacks", options.native)?;
     with_state(|s| s.settings = options);
     Ok(dict)
 }
 
-/// Prepares a run: refuses a second one, installs the code hook.
+/// Prepares a run: refuses a second one, installs the code hook (and in
+/// memory mode the allocator hooks).
 fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
     codehook::install(py)?;
     sigquit::install();
     with_state(|s| {
         if s.running.is_some() {
             return Err(PyRuntimeError::new_err("echion is already sampling"));
+        }
+        if s.settings.memory {
+            let v = py.version_info();
+            echion_memtrace::reset();
+            echion_memtrace::install(echion_sampler::PyVersion::new(v.major, v.minor, v.patch))
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         }
         let done: Done = Arc::new((Mutex::new(false), Condvar::new()));
         let control = s.control.clone();
@@ -183,6 +189,9 @@ fn threads_besides_echion() -> i64 {
 fn start(py: Python<'_>) -> PyResult<()> {
     let (config, control, done, verbose) = prepare(py)?;
     py.detach(|| run_to_end(&config, &control, &done, verbose));
+    // Sampling is over (stopped, or the exposure time is up): the program
+    // goes on with its own allocators.
+    echion_memtrace::uninstall();
     Ok(())
 }
 
@@ -231,6 +240,9 @@ fn stop(py: Python<'_>) -> PyResult<()> {
         return Ok(());
     };
     running.control.request_stop();
+    // The allocators go back before the interpreter finalises (the GIL is
+    // held here); the sampler's last flush writes what was tracked.
+    echion_memtrace::uninstall();
     py.detach(|| {
         let (lock, cvar) = &*running.done;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,10 +329,10 @@ fn later(feature: &str, on: bool) -> PyResult<()> {
     }
 }
 
-/// Memory mode (a later release).
+/// Memory mode: the live bytes of each allocating stack instead of time.
 #[pyfunction]
-fn set_memory(memory: bool) -> PyResult<()> {
-    later("memory mode", memory)
+fn set_memory(memory: bool) {
+    with_state(|s| s.settings.memory = memory);
 }
 
 /// Native stacks (a later release).

@@ -25,6 +25,9 @@ pub enum Mode {
     /// CPU time: the threads that ran since their last sample, with the CPU
     /// time they used.
     Cpu,
+    /// Memory: the change of each allocating stack's live bytes since the
+    /// last flush (see [`Engine::flush_memory`]), from `echion_memtrace`.
+    Memory,
 }
 
 impl Mode {
@@ -33,6 +36,7 @@ impl Mode {
         match self {
             Mode::Wall => "wall",
             Mode::Cpu => "cpu",
+            Mode::Memory => "memory",
         }
     }
 }
@@ -186,6 +190,19 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     stats: Stats,
     /// Stacks handed to the sink by the last tick.
     tick_stacks: u64,
+    /// Memory mode: what the allocation table handed over, and the frames
+    /// and stacks it defined so far.
+    memory: MemoryMirror,
+}
+
+/// What the engine keeps of the allocation table between flushes: the
+/// writer's id of every frame the table decoded, and every stack it found.
+#[derive(Debug, Default)]
+struct MemoryMirror {
+    drained: echion_memtrace::Drained,
+    frames: Vec<FrameId>,
+    stacks: Vec<echion_memtrace::StackRec>,
+    stats: echion_memtrace::TrackerStats,
 }
 
 impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
@@ -231,7 +248,83 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             clocks: &KernelClocks,
             stats: Stats::default(),
             tick_stacks: 0,
+            memory: MemoryMirror::default(),
         })
+    }
+
+    /// Memory mode's tick: takes from the allocation table
+    /// ([`echion_memtrace::drain`]) how the live bytes of each stack changed
+    /// since the last flush and writes one sample per changed stack, its
+    /// thread named as in the other modes, with `METRIC_MEMORY` the change
+    /// in bytes. Returns how many samples it wrote.
+    pub fn flush_memory(&mut self, registry: &RegistryQueue) -> std::io::Result<u64> {
+        self.tick += 1;
+        self.stats.ticks += 1;
+        self.names.refresh(registry);
+        let m = &mut self.memory;
+        if let Some(stats) = echion_memtrace::drain(&mut m.drained) {
+            m.stats = stats;
+        }
+        if m.drained.first_frame as usize == m.frames.len() {
+            for f in &m.drained.frames {
+                m.frames.push(self.sink.intern_frame(&FrameSpec {
+                    filename: &f.filename,
+                    scope: &f.scope,
+                    line: f.line,
+                    line_end: f.line_end,
+                    column: f.column,
+                    column_end: f.column_end,
+                }));
+            }
+        }
+        if m.drained.first_stack as usize == m.stacks.len() {
+            m.stacks.append(&mut m.drained.stacks);
+        }
+        let mut written = 0;
+        for &(stack, delta) in &m.drained.deltas {
+            let Some(rec) = m.stacks.get(stack as usize) else {
+                continue;
+            };
+            self.stack.clear();
+            self.stack.extend(
+                rec.frames
+                    .iter()
+                    .filter_map(|&f| m.frames.get(f as usize))
+                    .map(|&id| StackEntry::Frame(id)),
+            );
+            let name: &str = match self.names.get(rec.thread_id) {
+                Some(meta) => &meta.name,
+                None => {
+                    use std::fmt::Write as _;
+                    self.name_buf.clear();
+                    let _ = write!(self.name_buf, "Thread-{}", rec.thread_id);
+                    &self.name_buf
+                }
+            };
+            self.sink.sample(
+                ThreadIds {
+                    thread_id: rec.thread_id,
+                    native_id: 0,
+                },
+                &SampleRef {
+                    iid: rec.iid,
+                    thread: name,
+                    stack: &self.stack,
+                    metrics: &[Metric::Memory(delta)],
+                    gc: false,
+                    idle: false,
+                },
+            )?;
+            written += 1;
+        }
+        self.stats.samples += written;
+        self.sink.end_tick()?;
+        Ok(written)
+    }
+
+    /// Memory mode's counters (allocations linked, left out, unreadable).
+    pub fn memory_stats(&self) -> echion_memtrace::TrackerStats {
+        self.memory.stats
     }
 
     /// Reads threads' CPU time from `clocks` in CPU mode (the kernel's by
@@ -295,6 +388,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         registry: &RegistryQueue,
         freed: &FreedCodes,
     ) -> std::io::Result<()> {
+        if self.mode == Mode::Memory {
+            return self.flush_memory(registry).map(drop);
+        }
         self.tick += 1;
         self.stats.ticks += 1;
         self.tick_stacks = 0;
@@ -408,7 +504,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         per.seen_tick = tick;
 
         let metric_us = match self.mode {
-            Mode::Wall => {
+            // (A memory engine's tick flushes the allocation table instead.)
+            Mode::Wall | Mode::Memory => {
                 let us = now_ns.saturating_sub(per.last_ns) / 1000;
                 per.last_ns += us * 1000;
                 us

@@ -67,7 +67,7 @@ pub struct Options {
     pub exposure: Option<Duration>,
     /// The profile's path, `%(pid)` left in.
     pub output: String,
-    /// Memory mode (a later release).
+    /// Memory mode: live bytes per allocating stack instead of time.
     pub memory: bool,
     /// Native stacks (a later release).
     pub native: bool,
@@ -184,7 +184,7 @@ impl Options {
     pub fn config(&self) -> Config {
         Config {
             interval: self.interval,
-            mode: self.mode,
+            mode: if self.memory { Mode::Memory } else { self.mode },
             exposure: self.exposure,
             output: PathBuf::from(&self.output),
             direct_reads: self.direct_reads,

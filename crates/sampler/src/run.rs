@@ -320,9 +320,17 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             clock::sleep_until(next.min(now + MAX_NAP_NS));
         }
     }
+    if config.mode == Mode::Memory {
+        // Tracking ends with sampling (the exposure is over, or the program
+        // stops us): what changed since the last flush is the last sample
+        // of each stack.
+        echion_memtrace::stop_tracking();
+        engine.flush_memory(&control.registry).map_err(write_err)?;
+    }
     let duration_us = (clock::now_ns() - start) / 1000;
     let stats = engine.stats().clone();
     let task_stats = engine.task_stats();
+    let memory_stats = engine.memory_stats();
     let writer = engine.sink();
     let mut meta = vec![
         ("duration".to_owned(), duration_us.to_string()),
@@ -355,6 +363,20 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             "task_error_ticks".to_owned(),
             task_stats.error_ticks.to_string(),
         ));
+    }
+    if config.mode == Mode::Memory {
+        let m = memory_stats;
+        meta.push(("tracked_allocations".to_owned(), m.tracked.to_string()));
+        for (key, n) in [
+            // Past the table's bound: not linked to a stack.
+            ("untracked_allocations", m.untracked),
+            // Their stack could not be read.
+            ("unwalkable_allocations", m.unwalkable),
+        ] {
+            if n > 0 {
+                meta.push((key.to_owned(), n.to_string()));
+            }
+        }
     }
     for reason in SkipReason::ALL {
         let n = stats.skipped[reason as usize];

@@ -1,0 +1,443 @@
+//! The accounting of memory mode: which Python stack made each live
+//! allocation, and how many bytes each stack holds.
+//!
+//! [`Tracker::alloc`] is given the allocating thread's state; it walks that
+//! thread's Python stack with the views' walker ([`Target::walk`]), finds the
+//! stack in the table (or adds it, decoding its new frames once, while their
+//! code objects are certainly alive), and links the address to it. A free
+//! finds the address and takes its bytes off the same stack, so what was
+//! freed nets to zero and what a stack still holds is the memory it made
+//! that is still allocated.
+//!
+//! The sampler thread takes what changed with [`Tracker::drain`] once per
+//! interval, as one delta per stack, together with the frames and stacks it
+//! has not seen yet (both lists only grow), and writes them after letting go
+//! of the lock.
+//!
+//! Bounded: at most [`MAX_LIVE`] live allocations are linked (those made
+//! past it are counted in [`TrackerStats::untracked`] and their frees
+//! ignored), stacks are walked at most [`MAX_FRAMES`] deep, and a stack
+//! that cannot be read (counted in [`TrackerStats::unwalkable`]) is not
+//! linked.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use echion_cpython_layout::linetable::{self, TableFormat};
+use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target, ViewError};
+use echion_cpython_layout::{Addr, MemoryReader};
+use hashbrown::HashMap;
+
+/// Most live allocations linked to their stacks (about 24 bytes of table
+/// each, so at most about 1.6 GB of echion's memory at the cap).
+pub const MAX_LIVE: usize = 1 << 26;
+/// Deepest stack kept (frames further out are left out).
+pub const MAX_FRAMES: usize = 1024;
+
+/// One frame of a stack, decoded when the stack was first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRec {
+    /// `co_filename`.
+    pub filename: Arc<str>,
+    /// `co_qualname` (3.11+) or `co_name`.
+    pub scope: Arc<str>,
+    /// The line of the instruction (the first line of the code object if
+    /// the table does not say).
+    pub line: i64,
+    /// Its last line.
+    pub line_end: i64,
+    /// Its first column, counting from 1 (0: unknown).
+    pub column: i64,
+    /// Its last column, counting from 1 (0: unknown).
+    pub column_end: i64,
+}
+
+/// One stack that allocated: where it ran and its frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackRec {
+    /// The interpreter's id.
+    pub iid: i64,
+    /// The thread's `threading.get_ident()`.
+    pub thread_id: u64,
+    /// Indices into the frame list, outermost first.
+    pub frames: Box<[u32]>,
+}
+
+/// What changed since the last [`Tracker::drain`].
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Frames first seen since, in order: frame `first_frame + i` is
+    /// `frames[i]`.
+    pub frames: Vec<FrameRec>,
+    /// Index of `frames[0]`.
+    pub first_frame: u32,
+    /// Stacks first seen since, in order, starting at `first_stack`.
+    pub stacks: Vec<StackRec>,
+    /// Index of `stacks[0]`.
+    pub first_stack: u32,
+    /// Each stack whose live bytes changed, and by how much.
+    pub deltas: Vec<(u32, i64)>,
+}
+
+impl Drained {
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.stacks.clear();
+        self.deltas.clear();
+    }
+}
+
+/// Counters of the tracker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Allocations linked to a stack.
+    pub tracked: u64,
+    /// Allocations not linked because [`MAX_LIVE`] were live.
+    pub untracked: u64,
+    /// Allocations whose stack could not be read.
+    pub unwalkable: u64,
+    /// Allocations made by a thread with no Python frame (they belong to
+    /// no stack: the interpreter starting or ending a thread, C code).
+    pub frameless: u64,
+}
+
+/// A code object's names and line table, kept while it is alive.
+#[derive(Debug)]
+struct CodeRec {
+    filename: Arc<str>,
+    scope: Arc<str>,
+    firstlineno: i32,
+    linetable: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Stack {
+    rec: StackRec,
+    /// The frames as walked: (code object, instruction offset), innermost
+    /// first; compared to tell stacks with the same hash apart.
+    raw: Box<[(u64, u32)]>,
+    /// The interpreter state it ran in.
+    interp: u64,
+    /// The next stack with the same hash, or `NONE`.
+    next: u32,
+    delta: i64,
+    dirty: bool,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Live allocations and the stacks that made them (see the module docs).
+#[derive(Debug)]
+pub struct Tracker {
+    format: TableFormat,
+    codes: HashMap<u64, CodeRec>,
+    frame_index: HashMap<(u64, u32), u32>,
+    frames: Vec<FrameRec>,
+    /// Stack hash → the first stack with that hash.
+    stack_index: HashMap<u64, u32>,
+    stacks: Vec<Stack>,
+    /// Address → stack (high 32 bits) and size (low 32 bits; `u32::MAX`:
+    /// the size is in `big`).
+    live: HashMap<u64, u64>,
+    big: HashMap<u64, u64>,
+    dirty: Vec<u32>,
+    interps: Vec<(u64, i64)>,
+    raw: Vec<(u64, u32)>,
+    drained_frames: usize,
+    drained_stacks: usize,
+    stats: TrackerStats,
+    /// Hashes stacks (one seed for the tracker's life).
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// Collects a walk's Python frames as (code, offset).
+struct Keys<'a> {
+    out: &'a mut Vec<(u64, u32)>,
+}
+
+impl<R: MemoryReader + ?Sized> FrameVisitor<R> for Keys<'_> {
+    type Error = ViewError;
+
+    fn frame(&mut self, _target: &Target<'_, R>, frame: &FrameInfo) -> Result<(), ViewError> {
+        if frame.kind == FrameKind::Python && self.out.len() < MAX_FRAMES {
+            self.out
+                .push((frame.code.0, frame.offset.unwrap_or(u32::MAX)));
+        }
+        Ok(())
+    }
+}
+
+impl Tracker {
+    /// An empty tracker for an interpreter whose line tables are in
+    /// `format`.
+    pub fn new(format: TableFormat) -> Self {
+        Self {
+            format,
+            codes: HashMap::new(),
+            frame_index: HashMap::new(),
+            frames: Vec::new(),
+            stack_index: HashMap::new(),
+            stacks: Vec::new(),
+            live: HashMap::new(),
+            big: HashMap::new(),
+            dirty: Vec::new(),
+            interps: Vec::new(),
+            raw: Vec::with_capacity(MAX_FRAMES),
+            drained_frames: 0,
+            drained_stacks: 0,
+            stats: TrackerStats::default(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    /// How many allocations are linked to a stack now.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Links the `size` bytes at `ptr` to the current Python stack of the
+    /// thread whose state is at `tstate` (read through `target`, which
+    /// must see that thread's own memory as it is now).
+    pub fn alloc<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        tstate: Addr,
+        ptr: u64,
+        size: u64,
+    ) {
+        match self.stack_of(target, tstate) {
+            Ok(Some(stack)) => self.link(ptr, stack, size),
+            Ok(None) => self.stats.frameless += 1,
+            Err(_) => self.stats.unwalkable += 1,
+        }
+    }
+
+    /// Takes the bytes at `ptr` off the stack that allocated them, if it
+    /// was linked.
+    pub fn free(&mut self, ptr: u64) {
+        let Some(packed) = self.live.remove(&ptr) else {
+            return;
+        };
+        let stack = (packed >> 32) as u32;
+        let mut size = packed & 0xffff_ffff;
+        if size == 0xffff_ffff {
+            size = self.big.remove(&ptr).unwrap_or(0);
+        }
+        self.add(stack, -(size as i64));
+    }
+
+    /// Forgets what was decoded from the code object at `code`, which is
+    /// being freed: a new one may take its address. Stacks already found
+    /// keep their frames; the next allocation in such a stack looks it up
+    /// afresh.
+    pub fn code_freed(&mut self, code: u64) {
+        if self.codes.remove(&code).is_some() {
+            self.frame_index.retain(|&(c, _), _| c != code);
+            self.stack_index.clear();
+        }
+    }
+
+    /// Hands what changed since the last call to `out` (cleared first).
+    pub fn drain(&mut self, out: &mut Drained) {
+        out.clear();
+        out.first_frame = self.drained_frames as u32;
+        out.frames
+            .extend_from_slice(&self.frames[self.drained_frames..]);
+        self.drained_frames = self.frames.len();
+        out.first_stack = self.drained_stacks as u32;
+        out.stacks.extend(
+            self.stacks[self.drained_stacks..]
+                .iter()
+                .map(|s| s.rec.clone()),
+        );
+        self.drained_stacks = self.stacks.len();
+        for &i in &self.dirty {
+            let s = &mut self.stacks[i as usize];
+            s.dirty = false;
+            if s.delta != 0 {
+                out.deltas.push((i, s.delta));
+                s.delta = 0;
+            }
+        }
+        self.dirty.clear();
+    }
+
+    fn link(&mut self, ptr: u64, stack: u32, size: u64) {
+        if self.live.len() >= MAX_LIVE && !self.live.contains_key(&ptr) {
+            self.stats.untracked += 1;
+            return;
+        }
+        let packed_size = if size >= 0xffff_ffff {
+            self.big.insert(ptr, size);
+            0xffff_ffff
+        } else {
+            size
+        };
+        if let Some(old) = self
+            .live
+            .insert(ptr, (u64::from(stack) << 32) | packed_size)
+        {
+            // An address handed out twice without a free in between (a
+            // free we did not see): the old link is gone.
+            let old_stack = (old >> 32) as u32;
+            let old_size = old & 0xffff_ffff;
+            if old_size != 0xffff_ffff {
+                self.add(old_stack, -(old_size as i64));
+            }
+        }
+        self.stats.tracked += 1;
+        self.add(stack, size as i64);
+    }
+
+    fn add(&mut self, stack: u32, bytes: i64) {
+        let s = &mut self.stacks[stack as usize];
+        s.delta += bytes;
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(stack);
+        }
+    }
+
+    /// The stack the thread at `tstate` is in, found or added; `None` if it
+    /// runs no Python code.
+    fn stack_of<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        tstate: Addr,
+    ) -> Result<Option<u32>, ViewError> {
+        let thread = target.thread(tstate)?;
+        if thread.frame.is_null() {
+            return Ok(None);
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        let walked = target.walk(thread.frame, &mut Keys { out: &mut raw });
+        let found = match walked {
+            Ok(_) if raw.is_empty() => Ok(None),
+            Ok(_) => self.find_or_add(target, &thread, &raw).map(Some),
+            Err(e) => Err(e),
+        };
+        self.raw = raw;
+        found
+    }
+
+    fn find_or_add<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        thread: &echion_cpython_layout::views::ThreadInfo,
+        raw: &[(u64, u32)],
+    ) -> Result<u32, ViewError> {
+        let mut h = self.hasher.build_hasher();
+        h.write_u64(thread.thread_id);
+        h.write_u64(thread.interp.0);
+        for &(code, offset) in raw {
+            h.write_u64(code);
+            h.write_u32(offset);
+        }
+        let hash = h.finish();
+        let mut at = self.stack_index.get(&hash).copied().unwrap_or(NONE);
+        let head = at;
+        while at != NONE {
+            let s = &self.stacks[at as usize];
+            if s.rec.thread_id == thread.thread_id && s.interp == thread.interp.0 && *s.raw == *raw
+            {
+                return Ok(at);
+            }
+            at = s.next;
+        }
+        let iid = self.interpreter_id(target, thread.interp)?;
+        let mut frames = Vec::with_capacity(raw.len());
+        for &(code, offset) in raw.iter().rev() {
+            frames.push(self.frame(target, code, offset)?);
+        }
+        let id =
+            u32::try_from(self.stacks.len()).map_err(|_| ViewError::TooMany(u32::MAX as usize))?;
+        self.stacks.push(Stack {
+            rec: StackRec {
+                iid,
+                thread_id: thread.thread_id,
+                frames: frames.into_boxed_slice(),
+            },
+            raw: raw.into(),
+            interp: thread.interp.0,
+            next: head,
+            delta: 0,
+            dirty: false,
+        });
+        self.stack_index.insert(hash, id);
+        Ok(id)
+    }
+
+    fn interpreter_id<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        interp: Addr,
+    ) -> Result<i64, ViewError> {
+        if let Some(&(_, id)) = self.interps.iter().find(|(a, _)| *a == interp.0) {
+            return Ok(id);
+        }
+        let id = target.interpreter(interp)?.id;
+        if self.interps.len() >= 64 {
+            self.interps.clear();
+        }
+        self.interps.push((interp.0, id));
+        Ok(id)
+    }
+
+    /// The index of the frame at `offset` of the code object at `code`,
+    /// decoded now if it is new.
+    fn frame<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        code: u64,
+        offset: u32,
+    ) -> Result<u32, ViewError> {
+        if let Some(&i) = self.frame_index.get(&(code, offset)) {
+            return Ok(i);
+        }
+        if !self.codes.contains_key(&code) {
+            let info = target.code(Addr(code))?;
+            let mut filename = String::new();
+            target.read_str(info.filename, &mut filename)?;
+            let mut scope = String::new();
+            target.read_str(info.qualname.unwrap_or(info.name), &mut scope)?;
+            let mut table = Vec::new();
+            target.linetable(&info, &mut table)?;
+            self.codes.insert(
+                code,
+                CodeRec {
+                    filename: filename.into(),
+                    scope: scope.into(),
+                    firstlineno: info.firstlineno,
+                    linetable: table,
+                },
+            );
+        }
+        let c = &self.codes[&code];
+        let loc = (offset != u32::MAX)
+            .then(|| linetable::location(self.format, &c.linetable, c.firstlineno, offset).ok())
+            .flatten();
+        let first = i64::from(c.firstlineno);
+        let line = loc.and_then(|l| l.line).map_or(first, i64::from);
+        let rec = FrameRec {
+            filename: c.filename.clone(),
+            scope: c.scope.clone(),
+            line,
+            line_end: loc.and_then(|l| l.line_end).map_or(line, i64::from),
+            column: loc.and_then(|l| l.column).map_or(0, |c| i64::from(c) + 1),
+            column_end: loc
+                .and_then(|l| l.column_end)
+                .map_or(0, |c| i64::from(c) + 1),
+        };
+        let i = self.frames.len() as u32;
+        self.frames.push(rec);
+        self.frame_index.insert((code, offset), i);
+        Ok(i)
+    }
+}
