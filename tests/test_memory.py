@@ -1,0 +1,142 @@
+"""Memory mode (`echion -m`): every allocation of CPython's allocator
+domains is accounted to the Python stack that made it and every free to the
+same stack, so a profile says, per stack, how many bytes it allocated and
+did not free. Checked through the real `echion` command on every
+interpreter, each profile read by our reader and austin-python (1.7, and
+2.x where it runs) and checked to agree."""
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness import contains, echion_command, echion_env, marker_line, run_echion, select, stack_summary, target
+
+TARGET = target("memory.py")
+
+
+def held(view, patterns, thread=None):
+    """Net bytes of the samples whose stack contains ``patterns``."""
+    return sum(s["memory"] or 0 for s in select(view, lambda s: contains(s, patterns), thread))
+
+
+def summary(view, thread=None, top=10):
+    acc = {}
+    for s in view["samples"]:
+        if thread is None or s["thread"] == thread:
+            key = (s["thread"], " > ".join(f"{f[1]}:{f[2]}" for f in s["frames"][-6:]))
+            acc[key] = acc.get(key, 0) + (s["memory"] or 0)
+    rows = sorted(acc.items(), key=lambda kv: -abs(kv[1]))[:top]
+    return "\n".join(f"  {t}: {v} B: {st}" for (t, st), v in rows)
+
+
+def run_memory(tmp_path, scenario, *extra, timeout=120):
+    run = run_echion(tmp_path, TARGET, "-m", *extra, args=[scenario], timeout=timeout)
+    assert run.returncode == 0, run.describe()
+    return run
+
+
+def test_held_memory_is_on_the_stack_that_holds_it(tmp_path):
+    run = run_memory(tmp_path, "hold")
+    view = run.view
+    md = view["metadata"]
+    assert md["mode"] == "memory", md
+    assert md["interval"] == "1000", md
+    assert all(s["time"] is None and s["memory"] is not None for s in view["samples"])
+    hold = held(view, [("hold", marker_line(TARGET, "hold"))])
+    payload = 50_000 * 1000
+    # Everything the function keeps: at least 95 % of the 50 MB of payload,
+    # and no more than the objects' real sizes plus the list that holds them.
+    assert hold >= 0.95 * payload, f"hold: {hold} B\n{summary(view)}"
+    assert hold <= run.result["held"] + 1_000_000, f"hold: {hold} B of {run.result['held']}\n{summary(view)}"
+    # What churned was freed by the time the program ended: next to nothing
+    # is left on its stack (an allocator's free list may keep a few blocks).
+    churned = held(view, [("churn", marker_line(TARGET, "churn"))])
+    assert abs(churned) < 100_000, f"churn: {churned} B\n{summary(view)}"
+    # The churn did allocate (its stack has samples of both signs).
+    churn_samples = select(view, lambda s: contains(s, [("churn", marker_line(TARGET, "churn"))]))
+    assert any(s["memory"] > 0 for s in churn_samples) and any(s["memory"] < 0 for s in churn_samples), summary(view)
+    assert int(md["tracked_allocations"]) > 50_000, md
+
+
+def test_each_thread_holds_its_own(tmp_path):
+    run = run_memory(tmp_path, "threads")
+    view = run.view
+    line = marker_line(TARGET, "keep")
+    for name in ("alloc-a", "alloc-b", "alloc-c"):
+        want = run.result[name]
+        got = held(view, [("keep", line)], thread=name)
+        # The bytes objects, and the list that holds them.
+        assert want <= got <= want * 1.05 + 65_536, f"{name}: {got} B, objects {want} B\n{summary(view)}"
+    # No thread's allocations are put on another thread's stacks.
+    assert held(view, [("keep", line)], thread="MainThread") == 0, summary(view)
+
+
+def test_realloc_growth_nets_to_the_final_size(tmp_path):
+    run = run_memory(tmp_path, "realloc")
+    view = run.view
+    got = held(view, [("grow", marker_line(TARGET, "grow"))])
+    # Every reallocation frees the old item array and allocates the new one:
+    # what is left is exactly the array the list has now.
+    assert got == run.result["items"], f"grow: {got} B, list items {run.result['items']} B\n{summary(view)}"
+    assert len(select(view, lambda s: contains(s, [("grow", marker_line(TARGET, "grow"))]))) >= 1
+
+
+def test_a_forked_child_has_its_own_profile(tmp_path):
+    run = run_memory(tmp_path, "fork")
+    child = run.result["child"]
+    assert run.result["status"] == 0, run.describe()
+    assert set(run.profiles) == {run.pid, child}, f"profiles of {sorted(run.profiles)}; {run.describe()}"
+    parent, kid = run.profiles[run.pid].ours, run.profiles[child].ours
+    p_line, c_line = marker_line(TARGET, "parent_keep"), marker_line(TARGET, "child_keep")
+    assert held(parent, [("parent_keep", p_line)]) >= 2000 * 1000, summary(parent)
+    assert held(parent, [("child_keep", c_line)]) == 0, summary(parent)
+    # The child ended with os._exit: its profile holds what was flushed
+    # while it slept, and nothing of the parent's table.
+    assert held(kid, [("child_keep", c_line)]) >= 3000 * 1000, summary(kid)
+    assert held(kid, [("parent_keep", p_line)]) == 0, summary(kid)
+    assert {s["pid"] for s in kid["samples"]} == {child}
+
+
+def test_upstream_leak_shape(tmp_path):
+    # echion's tests/test_memory.py (v0.3.0 and HEAD): one thread, at least
+    # 1 MB in all, the leaking function's stack found.
+    run = run_memory(tmp_path, "leak")
+    view = run.view
+    assert {s["thread"] for s in view["samples"]} == {"MainThread"}, summary(view)
+    assert sum(s["memory"] for s in view["samples"]) >= 1e6, summary(view)
+    stack = ("<module>", "scenario_leak")
+    leak = select(view, lambda s: contains(s, [("scenario_leak", marker_line(TARGET, "leak"))]))
+    assert leak and all(s["frames"][0][1] == "<module>" for s in leak), summary(view)
+    assert any(contains(s, [stack[0], stack[1]]) for s in leak), summary(view)
+    # 100,000 objects of at least 48 bytes each.
+    assert sum(s["memory"] for s in leak) >= 100_000 * 48, summary(view)
+
+
+def test_exposure_stops_tracking_and_the_program_goes_on(tmp_path):
+    run = run_echion(tmp_path, TARGET, "-m", "-x", "0.1", args=["late"], timeout=120)
+    assert run.returncode == 0, run.describe()
+    # The program allocates after the exposure time: none of it is tracked,
+    # and the profile was closed when tracking stopped.
+    assert held(run.view, [("hold", marker_line(TARGET, "hold"))]) == 0, summary(run.view)
+    assert run.result["n"] == 5000
+    assert "duration" in run.view["metadata"], run.view["metadata"]
+    assert int(run.view["metadata"]["duration"]) < 400_000, run.view["metadata"]
+
+
+@pytest.mark.parametrize("scenario,code", [("empty", 0), ("exit", 3)])
+def test_200_runs_end_as_without_echion(tmp_path, scenario, code):
+    # echion 0.3.5 segfaulted on an empty script in about half its runs.
+    cmd = echion_command() + ["-m", "-o", str(tmp_path / "p.%(pid).mojo"), sys.executable, str(TARGET), scenario]
+    env = echion_env()
+
+    def once(_):
+        p = subprocess.run(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        return p.returncode, p.stderr.decode(errors="replace")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(once, range(200)))
+    bad = [(rc, err) for rc, err in results if rc != code or err.strip()]
+    assert not bad, f"{len(bad)} of 200 runs ended otherwise: {bad[:3]}"
+    assert len(list(tmp_path.glob("p.*.mojo"))) == 200
