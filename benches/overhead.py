@@ -10,16 +10,25 @@ sample. Needs root (py-spy) and, for the peers, their own venvs:
         --echion035 .venvs/bench-echion035/bin/python --py-spy .venvs/bench-tools/bin/py-spy
 
 Our echion is the one installed for --python (pip install . or the wheel).
+
+With --memory it compares memory modes instead, on
+benches/workloads/alloc_heavy.py: echion -m, memray's default mode (in its
+own venv, --memray), python -X tracemalloc and echion 0.3.5 -m; each run's
+peak RSS (os.wait4 on the child) and profile size are reported too, and runs
+that crash are counted instead of stopping the benchmark.
+benches/memory.sh makes the peers' venvs and runs it.
 """
 
 import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +45,134 @@ def run(cmd, env=None):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
+
+
+def run_tree(cmd, stderr, env=None, timeout=None):
+    """Runs cmd and waits for it with os.wait4, whose rusage covers the child
+    and every descendant it waited for: returns a dict with wall seconds,
+    CPU seconds of that tree, its peak RSS in MB (the largest max RSS of any
+    one process in it: the launchers exec, memray runs in-process) and
+    "status": 0, the exit code, "signal N" or "timeout"."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    timed_out = []
+
+    def kill():
+        timed_out.append(True)
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill) if timeout else None
+    if timer:
+        timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if timer:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if timed_out:
+        outcome = "timeout"
+    elif proc.returncode < 0:
+        outcome = f"signal {signal.Signals(-proc.returncode).name}"
+    else:
+        outcome = proc.returncode
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "status": outcome,
+    }
+
+
+def profile_bytes(out):
+    """Size of the profile written at out (or, where the profiler added a
+    suffix such as a pid, of every file whose name starts with it)."""
+    if out.exists():
+        return out.stat().st_size
+    found = list(out.parent.glob(out.name + "*"))
+    return sum(f.stat().st_size for f in found) if found else None
+
+
+def memory_main(args, tmp):
+    """--memory: memory modes side by side, each run paired with a plain one."""
+    wl = args.workload or str(ROOT / "benches" / "workloads" / "alloc_heavy.py")
+    configs = {
+        "echion-rs -m": lambda out: [args.python, "-m", "echion", "-m", "-o", str(out), args.python, wl],
+    }
+    if args.memray:
+        configs["memray"] = lambda out: [args.memray, "-m", "memray", "run", "-o", str(out), "--force", wl]
+        if args.memray_python_allocators:
+            configs["memray pymalloc"] = lambda out: [
+                args.memray, "-m", "memray", "run", "--trace-python-allocators", "-o", str(out), "--force", wl
+            ]
+    if not args.no_tracemalloc:
+        configs["tracemalloc"] = lambda out: [args.python, "-X", "tracemalloc", wl]
+    if args.echion035:
+        configs["echion 0.3.5 -m"] = lambda out: [args.echion035, "-m", "echion", "-m", "-o", str(out), args.echion035, wl]
+    configs = {n: c for n, c in configs.items() if not any(s in n for s in args.skip)}
+
+    plain = [args.python, wl]
+    results = {"python": [], **{name: [] for name in configs}}
+    paired = {name: [] for name in configs}
+    log = tmp / "stderr.log"
+    for run_no in range(args.runs):
+        for name, make in configs.items():
+            out = tmp / f"{name.replace(' ', '_')}.{run_no}.out"
+            # Each profiled run is paired with a plain run just before it:
+            # the host's speed drifts between rounds, much less between
+            # two neighbouring runs.
+            with open(log, "ab") as err:
+                bare = run_tree(plain, err)
+            if bare["status"] != 0:
+                sys.exit(f"plain python failed ({bare['status']}): see {log}")
+            paired[name].append(bare)
+            results["python"].append(bare)
+            errfile = tmp / f"{name.replace(' ', '_')}.{run_no}.stderr"
+            with open(errfile, "wb") as err:
+                row = run_tree(make(out), err, timeout=args.timeout)
+            row["bytes"] = profile_bytes(out)
+            results[name].append(row)
+            crashed = "" if row["status"] == 0 else f" CRASHED ({row['status']}, stderr in {errfile})"
+            print(
+                f"run {run_no} {name:18s} wall {row['wall']:7.3f}s cpu {row['cpu']:7.3f}s rss {row['rss_mb']:7.1f}MB"
+                + (f" profile {row['bytes']}B" if row["bytes"] is not None else "")
+                + crashed,
+                file=sys.stderr,
+            )
+            if out.exists():
+                out.unlink()  # the profiles of a slow peer can be large
+
+    # The machine is shared and its speed drifts: each run is compared with
+    # its own plain run (taken moments before), and the median of those
+    # ratios is reported. Crashed runs are left out of the medians.
+    base = results["python"]
+    base_wall = statistics.median(r["wall"] for r in base)
+    base_cpu = statistics.median(r["cpu"] for r in base)
+    base_rss = statistics.median(r["rss_mb"] for r in base)
+    print(
+        f"\nworkload {Path(wl).name}, {args.runs} rounds; median of per-round ratios to plain python"
+        f" (median plain: wall {base_wall:.3f}s, cpu {base_cpu:.3f}s); peak RSS and profile size: medians"
+        " of the runs that did not crash\n"
+    )
+    print(f"| {'profiler':18s} | wall ratio | CPU ratio | peak RSS (MB) | profile (bytes) | crashed |")
+    print(f"|{'-' * 20}|-----------:|----------:|--------------:|----------------:|--------:|")
+    print(f"| {'python':18s} | {1:10.3f} | {1:9.3f} | {base_rss:13.1f} | {'-':>15s} | {'':>7s} |")
+    for name in configs:
+        pairs = [(r, b) for r, b in zip(results[name], paired[name]) if r["status"] == 0]
+        crashed = f"{len(results[name]) - len(pairs)}/{len(results[name])}"
+        if not pairs:
+            print(f"| {name:18s} | {'-':>10s} | {'-':>9s} | {'-':>13s} | {'-':>15s} | {crashed:>7s} |")
+            continue
+        wall = statistics.median(r["wall"] / b["wall"] for r, b in pairs)
+        cpu = statistics.median(r["cpu"] / b["cpu"] for r, b in pairs)
+        rss = statistics.median(r["rss_mb"] for r, _ in pairs)
+        sizes = [r["bytes"] for r, _ in pairs if r["bytes"] is not None]
+        size = f"{statistics.median(sizes):,.0f}" if sizes else "-"
+        print(f"| {name:18s} | {wall:10.3f} | {cpu:9.3f} | {rss:13.1f} | {size:>15s} | {crashed:>7s} |")
+    spread = statistics.quantiles([r["wall"] for r in base], n=4) if len(base) >= 4 else []
+    if spread:
+        print(f"\nplain python wall time, quartiles over all {len(base)} plain runs: " + ", ".join(f"{q:.3f}s" for q in spread))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": results, "paired_plain": paired}, indent=1))
 
 
 def mojo_samples(path, thread="MainThread"):
@@ -60,9 +197,25 @@ def main():
     ap.add_argument("--python", required=True, help="interpreter with our echion installed")
     ap.add_argument("--echion035", help="interpreter with echion 0.3.5 from PyPI installed")
     ap.add_argument("--py-spy", help="the py-spy executable")
-    ap.add_argument("--workload", default=str(ROOT / "benches" / "workloads" / "cpu_single.py"))
+    ap.add_argument("--memray", help="--memory: interpreter with memray installed")
+    ap.add_argument(
+        "--memray-python-allocators",
+        action="store_true",
+        help="--memory: also run memray with --trace-python-allocators (its default mode sees malloc only, not pymalloc)",
+    )
+    ap.add_argument("--no-tracemalloc", action="store_true", help="--memory: leave out python -X tracemalloc")
+    ap.add_argument("--timeout", type=float, default=600, help="--memory: a profiled run still going after this many seconds is killed and counted as crashed")
+    ap.add_argument(
+        "--workload",
+        help="default: benches/workloads/cpu_single.py, or benches/workloads/alloc_heavy.py with --memory",
+    )
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument(
+        "--memory",
+        action="store_true",
+        help="compare memory modes (echion -m, memray, tracemalloc, echion 0.3.5 -m) instead of the time-mode configurations",
+    )
     ap.add_argument("--skip", action="append", default=[], help="leave out the configurations whose name contains this")
     ap.add_argument(
         "--no-samples",
@@ -72,7 +225,9 @@ def main():
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="echion-bench-"))
-    wl = args.workload
+    if args.memory:
+        return memory_main(args, tmp)
+    wl = args.workload or str(ROOT / "benches" / "workloads" / "cpu_single.py")
     configs = {"python": lambda out: ([args.python, wl], None)}
     for interval, label in ((1000, "1ms"), (100, "100us")):
         configs[f"echion-rs {label}"] = (

@@ -26,7 +26,10 @@
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+mod lock;
+use lock::SpinLock;
 
 use echion_cpython_layout::linetable::TableFormat;
 use echion_cpython_layout::views::Target;
@@ -135,7 +138,7 @@ fn api() -> Result<&'static Api, HookError> {
 
 /// The table and what reading the interpreter needs.
 struct Shared {
-    tracker: Mutex<Tracker>,
+    tracker: SpinLock<Tracker>,
     layout: &'static Layout,
     format: TableFormat,
 }
@@ -189,7 +192,7 @@ fn shared() -> Option<&'static Shared> {
 
 fn fresh(layout: &'static Layout, format: TableFormat) -> *mut Shared {
     Box::into_raw(Box::new(Shared {
-        tracker: Mutex::new(Tracker::new(format)),
+        tracker: SpinLock::new(Tracker::new(format)),
         layout,
         format,
     }))
@@ -208,20 +211,136 @@ fn on_alloc(domain: &Domain, ptr: *mut c_void, size: usize) {
     if ptr.is_null() || !TRACKING.load(Ordering::Relaxed) {
         return;
     }
-    account(domain, |t, target, tstate| {
-        t.alloc(target, tstate, ptr as u64, size as u64)
+    account(Some(domain), |t, target, tstate| {
+        if tstate.is_null() {
+            return;
+        }
+        let layout = target.layout();
+        let mut keys = t.take_keys();
+        // SAFETY: `tstate` is the allocating thread's own state (see
+        // `account`), so the state and the frames it reaches are alive and
+        // unchanging while this thread is in the allocator.
+        let thread = unsafe { walk_own_stack(layout, tstate.0, &mut keys) };
+        t.alloc_walked(target, thread, &keys, ptr as u64, size as u64);
+        t.put_keys(keys);
     });
 }
 
-/// Accounts a free made in `domain`.
-fn on_free(domain: &Domain, ptr: *mut c_void) {
+/// Loads the `T` at `addr + off`.
+///
+/// # Safety
+/// The bytes are inside an object that is alive and not being written.
+#[inline(always)]
+unsafe fn load<T: Copy>(addr: u64, off: u64) -> T {
+    // SAFETY: per the contract.
+    unsafe { std::ptr::read_unaligned(addr.wrapping_add(off) as *const T) }
+}
+
+/// The Python frames of the thread whose state is at `tstate`, innermost
+/// first, as (code object, byte offset of the instruction; `u32::MAX`
+/// before the first), into `out`: what [`Target::walk`] yields for that
+/// thread, shims and incomplete frames left out, read with plain loads and
+/// no decoding (the fast path of every allocation; the views decode a stack
+/// the first time it is seen). Returns the thread's id and interpreter.
+///
+/// # Safety
+/// `tstate` is the calling thread's own, live thread state.
+unsafe fn walk_own_stack(layout: &Layout, tstate: u64, out: &mut Vec<(u64, u32)>) -> (u64, u64) {
+    use echion_cpython_layout::layout::{CurrentFrame, FrameLayout};
+    out.clear();
+    let t = &layout.thread;
+    // SAFETY: every load below reads the calling thread's own state, its
+    // frames and their code objects, alive while it is in the allocator
+    // (the function's contract), at offsets of this version's layout.
+    unsafe {
+        let thread_id: u64 = load(tstate, t.thread_id);
+        let interp: u64 = load(tstate, t.interp);
+        let mut frame: u64 = match t.current_frame {
+            CurrentFrame::Direct(off) => load(tstate, off),
+            CurrentFrame::ViaCFrame {
+                cframe,
+                current_frame,
+            } => {
+                let cf: u64 = load(tstate, cframe);
+                if cf == 0 {
+                    0
+                } else {
+                    load(cf, current_frame)
+                }
+            }
+        };
+        let mut steps = 0;
+        match &layout.frame {
+            FrameLayout::Object(l) => {
+                while frame != 0 && steps < crate::table::MAX_FRAMES {
+                    let code: u64 = load(frame, l.f_code);
+                    let lasti: i32 = load(frame, l.f_lasti);
+                    let offset = if lasti < 0 {
+                        u32::MAX
+                    } else {
+                        (lasti as u32).saturating_mul(l.lasti_unit as u32)
+                    };
+                    if code != 0 {
+                        out.push((code, offset));
+                    }
+                    let back: u64 = load(frame, l.f_back);
+                    if back == frame {
+                        break;
+                    }
+                    frame = back;
+                    steps += 1;
+                }
+            }
+            FrameLayout::Interpreter(l) => {
+                let adaptive = layout.code.code_adaptive.unwrap_or(0);
+                let first = layout.code.firsttraceable;
+                while frame != 0 && steps < crate::table::MAX_FRAMES {
+                    let owner: u8 = load(frame, l.owner);
+                    if Some(owner) != l.owned_by_cstack {
+                        let code: u64 = load(frame, l.code);
+                        let instr: u64 = load(frame, l.instr_ptr);
+                        let start = code.wrapping_add(adaptive);
+                        let offset = instr.checked_sub(start);
+                        // why: `_PyFrame_IsIncomplete` (pycore_frame.h,
+                        // 3.11-3.13), as the views' walker applies it.
+                        let incomplete = owner != l.owned_by_generator
+                            && match first {
+                                Some(f) => {
+                                    let ft: i32 = load(code, f);
+                                    offset.is_none_or(|o| o < u64::from(ft.unsigned_abs()) * 2)
+                                }
+                                None => false,
+                            };
+                        if code != 0 && !incomplete {
+                            let offset =
+                                offset.map_or(u32::MAX, |o| o.min(u64::from(u32::MAX - 1)) as u32);
+                            out.push((code, offset));
+                        }
+                    }
+                    let previous: u64 = load(frame, l.previous);
+                    if previous == frame {
+                        break;
+                    }
+                    frame = previous;
+                    steps += 1;
+                }
+            }
+        }
+        (thread_id, interp)
+    }
+}
+
+/// Accounts a free (in any domain).
+fn on_free(ptr: *mut c_void) {
     if ptr.is_null() || !TRACKING.load(Ordering::Relaxed) {
         return;
     }
-    account(domain, |t, _, _| t.free(ptr as u64));
+    account(None, |t, _, _| t.free(ptr as u64));
 }
 
-fn account(domain: &Domain, f: impl FnOnce(&mut Tracker, &Target<'_, OwnThread>, Addr)) {
+/// Runs `f` on the table, with the thread state of the allocating thread
+/// when `domain` is given (allocations; frees need none).
+fn account(domain: Option<&Domain>, f: impl FnOnce(&mut Tracker, &Target<'_, OwnThread>, Addr)) {
     let Ok(false) = BUSY.try_with(|b| b.replace(true)) else {
         return;
     };
@@ -229,17 +348,17 @@ fn account(domain: &Domain, f: impl FnOnce(&mut Tracker, &Target<'_, OwnThread>,
         let (Some(s), Some(api)) = (shared(), API.get()) else {
             return;
         };
-        // SAFETY: both functions take no arguments and only read the
-        // calling thread's thread-local state.
-        let tstate = unsafe {
-            if domain.id == 0 {
-                (api.this_thread)()
-            } else {
-                (api.holding_gil)()
-            }
+        let tstate = match domain {
+            None => std::ptr::null_mut(),
+            // SAFETY: takes no arguments, reads the calling thread's
+            // thread-local state, may be called without the GIL.
+            Some(d) if d.id == 0 => unsafe { (api.this_thread)() },
+            // SAFETY: takes no arguments, reads the thread state that holds
+            // the GIL (this thread's, in these two domains).
+            Some(_) => unsafe { (api.holding_gil)() },
         };
         let target = Target::new(&OwnThread, s.layout);
-        let mut t = s.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = s.tracker.lock();
         if tstate.is_null() {
             // Only a free needs no thread state.
             f(&mut t, &target, Addr::NULL);
@@ -289,7 +408,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, n: usize) 
     if !p.is_null() {
         // A move or a resize: the old block is gone, the new one is the
         // stack's that resized it (a failed realloc leaves `old` as it was).
-        on_free(d, old);
+        on_free(old);
         on_alloc(d, p, n);
     }
     p
@@ -297,8 +416,8 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, n: usize) 
 
 unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: CPython hands us the ctx we were installed with.
-    let (d, a) = unsafe { domain(ctx) };
-    on_free(d, p);
+    let (_, a) = unsafe { domain(ctx) };
+    on_free(p);
     // SAFETY: the saved allocator of the domain, called as CPython would.
     unsafe { (a.free.expect("saved allocator"))(a.ctx, p) }
 }
@@ -389,7 +508,7 @@ pub fn tracking() -> bool {
 /// [`Tracker::drain`]); `None` before the first install.
 pub fn drain(out: &mut Drained) -> Option<TrackerStats> {
     let s = shared()?;
-    let mut t = s.tracker.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = s.tracker.lock();
     t.drain(out);
     Some(t.stats())
 }
@@ -399,10 +518,7 @@ pub fn drain(out: &mut Drained) -> Option<TrackerStats> {
 pub fn code_freed(code: u64) {
     if let Some(s) = shared() {
         if let Ok(false) = BUSY.try_with(|b| b.replace(true)) {
-            s.tracker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .code_freed(code);
+            s.tracker.lock().code_freed(code);
             let _ = BUSY.try_with(|b| b.set(false));
         }
     }

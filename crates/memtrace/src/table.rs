@@ -20,7 +20,6 @@
 //! that cannot be read (counted in [`TrackerStats::unwalkable`]) is not
 //! linked.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use echion_cpython_layout::linetable::{self, TableFormat};
@@ -147,8 +146,9 @@ pub struct Tracker {
     drained_frames: usize,
     drained_stacks: usize,
     stats: TrackerStats,
-    /// Hashes stacks (one seed for the tracker's life).
-    hasher: hashbrown::DefaultHashBuilder,
+    /// The stacks found last, compared before hashing.
+    recent: [u32; 8],
+    recent_at: usize,
 }
 
 /// Collects a walk's Python frames as (code, offset).
@@ -187,7 +187,8 @@ impl Tracker {
             drained_frames: 0,
             drained_stacks: 0,
             stats: TrackerStats::default(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
+            recent: [NONE; 8],
+            recent_at: 0,
         }
     }
 
@@ -218,6 +219,39 @@ impl Tracker {
         }
     }
 
+    /// Links the `size` bytes at `ptr` to the stack `raw` (as
+    /// [`Tracker::alloc`] would walk it: Python frames only, innermost
+    /// first, (code, offset or `u32::MAX`)) of the thread `thread_id` of the
+    /// interpreter state at `interp`; `target` decodes frames not seen yet.
+    pub fn alloc_walked<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        (thread_id, interp): (u64, u64),
+        raw: &[(u64, u32)],
+        ptr: u64,
+        size: u64,
+    ) {
+        if raw.is_empty() {
+            self.stats.frameless += 1;
+            return;
+        }
+        match self.find_or_add(target, thread_id, Addr(interp), raw) {
+            Ok(stack) => self.link(ptr, stack, size),
+            Err(_) => self.stats.unwalkable += 1,
+        }
+    }
+
+    /// The buffer the hook walks a stack into (given back with
+    /// [`Tracker::put_keys`]), so that a warm hook does not allocate.
+    pub fn take_keys(&mut self) -> Vec<(u64, u32)> {
+        std::mem::take(&mut self.raw)
+    }
+
+    /// Gives back the buffer of [`Tracker::take_keys`].
+    pub fn put_keys(&mut self, keys: Vec<(u64, u32)>) {
+        self.raw = keys;
+    }
+
     /// Takes the bytes at `ptr` off the stack that allocated them, if it
     /// was linked.
     pub fn free(&mut self, ptr: u64) {
@@ -240,6 +274,7 @@ impl Tracker {
         if self.codes.remove(&code).is_some() {
             self.frame_index.retain(|&(c, _), _| c != code);
             self.stack_index.clear();
+            self.recent = [NONE; 8];
         }
     }
 
@@ -320,7 +355,9 @@ impl Tracker {
         let walked = target.walk(thread.frame, &mut Keys { out: &mut raw });
         let found = match walked {
             Ok(_) if raw.is_empty() => Ok(None),
-            Ok(_) => self.find_or_add(target, &thread, &raw).map(Some),
+            Ok(_) => self
+                .find_or_add(target, thread.thread_id, thread.interp, &raw)
+                .map(Some),
             Err(e) => Err(e),
         };
         self.raw = raw;
@@ -330,28 +367,43 @@ impl Tracker {
     fn find_or_add<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
-        thread: &echion_cpython_layout::views::ThreadInfo,
+        thread_id: u64,
+        interp: Addr,
         raw: &[(u64, u32)],
     ) -> Result<u32, ViewError> {
-        let mut h = self.hasher.build_hasher();
-        h.write_u64(thread.thread_id);
-        h.write_u64(thread.interp.0);
-        for &(code, offset) in raw {
-            h.write_u64(code);
-            h.write_u32(offset);
+        // Most allocations come from a few stacks in turn: those are
+        // compared first, without hashing the whole stack.
+        for &id in &self.recent {
+            if id == NONE {
+                continue;
+            }
+            let s = &self.stacks[id as usize];
+            if s.raw.len() == raw.len()
+                && s.raw[0] == raw[0]
+                && s.rec.thread_id == thread_id
+                && s.interp == interp.0
+                && *s.raw == *raw
+            {
+                return Ok(id);
+            }
         }
-        let hash = h.finish();
+        let mut hash = thread_id ^ interp.0.rotate_left(17);
+        for &(code, offset) in raw {
+            hash = (hash ^ code ^ (u64::from(offset) << 40))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
         let mut at = self.stack_index.get(&hash).copied().unwrap_or(NONE);
         let head = at;
         while at != NONE {
             let s = &self.stacks[at as usize];
-            if s.rec.thread_id == thread.thread_id && s.interp == thread.interp.0 && *s.raw == *raw
-            {
+            if s.rec.thread_id == thread_id && s.interp == interp.0 && *s.raw == *raw {
+                self.remember(at);
                 return Ok(at);
             }
             at = s.next;
         }
-        let iid = self.interpreter_id(target, thread.interp)?;
+        let iid = self.interpreter_id(target, interp)?;
         let mut frames = Vec::with_capacity(raw.len());
         for &(code, offset) in raw.iter().rev() {
             frames.push(self.frame(target, code, offset)?);
@@ -361,17 +413,24 @@ impl Tracker {
         self.stacks.push(Stack {
             rec: StackRec {
                 iid,
-                thread_id: thread.thread_id,
+                thread_id,
                 frames: frames.into_boxed_slice(),
             },
             raw: raw.into(),
-            interp: thread.interp.0,
+            interp: interp.0,
             next: head,
             delta: 0,
             dirty: false,
         });
         self.stack_index.insert(hash, id);
+        self.remember(id);
         Ok(id)
+    }
+
+    /// Puts `stack` among the few compared first.
+    fn remember(&mut self, stack: u32) {
+        self.recent[self.recent_at] = stack;
+        self.recent_at = (self.recent_at + 1) % self.recent.len();
     }
 
     fn interpreter_id<R: MemoryReader + ?Sized>(
