@@ -212,18 +212,33 @@ fn on_alloc(domain: &Domain, ptr: *mut c_void, size: usize) {
         return;
     }
     account(Some(domain), |t, target, tstate| {
-        if tstate.is_null() {
-            return;
+        if !tstate.is_null() {
+            // SAFETY: `tstate` is the allocating thread's own state (see
+            // `account`).
+            unsafe { link_to_stack(t, target, tstate.0, ptr as u64, size as u64) };
         }
-        let layout = target.layout();
-        let mut keys = t.take_keys();
-        // SAFETY: `tstate` is the allocating thread's own state (see
-        // `account`), so the state and the frames it reaches are alive and
-        // unchanging while this thread is in the allocator.
-        let thread = unsafe { walk_own_stack(layout, tstate.0, &mut keys) };
-        t.alloc_walked(target, thread, &keys, ptr as u64, size as u64);
-        t.put_keys(keys);
     });
+}
+
+/// Links the block to the current stack of the thread at `tstate`.
+///
+/// # Safety
+/// `tstate` is the calling thread's own thread state, or that of a thread
+/// that runs no Python code until this returns: its state and frames are
+/// read with plain loads.
+unsafe fn link_to_stack(
+    t: &mut Tracker,
+    target: &Target<'_, OwnThread>,
+    tstate: u64,
+    ptr: u64,
+    size: u64,
+) {
+    let mut keys = t.take_keys();
+    // SAFETY: per the contract, the state and the frames it reaches are
+    // alive and unchanging meanwhile.
+    let thread = unsafe { walk_own_stack(target.layout(), tstate, &mut keys) };
+    t.alloc_walked(target, thread, &keys, ptr, size);
+    t.put_keys(keys);
 }
 
 /// Loads the `T` at `addr + off`.
@@ -345,17 +360,18 @@ fn account(domain: Option<&Domain>, f: impl FnOnce(&mut Tracker, &Target<'_, Own
         return;
     };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let (Some(s), Some(api)) = (shared(), API.get()) else {
+        let Some(s) = shared() else {
             return;
         };
-        let tstate = match domain {
-            None => std::ptr::null_mut(),
+        let tstate = match (domain, API.get()) {
+            (None, _) => std::ptr::null_mut(),
+            (Some(_), None) => return,
             // SAFETY: takes no arguments, reads the calling thread's
             // thread-local state, may be called without the GIL.
-            Some(d) if d.id == 0 => unsafe { (api.this_thread)() },
+            (Some(d), Some(api)) if d.id == 0 => unsafe { (api.this_thread)() },
             // SAFETY: takes no arguments, reads the thread state that holds
             // the GIL (this thread's, in these two domains).
-            Some(_) => unsafe { (api.holding_gil)() },
+            (Some(_), Some(api)) => unsafe { (api.holding_gil)() },
         };
         let target = Target::new(&OwnThread, s.layout);
         let mut t = s.tracker.lock();
@@ -529,4 +545,37 @@ pub fn reset() {
     if let Some(s) = shared() {
         SHARED.store(fresh(s.layout, s.format), Ordering::Release);
     }
+}
+
+/// For benchmarks of the hook: makes an empty table for CPython `version`
+/// without setting any allocator.
+#[doc(hidden)]
+pub fn bench_prepare(version: PyVersion) -> Result<(), HookError> {
+    let layout = Layout::for_version(version).map_err(|_| HookError::Unsupported(version))?;
+    let format = TableFormat::for_version(version).map_err(|_| HookError::Unsupported(version))?;
+    SHARED.store(fresh(layout, format), Ordering::Release);
+    Ok(())
+}
+
+/// For benchmarks of the hook: what the hook does for an allocation of
+/// `size` bytes at `ptr` by the thread whose state is at `tstate` (the
+/// accounting, not the allocator).
+///
+/// # Safety
+/// The thread of `tstate` runs no Python code until this returns (a
+/// benchmark's interpreter thread parked in `time.sleep`): its state and
+/// frames are read with plain loads.
+#[doc(hidden)]
+pub unsafe fn bench_alloc(tstate: u64, ptr: u64, size: u64) {
+    let Some(s) = shared() else { return };
+    let target = Target::new(&OwnThread, s.layout);
+    let mut t = s.tracker.lock();
+    // SAFETY: per the contract.
+    unsafe { link_to_stack(&mut t, &target, tstate, ptr, size) };
+}
+
+/// For benchmarks of the hook: what the hook does for a free of `ptr`.
+#[doc(hidden)]
+pub fn bench_free(ptr: u64) {
+    account(None, |t, _, _| t.free(ptr));
 }
