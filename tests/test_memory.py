@@ -99,6 +99,22 @@ def test_a_forked_child_has_its_own_profile(tmp_path):
     assert {s["pid"] for s in kid["samples"]} == {child}
 
 
+def test_raw_allocations_without_the_gil(tmp_path):
+    # Four threads compress at once: zlib's state and buffers come from the
+    # raw domain while the GIL is released. The program's results are
+    # right, and what zlib freed nets to zero on the threads' stacks.
+    run = run_memory(tmp_path, "raw")
+    assert run.result == {"z0": True, "z1": True, "z2": True, "z3": True}, run.describe()
+    view = run.view
+    line = marker_line(TARGET, "compress")
+    for name in ("z0", "z1", "z2", "z3"):
+        on_stack = select(view, lambda s: contains(s, [("compress_many", line)]), thread=name)
+        assert on_stack, f"{name}: nothing tracked\n{summary(view)}"
+        # Each compression allocates at least its output (~1 MB) and frees it.
+        assert max(s["memory"] for s in on_stack) > 100_000, summary(view, thread=name)
+        assert abs(held(view, [("compress_many", line)], thread=name)) < 65_536, summary(view, thread=name)
+
+
 def test_upstream_leak_shape(tmp_path):
     # echion's tests/test_memory.py (v0.3.0 and HEAD): one thread, at least
     # 1 MB in all, the leaking function's stack found.

@@ -8,6 +8,8 @@ realloc   a list grows by appending: its item array is reallocated
 fork      the parent and a forked child each keep their own block alive
 leak      upstream echion's target_mem.py: 100,000 dataclass objects kept
 late      waits half a second, then keeps 5 MB
+raw       threads compress with zlib, which allocates in the raw domain
+          without the GIL
 exit      sys.exit(3) after a few allocations
 empty     nothing at all
 """
@@ -120,6 +122,25 @@ def scenario_late():
     time.sleep(0.5)
     hold(5000, 1000)
     report(n=len(HELD))
+
+
+def compress_many(data, n, out, name):
+    import zlib
+
+    # zlib's buffers come from the raw domain, taken while the GIL is
+    # released.
+    out[name] = all(zlib.decompress(zlib.compress(data, 6)) == data for _ in range(n))  #@compress
+
+
+def scenario_raw():
+    data = os.urandom(1 << 16) * 16
+    out = {}
+    threads = [threading.Thread(target=compress_many, args=(data, 20, out, "z%d" % i), name="z%d" % i) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report(**out)
 
 
 def scenario_exit():

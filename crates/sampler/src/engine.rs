@@ -202,6 +202,8 @@ struct MemoryMirror {
     drained: echion_memtrace::Drained,
     frames: Vec<FrameId>,
     stacks: Vec<echion_memtrace::StackRec>,
+    /// The name of each stack's thread, when the stack was first seen.
+    names: Vec<Box<str>>,
     stats: echion_memtrace::TrackerStats,
 }
 
@@ -278,6 +280,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             }
         }
         if m.drained.first_stack as usize == m.stacks.len() {
+            // Each stack is named once, when it is first seen: its thread
+            // may end (and its id be reused) before the stack's last change.
+            for rec in &m.drained.stacks {
+                m.names
+                    .push(match self.names.get_or_retired(rec.thread_id) {
+                        Some(meta) => meta.name.as_str().into(),
+                        None => format!("Thread-{}", rec.thread_id).into(),
+                    });
+            }
             m.stacks.append(&mut m.drained.stacks);
         }
         let mut written = 0;
@@ -292,15 +303,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     .filter_map(|&f| m.frames.get(f as usize))
                     .map(|&id| StackEntry::Frame(id)),
             );
-            let name: &str = match self.names.get(rec.thread_id) {
-                Some(meta) => &meta.name,
-                None => {
-                    use std::fmt::Write as _;
-                    self.name_buf.clear();
-                    let _ = write!(self.name_buf, "Thread-{}", rec.thread_id);
-                    &self.name_buf
-                }
-            };
+            let name: &str = &m.names[stack as usize];
             self.sink.sample(
                 ThreadIds {
                     thread_id: rec.thread_id,

@@ -147,6 +147,9 @@ pub struct ThreadMeta {
 #[derive(Debug, Default)]
 pub struct ThreadNames {
     map: AddrMap<u64, ThreadMeta>,
+    /// Threads untracked by the last refresh: memory mode names the stacks
+    /// a thread made just before it ended.
+    retired: AddrMap<u64, ThreadMeta>,
     bootstrap_codes: Vec<u64>,
     scratch: Vec<Update>,
     asyncio: AsyncioKnown,
@@ -158,6 +161,7 @@ impl ThreadNames {
     pub fn refresh(&mut self, queue: &RegistryQueue) {
         let mut scratch = std::mem::take(&mut self.scratch);
         queue.drain_into(&mut scratch);
+        self.retired.clear();
         for update in scratch.drain(..) {
             match update {
                 Update::Track {
@@ -168,7 +172,9 @@ impl ThreadNames {
                     self.map.insert(thread_id, ThreadMeta { name, native_id });
                 }
                 Update::Untrack { thread_id } => {
-                    self.map.remove(&thread_id);
+                    if let Some(meta) = self.map.remove(&thread_id) {
+                        self.retired.insert(thread_id, meta);
+                    }
                     self.asyncio.loops.remove(&thread_id);
                 }
                 Update::AsyncioRoots { scheduled, eager } => {
@@ -236,6 +242,14 @@ impl ThreadNames {
     /// What is known of the thread `thread_id`.
     pub fn get(&self, thread_id: u64) -> Option<&ThreadMeta> {
         self.map.get(&thread_id)
+    }
+
+    /// What [`ThreadNames::get`] says, or for a thread that ended since
+    /// the refresh before the last, what it said then.
+    pub fn get_or_retired(&self, thread_id: u64) -> Option<&ThreadMeta> {
+        self.map
+            .get(&thread_id)
+            .or_else(|| self.retired.get(&thread_id))
     }
 
     /// Whether a stack whose outermost Python frame runs the code object at
