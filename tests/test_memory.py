@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import contains, echion_command, echion_env, marker_line, run_echion, select, stack_summary, target
+from harness import assert_readers_agree, contains, echion_command, echion_env, marker_line, read_all, run_echion, select, target
 
 TARGET = target("memory.py")
 
@@ -156,3 +156,28 @@ def test_200_runs_end_as_without_echion(tmp_path, scenario, code):
     bad = [(rc, err) for rc, err in results if rc != code or err.strip()]
     assert not bad, f"{len(bad)} of 200 runs ended otherwise: {bad[:3]}"
     assert len(list(tmp_path.glob("p.*.mojo"))) == 200
+
+
+def test_echion_core_tracks_memory_in_process(tmp_path):
+    # The functions of echion 0.3 (set_memory, start_async, stop) from the
+    # program itself, without the echion command.
+    out = tmp_path / "core.mojo"
+    code = (
+        "import echion.core as ec\n"
+        f"ec.set_memory(True); ec.set_output({str(out)!r}); ec.start_async()\n"
+        "kept = [bytearray(1000) for _ in range(5000)]  # kept\n"
+        "import time; time.sleep(0.05)\n"
+        "ec.stop()\n"
+        "after = [bytearray(1000) for _ in range(5000)]\n"
+        "print(len(kept) + len(after))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == b"10000", p.stderr.decode()
+    prof = read_all(out)
+    assert_readers_agree(prof)
+    view = prof.ours
+    assert view["metadata"]["mode"] == "memory"
+    kept = sum(s["memory"] for s in view["samples"] if s["frames"] and s["frames"][-1][2] == 3)
+    assert kept >= 5000 * 1000, summary(view)
+    # Nothing after stop() is tracked.
+    assert not any(s["frames"] and s["frames"][-1][2] == 6 for s in view["samples"]), summary(view)

@@ -190,9 +190,11 @@ def test_a_long_interval_charges_no_more_than_the_run(tmp_path):
 
 def test_help_says_which_modes_are_coming():
     out = subprocess.run(echion_command() + ["--help"], stdout=subprocess.PIPE, check=True).stdout.decode()
-    for option in ("-m", "-n", "-p"):
+    for option in ("-n", "-p"):
         line = next(l for l in out.splitlines() if l.strip().startswith(option + ","))
         assert "coming in a later release" in line, line
+    memory = next(l for l in out.splitlines() if l.strip().startswith("-m,"))
+    assert "coming" not in memory and "Memory mode" in memory, memory
     where = next(l for l in out.splitlines() if l.strip().startswith("-w,"))
     assert "coming" not in where, where
 
