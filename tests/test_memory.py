@@ -115,6 +115,23 @@ def test_raw_allocations_without_the_gil(tmp_path):
         assert abs(held(view, [("compress_many", line)], thread=name)) < 65_536, summary(view, thread=name)
 
 
+def test_a_subinterpreter_allocates_under_its_id(tmp_path):
+    run = run_memory(tmp_path, "subinterp")
+    view, got = run.view, run.result
+    assert got["sub"] != got["main"], got
+    # Line 1 of the code the subinterpreter ran, with the subinterpreter's id.
+    def sub_code(s):
+        # Its <module> (and, before 3.12, the list comprehension's frame).
+        f = s["frames"]
+        return bool(f) and all(x[0] == "<string>" for x in f) and (f[0][1], f[0][2]) == ("<module>", 1)
+
+    in_sub = [s for s in view["samples"] if s["iid"] == got["sub"] and sub_code(s) and s["memory"] > 0]
+    assert sum(s["memory"] for s in in_sub) >= 3000 * 1000, summary(view)
+    assert all(s["thread"] == "MainThread" for s in in_sub), summary(view)
+    # None of it is put on the main interpreter.
+    assert not any(s["iid"] == got["main"] and sub_code(s) for s in view["samples"]), summary(view)
+
+
 def test_upstream_leak_shape(tmp_path):
     # echion's tests/test_memory.py (v0.3.0 and HEAD): one thread, at least
     # 1 MB in all, the leaking function's stack found.

@@ -10,6 +10,7 @@ leak      upstream echion's target_mem.py: 100,000 dataclass objects kept
 late      waits half a second, then keeps 5 MB
 raw       threads compress with zlib, which allocates in the raw domain
           without the GIL
+subinterp a subinterpreter allocates 3 MB (line 1 of its code)
 exit      sys.exit(3) after a few allocations
 empty     nothing at all
 """
@@ -141,6 +142,25 @@ def scenario_raw():
     for t in threads:
         t.join()
     report(**out)
+
+
+SUB_CODE = """data = [bytearray(1000) for _ in range(3000)]
+import time
+time.sleep(0.05)
+"""
+
+
+def scenario_subinterp():
+    try:
+        import _interpreters as interpreters  # 3.13
+    except ImportError:
+        import _xxsubinterpreters as interpreters  # 3.8 to 3.12
+    iid = interpreters.create()
+    interpreters.run_string(iid, SUB_CODE)
+    main_id = interpreters.get_main()
+    if isinstance(main_id, tuple):  # 3.13: (id, whence)
+        main_id = main_id[0]
+    report(sub=int(iid), main=int(main_id))
 
 
 def scenario_exit():
