@@ -97,6 +97,33 @@ fn bench_embedded(lib: &std::path::Path) {
         "{version}: {scopes:?}"
     );
     echion_memtrace::bench_free(0x1000);
+    // The hook's own walk (plain loads, no decoding) finds the frames the
+    // views' walker finds: the same stack, frame for frame and line for line.
+    let format =
+        echion_cpython_layout::linetable::TableFormat::for_version(version).expect("format");
+    let mut reference = echion_memtrace::Tracker::new(format);
+    reference.alloc(&Target::new(&guarded, layout), Addr(tstate), 0x1000, 64);
+    let mut by_views = echion_memtrace::Drained::default();
+    reference.drain(&mut by_views);
+    assert_eq!(
+        by_views.stacks.len(),
+        1,
+        "{version}: the views' walk found the stack"
+    );
+    let fast: Vec<_> = drained.stacks[0]
+        .frames
+        .iter()
+        .map(|&i| drained.frames[i as usize].clone())
+        .collect();
+    let views: Vec<_> = by_views.stacks[0]
+        .frames
+        .iter()
+        .map(|&i| by_views.frames[i as usize].clone())
+        .collect();
+    assert_eq!(
+        fast, views,
+        "{version}: the hook's walk and Target::walk differ"
+    );
 
     let mut c = Criterion::default().configure_from_args();
     let mut ptr = 0x10_0000u64;

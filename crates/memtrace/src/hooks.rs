@@ -419,15 +419,29 @@ unsafe extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) 
 unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, n: usize) -> *mut c_void {
     // SAFETY: CPython hands us the ctx we were installed with.
     let (d, a) = unsafe { domain(ctx) };
+    // A move or a resize: the old block goes before the allocator can hand
+    // its address to another thread, the new one is the stack's that
+    // resized it; a failed realloc leaves `old` as it was, and its link.
+    let taken = take_back(old);
     // SAFETY: the saved allocator of the domain, called as CPython would.
     let p = unsafe { (a.realloc.expect("saved allocator"))(a.ctx, old, n) };
     if !p.is_null() {
-        // A move or a resize: the old block is gone, the new one is the
-        // stack's that resized it (a failed realloc leaves `old` as it was).
-        on_free(old);
         on_alloc(d, p, n);
+    } else if let Some(link) = taken {
+        account(None, |t, _, _| t.relink(old as u64, link));
     }
     p
+}
+
+/// Unlinks the block at `ptr` (a reallocation's old block), returning what
+/// it was linked to.
+fn take_back(ptr: *mut c_void) -> Option<(u32, u64)> {
+    if ptr.is_null() || !TRACKING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut taken = None;
+    account(None, |t, _, _| taken = t.unlink(ptr as u64));
+    taken
 }
 
 unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {

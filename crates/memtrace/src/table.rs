@@ -27,8 +27,8 @@ use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target, V
 use echion_cpython_layout::{Addr, MemoryReader};
 use hashbrown::HashMap;
 
-/// Most live allocations linked to their stacks (about 24 bytes of table
-/// each, so at most about 1.6 GB of echion's memory at the cap).
+/// Most live allocations linked to their stacks (a 16-byte entry each, about
+/// 34 bytes with the hash table's slack: at most about 2.3 GB at the cap).
 pub const MAX_LIVE: usize = 1 << 26;
 /// Deepest stack kept (frames further out are left out).
 pub const MAX_FRAMES: usize = 1024;
@@ -255,15 +255,29 @@ impl Tracker {
     /// Takes the bytes at `ptr` off the stack that allocated them, if it
     /// was linked.
     pub fn free(&mut self, ptr: u64) {
-        let Some(packed) = self.live.remove(&ptr) else {
-            return;
-        };
+        self.unlink(ptr);
+    }
+
+    /// [`Tracker::free`], returning the stack and size the block had, so
+    /// that a reallocation that fails can put them back
+    /// ([`Tracker::relink`]).
+    pub fn unlink(&mut self, ptr: u64) -> Option<(u32, u64)> {
+        let packed = self.live.remove(&ptr)?;
         let stack = (packed >> 32) as u32;
         let mut size = packed & 0xffff_ffff;
         if size == 0xffff_ffff {
             size = self.big.remove(&ptr).unwrap_or(0);
         }
         self.add(stack, -(size as i64));
+        Some((stack, size))
+    }
+
+    /// Links the block at `ptr` to `stack` again (what
+    /// [`Tracker::unlink`] returned).
+    pub fn relink(&mut self, ptr: u64, (stack, size): (u32, u64)) {
+        if (stack as usize) < self.stacks.len() {
+            self.link(ptr, stack, size);
+        }
     }
 
     /// Forgets what was decoded from the code object at `code`, which is
