@@ -196,6 +196,44 @@ pub fn ranges(format: TableFormat, table: &[u8], first_line: i32) -> AddressRang
     }
 }
 
+/// Where a profile places an instruction: lines and columns as MOJO frames
+/// carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The first line (the code object's first line when the table says
+    /// nothing).
+    pub line: i64,
+    /// The last line (`line` when unknown).
+    pub line_end: i64,
+    /// The first column counting from 1 (CPython counts from 0; profiles
+    /// keep 0 for unknown).
+    pub column: i64,
+    /// The end column counting from 1, 0 when unknown.
+    pub column_end: i64,
+}
+
+/// The [`Position`] of the instruction at byte `offset` (`None`: not
+/// started yet) of a code object whose line table is `table` and first line
+/// `first_line` (see [`location`]).
+pub fn position(
+    format: TableFormat,
+    table: &[u8],
+    first_line: i32,
+    offset: Option<u32>,
+) -> Position {
+    let loc = offset.and_then(|o| location(format, table, first_line, o).ok());
+    let line = loc
+        .and_then(|l| l.line)
+        .map_or(i64::from(first_line), i64::from);
+    let from_one = |c: Option<i32>| c.map_or(0, |c| i64::from(c) + 1);
+    Position {
+        line,
+        line_end: loc.and_then(|l| l.line_end).map_or(line, i64::from),
+        column: from_one(loc.and_then(|l| l.column)),
+        column_end: from_one(loc.and_then(|l| l.column_end)),
+    }
+}
+
 /// Location of the instruction that starts at byte offset `offset` in co_code
 /// (3.8-3.10: byte offset into co_code; 3.11+: byte offset from
 /// _PyCode_CODE(co), i.e. 2 * code-unit index).
@@ -834,6 +872,30 @@ mod tests {
         // A line that computes to -1 is reported as None, like co_positions().
         let minus_one = [0x80 | 13 << 3, 0x03];
         assert_eq!(location(t, &minus_one, 0, 0).unwrap().line, None);
+    }
+
+    #[test]
+    fn positions_are_what_profiles_show() {
+        let t = TableFormat::Locations311;
+        let pos = |line, line_end, column, column_end| Position {
+            line,
+            line_end,
+            column,
+            column_end,
+        };
+        // Columns count from 1; 0 stays "unknown".
+        let one = [0x80 | 12 << 3, 100, 120];
+        assert_eq!(position(t, &one, 10, Some(0)), pos(12, 12, 101, 121));
+        let nocol = [0x80 | 13 << 3 | 1, 0x07];
+        assert_eq!(position(t, &nocol, 10, Some(2)), pos(7, 7, 0, 0));
+        // Not started, no location, or a table that cannot be read: the code
+        // object's first line.
+        assert_eq!(position(t, &one, 10, None), pos(10, 10, 0, 0));
+        assert_eq!(
+            position(t, &[0x80 | 15 << 3], 10, Some(0)),
+            pos(10, 10, 0, 0)
+        );
+        assert_eq!(position(t, &[0x01], 10, Some(0)), pos(10, 10, 0, 0));
     }
 
     #[test]

@@ -12,11 +12,10 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use echion_cpython_layout::{process, Layout};
-use echion_embed::Embedded;
+use echion_cpython_layout::Layout;
 use echion_mojo::{MojoWriter, Profile};
 use echion_sampler::codewatch::FreedCodes;
-use echion_sampler::mem::guarded::{self, GuardedReader};
+use echion_sampler::mem::guarded::GuardedReader;
 use echion_sampler::{Engine, Mode, RegistryQueue};
 
 const TARGET: &str = r#"
@@ -35,14 +34,8 @@ fn main() {
 }
 
 fn bench_embedded(lib: &std::path::Path) {
-    let python = Embedded::start(lib, TARGET).expect("embed python");
-    let version = python.version();
-    let layout = Layout::for_version(version).expect("supported version");
-    guarded::prepare_thread();
-    let guarded = GuardedReader::new().expect("own process");
-    assert!(guarded.refresh(), "fault handler in place");
+    let (python, version, layout, guarded) = common::start(lib, TARGET);
     let syscalls = GuardedReader::syscalls_only().expect("own process");
-    process::check_runtime(&guarded, python.runtime(), layout).expect("runtime");
 
     // Wait for the stack, checking it with the sampler itself.
     let registry = RegistryQueue::default();

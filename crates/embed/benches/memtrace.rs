@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use echion_cpython_layout::views::Target;
-use echion_cpython_layout::{process, Addr, Layout};
-use echion_embed::Embedded;
-use echion_sampler::mem::guarded::{self, GuardedReader};
+use echion_cpython_layout::{Addr, Layout};
+use echion_sampler::mem::guarded::GuardedReader;
 
 const TARGET: &str = r#"
 import time
@@ -60,13 +59,7 @@ fn parked_thread(reader: &GuardedReader, layout: &Layout, runtime: Addr) -> Opti
 }
 
 fn bench_embedded(lib: &std::path::Path) {
-    let python = Embedded::start(lib, TARGET).expect("embed python");
-    let version = python.version();
-    let layout = Layout::for_version(version).expect("supported version");
-    guarded::prepare_thread();
-    let guarded = GuardedReader::new().expect("own process");
-    assert!(guarded.refresh(), "fault handler in place");
-    process::check_runtime(&guarded, python.runtime(), layout).expect("runtime");
+    let (python, version, layout, guarded) = common::start(lib, TARGET);
     let deadline = Instant::now() + Duration::from_secs(20);
     let tstate = loop {
         if let Some(t) = parked_thread(&guarded, layout, python.runtime()) {

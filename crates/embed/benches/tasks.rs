@@ -13,11 +13,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use echion_cpython_layout::{process, Layout};
-use echion_embed::Embedded;
 use echion_mojo::MojoWriter;
 use echion_sampler::codewatch::FreedCodes;
-use echion_sampler::mem::guarded::{self, GuardedReader};
 use echion_sampler::{Mode, Session};
 
 const TASKS: u64 = 1000;
@@ -41,13 +38,7 @@ fn main() {
 }
 
 fn bench_embedded(lib: &std::path::Path) {
-    let python = Embedded::start(lib, TARGET).expect("embed python");
-    let version = python.version();
-    let layout = Layout::for_version(version).expect("supported version");
-    guarded::prepare_thread();
-    let guarded = GuardedReader::new().expect("own process");
-    assert!(guarded.refresh(), "fault handler in place");
-    process::check_runtime(&guarded, python.runtime(), layout).expect("runtime");
+    let (python, version, layout, guarded) = common::start(lib, TARGET);
     let session = Session::new(
         &guarded,
         std::process::id(),

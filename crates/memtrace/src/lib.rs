@@ -30,7 +30,7 @@ pub mod table;
 #[doc(hidden)]
 pub use hooks::{bench_alloc, bench_free, bench_prepare};
 pub use hooks::{code_freed, drain, install, reset, stop_tracking, tracking, uninstall};
-pub use table::{Drained, FrameRec, StackRec, Tracker, TrackerStats};
+pub use table::{Drained, StackRec, Tracker, TrackerStats};
 
 use echion_cpython_layout::PyVersion;
 

@@ -23,8 +23,9 @@
 use std::sync::Arc;
 
 use echion_cpython_layout::linetable::{self, TableFormat};
-use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target, ViewError};
+use echion_cpython_layout::views::{self, FrameKind, FrameVisitor, Target, ViewError};
 use echion_cpython_layout::{Addr, MemoryReader};
+use echion_mojo::FrameInfo;
 use hashbrown::HashMap;
 
 /// Most live allocations linked to their stacks (a 16-byte entry each, about
@@ -32,24 +33,6 @@ use hashbrown::HashMap;
 pub const MAX_LIVE: usize = 1 << 26;
 /// Deepest stack kept (frames further out are left out).
 pub const MAX_FRAMES: usize = 1024;
-
-/// One frame of a stack, decoded when the stack was first seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameRec {
-    /// `co_filename`.
-    pub filename: Arc<str>,
-    /// `co_qualname` (3.11+) or `co_name`.
-    pub scope: Arc<str>,
-    /// The line of the instruction (the first line of the code object if
-    /// the table does not say).
-    pub line: i64,
-    /// Its last line.
-    pub line_end: i64,
-    /// Its first column, counting from 1 (0: unknown).
-    pub column: i64,
-    /// Its last column, counting from 1 (0: unknown).
-    pub column_end: i64,
-}
 
 /// One stack that allocated: where it ran and its frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +50,7 @@ pub struct StackRec {
 pub struct Drained {
     /// Frames first seen since, in order: frame `first_frame + i` is
     /// `frames[i]`.
-    pub frames: Vec<FrameRec>,
+    pub frames: Vec<FrameInfo>,
     /// Index of `frames[0]`.
     pub first_frame: u32,
     /// Stacks first seen since, in order, starting at `first_stack`.
@@ -132,7 +115,7 @@ pub struct Tracker {
     format: TableFormat,
     codes: HashMap<u64, CodeRec>,
     frame_index: HashMap<(u64, u32), u32>,
-    frames: Vec<FrameRec>,
+    frames: Vec<FrameInfo>,
     /// Stack hash → the first stack with that hash.
     stack_index: HashMap<u64, u32>,
     stacks: Vec<Stack>,
@@ -159,7 +142,11 @@ struct Keys<'a> {
 impl<R: MemoryReader + ?Sized> FrameVisitor<R> for Keys<'_> {
     type Error = ViewError;
 
-    fn frame(&mut self, _target: &Target<'_, R>, frame: &FrameInfo) -> Result<(), ViewError> {
+    fn frame(
+        &mut self,
+        _target: &Target<'_, R>,
+        frame: &views::FrameInfo,
+    ) -> Result<(), ViewError> {
         if frame.kind == FrameKind::Python && self.out.len() < MAX_FRAMES {
             self.out
                 .push((frame.code.0, frame.offset.unwrap_or(u32::MAX)));
@@ -475,38 +462,31 @@ impl Tracker {
             return Ok(i);
         }
         if !self.codes.contains_key(&code) {
-            let info = target.code(Addr(code))?;
-            let mut filename = String::new();
-            target.read_str(info.filename, &mut filename)?;
-            let mut scope = String::new();
-            target.read_str(info.qualname.unwrap_or(info.name), &mut scope)?;
-            let mut table = Vec::new();
-            target.linetable(&info, &mut table)?;
+            let c = target.code_source(Addr(code))?;
             self.codes.insert(
                 code,
                 CodeRec {
-                    filename: filename.into(),
-                    scope: scope.into(),
-                    firstlineno: info.firstlineno,
-                    linetable: table,
+                    filename: c.filename.into(),
+                    scope: c.scope.into(),
+                    firstlineno: c.firstlineno,
+                    linetable: c.linetable,
                 },
             );
         }
         let c = &self.codes[&code];
-        let loc = (offset != u32::MAX)
-            .then(|| linetable::location(self.format, &c.linetable, c.firstlineno, offset).ok())
-            .flatten();
-        let first = i64::from(c.firstlineno);
-        let line = loc.and_then(|l| l.line).map_or(first, i64::from);
-        let rec = FrameRec {
+        let at = linetable::position(
+            self.format,
+            &c.linetable,
+            c.firstlineno,
+            (offset != u32::MAX).then_some(offset),
+        );
+        let rec = FrameInfo {
             filename: c.filename.clone(),
             scope: c.scope.clone(),
-            line,
-            line_end: loc.and_then(|l| l.line_end).map_or(line, i64::from),
-            column: loc.and_then(|l| l.column).map_or(0, |c| i64::from(c) + 1),
-            column_end: loc
-                .and_then(|l| l.column_end)
-                .map_or(0, |c| i64::from(c) + 1),
+            line: at.line,
+            line_end: at.line_end,
+            column: at.column,
+            column_end: at.column_end,
         };
         let i = self.frames.len() as u32;
         self.frames.push(rec);

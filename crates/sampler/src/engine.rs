@@ -831,16 +831,10 @@ impl<S: Sink> StackBuilder<'_, S> {
     ) -> Result<FrameId, ViewError> {
         let tick = self.tick;
         if self.cache.code(code.0, tick).is_none() {
-            let info = target.code(code)?;
-            let mut filename = String::new();
-            target.read_str(info.filename, &mut filename)?;
-            let mut scope = String::new();
-            target.read_str(info.qualname.unwrap_or(info.name), &mut scope)?;
-            let mut table = Vec::new();
-            target.linetable(&info, &mut table)?;
+            let c = target.code_source(code)?;
             self.cache.insert_code(
                 code.0,
-                CodeEntry::new(filename, scope, info.firstlineno, table),
+                CodeEntry::new(c.filename, c.scope, c.firstlineno, c.linetable),
                 tick,
             );
         }
@@ -848,22 +842,14 @@ impl<S: Sink> StackBuilder<'_, S> {
             .cache
             .code(code.0, tick)
             .ok_or(ViewError::Mem(MemError::Null))?;
-        let loc = offset.and_then(|o| {
-            linetable::location(self.format, &entry.linetable, entry.firstlineno, o).ok()
-        });
-        let first = i64::from(entry.firstlineno);
-        let line = loc.and_then(|l| l.line).map_or(first, i64::from);
+        let at = linetable::position(self.format, &entry.linetable, entry.firstlineno, offset);
         let spec = FrameSpec {
             filename: &entry.filename,
             scope: &entry.scope,
-            line,
-            line_end: loc.and_then(|l| l.line_end).map_or(line, i64::from),
-            // CPython's columns count from 0; MOJO keeps 0 for "unknown", so
-            // they are written counting from 1.
-            column: loc.and_then(|l| l.column).map_or(0, |c| i64::from(c) + 1),
-            column_end: loc
-                .and_then(|l| l.column_end)
-                .map_or(0, |c| i64::from(c) + 1),
+            line: at.line,
+            line_end: at.line_end,
+            column: at.column,
+            column_end: at.column_end,
         };
         let id = self.sink.intern_frame(&spec);
         self.cache

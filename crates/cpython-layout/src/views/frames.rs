@@ -70,6 +70,19 @@ pub struct CodeInfo {
     pub linetable: Addr,
 }
 
+/// A code object as a profile shows it ([`Target::code_source`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeSource {
+    /// `co_filename`.
+    pub filename: String,
+    /// `co_qualname` (3.11+) or `co_name`.
+    pub scope: String,
+    /// `co_firstlineno`.
+    pub firstlineno: i32,
+    /// `co_lnotab` / `co_linetable`, for [`crate::linetable`].
+    pub linetable: Vec<u8>,
+}
+
 impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     /// Walks the frames from `frame` (a thread's current frame, or a
     /// generator's) outwards. Yields every frame, shims included (check
@@ -237,6 +250,25 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
             return Err(ViewError::Null("code object field"));
         }
         Ok(info)
+    }
+
+    /// What a profile shows of the code object at `addr`: its file name,
+    /// its qualified name (3.11+; its name before) and its first line, with
+    /// its line table to place instructions.
+    pub fn code_source(&self, addr: Addr) -> Result<CodeSource, ViewError> {
+        let info = self.code(addr)?;
+        let mut filename = String::new();
+        self.read_str(info.filename, &mut filename)?;
+        let mut scope = String::new();
+        self.read_str(info.qualname.unwrap_or(info.name), &mut scope)?;
+        let mut linetable = Vec::new();
+        self.linetable(&info, &mut linetable)?;
+        Ok(CodeSource {
+            filename,
+            scope,
+            firstlineno: info.firstlineno,
+            linetable,
+        })
     }
 
     /// Copies a code object's line table (`co_lnotab` / `co_linetable`

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use echion_embed::libpython_of;
+use echion_cpython_layout::{process, Layout, PyVersion};
+use echion_embed::{libpython_of, Embedded};
+use echion_sampler::mem::guarded::{self, GuardedReader};
 
 /// Runs `bench` with the libpython that `ECHION_EMBED_LIB` names; without
 /// it, runs this executable again (same arguments) once per interpreter of
@@ -26,4 +28,18 @@ pub fn per_interpreter(bench: fn(&Path)) {
             .expect("run the bench for one interpreter");
         assert!(status.success(), "{}: {status}", python.display());
     }
+}
+
+/// The interpreter of `lib` embedded and running `script`, its version and
+/// layout, and a fault-guarded reader of this process (for the calling
+/// thread) checked against its `_PyRuntime`.
+pub fn start(lib: &Path, script: &str) -> (Embedded, PyVersion, &'static Layout, GuardedReader) {
+    let python = Embedded::start(lib, script).expect("embed python");
+    let version = python.version();
+    let layout = Layout::for_version(version).expect("supported version");
+    guarded::prepare_thread();
+    let reader = GuardedReader::new().expect("own process");
+    assert!(reader.refresh(), "fault handler in place");
+    process::check_runtime(&reader, python.runtime(), layout).expect("runtime");
+    (python, version, layout, reader)
 }
