@@ -39,7 +39,6 @@ def core(code):
 @pytest.mark.parametrize(
     "call, feature",
     [
-        ("ec.set_native(True)", "native stacks"),
         ("ec.set_where(True)", "where mode"),
         ("ec.set_pipe_name('x')", "where mode"),
     ],

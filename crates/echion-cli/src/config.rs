@@ -162,7 +162,11 @@ impl Config {
     /// Fails on the first requested mode that this version cannot run yet.
     fn check_features(&self) -> Result<(), CliError> {
         let wanted = [
-            (self.native, "native mode", "-n"),
+            (
+                self.native && self.memory,
+                "native stacks in memory mode",
+                "-n with -m",
+            ),
             (
                 self.attach_pid.is_some(),
                 "attaching to a running process",

@@ -349,14 +349,6 @@ fn rejects_bad_input_with_one_line() {
             2,
         ),
         (
-            vec!["--native", "prog"],
-            format!(
-                "native mode (-n) is not available yet in echion {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            1,
-        ),
-        (
             vec!["-p", "123"],
             format!(
                 "attaching to a running process (-p) is not available yet in echion {}",
@@ -378,7 +370,7 @@ fn rejects_bad_input_with_one_line() {
         (
             vec!["-n", "-m", "prog"],
             format!(
-                "native mode (-n) is not available yet in echion {}",
+                "native stacks in memory mode (-n with -m) is not available yet in echion {}",
                 env!("CARGO_PKG_VERSION")
             ),
             1,

@@ -409,9 +409,9 @@ fn bad_input_is_one_line_and_runs_nothing() {
             2,
         ),
         (
-            touch(&["-n"]),
+            touch(&["-n", "-m"]),
             None,
-            "echion: native mode (-n) is not available yet",
+            "echion: native stacks in memory mode (-n with -m) is not available yet",
             1,
         ),
         (

@@ -101,7 +101,6 @@ fn configure_from_env(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>
     dict.set_item("verbose", options.verbose)?;
     dict.set_item("memory", options.memory)?;
     dict.set_item("native", options.native)?;
-    later("native stacks", options.native)?;
     with_state(|s| s.settings = options);
     Ok(dict)
 }
@@ -335,10 +334,11 @@ fn set_memory(memory: bool) {
     with_state(|s| s.settings.memory = memory);
 }
 
-/// Native stacks (a later release).
+/// Native stacks: C frames interleaved with the Python frames that called
+/// them (wall and CPU mode).
 #[pyfunction]
-fn set_native(native: bool) -> PyResult<()> {
-    later("native stacks", native)
+fn set_native(native: bool) {
+    with_state(|s| s.settings.native = native);
 }
 
 /// Where mode in the profiled process (echion 0.3 sent the dump through a

@@ -151,6 +151,16 @@ impl FrameCache {
         self.front[slot(code, offset)] = (code, offset, id);
     }
 
+    /// `_co_firsttraceable` of `code` if it is cached (no reading, no
+    /// insertion: nothing allocates).
+    pub fn peek_first_traceable(&self, code: u64) -> Option<i32> {
+        let (c, v) = self.front_first[slot(code, 0)];
+        if c == code && code != 0 {
+            return Some(v);
+        }
+        self.first_traceable.get(&code).copied()
+    }
+
     /// The `_co_firsttraceable` of the code object at `code` (3.11+), read
     /// with `read` the first time.
     pub fn first_traceable<E>(

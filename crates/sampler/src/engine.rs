@@ -3,6 +3,7 @@
 
 use echion_cpython_layout::linetable::{self, TableFormat};
 use echion_cpython_layout::views::{FrameInfo, FrameVisitor, Target, ThreadInfo, ViewError};
+use echion_cpython_layout::layout::FrameLayout;
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 
@@ -11,6 +12,7 @@ use crate::clock::{CpuClocks, KernelClocks};
 use crate::codewatch::FreedCodes;
 use crate::greenlets::GreenletFrame;
 use crate::mem::RegionCache;
+use crate::native::{NativeError, NativeStacks, NativeStats};
 use crate::pthread::TidOffset;
 use crate::registry::{RegistryQueue, ThreadNames};
 use crate::sink::{Sink, ThreadIds};
@@ -193,6 +195,13 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// Memory mode: what the allocation table handed over, and the frames
     /// and stacks it defined so far.
     memory: MemoryMirror,
+    /// Native stacks, when asked for (see [`crate::native`]).
+    native: Option<NativeStacks>,
+    /// Scratch of a native sample: the Python frames' ids and addresses,
+    /// innermost first, and where their groups end.
+    py_ids: Vec<StackEntry>,
+    py_addrs: Vec<u64>,
+    py_ends: Vec<bool>,
 }
 
 /// What the engine keeps of the allocation table between flushes: the
@@ -251,6 +260,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             stats: Stats::default(),
             tick_stacks: 0,
             memory: MemoryMirror::default(),
+            native: None,
+            py_ids: Vec::new(),
+            py_addrs: Vec::new(),
+            py_ends: Vec::new(),
         })
     }
 
@@ -334,6 +347,20 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     /// default; a test's to replay a memory snapshot).
     pub fn set_cpu_clocks(&mut self, clocks: &'r dyn CpuClocks) {
         self.clocks = clocks;
+    }
+
+    /// Samples native stacks too, interleaved with the Python frames (this
+    /// process only: threads are captured by a signal).
+    pub fn enable_native(&mut self) -> Result<(), NativeError> {
+        if self.native.is_none() {
+            self.native = Some(NativeStacks::new()?);
+        }
+        Ok(())
+    }
+
+    /// The counters of native sampling (all zero without it).
+    pub fn native_stats(&self) -> NativeStats {
+        self.native.as_ref().map(|n| n.stats).unwrap_or_default()
     }
 
     /// Says where `struct pthread` keeps the kernel tid in the sampled
@@ -554,10 +581,22 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         self.stack_addrs.clear();
         let event_loop = self.names.asyncio().loop_of(thread.thread_id);
         let want_addrs = event_loop.is_some();
+        let captured = match self.native.as_mut() {
+            Some(native) if native_id != 0 && self.mode != Mode::Memory => {
+                let target = Target::new(self.reader, self.layout);
+                native.capture(&target, &self.cache, thread.addr, native_id, tick)
+            }
+            _ => false,
+        };
         let fresh = regions.map(RegionCache::miss_count);
-        self.walk(memory, thread.frame, want_addrs)?;
+        if captured {
+            self.native_stack()?;
+        } else {
+            self.walk(memory, thread.frame, want_addrs)?;
+        }
         // With direct reads every frame was read live, during the walk.
-        let read_live = regions.is_none() || regions.map(RegionCache::miss_count) != fresh;
+        let read_live =
+            !captured && (regions.is_none() || regions.map(RegionCache::miss_count) != fresh);
         if read_live {
             // Part of the stack was read now and part earlier (at the start
             // of the tick, or at the start of the walk): if the thread moved
@@ -735,6 +774,51 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         self.greenlet_walk = walked;
         self.task_buf = buf;
         any
+    }
+
+    /// The stack of the thread just captured into `self.stack` (innermost
+    /// first, with every frame's address in `self.stack_addrs`, 0 for
+    /// native frames): its Python frames decoded and interned, its native
+    /// frames between them.
+    fn native_stack(&mut self) -> Result<(), Skip> {
+        let Some(native) = self.native.as_mut() else {
+            return Ok(());
+        };
+        self.py_ids.clear();
+        self.py_addrs.clear();
+        let target = Target::new(self.reader, self.layout);
+        let mut builder = StackBuilder {
+            cache: &mut self.cache,
+            sink: &mut self.sink,
+            stack: &mut self.py_ids,
+            addrs: Some(&mut self.py_addrs),
+            outermost: 0,
+            tick: self.tick,
+            format: self.format,
+        };
+        for info in native.raw() {
+            FrameVisitor::frame(&mut builder, &target, info)?;
+        }
+        self.outermost_code = builder.outermost;
+        let per_frame = matches!(self.layout.frame, FrameLayout::Object(_));
+        crate::native::group_ends(native.raw(), per_frame, &mut self.py_ends);
+        let (sink, stack, addrs) = (&mut self.sink, &mut self.stack, &mut self.stack_addrs);
+        let (py_ids, py_addrs) = (&self.py_ids, &self.py_addrs);
+        native.interleave(
+            &self.py_ends,
+            |spec| sink.intern_frame(spec),
+            |entry| match entry {
+                Ok(i) => {
+                    stack.push(py_ids[i]);
+                    addrs.push(py_addrs[i]);
+                }
+                Err(id) => {
+                    stack.push(StackEntry::Frame(id));
+                    addrs.push(0);
+                }
+            },
+        );
+        Ok(())
     }
 
     /// Walks the stack from `frame` outwards into `self.stack` (innermost

@@ -9,6 +9,7 @@ pub mod dump;
 pub mod engine;
 pub mod greenlets;
 pub mod mem;
+pub mod native;
 pub mod options;
 pub mod output;
 pub mod pthread;

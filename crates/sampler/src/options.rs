@@ -69,7 +69,7 @@ pub struct Options {
     pub output: String,
     /// Memory mode: live bytes per allocating stack instead of time.
     pub memory: bool,
-    /// Native stacks (a later release).
+    /// Native stacks interleaved with the Python frames.
     pub native: bool,
     /// Sample from a native thread Python does not see.
     pub stealth: bool,
@@ -188,6 +188,7 @@ impl Options {
             exposure: self.exposure,
             output: PathBuf::from(&self.output),
             direct_reads: self.direct_reads,
+            native: self.native,
             ..Config::default()
         }
     }

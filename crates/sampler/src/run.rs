@@ -46,6 +46,9 @@ pub struct Config {
     /// Read memory with fault-guarded loads (see [`crate::mem::guarded`])
     /// rather than one `process_vm_readv` per tick. On by default.
     pub direct_reads: bool,
+    /// Native stacks interleaved with the Python frames (wall and CPU
+    /// mode; see [`crate::native`]).
+    pub native: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             mojo_version: Version::V3,
             python: None,
             direct_reads: true,
+            native: false,
         }
     }
 }
@@ -72,6 +76,9 @@ pub enum SamplerError {
     /// The interpreter could not be found or is not supported.
     #[error("{0}")]
     Process(#[from] ProcessError),
+    /// Native stacks were asked for and cannot be sampled.
+    #[error("native stacks: {0}")]
+    Native(#[from] crate::native::NativeError),
     /// The profile cannot be created.
     #[error("{0}")]
     Output(#[from] OutputError),
@@ -278,6 +285,9 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         session.set_tid_offset(TidOffset::find(&reader));
     }
     let mut engine = session.engine(config.mode, interval_ns, writer)?;
+    if config.native && config.mode != Mode::Memory {
+        engine.enable_native()?;
+    }
     engine.start_at(origin_ns);
 
     clock::minimise_timer_slack();
@@ -331,6 +341,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let stats = engine.stats().clone();
     let task_stats = engine.task_stats();
     let memory_stats = engine.memory_stats();
+    let native_stats = engine.native_stats();
     let writer = engine.sink();
     let mut meta = vec![
         ("duration".to_owned(), duration_us.to_string()),
@@ -375,6 +386,23 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ] {
             if n > 0 {
                 meta.push((key.to_owned(), n.to_string()));
+            }
+        }
+    }
+    if config.native {
+        let n = native_stats;
+        meta.push(("native_captures".to_owned(), n.captures.to_string()));
+        for (key, v) in [
+            // Did not take the signal in time: Python frames only.
+            ("native_timeouts", n.timeouts),
+            // The signal was still pending (the thread blocks it).
+            ("native_blocked", n.blocked),
+            ("native_failed", n.failed),
+            // The unwind stopped before the outermost frame.
+            ("native_truncated", n.truncated),
+        ] {
+            if v > 0 {
+                meta.push((key.to_owned(), v.to_string()));
             }
         }
     }

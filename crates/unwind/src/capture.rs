@@ -73,6 +73,9 @@ pub enum CaptureError {
     /// Not supported on this architecture.
     #[error("native captures are supported on x86_64 Linux only")]
     Unsupported,
+    /// The thread asked for is the one asking.
+    #[error("a thread cannot capture itself")]
+    Myself,
     /// Every slot is taken by other capturers.
     #[error("too many capturers")]
     NoSlot,
@@ -106,8 +109,13 @@ struct Slot {
     stack_top: AtomicU64,
     regs: [AtomicU64; 3],
     len: AtomicU64,
+    /// Requests whose signal arrived after they were withdrawn, by
+    /// sequence modulo their number.
+    late: [AtomicU32; LATE],
     buf: UnsafeCell<[u8; STACK_COPY]>,
 }
+
+const LATE: usize = 64;
 
 // SAFETY: `buf` is written by one handler at a time (the one whose
 // compare-and-swap moved the word to CAPTURING) and read by the sampler only
@@ -151,6 +159,7 @@ impl Capturer {
             stack_top: AtomicU64::new(0),
             regs: [const { AtomicU64::new(0) }; 3],
             len: AtomicU64::new(0),
+            late: [const { AtomicU32::new(u32::MAX) }; LATE],
             buf: UnsafeCell::new([0; STACK_COPY]),
         });
         let ptr = &*slot as *const Slot as *mut Slot;
@@ -172,6 +181,18 @@ impl Capturer {
             seq: 0,
             signal,
         })
+    }
+
+    /// The sequence number of the last request (the one a
+    /// [`CaptureError::Timeout`] withdrew).
+    pub fn last_request(&self) -> u32 {
+        self.seq
+    }
+
+    /// Whether the signal of request `seq`, withdrawn after a timeout, has
+    /// since reached its thread (which then takes signals again).
+    pub fn taken_late(&self, seq: u32) -> bool {
+        self.slot.late[seq as usize % LATE].load(Ordering::Acquire) == seq
     }
 
     /// The signal the captures use.
@@ -199,6 +220,9 @@ impl Capturer {
         timeout: Duration,
         during: impl FnOnce(&Captured<'_>) -> T,
     ) -> Result<(T, Captured<'_>), CaptureError> {
+        if tid == current_tid() {
+            return Err(CaptureError::Myself);
+        }
         if !self.handler_in_place() {
             return Err(CaptureError::NoSignal);
         }
@@ -274,6 +298,13 @@ impl Drop for Capturer {
         // for a moment (it is one load away from giving up).
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The kernel id of the calling thread (a thread cannot capture itself:
+/// it would wait in its own handler for itself).
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid cannot fail and touches no memory.
+    unsafe { libc::gettid() }
 }
 
 /// Whether signal `signal` is pending on thread `tid` of this process
@@ -504,6 +535,9 @@ extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *m
         )
         .is_err()
     {
+        // Withdrawn (or not ours): say it came, for the sampler to know
+        // that this thread takes signals.
+        slot.late[seq as usize % LATE].store(seq, Ordering::Release);
         return;
     }
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -587,24 +621,32 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_that_blocks_the_signal_times_out_once_and_is_not_signalled_again() {
+    fn a_thread_that_blocks_the_signal_times_out_and_says_when_it_took_it_late() {
         let c = Capturer::new().expect("capturer");
         let sig = c.signal();
         drop(c);
         let stop = Arc::new(AtomicBool::new(false));
+        let unblock = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let s = stop.clone();
+        let (s, u) = (stop.clone(), unblock.clone());
         let worker = std::thread::spawn(move || {
-            // SAFETY: an empty sigset with one signal added, then blocked
-            // for this thread.
-            unsafe {
+            // SAFETY: an empty sigset with one signal added, blocked for
+            // this thread, unblocked when the test says so.
+            let set = unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, sig);
                 libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            }
+                set
+            };
             tx.send(tid()).unwrap();
+            let mut blocked = true;
             while !s.load(Ordering::Relaxed) {
+                if blocked && u.load(Ordering::Acquire) {
+                    // SAFETY: unblocks the signal blocked above.
+                    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+                    blocked = false;
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
@@ -612,7 +654,17 @@ mod tests {
         let mut c = Capturer::new().expect("capturer");
         let r = c.capture(t, 0, Duration::from_millis(20), |_| ());
         assert_eq!(r.err(), Some(CaptureError::Timeout));
+        let seq = c.last_request();
         assert!(signal_pending(t, sig));
+        assert!(!c.taken_late(seq));
+        // Unblocked, the thread takes the signal: late, and says so.
+        unblock.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !c.taken_late(seq) {
+            assert!(std::time::Instant::now() < deadline, "never taken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!signal_pending(t, sig));
         stop.store(true, Ordering::Relaxed);
         worker.join().unwrap();
     }

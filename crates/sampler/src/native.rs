@@ -1,0 +1,284 @@
+//! Native stacks in the engine (`echion -n`): each sampled thread is
+//! captured by a signal (registers and stack top, see
+//! [`echion_unwind::capture`]); while it waits in the handler its Python
+//! frames are walked, so that both belong to the same instant; then it is
+//! released, its native stack unwound, and each evaluation-loop frame
+//! replaced by the Python frames it runs ([`echion_unwind::interleave`]).
+//! Native frames are written as echion 0.3 writes them: file
+//! `native@0x<pc>`, the function's (demangled) name, line 0.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target};
+use echion_cpython_layout::views::ViewError;
+use echion_cpython_layout::{Addr, MemoryReader};
+use echion_mojo::{FrameId, FrameSpec};
+use echion_unwind::{interleave, CaptureError, Capturer, NativeUnwinder, Piece, UnwindEnd};
+
+use crate::cache::FrameCache;
+
+/// The most Python frames one capture walks while the thread waits.
+const MAX_PYTHON_FRAMES: usize = 4096;
+/// The longest the sampler waits for a thread to take the capture signal.
+const CAPTURE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Ticks between two checks of whether a thread that did not take the
+/// signal still has it pending (it blocks it).
+const PENDING_CHECK_TICKS: u64 = 64;
+
+/// Why native stacks cannot be sampled.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// No capture signal (see [`CaptureError`]).
+    #[error("{0}")]
+    Capture(#[from] CaptureError),
+    /// The process's memory map cannot be read.
+    #[error("cannot read the process's memory map: {0}")]
+    Maps(#[from] std::io::Error),
+}
+
+/// Counters of native sampling, written to the profile's metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NativeStats {
+    /// Threads captured and unwound.
+    pub captures: u64,
+    /// Threads that did not take the signal in time (sampled with Python
+    /// frames only).
+    pub timeouts: u64,
+    /// Samples left without native frames because a signal sent earlier
+    /// was still pending (the thread blocks it).
+    pub blocked: u64,
+    /// Captures that failed otherwise (the thread ended, the signal was
+    /// taken over by the program).
+    pub failed: u64,
+    /// Unwinds that stopped before the outermost frame.
+    pub truncated: u64,
+}
+
+/// What the engine keeps for native stacks.
+pub(crate) struct NativeStacks {
+    capturer: Capturer,
+    unwinder: NativeUnwinder,
+    /// Python frames walked while the thread waited, innermost first.
+    raw: Vec<FrameInfo>,
+    pcs: Vec<u64>,
+    eval: Vec<bool>,
+    ids: Vec<FrameId>,
+    pieces: Vec<Piece>,
+    /// Interned native frames by address (and whether each is the
+    /// evaluation loop).
+    frames: HashMap<u64, (FrameId, bool)>,
+    /// Per thread (kernel id): the top of its stack, and the tick and
+    /// request of its capture that last timed out (tick 0: none pending).
+    threads: HashMap<u64, (u64, u64, u32)>,
+    name: String,
+    /// The thread the engine runs on.
+    own_tid: i32,
+    pub(crate) stats: NativeStats,
+}
+
+impl std::fmt::Debug for NativeStacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeStacks")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativeStacks {
+    /// Sets up captures of this process's threads.
+    pub(crate) fn new() -> Result<Self, NativeError> {
+        Ok(NativeStacks {
+            capturer: Capturer::new()?,
+            unwinder: NativeUnwinder::new(std::process::id())?,
+            raw: Vec::with_capacity(MAX_PYTHON_FRAMES),
+            pcs: Vec::new(),
+            eval: Vec::new(),
+            ids: Vec::new(),
+            pieces: Vec::new(),
+            frames: HashMap::new(),
+            threads: HashMap::new(),
+            name: String::new(),
+            own_tid: echion_unwind::capture::current_tid(),
+            stats: NativeStats::default(),
+        })
+    }
+
+    /// Captures thread `tid` and, while it waits, walks its Python frames
+    /// from the frame its thread state at `tstate` holds at that instant
+    /// (read live). `false`: no capture this time (the caller walks the
+    /// Python stack alone); else the frames are in [`NativeStacks::raw`].
+    pub(crate) fn capture<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        cache: &FrameCache,
+        tstate: Addr,
+        tid: u64,
+        tick: u64,
+    ) -> bool {
+        let Ok(tid_i32) = i32::try_from(tid) else {
+            return false;
+        };
+        if tid_i32 == self.own_tid {
+            // The sampler's own thread (not stealth): Python frames only.
+            return false;
+        }
+        let (top, pending_since, pending) = self.threads.get(&tid).copied().unwrap_or((0, 0, 0));
+        if pending_since != 0 {
+            // A thread that was only slow to run has taken the signal by
+            // now (its handler says so); one that blocks it still has it
+            // pending: checked on the next tick, then every
+            // PENDING_CHECK_TICKS.
+            if !self.capturer.taken_late(pending) {
+                let since = tick.saturating_sub(pending_since);
+                if since > 1 && since % PENDING_CHECK_TICKS != 0 {
+                    self.stats.blocked += 1;
+                    return false;
+                }
+                if echion_unwind::capture::signal_pending(tid_i32, self.capturer.signal()) {
+                    self.stats.blocked += 1;
+                    return false;
+                }
+            }
+            self.threads.insert(tid, (top, 0, 0));
+        }
+        if self.threads.len() > 4096 {
+            // Ended threads' entries: start again.
+            self.threads.clear();
+        }
+        let raw = &mut self.raw;
+        raw.clear();
+        let result = self
+            .capturer
+            .capture(tid_i32, top, CAPTURE_TIMEOUT, |_| {
+                // The thread waits: its frames are those of this instant.
+                // No allocation here (`raw` has its capacity).
+                let Ok(t) = target.thread(tstate) else {
+                    return false;
+                };
+                let mut walk = RawWalk { raw, cache };
+                target.walk(t.frame, &mut walk).is_ok()
+            });
+        let (walked, cap) = match result {
+            Ok(r) => r,
+            Err(CaptureError::Timeout) => {
+                self.stats.timeouts += 1;
+                let seq = self.capturer.last_request();
+                self.threads.insert(tid, (top, tick.max(1), seq));
+                return false;
+            }
+            Err(_) => {
+                self.stats.failed += 1;
+                return false;
+            }
+        };
+        if !walked {
+            self.raw.clear();
+        }
+        if top == 0 || cap.regs.sp >= top {
+            let top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
+            self.threads.insert(tid, (top, 0, 0));
+        }
+        let end = self.unwinder.unwind(&cap, &mut self.pcs);
+        if end != UnwindEnd::Complete {
+            self.stats.truncated += 1;
+        }
+        self.stats.captures += 1;
+        true
+    }
+
+    /// The Python frames of the last capture, innermost first.
+    pub(crate) fn raw(&self) -> &[FrameInfo] {
+        &self.raw
+    }
+
+    /// Interns the native frames of the last capture (through `intern`)
+    /// and interleaves them with `python` (ids, innermost first; `ends`
+    /// marks the outermost frame of each evaluation-loop call's group).
+    /// Calls `push` with the stack's entries innermost first: `Ok(i)` for
+    /// Python frame `i`, `Err(id)` for a native frame.
+    pub(crate) fn interleave(
+        &mut self,
+        ends: &[bool],
+        mut intern: impl FnMut(&FrameSpec<'_>) -> FrameId,
+        mut push: impl FnMut(Result<usize, FrameId>),
+    ) {
+        self.eval.clear();
+        self.ids.clear();
+        for (i, &pc) in self.pcs.iter().enumerate() {
+            let (id, eval) = match self.frames.get(&pc) {
+                Some(&hit) => hit,
+                None => {
+                    let sym = self.unwinder.symbol(pc, i);
+                    use std::fmt::Write as _;
+                    self.name.clear();
+                    let _ = write!(self.name, "native@0x{pc:x}");
+                    let id = intern(&FrameSpec {
+                        filename: &self.name,
+                        scope: &sym.name,
+                        line: 0,
+                        line_end: 0,
+                        column: 0,
+                        column_end: 0,
+                    });
+                    if self.frames.len() > 1 << 20 {
+                        self.frames.clear();
+                    }
+                    self.frames.insert(pc, (id, sym.eval));
+                    (id, sym.eval)
+                }
+            };
+            self.eval.push(eval);
+            self.ids.push(id);
+        }
+        interleave(&self.eval, ends, &mut self.pieces);
+        for &piece in self.pieces.iter().rev() {
+            match piece {
+                Piece::Python(i) => push(Ok(i)),
+                Piece::Native(n) => push(Err(self.ids[n])),
+            }
+        }
+    }
+}
+
+/// Collects a walk's frames as they are (no decoding, no allocation: at
+/// most the buffer's capacity).
+struct RawWalk<'a> {
+    raw: &'a mut Vec<FrameInfo>,
+    cache: &'a FrameCache,
+}
+
+impl<R: MemoryReader + ?Sized> FrameVisitor<R> for RawWalk<'_> {
+    type Error = ViewError;
+
+    fn first_traceable(&mut self, target: &Target<'_, R>, code: Addr) -> Result<i32, ViewError> {
+        match self.cache.peek_first_traceable(code.0) {
+            Some(v) => Ok(v),
+            None => target.code_firsttraceable(code),
+        }
+    }
+
+    fn frame(&mut self, _target: &Target<'_, R>, info: &FrameInfo) -> Result<(), ViewError> {
+        if self.raw.len() < self.raw.capacity() {
+            self.raw.push(*info);
+        }
+        Ok(())
+    }
+}
+
+/// Whether each Python frame of `raw` (innermost first, shims and
+/// incomplete frames included as the walk gave them) ends its group:
+/// pushed to `ends` for the Python frames only. `per_frame`: every frame
+/// is its own evaluation-loop call (≤ 3.10).
+pub(crate) fn group_ends(raw: &[FrameInfo], per_frame: bool, ends: &mut Vec<bool>) {
+    ends.clear();
+    for info in raw {
+        if info.is_python() {
+            ends.push(per_frame || info.is_entry);
+        } else if info.kind == FrameKind::Shim {
+            if let Some(last) = ends.last_mut() {
+                *last = true;
+            }
+        }
+    }
+}
