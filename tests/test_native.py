@@ -190,6 +190,25 @@ def test_threads_each_show_their_own_c_frames(tmp_path):
         assert sum(s["time"] for s in compressing) >= 0.5e6, (name, summary)
 
 
+def test_a_thread_that_blocks_the_signal_is_sampled_without_native_frames(tmp_path):
+    run = run_native(tmp_path, "blocks_signals")
+    view = run.view
+    md = view["metadata"]
+    summary = stack_summary(view)
+    deaf = select(view, lambda s: contains(s, [(scope("blocks_signals.<locals>.deaf"), line("deaf"))]), "deaf")
+    # Sampled all along, with its Python frames only; the main thread, which
+    # takes the signal, with its C frames.
+    assert sum(s["time"] for s in deaf) >= 0.7e6, summary
+    assert not any(natives(s) for s in deaf), summary
+    main = select(view, lambda s: contains(s, [("compress_for", line("compress"))]), "MainThread")
+    assert any(any(n.startswith("deflate") for n in natives(s)) for s in main), summary
+    # Counted: one capture timed out, then the signal was still pending.
+    assert int(md.get("native_timeouts", 0)) >= 1, md
+    assert int(md.get("native_blocked", 0)) >= 100, md
+    # One signal pending on it at most, never a queue of them.
+    assert int(md["native_timeouts"]) <= 1 + int(md["ticks"]) // 64, md
+
+
 def test_a_program_with_its_own_sigprof_timer_works_unchanged(tmp_path):
     run = run_native(tmp_path, "own_sigprof", "-c")
     result = run.result

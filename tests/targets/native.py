@@ -142,6 +142,22 @@ def threads():
         w.join()
 
 
+# --- a thread that blocks every signal ---------------------------------------------------
+
+
+def blocks_signals():
+    import signal
+
+    def deaf():
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP})
+        compress_for(1.0)  #@deaf
+
+    t = threading.Thread(target=deaf, name="deaf")
+    t.start()
+    compress_for(1.0)
+    t.join()
+
+
 # --- a program with its own SIGPROF timer -------------------------------------------------
 
 

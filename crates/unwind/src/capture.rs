@@ -240,6 +240,10 @@ impl Capturer {
             return Err(e);
         }
         let deadline = now_ns() + timeout.as_nanos() as u64;
+        // The handler answers within microseconds when the thread is on a
+        // CPU: spin a little before sleeping (a futex wake-up costs tens of
+        // microseconds).
+        spin_while(&slot.word, seq << 8 | REQUESTED);
         loop {
             let w = slot.word.load(Ordering::Acquire);
             if w == seq << 8 | CAPTURED {
@@ -439,6 +443,20 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
     };
 }
 
+/// Spins while `word` holds `value`, for at most [`SPINS`] rounds (some
+/// tens of microseconds). Async-signal-safe.
+fn spin_while(word: &AtomicU32, value: u32) {
+    for _ in 0..SPINS {
+        if word.load(Ordering::Acquire) != value {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Rounds of [`spin_while`] (a `pause` is some tens of cycles).
+const SPINS: u32 = 4000;
+
 fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a live word's address wakes its waiters and
     // touches no memory.
@@ -566,7 +584,9 @@ extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *m
     slot.word.store(seq << 8 | CAPTURED, Ordering::Release);
     futex_wake(&slot.word);
     // Wait to be released (the sampler reads what belongs to this instant
-    // meanwhile), never longer than PARK_LIMIT.
+    // meanwhile: microseconds), spinning first, never longer than
+    // PARK_LIMIT.
+    spin_while(&slot.word, seq << 8 | CAPTURED);
     let deadline = now_ns() + PARK_LIMIT.as_nanos() as u64;
     loop {
         let w = slot.word.load(Ordering::Acquire);
