@@ -50,7 +50,11 @@ fn bench_embedded(lib: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let natives = loop {
         let mut engine = session
-            .engine(Mode::Wall, 1_000_000, MojoWriter::new(Vec::new(), 1).expect("vec"))
+            .engine(
+                Mode::Wall,
+                1_000_000,
+                MojoWriter::new(Vec::new(), 1).expect("vec"),
+            )
             .expect("engine");
         engine.enable_native().expect("native stacks");
         engine.tick(1, &registry, &freed).expect("tick");
@@ -97,7 +101,9 @@ fn bench_embedded(lib: &std::path::Path) {
             "Python frames only".to_owned()
         };
         c.bench_function(
-            &format!("in-process tick, 1 thread on CPU x 50 Python frames, {what}, python {version}"),
+            &format!(
+                "in-process tick, 1 thread on CPU x 50 Python frames, {what}, python {version}"
+            ),
             |b| {
                 b.iter(|| {
                     now += 1_000_000;
@@ -114,7 +120,11 @@ fn bench_embedded(lib: &std::path::Path) {
             );
             assert_eq!(stats.truncated, 0, "{version}: every unwind complete");
         }
-        assert_eq!(engine.stats().skipped_total(), 0, "{version}: nothing skipped");
+        assert_eq!(
+            engine.stats().skipped_total(),
+            0,
+            "{version}: nothing skipped"
+        );
     }
     c.final_summary();
 }

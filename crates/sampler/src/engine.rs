@@ -1,9 +1,9 @@
 //! One tick of sampling: every interpreter, every thread, one stack each,
 //! handed to a [`Sink`].
 
+use echion_cpython_layout::layout::FrameLayout;
 use echion_cpython_layout::linetable::{self, TableFormat};
 use echion_cpython_layout::views::{FrameInfo, FrameVisitor, Target, ThreadInfo, ViewError};
-use echion_cpython_layout::layout::FrameLayout;
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 

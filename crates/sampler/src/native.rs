@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target};
 use echion_cpython_layout::views::ViewError;
+use echion_cpython_layout::views::{FrameInfo, FrameKind, FrameVisitor, Target};
 use echion_cpython_layout::{Addr, MemoryReader};
 use echion_mojo::{FrameId, FrameSpec};
 use echion_unwind::{interleave, CaptureError, Capturer, NativeUnwinder, Piece, UnwindEnd};
@@ -148,17 +148,15 @@ impl NativeStacks {
         }
         let raw = &mut self.raw;
         raw.clear();
-        let result = self
-            .capturer
-            .capture(tid_i32, top, CAPTURE_TIMEOUT, |_| {
-                // The thread waits: its frames are those of this instant.
-                // No allocation here (`raw` has its capacity).
-                let Ok(t) = target.thread(tstate) else {
-                    return false;
-                };
-                let mut walk = RawWalk { raw, cache };
-                target.walk(t.frame, &mut walk).is_ok()
-            });
+        let result = self.capturer.capture(tid_i32, top, CAPTURE_TIMEOUT, |_| {
+            // The thread waits: its frames are those of this instant.
+            // No allocation here (`raw` has its capacity).
+            let Ok(t) = target.thread(tstate) else {
+                return false;
+            };
+            let mut walk = RawWalk { raw, cache };
+            target.walk(t.frame, &mut walk).is_ok()
+        });
         let (walked, cap) = match result {
             Ok(r) => r,
             Err(CaptureError::Timeout) => {

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod ehframe;
 pub mod interleave;
 pub mod maps;
 pub mod modules;

@@ -173,6 +173,19 @@ impl ModuleMap {
         self.mappings.iter().find(|m| m.contains(addr))
     }
 
+    /// Reads module `m` again from its file, with its sections (for
+    /// recordings).
+    pub fn reload(
+        &self,
+        m: &LoadedModule,
+    ) -> Option<(LoadedModule, ExplicitModuleSectionInfo<Vec<u8>>)> {
+        let mapping = self
+            .mappings
+            .iter()
+            .find(|x| x.exec && x.path == m.path && m.range.contains(&x.start))?;
+        self.load(mapping, &self.mappings)
+    }
+
     /// Loads the module of executable mapping `m`.
     fn load(
         &self,

@@ -76,6 +76,16 @@ impl Symbols {
         self.entries.is_empty()
     }
 
+    /// The symbol [`Symbols::lookup`] finds for `addr`, whole: (start,
+    /// size, name).
+    pub fn lookup_entry(&self, addr: u64) -> Option<(u64, u64, &str)> {
+        let found = self.lookup(addr)?;
+        let start = addr - found.offset;
+        let i = self.entries.partition_point(|e| e.0 < start);
+        let (_, size, ..) = *self.entries.get(i)?;
+        Some((start, size, found.name))
+    }
+
     /// The function that holds `addr` (a file address): the symbol that
     /// starts last at or before it, if `addr` is within its size (a symbol
     /// of size 0 holds everything up to the next symbol).

@@ -1,0 +1,116 @@
+//! Trimming an `.eh_frame` section to the entries some addresses need (for
+//! recordings): the other entries are zeroed in place, so the section keeps
+//! its layout (and `.eh_frame_hdr`'s offsets stay right) while compressing
+//! to almost nothing; the lookup table is cut to the kept entries.
+
+use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
+
+/// Zeroes every FDE of `data` (an `.eh_frame` at file address
+/// `svma`) that covers none of `keep` (file addresses); CIEs stay whole.
+/// Returns the offsets of the FDEs kept.
+pub fn zero_unneeded(data: &mut [u8], svma: u64, keep: &[u64]) -> Vec<u64> {
+    let mut zero = Vec::new();
+    let mut kept = Vec::new();
+    {
+        let mut eh = EhFrame::new(&*data, LittleEndian);
+        eh.set_address_size(8);
+        let bases = BaseAddresses::default().set_eh_frame(svma);
+        let mut entries = eh.entries(&bases);
+        while let Ok(Some(entry)) = entries.next() {
+            let CieOrFde::Fde(partial) = entry else {
+                continue;
+            };
+            let Ok(fde) =
+                partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset))
+            else {
+                continue;
+            };
+            let (start, end) = (fde.initial_address(), fde.initial_address() + fde.len());
+            if keep.iter().any(|&a| start <= a && a < end) {
+                kept.push(fde.offset() as u64);
+                continue;
+            }
+            // The whole entry: what finds the kept ones is the lookup table
+            // (see `trim_hdr`), which no longer points here.
+            zero.push(fde.offset()..fde.offset() + 4 + fde.entry_len());
+        }
+    }
+    for r in zero {
+        if let Some(bytes) = data.get_mut(r) {
+            bytes.fill(0);
+        }
+    }
+    kept
+}
+
+/// Keeps, in `hdr` (an `.eh_frame_hdr`), only the lookup entries whose
+/// FDE lies at one of `fde_offsets` (offsets in `.eh_frame`, which is at
+/// `eh_frame_svma`; `hdr` is at `hdr_svma`). Only the layout every GNU
+/// linker writes is rewritten (table of `datarel | sdata4` pairs, count
+/// `udata4`); anything else is left whole. Returns whether it was
+/// rewritten.
+pub fn trim_hdr(hdr: &mut Vec<u8>, hdr_svma: u64, eh_frame_svma: u64, fde_offsets: &[u64]) -> bool {
+    const UDATA4: u8 = 0x03;
+    const SDATA4: u8 = 0x0b;
+    const PCREL: u8 = 0x10;
+    const DATAREL: u8 = 0x30;
+    if hdr.len() < 12 || hdr[0] != 1 || hdr[1] != (PCREL | SDATA4) || hdr[2] != UDATA4 {
+        return false;
+    }
+    if hdr[3] != (DATAREL | SDATA4) {
+        return false;
+    }
+    let count = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes")) as usize;
+    let table = &hdr[12..];
+    if table.len() < count * 8 {
+        return false;
+    }
+    let mut kept = Vec::new();
+    for pair in table[..count * 8].chunks_exact(8) {
+        let fde = i32::from_le_bytes(pair[4..8].try_into().expect("4 bytes")) as i64;
+        let fde_svma = (hdr_svma as i64 + fde) as u64;
+        if fde_offsets.contains(&fde_svma.wrapping_sub(eh_frame_svma)) {
+            kept.extend_from_slice(pair);
+        }
+    }
+    let n = (kept.len() / 8) as u32;
+    hdr.truncate(12);
+    hdr[8..12].copy_from_slice(&n.to_le_bytes());
+    hdr.extend_from_slice(&kept);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::{Object, ObjectSection};
+
+    #[test]
+    fn only_the_entries_asked_for_survive() {
+        let exe = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        let file = object::File::parse(&*exe).expect("elf");
+        let section = file.section_by_name(".eh_frame").expect(".eh_frame");
+        let mut data = section.data().expect("data").to_vec();
+        let before = data.iter().filter(|&&b| b != 0).count();
+        let here = only_the_entries_asked_for_survive as *const () as u64;
+        // This test's own address, as a file address: the executable is
+        // mapped with a bias, found from the module map.
+        let map = crate::modules::ModuleMap::new(std::process::id()).expect("map");
+        let me = map.module_at(here).expect("module");
+        let kept = zero_unneeded(&mut data, section.address(), &[here - me.bias]);
+        assert_eq!(kept.len(), 1);
+        // The lookup table keeps that entry only.
+        let hdr_section = file.section_by_name(".eh_frame_hdr").expect("hdr");
+        let mut hdr = hdr_section.data().expect("data").to_vec();
+        assert!(trim_hdr(
+            &mut hdr,
+            hdr_section.address(),
+            section.address(),
+            &kept
+        ));
+        assert_eq!(hdr.len(), 12 + 8);
+        let after = data.iter().filter(|&&b| b != 0).count();
+        // What is left: the CIEs and the one FDE.
+        assert!(after * 20 < before, "{after} of {before} bytes left");
+    }
+}
