@@ -38,10 +38,10 @@ class Target:
     """The target process, started plain or under echion, stopped (and
     reaped) at the end."""
 
-    def __init__(self, tmp_path, mode, under_echion=False, stderr=subprocess.PIPE, python=None):
+    def __init__(self, tmp_path, mode, under_echion=False, stderr=subprocess.PIPE, python=None, echion_args=()):
         cmd = [python or sys.executable, str(TARGET), mode]
         if under_echion:
-            cmd = echion_command() + ["-o", str(Path(tmp_path) / "profile.mojo")] + cmd
+            cmd = echion_command() + ["-o", str(Path(tmp_path) / "profile.mojo"), *echion_args] + cmd
         self.proc = subprocess.Popen(
             cmd,
             cwd=str(tmp_path),
@@ -76,8 +76,8 @@ class Target:
 def spawn(tmp_path):
     started = []
 
-    def start(mode, under_echion=False, stderr=subprocess.PIPE, python=None):
-        t = Target(tmp_path, mode, under_echion, stderr, python)
+    def start(mode, under_echion=False, stderr=subprocess.PIPE, python=None, echion_args=()):
+        t = Target(tmp_path, mode, under_echion, stderr, python, echion_args)
         started.append(t)
         return t
 
@@ -412,6 +412,39 @@ def test_sigquit_under_echion_prints_the_dump_and_goes_on(spawn, tmp_path):
     p = read_all(tmp_path / "profile.mojo")
     assert_readers_agree(p)
     assert any(s["thread"] == "sleeper" for s in p.ours["samples"])
+
+
+def test_sigquit_under_echion_n_shows_native_frames(spawn, tmp_path):
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "wb") as err:
+        t = spawn("threads", under_echion=True, stderr=err, echion_args=["-n"])
+        os.kill(t.pid, signal.SIGQUIT)
+        text = _wait_for(err_path, "🧵 spinner:")
+        time.sleep(0.3)
+        rc, out, _ = t.finish()
+    assert (rc, out) == (0, b"done\n")
+    text = err_path.read_text(encoding="utf-8")
+    dump = text[text.index(HEADER) :]
+    frames = {}
+    current = None
+    for line in dump.splitlines()[1:]:
+        m = THREAD_RE.match(line)
+        if m:
+            current = m.group("name")
+            frames[current] = []
+        elif current and line.strip():
+            m = FRAME_RE.match(line)
+            assert m, line
+            frames[current].append((m.group("func"), m.group("file")))
+    # The sleeper: its Python frames, then time.sleep's C function and the
+    # libc call under them, written as echion 0.3 writes native frames.
+    sleeper = frames["sleeper"]
+    names = [f for f, _ in sleeper]
+    assert "sleeper" in names and "time_sleep" in names, sleeper
+    assert names.index("sleeper") < names.index("time_sleep"), sleeper
+    assert all(file.startswith("native@0x") for f, file in sleeper[names.index("time_sleep") :]), sleeper
+    # The main thread's outermost frames are the interpreter's C entry.
+    assert frames["MainThread"][0][1].startswith("native@0x"), frames["MainThread"]
 
 
 def test_the_programs_own_sigquit_handler_wins(spawn, tmp_path):

@@ -358,6 +358,16 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         Ok(())
     }
 
+    /// Gives the engine native stacks set up earlier (another engine's).
+    pub(crate) fn set_native(&mut self, native: NativeStacks) {
+        self.native = Some(native);
+    }
+
+    /// Takes the engine's native stacks, to hand to another engine.
+    pub(crate) fn take_native(&mut self) -> Option<NativeStacks> {
+        self.native.take()
+    }
+
     /// The counters of native sampling (all zero without it).
     pub fn native_stats(&self) -> NativeStats {
         self.native.as_ref().map(|n| n.stats).unwrap_or_default()

@@ -121,12 +121,17 @@ pub fn request_dump() {
 /// Prints where every thread of the session's process is, on stderr (with
 /// colours on a terminal). The profile is not touched: the dump has an
 /// engine and a sink of its own.
-fn dump_to_stderr<R: echion_cpython_layout::MemoryReader>(session: &Session<R>) {
+fn dump_to_stderr<R: echion_cpython_layout::MemoryReader>(session: &Session<R>, native: bool) {
     use std::io::{IsTerminal, Write};
     let stderr = std::io::stderr();
     let colour = stderr.is_terminal();
+    // With native stacks, the dump shows them too (its own captures).
+    let native = native
+        .then(crate::native::NativeStacks::new)
+        .and_then(Result::ok);
+    let dump = session.dump_with(native);
     let mut err = stderr.lock();
-    match session.dump() {
+    match dump {
         Ok(dump) => {
             let _ = dump.render_text(&mut err, colour);
         }
@@ -305,7 +310,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         // A plain load first: no locked instruction in a tick that has no
         // dump to print.
         if DUMP_REQUESTED.load(Ordering::Relaxed) && DUMP_REQUESTED.swap(false, Ordering::AcqRel) {
-            dump_to_stderr(&session);
+            dump_to_stderr(&session, config.native);
         }
         engine
             .tick(now, &control.registry, &FREED_CODES)

@@ -238,6 +238,15 @@ impl<R: MemoryReader> Session<R> {
     /// while it is read is read again (up to a few times); what could not
     /// be read whole is counted in the `unreadable` metadata.
     pub fn dump(&self) -> Result<Dump, SessionError> {
+        self.dump_with(None)
+    }
+
+    /// [`Session::dump`], with native frames when given native stacks (of
+    /// this process: see [`crate::native`]).
+    pub(crate) fn dump_with(
+        &self,
+        mut native: Option<crate::native::NativeStacks>,
+    ) -> Result<Dump, SessionError> {
         static NEVER_FREED: FreedCodes = FreedCodes::new();
         let updates = self.name_updates();
         let mut best: Option<(u64, Dump)> = None;
@@ -248,10 +257,14 @@ impl<R: MemoryReader> Session<R> {
             }
             let mut engine = self.engine(Mode::Wall, 1_000_000_000, Dump::new())?;
             engine.set_filter(ThreadFilter::Every);
+            if let Some(n) = native.take() {
+                engine.set_native(n);
+            }
             // A dump's sink only keeps what it is given: it cannot fail.
             let _ = engine.tick(crate::clock::now_ns(), &names, &NEVER_FREED);
             let stats = engine.stats();
             let missed = stats.skipped_total() + stats.interpreter_errors;
+            native = engine.take_native();
             let dump = engine.into_sink();
             if best.as_ref().is_none_or(|(m, _)| missed < *m) {
                 best = Some((missed, dump));
