@@ -198,3 +198,33 @@ def test_echion_core_tracks_memory_in_process(tmp_path):
     assert kept >= 5000 * 1000, summary(view)
     # Nothing after stop() is tracked.
     assert not any(s["frames"] and s["frames"][-1][2] == 6 for s in view["samples"]), summary(view)
+
+
+def test_native_frames_of_the_allocating_stack(tmp_path):
+    # -m -n: each allocation's native frames are interleaved with its Python
+    # frames, as in the time modes.
+    run = run_memory(tmp_path, "hold", "-n")
+    view = run.view
+    md = view["metadata"]
+    assert md["mode"] == "memory", md
+    hold_line = marker_line(TARGET, "hold")
+    holding = select(view, lambda s: contains(s, [("hold", hold_line)]))
+    held_bytes = sum(s["memory"] for s in holding)
+    assert held_bytes >= 0.95 * 50_000 * 1000, summary(view)
+    # Under the Python frame that allocates: C frames only (bytearray's
+    # constructor, the allocator), the leaf native; outermost, the
+    # interpreter's C entry.
+    native = lambda f: f[0].startswith("native@")
+    with_c = [s for s in holding if native(s["frames"][-1])]
+    assert sum(s["memory"] for s in with_c) >= 0.95 * held_bytes, summary(view)
+    for s in with_c[:20]:
+        f = s["frames"]
+        i = max(j for j, fr in enumerate(f) if (fr[1], fr[2]) == ("hold", hold_line))
+        below = f[i + 1 :]
+        assert below and all(native(fr) for fr in below), f
+        assert native(f[0]), f
+    names = {fr[1] for s in with_c for fr in s["frames"] if native(fr)}
+    assert any("bytearray" in n for n in names), sorted(names)
+    assert "Py_BytesMain" in names, sorted(names)
+    # No evaluation loop is left: each was replaced by its Python frames.
+    assert not any(n.startswith("_PyEval_EvalFrameDefault") for n in names), sorted(n for n in names if "Eval" in n)

@@ -230,11 +230,16 @@ def test_native_frames_of_the_task_on_the_cpu(tmp_path):
     # The task on the CPU: its name, its coroutine, then the C code it runs.
     assert any(any(n.startswith("deflate") for n in natives(s)) and is_native(s["frames"][-1]) for s in crunching), summary
     # The waiting task: its name and its coroutine at its await, nothing
-    # under it.
+    # under it (but for the moments it runs: starting, ending).
     waiter = scope("on_cpu_task.<locals>.waiter")
     waiting = select(view, lambda s: contains(s, ["waiter", (waiter, line("task_wait"))]), "MainThread")
     assert waiting, summary
-    assert all(not is_native(s["frames"][-1]) for s in waiting), summary
+    at_await = sum(s["time"] for s in waiting if not is_native(s["frames"][-1]))
+    assert at_await >= 0.9 * sum(s["time"] for s in waiting), summary
+    # Every native frame is named: the map is read again when a library
+    # loaded later (zlib's) shows up.
+    unknown = sum(s["time"] for s in view["samples"] if "<unknown>" in natives(s))
+    assert unknown <= 0.02 * sum(s["time"] for s in view["samples"]), summary
 
 
 def test_echion_core_samples_native_stacks_in_process(tmp_path):

@@ -161,18 +161,11 @@ impl Config {
 
     /// Fails on the first requested mode that this version cannot run yet.
     fn check_features(&self) -> Result<(), CliError> {
-        let wanted = [
-            (
-                self.native && self.memory,
-                "native stacks in memory mode",
-                "-n with -m",
-            ),
-            (
-                self.attach_pid.is_some(),
-                "attaching to a running process",
-                "-p",
-            ),
-        ];
+        let wanted = [(
+            self.attach_pid.is_some(),
+            "attaching to a running process",
+            "-p",
+        )];
         match wanted.into_iter().find(|(on, _, _)| *on) {
             Some((_, feature, option)) => Err(CliError::NotAvailable { feature, option }),
             None => Ok(()),

@@ -367,14 +367,6 @@ fn rejects_bad_input_with_one_line() {
             "--json goes with where mode: echion -w PID --json".into(),
             2,
         ),
-        (
-            vec!["-n", "-m", "prog"],
-            format!(
-                "native stacks in memory mode (-n with -m) is not available yet in echion {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            1,
-        ),
         // Values are checked before features.
         (
             vec!["-m", "-i", "0", "prog"],

@@ -409,12 +409,6 @@ fn bad_input_is_one_line_and_runs_nothing() {
             2,
         ),
         (
-            touch(&["-n", "-m"]),
-            None,
-            "echion: native stacks in memory mode (-n with -m) is not available yet",
-            1,
-        ),
-        (
             touch(&["-p", "1"]),
             None,
             "echion: attaching to a running process (-p) is not available yet",

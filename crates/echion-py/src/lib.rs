@@ -116,6 +116,8 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
         }
         if s.settings.memory {
             let v = py.version_info();
+            // With native stacks, each allocation's native frames too.
+            echion_memtrace::set_native(s.settings.native);
             echion_memtrace::reset();
             echion_memtrace::install(echion_sampler::PyVersion::new(v.major, v.minor, v.patch))
                 .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
@@ -335,7 +337,7 @@ fn set_memory(memory: bool) {
 }
 
 /// Native stacks: C frames interleaved with the Python frames that called
-/// them (wall and CPU mode).
+/// them (wall, CPU and memory mode).
 #[pyfunction]
 fn set_native(native: bool) {
     with_state(|s| s.settings.native = native);

@@ -141,6 +141,8 @@ struct Shared {
     tracker: SpinLock<Tracker>,
     layout: &'static Layout,
     format: TableFormat,
+    /// Whether this table was given its native unwinder (or tried to).
+    native_ready: AtomicBool,
 }
 
 /// The current table (a new one after a fork); null before the first
@@ -151,6 +153,8 @@ static TRACKING: AtomicBool = AtomicBool::new(false);
 /// Whether our allocator is set in the domains.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static ATFORK: std::sync::Once = std::sync::Once::new();
+/// Whether stacks get their native frames (see [`set_native`]).
+static NATIVE_WANTED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// Set while this thread is inside the accounting.
@@ -195,6 +199,7 @@ fn fresh(layout: &'static Layout, format: TableFormat) -> *mut Shared {
         tracker: SpinLock::new(Tracker::new(format)),
         layout,
         format,
+        native_ready: AtomicBool::new(false),
     }))
 }
 
@@ -234,11 +239,114 @@ unsafe fn link_to_stack(
     size: u64,
 ) {
     let mut keys = t.take_keys();
+    let native = t.native();
     // SAFETY: per the contract, the state and the frames it reaches are
     // alive and unchanging meanwhile.
-    let thread = unsafe { walk_own_stack(target.layout(), tstate, &mut keys) };
+    let thread = unsafe { walk_own_stack(target.layout(), tstate, &mut keys, native) };
+    if native && !keys.is_empty() {
+        append_own_native_frames(t, &mut keys);
+    }
     t.alloc_walked(target, thread, &keys, ptr, size);
     t.put_keys(keys);
+}
+
+thread_local! {
+    /// One past the highest address of this thread's stack (0: unknown
+    /// yet; `u64::MAX`: cannot be known).
+    static STACK_TOP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// One past the highest address of the calling thread's stack.
+fn own_stack_top() -> Option<u64> {
+    let top = STACK_TOP.try_with(|t| {
+        if t.get() == 0 {
+            let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+            let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
+            // SAFETY: pthread_getattr_np fills `attr` for the calling
+            // thread (glibc allocates with malloc, not PyMem: no re-entry);
+            // getstack reads it; destroy frees it. Only on success.
+            let found = unsafe {
+                libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) == 0 && {
+                    let ok = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
+                    libc::pthread_attr_destroy(attr.as_mut_ptr());
+                    ok
+                }
+            };
+            t.set(if found {
+                addr as u64 + size as u64
+            } else {
+                u64::MAX
+            });
+        }
+        t.get()
+    });
+    top.ok().filter(|&t| t != u64::MAX && t != 0)
+}
+
+/// The address range of the module this code is in (the hook's own
+/// frames, innermost in every unwind, are left out).
+static OWN_MODULE: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// Unwinds the calling thread's own native stack from here and appends
+/// its frames to `keys` as `(pc, NATIVE)`, innermost first, this module's
+/// own frames (the hook's) left out.
+#[inline(never)]
+fn append_own_native_frames(t: &mut Tracker, keys: &mut Vec<(u64, u32)>) {
+    let Some(top) = own_stack_top() else {
+        return;
+    };
+    let Some((unwinder, mut pcs)) = t.unwinder_and_pcs() else {
+        return;
+    };
+    let own = *OWN_MODULE.get_or_init(|| {
+        let here = append_own_native_frames as *const () as u64;
+        unwinder
+            .modules()
+            .module_at(here)
+            .map_or((0, 0), |m| (m.range.start, m.range.end))
+    });
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads the instruction pointer (an address in this function),
+    // the stack pointer and the frame pointer into registers; touches no
+    // memory and no flags. Both belong to this function's running frame,
+    // which stays live while the unwinder below runs deeper in the stack.
+    unsafe {
+        std::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            ip = out(reg) ip,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    let read = |addr: u64| -> Result<u64, ()> {
+        if addr < sp || addr.checked_add(8).is_none_or(|end| end > top) || !addr.is_multiple_of(8) {
+            return Err(());
+        }
+        // SAFETY: an aligned word of this thread's own stack, between the
+        // stack pointer of this running function and the stack's top: the
+        // frames of this function's callers, suspended while it runs.
+        Ok(unsafe { std::ptr::read_volatile(addr as *const u64) })
+    };
+    let regs = echion_unwind::Registers { ip, sp, bp };
+    unwinder.unwind_with(regs, read, &mut pcs);
+    // An address in no module: a library loaded since the map was read
+    // (read again at most every 20 ms).
+    if pcs
+        .iter()
+        .any(|&pc| unwinder.modules().module_at(pc).is_none())
+        && unwinder.refresh_if_due()
+    {
+        unwinder.unwind_with(regs, read, &mut pcs);
+    }
+    keys.extend(
+        pcs.iter()
+            .skip_while(|&&pc| own.0 <= pc && pc < own.1)
+            .map(|&pc| (pc, crate::table::NATIVE)),
+    );
+    t.put_pcs(pcs);
 }
 
 /// Loads the `T` at `addr + off`.
@@ -260,7 +368,13 @@ unsafe fn load<T: Copy>(addr: u64, off: u64) -> T {
 ///
 /// # Safety
 /// `tstate` is the calling thread's own, live thread state.
-unsafe fn walk_own_stack(layout: &Layout, tstate: u64, out: &mut Vec<(u64, u32)>) -> (u64, u64) {
+unsafe fn walk_own_stack(
+    layout: &Layout,
+    tstate: u64,
+    out: &mut Vec<(u64, u32)>,
+    marks: bool,
+) -> (u64, u64) {
+    use crate::table::{GROUP_END, MAX_OFFSET};
     use echion_cpython_layout::layout::{CurrentFrame, FrameLayout};
     out.clear();
     let t = &layout.thread;
@@ -296,7 +410,16 @@ unsafe fn walk_own_stack(layout: &Layout, tstate: u64, out: &mut Vec<(u64, u32)>
                         (lasti as u32).saturating_mul(l.lasti_unit as u32)
                     };
                     if code != 0 {
+                        let offset = if offset == u32::MAX {
+                            offset
+                        } else {
+                            offset.min(MAX_OFFSET)
+                        };
                         out.push((code, offset));
+                        if marks {
+                            // Every frame is one call of the loop.
+                            out.push((0, GROUP_END));
+                        }
                     }
                     let back: u64 = load(frame, l.f_back);
                     if back == frame {
@@ -311,7 +434,13 @@ unsafe fn walk_own_stack(layout: &Layout, tstate: u64, out: &mut Vec<(u64, u32)>
                 let first = layout.code.firsttraceable;
                 while frame != 0 && steps < crate::table::MAX_FRAMES {
                     let owner: u8 = load(frame, l.owner);
-                    if Some(owner) != l.owned_by_cstack {
+                    if Some(owner) == l.owned_by_cstack {
+                        // 3.12+: the shim after (outside) a call's entry
+                        // frame ends that call's group.
+                        if marks && out.last().is_some_and(|&(_, o)| o != GROUP_END) {
+                            out.push((0, GROUP_END));
+                        }
+                    } else {
                         let code: u64 = load(frame, l.code);
                         let instr: u64 = load(frame, l.instr_ptr);
                         let start = code.wrapping_add(adaptive);
@@ -328,8 +457,16 @@ unsafe fn walk_own_stack(layout: &Layout, tstate: u64, out: &mut Vec<(u64, u32)>
                             };
                         if code != 0 && !incomplete {
                             let offset =
-                                offset.map_or(u32::MAX, |o| o.min(u64::from(u32::MAX - 1)) as u32);
+                                offset.map_or(u32::MAX, |o| o.min(u64::from(MAX_OFFSET)) as u32);
                             out.push((code, offset));
+                            // 3.11: the entry frame says so itself.
+                            if marks {
+                                if let Some(is_entry) = l.is_entry {
+                                    if load::<u8>(frame, is_entry) != 0 {
+                                        out.push((0, GROUP_END));
+                                    }
+                                }
+                            }
                         }
                     }
                     let previous: u64 = load(frame, l.previous);
@@ -373,6 +510,14 @@ fn account(domain: Option<&Domain>, f: impl FnOnce(&mut Tracker, &Target<'_, Own
             // the GIL (this thread's, in these two domains).
             (Some(_), Some(api)) => unsafe { (api.holding_gil)() },
         };
+        if domain.is_some()
+            && NATIVE_WANTED.load(Ordering::Relaxed)
+            && !s.native_ready.load(Ordering::Relaxed)
+        {
+            // A forked child's fresh table: its unwinder, once.
+            give_native(Some(s));
+            s.native_ready.store(true, Ordering::Relaxed);
+        }
         let target = Target::new(&OwnThread, s.layout);
         let mut t = s.tracker.lock();
         if tstate.is_null() {
@@ -476,6 +621,12 @@ pub fn install(version: PyVersion) -> Result<(), HookError> {
         // SAFETY: registers a handler with no preconditions of its own.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+    if NATIVE_WANTED.load(Ordering::Acquire) {
+        give_native(shared());
+        if let Some(s) = shared() {
+            s.native_ready.store(true, Ordering::Release);
+        }
+    }
     if !INSTALLED.swap(true, Ordering::AcqRel) {
         for d in &DOMAINS {
             let mut mine = ours(d);
@@ -490,6 +641,29 @@ pub fn install(version: PyVersion) -> Result<(), HookError> {
     }
     TRACKING.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Whether stacks get their native frames too (C frames interleaved with
+/// the Python frames, [`Tracker::set_native`]): takes effect at the next
+/// [`install`] (and in a forked child at its first allocation). Costs an
+/// unwind of the allocating thread's native stack per allocation.
+pub fn set_native(on: bool) {
+    NATIVE_WANTED.store(on, Ordering::Release);
+}
+
+/// Gives the table of `s` this process's native unwinder, if it has none.
+fn give_native(s: Option<&Shared>) {
+    let Some(s) = s else { return };
+    let needs = !s.tracker.lock().native();
+    if needs {
+        // Read the module map outside the lock (files, some milliseconds).
+        if let Ok(u) = echion_unwind::NativeUnwinder::new(std::process::id()) {
+            let mut t = s.tracker.lock();
+            if !t.native() {
+                t.set_native(u);
+            }
+        }
+    }
 }
 
 /// Stops accounting: from now on the hooks pass everything through. Safe

@@ -29,7 +29,9 @@ pub mod table;
 
 #[doc(hidden)]
 pub use hooks::{bench_alloc, bench_free, bench_prepare};
-pub use hooks::{code_freed, drain, install, reset, stop_tracking, tracking, uninstall};
+pub use hooks::{
+    code_freed, drain, install, reset, set_native, stop_tracking, tracking, uninstall,
+};
 pub use table::{Drained, StackRec, Tracker, TrackerStats};
 
 use echion_cpython_layout::PyVersion;

@@ -34,6 +34,16 @@ pub const MAX_LIVE: usize = 1 << 26;
 /// Deepest stack kept (frames further out are left out).
 pub const MAX_FRAMES: usize = 1024;
 
+/// The second field of a walked stack's entry, when native frames are
+/// kept (see [`Tracker::set_native`]): `(pc, NATIVE)` is a native frame
+/// (they follow every Python frame, innermost first) ...
+pub const NATIVE: u32 = u32::MAX - 1;
+/// ... and `(0, GROUP_END)` ends the group of Python frames that one call
+/// of the evaluation loop runs (it follows the group's outermost frame).
+pub const GROUP_END: u32 = u32::MAX - 2;
+/// The largest instruction offset a walked stack holds (`u32::MAX`: none).
+pub const MAX_OFFSET: u32 = u32::MAX - 3;
+
 /// One stack that allocated: where it ran and its frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackRec {
@@ -132,6 +142,11 @@ pub struct Tracker {
     /// The stacks found last, compared before hashing.
     recent: [u32; 8],
     recent_at: usize,
+    /// Native frames: the unwinder of this process, and each native
+    /// frame's index and whether it is the evaluation loop, by address.
+    native: Option<echion_unwind::NativeUnwinder>,
+    native_index: HashMap<u64, (u32, bool)>,
+    pcs: Vec<u64>,
 }
 
 /// Collects a walk's Python frames as (code, offset).
@@ -176,7 +191,35 @@ impl Tracker {
             stats: TrackerStats::default(),
             recent: [NONE; 8],
             recent_at: 0,
+            native: None,
+            native_index: HashMap::new(),
+            pcs: Vec::new(),
         }
+    }
+
+    /// Keeps native frames with the Python frames from now on: the hook
+    /// appends them to each walked stack (`NATIVE` and `GROUP_END`
+    /// entries), and a stack seen for the first time is interleaved with
+    /// `unwinder`'s names of them.
+    pub fn set_native(&mut self, unwinder: echion_unwind::NativeUnwinder) {
+        self.native = Some(unwinder);
+    }
+
+    /// Whether native frames are kept.
+    pub fn native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// The unwinder, and a buffer for one unwind (given back with
+    /// [`Tracker::put_pcs`]), for the hook to unwind its own stack.
+    pub fn unwinder_and_pcs(&mut self) -> Option<(&mut echion_unwind::NativeUnwinder, Vec<u64>)> {
+        let pcs = std::mem::take(&mut self.pcs);
+        self.native.as_mut().map(|u| (u, pcs))
+    }
+
+    /// Gives back the buffer of [`Tracker::unwinder_and_pcs`].
+    pub fn put_pcs(&mut self, pcs: Vec<u64>) {
+        self.pcs = pcs;
     }
 
     /// The counters so far.
@@ -405,10 +448,15 @@ impl Tracker {
             at = s.next;
         }
         let iid = self.interpreter_id(target, interp)?;
-        let mut frames = Vec::with_capacity(raw.len());
-        for &(code, offset) in raw.iter().rev() {
-            frames.push(self.frame(target, code, offset)?);
-        }
+        let frames = if raw.iter().any(|&(_, o)| o == NATIVE || o == GROUP_END) {
+            self.interleaved(target, raw)?
+        } else {
+            let mut frames = Vec::with_capacity(raw.len());
+            for &(code, offset) in raw.iter().rev() {
+                frames.push(self.frame(target, code, offset)?);
+            }
+            frames
+        };
         let id =
             u32::try_from(self.stacks.len()).map_err(|_| ViewError::TooMany(u32::MAX as usize))?;
         self.stacks.push(Stack {
@@ -426,6 +474,75 @@ impl Tracker {
         self.stack_index.insert(hash, id);
         self.remember(id);
         Ok(id)
+    }
+
+    /// The frames of a walked stack with native frames, outermost first:
+    /// each evaluation-loop frame replaced by the Python frames it ran
+    /// ([`echion_unwind::interleave`]).
+    fn interleaved<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        raw: &[(u64, u32)],
+    ) -> Result<Vec<u32>, ViewError> {
+        let (mut python, mut ends, mut pcs) = (Vec::new(), Vec::new(), Vec::new());
+        for &(a, o) in raw {
+            match o {
+                NATIVE => pcs.push(a),
+                GROUP_END => {
+                    if let Some(end) = ends.last_mut() {
+                        *end = true;
+                    }
+                }
+                _ => {
+                    python.push((a, o));
+                    ends.push(false);
+                }
+            }
+        }
+        let mut eval = Vec::with_capacity(pcs.len());
+        let mut ids = Vec::with_capacity(pcs.len());
+        for &pc in &pcs {
+            let (id, is_eval) = self.native_frame(pc);
+            ids.push(id);
+            eval.push(is_eval);
+        }
+        let mut pieces = Vec::new();
+        echion_unwind::interleave(&eval, &ends, &mut pieces);
+        let mut frames = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            frames.push(match piece {
+                echion_unwind::Piece::Python(i) => self.frame(target, python[i].0, python[i].1)?,
+                echion_unwind::Piece::Native(n) => ids[n],
+            });
+        }
+        Ok(frames)
+    }
+
+    /// The index of the native frame at `pc` (a return address), named now
+    /// if it is new, and whether it is the evaluation loop.
+    fn native_frame(&mut self, pc: u64) -> (u32, bool) {
+        if let Some(&hit) = self.native_index.get(&pc) {
+            return hit;
+        }
+        let sym = match &self.native {
+            Some(u) => u.symbol(pc, 1),
+            None => echion_unwind::Symbol {
+                name: "<unknown>".to_owned(),
+                eval: false,
+                known: false,
+            },
+        };
+        let i = self.frames.len() as u32;
+        self.frames.push(FrameInfo {
+            filename: format!("native@0x{pc:x}").into(),
+            scope: sym.name.into(),
+            line: 0,
+            line_end: 0,
+            column: 0,
+            column_end: 0,
+        });
+        self.native_index.insert(pc, (i, sym.eval));
+        (i, sym.eval)
     }
 
     /// Puts `stack` among the few compared first.

@@ -275,11 +275,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     pub fn flush_memory(&mut self, registry: &RegistryQueue) -> std::io::Result<u64> {
         self.tick += 1;
         self.stats.ticks += 1;
-        self.names.refresh(registry);
         let m = &mut self.memory;
         if let Some(stats) = echion_memtrace::drain(&mut m.drained) {
             m.stats = stats;
         }
+        // Names after the table: a thread names itself before it makes a
+        // stack, so every stack drained has its thread's name posted by now
+        // (the other order misses a thread that names itself in between).
+        self.names.refresh(registry);
+        let m = &mut self.memory;
         if m.drained.first_frame as usize == m.frames.len() {
             for f in &m.drained.frames {
                 m.frames.push(self.sink.intern_frame(&FrameSpec {
@@ -626,13 +630,14 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         // (yet, or any more) whose outermost frame is `threading`'s own
         // thread bootstrap is a `threading` thread starting or ending: its
         // named samples are the real ones. One with no Python frame at all
-        // has nothing to show (a thread state made before its first call).
+        // (whatever its native frames) has nothing to show (a thread state
+        // made before its first call).
         // Every other thread state (a `_thread` thread, one a C extension
         // registered) is shown, named by its native id.
         if iid == 0
             && self.filter == ThreadFilter::Profile
             && !known
-            && (self.stack.is_empty() || self.names.hides_outermost(self.outermost_code))
+            && (self.outermost_code == 0 || self.names.hides_outermost(self.outermost_code))
         {
             return Ok(false);
         }

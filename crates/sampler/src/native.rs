@@ -222,7 +222,11 @@ impl NativeStacks {
                     if self.frames.len() > 1 << 20 {
                         self.frames.clear();
                     }
-                    self.frames.insert(pc, (id, sym.eval));
+                    // An address in no known module is named again next
+                    // time (the map is read again when one shows up).
+                    if sym.known {
+                        self.frames.insert(pc, (id, sym.eval));
+                    }
                     (id, sym.eval)
                 }
             };

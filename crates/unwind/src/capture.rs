@@ -618,8 +618,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let s = stop.clone();
         let worker = std::thread::spawn(move || {
-            tx.send(tid()).unwrap();
             let marker = [0x5au8; 256];
+            std::hint::black_box(&marker);
+            tx.send(tid()).unwrap();
             while !s.load(Ordering::Relaxed) {
                 std::hint::black_box(&marker);
             }

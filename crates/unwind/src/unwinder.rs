@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, Unwinder};
 
-use crate::capture::Captured;
+use crate::capture::{Captured, Registers};
 use crate::modules::ModuleMap;
 
 /// The most native frames one unwind yields.
 pub const MAX_NATIVE_FRAMES: usize = 512;
 /// The least time between two readings of the memory map that an unknown
 /// address asks for.
-const REFRESH_EVERY: Duration = Duration::from_millis(200);
+const REFRESH_EVERY: Duration = Duration::from_millis(20);
 
 /// How an unwind ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Symbol {
     /// Whether it is the interpreter's evaluation loop, whose frames are
     /// replaced by the Python frames they run.
     pub eval: bool,
+    /// Whether a module holds the address (a name worth keeping: an
+    /// address in no module may be in one loaded since the map was read).
+    pub known: bool,
 }
 
 /// Unwinds captures of threads of one process.
@@ -100,7 +103,7 @@ impl NativeUnwinder {
     /// Unwinds `cap` into `out`: the addresses of its native frames,
     /// innermost first (the instruction pointer, then return addresses).
     /// An address that no module holds has the memory map read again (at
-    /// most every 200 ms) and the unwind done again.
+    /// most every 20 ms) and the unwind done again.
     pub fn unwind(&mut self, cap: &Captured<'_>, out: &mut Vec<u64>) -> UnwindEnd {
         let end = self.unwind_once(cap, out);
         if out.iter().any(|&pc| self.map.module_at(pc).is_none()) && self.refresh_if_due() {
@@ -110,18 +113,32 @@ impl NativeUnwinder {
     }
 
     fn unwind_once(&mut self, cap: &Captured<'_>, out: &mut Vec<u64>) -> UnwindEnd {
-        out.clear();
         let (base, stack) = (cap.regs.sp, cap.stack);
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+        let read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(base).ok_or(())? as usize;
             let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let regs = UnwindRegsX86_64::new(cap.regs.ip, cap.regs.sp, cap.regs.bp);
+        self.unwind_with(cap.regs, read_stack, out)
+    }
+
+    /// Unwinds from `regs`, reading the stack through `read_stack` (the
+    /// `u64` at an address, or `Err` where there is none): a thread
+    /// unwinding its own live stack, from a function that is still running.
+    /// Addresses innermost first into `out`. Does not read the memory map
+    /// again (see [`NativeUnwinder::refresh_if_due`]).
+    pub fn unwind_with(
+        &mut self,
+        regs: Registers,
+        mut read_stack: impl FnMut(u64) -> Result<u64, ()>,
+        out: &mut Vec<u64>,
+    ) -> UnwindEnd {
+        out.clear();
+        let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
         let mut frames =
             self.map
                 .unwinder
-                .iter_frames(cap.regs.ip, regs, &mut self.cache, &mut read_stack);
+                .iter_frames(regs.ip, start, &mut self.cache, &mut read_stack);
         loop {
             if out.len() >= MAX_NATIVE_FRAMES {
                 return UnwindEnd::Truncated;
@@ -145,16 +162,19 @@ impl NativeUnwinder {
             return Symbol {
                 name: "<unknown>".to_owned(),
                 eval: false,
+                known: false,
             };
         };
         match module.symbols.lookup(lookup.wrapping_sub(module.bias)) {
             Some(found) => Symbol {
                 eval: is_eval(found.name),
                 name: crate::symbols::demangle(found.name),
+                known: true,
             },
             None => Symbol {
                 name: format!("{}+0x{:x}", module.name(), lookup.wrapping_sub(module.bias)),
                 eval: false,
+                known: true,
             },
         }
     }
