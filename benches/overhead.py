@@ -108,23 +108,6 @@ def memory_main(args, tmp):
         configs["tracemalloc"] = lambda out: [args.python, "-X", "tracemalloc", wl]
     if args.echion035:
         configs["echion 0.3.5 -m"] = lambda out: [args.echion035, "-m", "echion", "-m", "-o", str(out), args.echion035, wl]
-    if args.native:
-        # Native stacks: ours and py-spy's at 1 ms, beside plain echion at
-        # 1 ms (the other configurations are left out).
-        configs = {k: v for k, v in configs.items() if k in ("python", "echion-rs 1ms")}
-        configs["echion-rs -n 1ms"] = lambda out: (
-            [args.python, "-m", "echion", "-n", "-i", "1000", "-o", str(out), args.python, wl],
-            1000,
-        )
-        configs["echion-rs -n -c 1ms"] = lambda out: (
-            [args.python, "-m", "echion", "-n", "-c", "-i", "1000", "-o", str(out), args.python, wl],
-            1000,
-        )
-        if args.py_spy:
-            configs["py-spy --native 1ms"] = lambda out: (
-                [args.py_spy, "record", "--native", "-r", "1000", "-f", "raw", "-o", str(out), "--", args.python, wl],
-                1000,
-            )
     configs = {n: c for n, c in configs.items() if not any(s in n for s in args.skip)}
 
     plain = [args.python, wl]

@@ -126,8 +126,11 @@ def test_cpu_time_native(tmp_path, stealth):
     busy_time = sum(s["time"] for s in select(view, lambda s: contains(s, [("keep_cpu_busy", busy)])))
     clock_time = sum(s["time"] for s in select(view, lambda s: contains(s, [("keep_cpu_busy", busy)]) and "time_monotonic" in natives(s)))
     assert clock_time > 0, summary
+    # The two threads sleep 0.5 s each: CPU mode charges those stacks only
+    # the CPU time around the sleep (a sample carries the time used since
+    # the one before), far from the second of wall time.
     sleeping = sum(s["time"] for s in view["samples"] if "time_sleep" in natives(s))
-    assert sleeping < 0.3 * busy_time, (sleeping, busy_time, summary)
+    assert sleeping < 200_000, (sleeping, busy_time, summary)
 
 
 def test_sorted_shows_the_sort_between_its_caller_and_the_key_function(tmp_path):

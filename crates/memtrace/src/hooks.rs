@@ -251,15 +251,15 @@ unsafe fn link_to_stack(
 }
 
 thread_local! {
-    /// One past the highest address of this thread's stack (0: unknown
-    /// yet; `u64::MAX`: cannot be known).
-    static STACK_TOP: Cell<u64> = const { Cell::new(0) };
+    /// This thread's stack: its lowest address and one past its highest
+    /// (top 0: unknown yet; `u64::MAX`: cannot be known).
+    static STACK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-/// One past the highest address of the calling thread's stack.
-fn own_stack_top() -> Option<u64> {
-    let top = STACK_TOP.try_with(|t| {
-        if t.get() == 0 {
+/// The calling thread's stack, (lowest address, one past the highest).
+fn own_stack() -> Option<(u64, u64)> {
+    let bounds = STACK.try_with(|t| {
+        if t.get().1 == 0 {
             let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
             let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
             // SAFETY: pthread_getattr_np fills `attr` for the calling
@@ -273,14 +273,14 @@ fn own_stack_top() -> Option<u64> {
                 }
             };
             t.set(if found {
-                addr as u64 + size as u64
+                (addr as u64, addr as u64 + size as u64)
             } else {
-                u64::MAX
+                (0, u64::MAX)
             });
         }
         t.get()
     });
-    top.ok().filter(|&t| t != u64::MAX && t != 0)
+    bounds.ok().filter(|&(_, top)| top != u64::MAX && top != 0)
 }
 
 /// The address range of the module this code is in (the hook's own
@@ -292,7 +292,7 @@ static OWN_MODULE: OnceLock<(u64, u64)> = OnceLock::new();
 /// own frames (the hook's) left out.
 #[inline(never)]
 fn append_own_native_frames(t: &mut Tracker, keys: &mut Vec<(u64, u32)>) {
-    let Some(top) = own_stack_top() else {
+    let Some((low, top)) = own_stack() else {
         return;
     };
     let Some((unwinder, mut pcs)) = t.unwinder_and_pcs() else {
@@ -321,6 +321,12 @@ fn append_own_native_frames(t: &mut Tracker, keys: &mut Vec<(u64, u32)>) {
             options(nomem, nostack, preserves_flags),
         );
     }
+    if sp < low || sp >= top {
+        // Running on another stack (a signal stack, a coroutine's): its
+        // bounds are unknown, no native frames.
+        t.put_pcs(pcs);
+        return;
+    }
     let read = |addr: u64| -> Result<u64, ()> {
         if addr < sp || addr.checked_add(8).is_none_or(|end| end > top) || !addr.is_multiple_of(8) {
             return Err(());
@@ -332,13 +338,9 @@ fn append_own_native_frames(t: &mut Tracker, keys: &mut Vec<(u64, u32)>) {
     };
     let regs = echion_unwind::Registers { ip, sp, bp };
     unwinder.unwind_with(regs, read, &mut pcs);
-    // An address in no module: a library loaded since the map was read
-    // (read again at most every 20 ms).
-    if pcs
-        .iter()
-        .any(|&pc| unwinder.modules().module_at(pc).is_none())
-        && unwinder.refresh_if_due()
-    {
+    // An address in no mapping read so far: a library loaded since (the
+    // map is read again at most every 20 ms).
+    if pcs.iter().any(|&pc| unwinder.unknown(pc)) && unwinder.refresh_if_due() {
         unwinder.unwind_with(regs, read, &mut pcs);
     }
     keys.extend(
@@ -437,7 +439,7 @@ unsafe fn walk_own_stack(
                     if Some(owner) == l.owned_by_cstack {
                         // 3.12+: the shim after (outside) a call's entry
                         // frame ends that call's group.
-                        if marks && out.last().is_some_and(|&(_, o)| o != GROUP_END) {
+                        if marks {
                             out.push((0, GROUP_END));
                         }
                     } else {
@@ -459,12 +461,13 @@ unsafe fn walk_own_stack(
                             let offset =
                                 offset.map_or(u32::MAX, |o| o.min(u64::from(MAX_OFFSET)) as u32);
                             out.push((code, offset));
-                            // 3.11: the entry frame says so itself.
-                            if marks {
-                                if let Some(is_entry) = l.is_entry {
-                                    if load::<u8>(frame, is_entry) != 0 {
-                                        out.push((0, GROUP_END));
-                                    }
+                        }
+                        // 3.11: the entry frame says so itself (one not
+                        // started yet ends an empty group).
+                        if marks && code != 0 {
+                            if let Some(is_entry) = l.is_entry {
+                                if load::<u8>(frame, is_entry) != 0 {
+                                    out.push((0, GROUP_END));
                                 }
                             }
                         }

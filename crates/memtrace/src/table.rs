@@ -39,7 +39,8 @@ pub const MAX_FRAMES: usize = 1024;
 /// (they follow every Python frame, innermost first) ...
 pub const NATIVE: u32 = u32::MAX - 1;
 /// ... and `(0, GROUP_END)` ends the group of Python frames that one call
-/// of the evaluation loop runs (it follows the group's outermost frame).
+/// of the evaluation loop runs (it follows the group's outermost frame; a
+/// group may be empty: a call whose frame has not started).
 pub const GROUP_END: u32 = u32::MAX - 2;
 /// The largest instruction offset a walked stack holds (`u32::MAX`: none).
 pub const MAX_OFFSET: u32 = u32::MAX - 3;
@@ -484,20 +485,23 @@ impl Tracker {
         target: &Target<'_, R>,
         raw: &[(u64, u32)],
     ) -> Result<Vec<u32>, ViewError> {
-        let (mut python, mut ends, mut pcs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut python, mut groups, mut pcs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut count = 0;
         for &(a, o) in raw {
             match o {
                 NATIVE => pcs.push(a),
                 GROUP_END => {
-                    if let Some(end) = ends.last_mut() {
-                        *end = true;
-                    }
+                    groups.push(count);
+                    count = 0;
                 }
                 _ => {
                     python.push((a, o));
-                    ends.push(false);
+                    count += 1;
                 }
             }
+        }
+        if count > 0 {
+            groups.push(count);
         }
         let mut eval = Vec::with_capacity(pcs.len());
         let mut ids = Vec::with_capacity(pcs.len());
@@ -507,7 +511,7 @@ impl Tracker {
             eval.push(is_eval);
         }
         let mut pieces = Vec::new();
-        echion_unwind::interleave(&eval, &ends, &mut pieces);
+        echion_unwind::interleave(&eval, &groups, &mut pieces);
         let mut frames = Vec::with_capacity(pieces.len());
         for piece in pieces {
             frames.push(match piece {
@@ -541,7 +545,10 @@ impl Tracker {
             column: 0,
             column_end: 0,
         });
-        self.native_index.insert(pc, (i, sym.eval));
+        // An address in no known module is named again next time.
+        if sym.known {
+            self.native_index.insert(pc, (i, sym.eval));
+        }
         (i, sym.eval)
     }
 

@@ -198,10 +198,10 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// Native stacks, when asked for (see [`crate::native`]).
     native: Option<NativeStacks>,
     /// Scratch of a native sample: the Python frames' ids and addresses,
-    /// innermost first, and where their groups end.
+    /// innermost first, and how many each evaluation-loop call runs.
     py_ids: Vec<StackEntry>,
     py_addrs: Vec<u64>,
-    py_ends: Vec<bool>,
+    py_groups: Vec<usize>,
 }
 
 /// What the engine keeps of the allocation table between flushes: the
@@ -263,7 +263,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             native: None,
             py_ids: Vec::new(),
             py_addrs: Vec::new(),
-            py_ends: Vec::new(),
+            py_groups: Vec::new(),
         })
     }
 
@@ -816,11 +816,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         }
         self.outermost_code = builder.outermost;
         let per_frame = matches!(self.layout.frame, FrameLayout::Object(_));
-        crate::native::group_ends(native.raw(), per_frame, &mut self.py_ends);
+        crate::native::groups(native.raw(), per_frame, &mut self.py_groups);
         let (sink, stack, addrs) = (&mut self.sink, &mut self.stack, &mut self.stack_addrs);
         let (py_ids, py_addrs) = (&self.py_ids, &self.py_addrs);
         native.interleave(
-            &self.py_ends,
+            &self.py_groups,
             |spec| sink.intern_frame(spec),
             |entry| match entry {
                 Ok(i) => {

@@ -191,13 +191,13 @@ impl NativeStacks {
     }
 
     /// Interns the native frames of the last capture (through `intern`)
-    /// and interleaves them with `python` (ids, innermost first; `ends`
-    /// marks the outermost frame of each evaluation-loop call's group).
+    /// and interleaves them with its Python frames, cut into `groups` (see
+    /// [`groups`]).
     /// Calls `push` with the stack's entries innermost first: `Ok(i)` for
     /// Python frame `i`, `Err(id)` for a native frame.
     pub(crate) fn interleave(
         &mut self,
-        ends: &[bool],
+        groups: &[usize],
         mut intern: impl FnMut(&FrameSpec<'_>) -> FrameId,
         mut push: impl FnMut(Result<usize, FrameId>),
     ) {
@@ -233,7 +233,7 @@ impl NativeStacks {
             self.eval.push(eval);
             self.ids.push(id);
         }
-        interleave(&self.eval, ends, &mut self.pieces);
+        interleave(&self.eval, groups, &mut self.pieces);
         for &piece in self.pieces.iter().rev() {
             match piece {
                 Piece::Python(i) => push(Ok(i)),
@@ -268,19 +268,37 @@ impl<R: MemoryReader + ?Sized> FrameVisitor<R> for RawWalk<'_> {
     }
 }
 
-/// Whether each Python frame of `raw` (innermost first, shims and
-/// incomplete frames included as the walk gave them) ends its group:
-/// pushed to `ends` for the Python frames only. `per_frame`: every frame
-/// is its own evaluation-loop call (≤ 3.10).
-pub(crate) fn group_ends(raw: &[FrameInfo], per_frame: bool, ends: &mut Vec<bool>) {
-    ends.clear();
+/// How many Python frames each evaluation-loop call of `raw` (innermost
+/// first, shims and incomplete frames included as the walk gave them)
+/// runs, innermost call first, into `groups`: a call ends at its entry
+/// frame (3.11 flags it, 3.12+ puts a shim after it; an entry frame not
+/// started yet ends an empty group); `per_frame`: every frame is a call of
+/// its own (≤ 3.10).
+pub(crate) fn groups(raw: &[FrameInfo], per_frame: bool, groups: &mut Vec<usize>) {
+    groups.clear();
+    let mut count = 0;
     for info in raw {
-        if info.is_python() {
-            ends.push(per_frame || info.is_entry);
-        } else if info.kind == FrameKind::Shim {
-            if let Some(last) = ends.last_mut() {
-                *last = true;
+        match info.kind {
+            FrameKind::Python => {
+                count += 1;
+                if per_frame || info.is_entry {
+                    groups.push(count);
+                    count = 0;
+                }
+            }
+            FrameKind::Incomplete => {
+                if info.is_entry {
+                    groups.push(count);
+                    count = 0;
+                }
+            }
+            FrameKind::Shim => {
+                groups.push(count);
+                count = 0;
             }
         }
+    }
+    if count > 0 {
+        groups.push(count);
     }
 }

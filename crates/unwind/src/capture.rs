@@ -4,9 +4,10 @@
 //!
 //! The sampler asks for one thread at a time through a [`Capturer`]:
 //!
-//! 1. it publishes a request (a sequence number and the stack's bounds) in
-//!    the capturer's slot and sends the thread a real-time signal whose
-//!    value names the slot and the request (`rt_tgsigqueueinfo`);
+//! 1. it publishes a request (a sequence number, the thread, the stack's
+//!    top) in the capturer's slot and sends the thread a signal (`SIGURG`
+//!    when the program leaves it at its default, else a real-time one)
+//!    whose value names the slot and the request (`rt_tgsigqueueinfo`);
 //! 2. the handler, on the thread, checks that the request is still the
 //!    current one (one atomic compare-and-swap), stores the interrupted
 //!    registers, copies the stack from the stack pointer up to its top
@@ -18,8 +19,9 @@
 //!    releases it; the unwinding happens afterwards.
 //!
 //! The handler only makes system calls that are async-signal-safe
-//! (`process_vm_readv`, `futex`, `clock_gettime`, `getpid`) and atomic
-//! operations: no allocation, no lock. It never waits more than
+//! (`process_vm_readv`, `futex`, `clock_gettime`, `getpid`, `gettid`) and
+//! atomic operations, and keeps `errno`: no allocation, no lock. Slots are
+//! never freed, so a late handler never touches freed memory. It never waits more than
 //! [`PARK_LIMIT`]; the sampler never waits more than the `timeout` it asks
 //! for. A thread that blocks the signal, or does not get to run in time, is
 //! left alone: its request is withdrawn, and the signal, still pending, is
@@ -29,7 +31,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub const STACK_COPY: usize = 512 * 1024;
 pub const PARK_LIMIT: Duration = Duration::from_millis(20);
 /// How many capturers can exist at once (slots for the handler to find).
 const SLOTS: usize = 4;
+/// How long past its timeout a capture waits for a handler that has
+/// started copying.
+const COPY_LIMIT_NS: u64 = 100_000_000;
 const PAGE: usize = 4096;
 
 // Phases of a slot's request word: (sequence << 8) | phase.
@@ -52,8 +57,8 @@ const WITHDRAWN: u32 = 5;
 /// Why a capture did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CaptureError {
-    /// No signal could be set up (every real-time signal is in use), or
-    /// the handler was replaced by someone else's.
+    /// No signal could be set up (`SIGURG` and every real-time signal are
+    /// in use), or the handler was replaced by someone else's.
     #[error("no signal for native captures")]
     NoSignal,
     /// The thread no longer exists.
@@ -66,10 +71,10 @@ pub enum CaptureError {
     /// not scheduled): sampled without native frames.
     #[error("the thread did not take the capture signal in time")]
     Timeout,
-    /// A signal sent earlier is still pending on the thread (it blocks the
-    /// signal): not sent again.
-    #[error("an earlier capture signal is still pending on the thread")]
-    StillPending,
+    /// The slot is held by a handler that started copying and has not
+    /// finished (its thread was stopped): no capture until it has.
+    #[error("an earlier capture has not finished")]
+    Busy,
     /// Not supported on this architecture.
     #[error("native captures are supported on x86_64 Linux only")]
     Unsupported,
@@ -105,6 +110,9 @@ pub struct Captured<'c> {
 struct Slot {
     /// (sequence << 8) | phase; also the futex word.
     word: AtomicU32,
+    /// The thread the current request is for (the handler checks it: a
+    /// late signal of another request never fills this one).
+    tid: AtomicI32,
     /// The thread's stack top (one past its highest address).
     stack_top: AtomicU64,
     regs: [AtomicU64; 3],
@@ -122,16 +130,31 @@ const LATE: usize = 64;
 // after the word says CAPTURED (acquire); every other field is atomic.
 unsafe impl Sync for Slot {}
 
-/// The slots the handler may write, found by index from the signal's value.
+/// The slots the handler may write, found by index from the signal's
+/// value. A slot is allocated once and never freed (a handler may still
+/// hold its address); a capturer that ends gives it back for the next.
 static SLOTS_IN_USE: [AtomicPtr<Slot>; SLOTS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+/// Which slots a capturer holds.
+static TAKEN: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+/// Request numbers, one sequence for every capturer of the process.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+/// In a forked child, the parent's capturers are gone (never dropped):
+/// their slots are free again.
+extern "C" fn free_slots_in_child() {
+    for t in &TAKEN {
+        t.store(false, Ordering::Relaxed);
+    }
+}
 /// The signal our handler is installed for (0: none yet).
 static SIGNAL: AtomicU32 = AtomicU32::new(0);
 static INSTALL: Mutex<()> = Mutex::new(());
 
 /// Captures threads of this process, one at a time (see the module's doc).
 pub struct Capturer {
-    slot: Box<Slot>,
+    slot: &'static Slot,
     index: usize,
     seq: u32,
     signal: i32,
@@ -147,34 +170,40 @@ impl std::fmt::Debug for Capturer {
 }
 
 impl Capturer {
-    /// Installs the handler (once per process, on a real-time signal nobody
-    /// handles) and takes a slot.
+    /// Installs the handler (once per process, on `SIGURG` or a real-time
+    /// signal, whichever nobody handles) and takes a slot.
     pub fn new() -> Result<Self, CaptureError> {
         if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
             return Err(CaptureError::Unsupported);
         }
         let signal = install()?;
-        let slot = Box::new(Slot {
-            word: AtomicU32::new(IDLE),
-            stack_top: AtomicU64::new(0),
-            regs: [const { AtomicU64::new(0) }; 3],
-            len: AtomicU64::new(0),
-            late: [const { AtomicU32::new(u32::MAX) }; LATE],
-            buf: UnsafeCell::new([0; STACK_COPY]),
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler with no preconditions of its own.
+            unsafe { libc::pthread_atfork(None, None, Some(free_slots_in_child)) };
         });
-        let ptr = &*slot as *const Slot as *mut Slot;
-        let index = SLOTS_IN_USE
+        let index = TAKEN
             .iter()
-            .position(|s| {
-                s.compare_exchange(
-                    std::ptr::null_mut(),
-                    ptr,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+            .position(|t| {
+                t.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
             })
             .ok_or(CaptureError::NoSlot)?;
+        let mut ptr = SLOTS_IN_USE[index].load(Ordering::Acquire);
+        if ptr.is_null() {
+            // First use of this index: a slot for the life of the process.
+            ptr = Box::into_raw(Box::new(Slot {
+                word: AtomicU32::new(IDLE),
+                tid: AtomicI32::new(0),
+                stack_top: AtomicU64::new(0),
+                regs: [const { AtomicU64::new(0) }; 3],
+                len: AtomicU64::new(0),
+                late: [const { AtomicU32::new(u32::MAX) }; LATE],
+                buf: UnsafeCell::new([0; STACK_COPY]),
+            }));
+            SLOTS_IN_USE[index].store(ptr, Ordering::Release);
+        }
+        // SAFETY: slots are leaked boxes, never freed.
+        let slot: &'static Slot = unsafe { &*ptr };
         Ok(Capturer {
             slot,
             index,
@@ -226,11 +255,27 @@ impl Capturer {
         if !self.handler_in_place() {
             return Err(CaptureError::NoSignal);
         }
-        let slot = &*self.slot;
-        // The previous request is over (released or withdrawn): a late
-        // handler of it fails its compare-and-swap against the new word.
-        self.seq = (self.seq + 1) & 0x00ff_ffff;
+        let slot = self.slot;
+        let before = slot.word.load(Ordering::Acquire);
+        match before & 0xff {
+            // A handler of an earlier request is still copying (its thread
+            // was stopped in the middle, by a debugger say): this slot
+            // stays its until it is done.
+            CAPTURING => return Err(CaptureError::Busy),
+            // One that finished copying after its request was given up:
+            // let it go.
+            CAPTURED => {
+                slot.word
+                    .store((before & !0xff) | RELEASED, Ordering::Release);
+                futex_wake(&slot.word);
+            }
+            _ => {}
+        }
+        // A late handler of an earlier request fails its compare-and-swap
+        // against the new word (and its thread id check).
+        self.seq = SEQUENCE.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0x00ff_ffff;
         let seq = self.seq;
+        slot.tid.store(tid, Ordering::Relaxed);
         slot.stack_top.store(stack_top, Ordering::Relaxed);
         slot.len.store(0, Ordering::Relaxed);
         slot.word.store(seq << 8 | REQUESTED, Ordering::Release);
@@ -249,7 +294,8 @@ impl Capturer {
             if w == seq << 8 | CAPTURED {
                 break;
             }
-            let left = deadline.saturating_sub(now_ns());
+            let now = now_ns();
+            let left = deadline.saturating_sub(now);
             if left == 0 {
                 // Withdraw the request unless the handler has taken it.
                 match slot.word.compare_exchange(
@@ -259,8 +305,16 @@ impl Capturer {
                     Ordering::Acquire,
                 ) {
                     Ok(_) => return Err(CaptureError::Timeout),
-                    // It is copying: it will be done in microseconds.
-                    Err(_) => continue,
+                    // It is copying: done in microseconds, unless its
+                    // thread was stopped meanwhile; then the slot stays
+                    // busy (see above) and this capture is given up.
+                    Err(w) => {
+                        if now > deadline + COPY_LIMIT_NS {
+                            return Err(CaptureError::Busy);
+                        }
+                        futex_wait(&slot.word, w, 100_000);
+                        continue;
+                    }
                 }
             }
             futex_wait(&slot.word, w, left.min(200_000));
@@ -286,21 +340,14 @@ impl Capturer {
 
 impl Drop for Capturer {
     fn drop(&mut self) {
-        let ptr = &*self.slot as *const Slot as *mut Slot;
-        // Fail the compare-and-swap of any handler still to come, then give
-        // the slot back. A handler that already holds the pointer finds a
-        // word it cannot match (or one it has released).
-        self.slot.word.store(u32::MAX, Ordering::Release);
-        let _ = SLOTS_IN_USE[self.index].compare_exchange(
-            ptr,
-            std::ptr::null_mut(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        // A handler that loaded the pointer just before may still be
-        // between its load and its failed compare-and-swap: keep the memory
-        // for a moment (it is one load away from giving up).
-        std::thread::sleep(Duration::from_millis(1));
+        // Fail the compare-and-swap of any handler still to come, let go of
+        // one that waits, and give the slot back (its memory stays).
+        let w = self.slot.word.load(Ordering::Acquire);
+        if w & 0xff != CAPTURING {
+            self.slot.word.store(u32::MAX, Ordering::Release);
+        }
+        futex_wake(&self.slot.word);
+        TAKEN[self.index].store(false, Ordering::Release);
     }
 }
 
@@ -343,9 +390,13 @@ fn install() -> Result<i32, CaptureError> {
             Err(CaptureError::NoSignal)
         };
     }
-    // From the top: programs that take a real-time signal take the first.
+    // SIGURG first: its default is to be ignored, so a signal still
+    // pending when the program calls exec does no harm to the new program
+    // (a real-time signal's default ends it), and signals sent to a thread
+    // that blocks it do not queue up. Else a real-time signal, from the top
+    // (programs that take one take the first).
     let (low, high) = (libc::SIGRTMIN() + 4, libc::SIGRTMAX());
-    for sig in (low..=high).rev() {
+    for sig in std::iter::once(libc::SIGURG).chain((low..=high).rev()) {
         if current_handler(sig) != libc::SIG_DFL {
             continue;
         }
@@ -516,7 +567,18 @@ fn copy_own(to: *mut u8, from: u64, len: usize) -> usize {
 }
 
 /// The signal handler: see the module's doc. Async-signal-safe.
-extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // The interrupted code may be about to read `errno`: the system calls
+    // below must not change it.
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    capture_here(sig, info, context);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The handler's work (see [`handler`]). Async-signal-safe.
+fn capture_here(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     if info.is_null() || context.is_null() {
         return;
     }
@@ -540,18 +602,18 @@ extern "C" fn handler(_sig: libc::c_int, info: *mut libc::siginfo_t, context: *m
     if ptr.is_null() {
         return;
     }
-    // SAFETY: a slot stays allocated while its pointer is published, and
-    // for a moment after (see `Capturer::drop`).
+    // SAFETY: slots are never freed once published.
     let slot = unsafe { &*ptr };
-    if slot
-        .word
-        .compare_exchange(
-            seq << 8 | REQUESTED,
-            seq << 8 | CAPTURING,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .is_err()
+    if slot.tid.load(Ordering::Relaxed) != current_tid()
+        || slot
+            .word
+            .compare_exchange(
+                seq << 8 | REQUESTED,
+                seq << 8 | CAPTURING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
     {
         // Withdrawn (or not ours): say it came, for the sampler to know
         // that this thread takes signals.

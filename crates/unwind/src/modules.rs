@@ -130,7 +130,17 @@ impl ModuleMap {
             }
             self.seen.insert(m.start, m.path.clone());
             match self.load(m, &mappings) {
-                Some((module, info)) => self.add(module, info),
+                Some((module, info)) => {
+                    // The module covers the file's other executable
+                    // mappings with the same bias too: not loaded again.
+                    for other in mappings
+                        .iter()
+                        .filter(|o| o.exec && o.path == m.path && module.range.contains(&o.start))
+                    {
+                        self.seen.insert(other.start, other.path.clone());
+                    }
+                    self.add(module, info);
+                }
                 None => self.stats.unreadable += 1,
             }
         }

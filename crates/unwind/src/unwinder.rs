@@ -87,6 +87,13 @@ impl NativeUnwinder {
         due
     }
 
+    /// Whether `pc` is in no mapping read so far (a library loaded since:
+    /// reading the map again helps). An address in a mapping that is no
+    /// module (JIT code, trampolines) does not ask for it.
+    pub fn unknown(&self, pc: u64) -> bool {
+        self.map.module_at(pc).is_none() && self.map.mapping_at(pc).is_none()
+    }
+
     /// Where the stack that holds `sp` ends (one past its highest
     /// address), from the memory map (read again once if `sp` is in no
     /// mapping known).
@@ -102,11 +109,11 @@ impl NativeUnwinder {
 
     /// Unwinds `cap` into `out`: the addresses of its native frames,
     /// innermost first (the instruction pointer, then return addresses).
-    /// An address that no module holds has the memory map read again (at
-    /// most every 20 ms) and the unwind done again.
+    /// An address in no mapping read so far has the memory map read again
+    /// (at most every 20 ms) and the unwind done again.
     pub fn unwind(&mut self, cap: &Captured<'_>, out: &mut Vec<u64>) -> UnwindEnd {
         let end = self.unwind_once(cap, out);
-        if out.iter().any(|&pc| self.map.module_at(pc).is_none()) && self.refresh_if_due() {
+        if out.iter().any(|&pc| self.unknown(pc)) && self.refresh_if_due() {
             return self.unwind_once(cap, out);
         }
         end

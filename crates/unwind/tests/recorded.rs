@@ -92,13 +92,9 @@ fn the_sort_sits_between_two_evaluation_loops_and_interleaves() {
         );
         // The Python frames, innermost first: key, outer, <module>; up to
         // 3.10 one loop each, from 3.11 outer and <module> share one.
-        let ends: &[bool] = if per_frame {
-            &[true, true, true]
-        } else {
-            &[true, false, true]
-        };
+        let groups: &[usize] = if per_frame { &[1, 1, 1] } else { &[1, 2] };
         let mut out = Vec::new();
-        interleave(&eval, ends, &mut out);
+        interleave(&eval, groups, &mut out);
         let key = out
             .iter()
             .position(|p| *p == Piece::Python(0))
