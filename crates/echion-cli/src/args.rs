@@ -17,7 +17,7 @@ use crate::error::{CliError, Quoted};
     name = "echion",
     version,
     about = "In-process CPython frame stack sampler",
-    override_usage = "echion [OPTIONS] command [ARGS]...\n       echion -w PID [--json]",
+    override_usage = "echion [OPTIONS] command [ARGS]...\n       echion [OPTIONS] -p PID\n       echion -w PID [--json]",
     after_help = "Options after the command belong to the command: \
                   `echion -c python -c 'print(1)'` profiles `python -c 'print(1)'` in CPU mode."
 )]
@@ -38,7 +38,7 @@ pub(crate) struct Args {
     #[arg(short, long)]
     pub memory: bool,
 
-    /// Native stacks interleaved with Python's (coming in a later release)
+    /// Native stacks interleaved with Python's
     #[arg(short, long)]
     pub native: bool,
 
@@ -46,7 +46,7 @@ pub(crate) struct Args {
     #[arg(short, long, value_name = "OUTPUT", default_value = echion_sampler::options::DEFAULT_OUTPUT)]
     pub output: OsString,
 
-    /// Attach to the running process PID (coming in a later release)
+    /// Attach to the running process PID: profile it until Ctrl-C (or -x), then detach
     #[arg(short, long, value_name = "PID", allow_hyphen_values = true)]
     pub pid: Option<String>,
 

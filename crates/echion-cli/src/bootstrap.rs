@@ -24,10 +24,7 @@ pub fn find_bootstrap_dir(
     program: &Path,
     path: &SearchPath,
 ) -> Result<PathBuf, CliError> {
-    let from_env = std::env::var_os(ENV_BOOTSTRAP_DIR)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let dir = match explicit.or(from_env) {
+    let dir = match explicit.or_else(from_env) {
         Some(dir) => dir,
         None => {
             let python = interpreter_for(program, path)
@@ -38,6 +35,34 @@ pub fn find_bootstrap_dir(
     };
     check_bootstrap_dir(&dir)?;
     Ok(dir)
+}
+
+/// Finds the bootstrap directory for `echion -p`: `explicit` if given (the
+/// `echion` command of the Python package passes its own), else
+/// `$ECHION_BOOTSTRAP_DIR`, else the answer of `python3` on `path`. The
+/// process attached to needs no echion of its own: the package next to
+/// this directory is loaded into it.
+pub(crate) fn find_for_attach(
+    explicit: Option<PathBuf>,
+    path: &SearchPath,
+) -> Result<PathBuf, CliError> {
+    let dir = match explicit.or_else(from_env) {
+        Some(dir) => dir,
+        None => {
+            let python =
+                resolve_command("python3".as_ref(), path).map_err(|_| CliError::NoInterpreter)?;
+            ask_interpreter(&python)?
+        }
+    };
+    check_bootstrap_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `$ECHION_BOOTSTRAP_DIR` when set and not empty.
+fn from_env() -> Option<PathBuf> {
+    std::env::var_os(ENV_BOOTSTRAP_DIR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Runs [`BOOTSTRAP_QUERY`] with `python` and returns the directory it

@@ -77,9 +77,10 @@ impl Context {
 ///
 /// Everything from the first non-option argument on is the command, options
 /// included. Checks, in this order: the syntax (unknown option, missing
-/// value), the interval, the exposure, the pids, the modes this version
-/// cannot run yet (`-m`, `-n`, `-p`), where mode (`-w PID`, which takes no
-/// command; `--json` only with it), the presence of a command, the
+/// value), the interval, the exposure, the pids, `-m` with `-c`, attach
+/// mode (`-p PID`, which takes no command and no `-w`), where mode (`-w
+/// PID`, which takes no command; `--json` only with it), the presence of a
+/// command, the
 /// output directory (with a sample pid in place of `%(pid)`), and that the
 /// command resolves on `PATH` to an executable file the way `execvp` would.
 /// `-h` and `-V` come back as [`CliError::Help`] / [`CliError::Version`].
@@ -103,12 +104,21 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
     ctx: &Context,
 ) -> Result<Config, CliError> {
     let config = Config::from_args(Args::parse_from(args)?)?;
-    config.check_features()?;
     if config.memory && config.cpu {
         return Err(CliError::MemoryWithCpu);
     }
     if config.json && config.where_pid.is_none() {
         return Err(CliError::JsonWithoutWhere);
+    }
+    if config.attach_pid.is_some() {
+        if config.where_pid.is_some() {
+            return Err(CliError::AttachWithWhere);
+        }
+        if !config.command.is_empty() {
+            return Err(CliError::AttachWithCommand(Quoted::new(&config.command[0])));
+        }
+        check_output(&config.output, ctx.sample_pid)?;
+        return Ok(config);
     }
     if config.where_pid.is_some() {
         if !config.command.is_empty() {
@@ -157,19 +167,6 @@ impl Config {
             verbose: args.verbose,
             command: args.command,
         })
-    }
-
-    /// Fails on the first requested mode that this version cannot run yet.
-    fn check_features(&self) -> Result<(), CliError> {
-        let wanted = [(
-            self.attach_pid.is_some(),
-            "attaching to a running process",
-            "-p",
-        )];
-        match wanted.into_iter().find(|(on, _, _)| *on) {
-            Some((_, feature, option)) => Err(CliError::NotAvailable { feature, option }),
-            None => Ok(()),
-        }
     }
 
     /// The output path as one process with `pid` will write it.

@@ -92,14 +92,6 @@ pub enum CliError {
         /// What the user wrote.
         value: Quoted,
     },
-    /// A mode that this version parses but cannot run yet.
-    #[error("{feature} ({option}) is not available yet in echion {version}", version = env!("CARGO_PKG_VERSION"))]
-    NotAvailable {
-        /// Human name of the feature, e.g. `memory mode`.
-        feature: &'static str,
-        /// The option that asked for it, e.g. `-m`.
-        option: &'static str,
-    },
     /// `-m` with `-c`.
     #[error("-m (memory) and -c (CPU time) measure different things: give one of them")]
     MemoryWithCpu,
@@ -112,6 +104,20 @@ pub enum CliError {
     /// Where mode could not read the process.
     #[error("cannot show the stacks of pid {pid}: {reason}")]
     Where {
+        /// The pid.
+        pid: u32,
+        /// What went wrong, with what to do.
+        reason: String,
+    },
+    /// `-p PID` and a command.
+    #[error("attach mode (-p) profiles a running process and takes no command, but {0} was given")]
+    AttachWithCommand(Quoted),
+    /// `-p` and `-w` together.
+    #[error("-p (attach) and -w (where) are two ways to look at a process: give one of them")]
+    AttachWithWhere,
+    /// Attaching failed; nothing of echion was left in the process.
+    #[error("cannot attach to pid {pid}: {reason}")]
+    Attach {
         /// The pid.
         pid: u32,
         /// What went wrong, with what to do.
@@ -217,6 +223,8 @@ impl CliError {
             | CliError::JsonWithoutWhere
             | CliError::MemoryWithCpu
             | CliError::WhereWithCommand(_)
+            | CliError::AttachWithCommand(_)
+            | CliError::AttachWithWhere
             | CliError::InvalidOutput { .. } => EXIT_USAGE,
             CliError::CommandNotFound { .. } => EXIT_NOT_FOUND,
             CliError::CommandNotExecutable { .. } => EXIT_NOT_EXECUTABLE,
@@ -227,7 +235,7 @@ impl CliError {
                     EXIT_NOT_EXECUTABLE
                 }
             }
-            CliError::NotAvailable { .. }
+            CliError::Attach { .. }
             | CliError::Where { .. }
             | CliError::OutputDirMissing(_)
             | CliError::OutputDirNotDir(_)

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod attach;
 mod bootstrap;
 mod config;
 mod error;
@@ -52,6 +53,13 @@ fn exec(args: Vec<OsString>, bootstrap_dir: Option<PathBuf>) -> Result<Infallibl
     let config = config::parse_in(args, &ctx)?;
     if let Some(pid) = config.where_pid {
         std::process::exit(where_mode::show(pid, config.json)?);
+    }
+    if config.attach_pid.is_some() {
+        let dir = bootstrap::find_for_attach(bootstrap_dir, &ctx.path)?;
+        if config.verbose {
+            eprintln!("echion: bootstrap directory {}", Quoted::new(&dir));
+        }
+        std::process::exit(attach::run(&config, &dir)?);
     }
     // `parse_in` checked that there is a command and that it resolves.
     let program = resolve_command(&config.command[0], &ctx.path)?;

@@ -349,12 +349,15 @@ fn rejects_bad_input_with_one_line() {
             2,
         ),
         (
-            vec!["-p", "123"],
-            format!(
-                "attaching to a running process (-p) is not available yet in echion {}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            1,
+            vec!["-p", "123", "prog"],
+            "attach mode (-p) profiles a running process and takes no command, but 'prog' was given"
+                .into(),
+            2,
+        ),
+        (
+            vec!["-p", "123", "-w", "123"],
+            "-p (attach) and -w (where) are two ways to look at a process: give one of them".into(),
+            2,
         ),
         (
             vec!["-w", "123", "prog"],

@@ -411,8 +411,8 @@ fn bad_input_is_one_line_and_runs_nothing() {
         (
             touch(&["-p", "1"]),
             None,
-            "echion: attaching to a running process (-p) is not available yet",
-            1,
+            "echion: attach mode (-p) profiles a running process and takes no command",
+            2,
         ),
         (
             touch(&["-w", "1"]),

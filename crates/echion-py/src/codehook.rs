@@ -22,8 +22,11 @@ const TP_NAME: usize = 24;
 const TP_BASICSIZE: usize = 32;
 const TP_DEALLOC: usize = 48;
 
-/// The original `code` deallocator, 0 until the hook is installed.
+/// The original `code` deallocator, 0 until the hook is first installed
+/// (kept after: a free under way when the hook is taken out still calls it).
 static ORIGINAL: AtomicUsize = AtomicUsize::new(0);
+/// Where the hook is installed: the `tp_dealloc` slot of `code`, 0 when not.
+static SLOT: AtomicUsize = AtomicUsize::new(0);
 
 type Destructor = unsafe extern "C" fn(*mut ffi::PyObject);
 
@@ -44,7 +47,7 @@ unsafe extern "C" fn code_dealloc(obj: *mut ffi::PyObject) {
 /// Installs the hook once. Leaves everything as it was if the type object
 /// does not look as expected (the cache then only misses frees).
 pub fn install(py: Python<'_>) -> PyResult<()> {
-    if ORIGINAL.load(Ordering::Acquire) != 0 {
+    if SLOT.load(Ordering::Acquire) != 0 {
         return Ok(());
     }
     let code_type = py.import("types")?.getattr("CodeType")?;
@@ -62,10 +65,13 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     };
     // SAFETY: tp_name of a type object is a NUL-terminated C string.
     let name_ok = !name.is_null() && unsafe { CStr::from_ptr(name) }.to_bytes() == b"code";
-    if !name_ok || size != basicsize as isize || dealloc == 0 {
+    let before = ORIGINAL.load(Ordering::Acquire);
+    if !name_ok || size != basicsize as isize || dealloc == 0 || (before != 0 && before != dealloc)
+    {
         return Ok(());
     }
     ORIGINAL.store(dealloc, Ordering::Release);
+    SLOT.store(base as usize + TP_DEALLOC, Ordering::Release);
     // SAFETY: same type object and offset as read above; the GIL is held, so
     // no Python code deallocates concurrently, and an aligned pointer-sized
     // store is atomic for any other reader. The function stays valid for the
@@ -77,6 +83,25 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
         );
     }
     Ok(())
+}
+
+/// Puts the original deallocator back if the slot still holds ours. The
+/// caller holds the GIL.
+pub fn uninstall() {
+    let slot = SLOT.swap(0, Ordering::AcqRel);
+    if slot == 0 {
+        return;
+    }
+    let slot = slot as *mut usize;
+    // SAFETY: `slot` is the `tp_dealloc` field of the static `code` type
+    // object, written by `install`; the GIL is held, and an aligned
+    // pointer-sized store is atomic for any reader. A free under way in our
+    // hook still finds ORIGINAL.
+    unsafe {
+        if std::ptr::read_volatile(slot) == code_dealloc as Destructor as usize {
+            std::ptr::write_volatile(slot, ORIGINAL.load(Ordering::Acquire));
+        }
+    }
 }
 
 /// In a forked child: the sampler that drained the ring is gone.

@@ -88,10 +88,21 @@ fn config(py: Python<'_>, s: &Options) -> Config {
 /// into the settings of the next run, and returns them as a dict (`stealth`
 /// and `verbose` are for the bootstrap). A variable set by hand to a value
 /// it cannot hold is a `ValueError` naming it.
+///
+/// `env`, when given, is a dict of those variables that replaces the
+/// environment (`echion -p` passes the options this way: an attached
+/// process's environment is its own).
 #[pyfunction]
-fn configure_from_env(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
-    let options = Options::from_env(|k| std::env::var(k).ok())
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+#[pyo3(signature = (env=None))]
+fn configure_from_env<'py>(
+    py: Python<'py>,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let options = match env {
+        Some(env) => Options::from_env(|k| env.get(k).cloned()),
+        None => Options::from_env(|k| std::env::var(k).ok()),
+    }
+    .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let dict = pyo3::types::PyDict::new(py);
     dict.set_item("interval_us", options.interval.as_micros() as u64)?;
     dict.set_item("cpu", options.mode == Mode::Cpu)?;
@@ -143,9 +154,10 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, verbose: bool) {
         std::sync::atomic::Ordering::Relaxed,
     );
     let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
+    let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
     match result {
         Err(e) => eprintln!("echion: {e}"),
-        Ok(summary) if verbose || stderr_is_terminal() => eprintln!(
+        Ok(summary) if !quiet && (verbose || stderr_is_terminal()) => eprintln!(
             "echion: profile of pid {} written to {} ({} samples)",
             std::process::id(),
             summary.output.display(),
@@ -156,6 +168,17 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, verbose: bool) {
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
     cvar.notify_all();
+}
+
+/// Whether the line that says where the profile went is left out (an
+/// attached process's stderr is the program's, not the user's of `echion`).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves out (`True`) or prints again the line that says where the
+/// profile went; `echion -p` says it on its own terminal instead.
+#[pyfunction]
+fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The kernel id of the thread that runs (or ran) the sampler, 0 if none.
@@ -225,10 +248,34 @@ fn wait_started(py: Python<'_>, timeout: f64) -> bool {
     py.detach(|| control.wait_started(timeout))
 }
 
+/// Counts the runs stopped so far: a [`watch_control`] of an earlier run
+/// ends when it changes.
+static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Stops sampling and waits (GIL released, at most 10 s) for the profile to
-/// be closed.
+/// be closed. Then takes out what sampling put in the process, so that it
+/// goes on as without echion: the allocator hooks, the `SIGQUIT` handler,
+/// the native stacks' signal handler and the code objects' deallocator
+/// hook (each only where it is still ours). The module itself stays loaded,
+/// inert, and can run again.
 #[pyfunction]
 fn stop(py: Python<'_>) -> PyResult<()> {
+    let finished = stop_sampling(py);
+    STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    echion_memtrace::uninstall();
+    sigquit::uninstall();
+    codehook::uninstall();
+    if finished {
+        // No read or capture of the sampler can be under way any more.
+        echion_sampler::release_native_signal();
+        echion_sampler::release_fault_handler();
+    }
+    Ok(())
+}
+
+/// Stops the run, if one is under way, and waits for its end; whether no
+/// sampler thread is left running (false only if it did not end in 10 s).
+fn stop_sampling(py: Python<'_>) -> bool {
     let Some(running) = with_state(|s| {
         let r = s.running.take();
         // The next run gets a new registry; threads are tracked again by the
@@ -238,7 +285,7 @@ fn stop(py: Python<'_>) -> PyResult<()> {
         }
         r
     }) else {
-        return Ok(());
+        return true;
     };
     running.control.request_stop();
     // The allocators go back before the interpreter finalises (the GIL is
@@ -247,12 +294,52 @@ fn stop(py: Python<'_>) -> PyResult<()> {
     py.detach(|| {
         let (lock, cvar) = &*running.done;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let waited = cvar.wait_timeout_while(guard, Duration::from_secs(10), |finished| !*finished);
-        drop(waited);
-        if let Some(handle) = running.native {
-            let _ = handle.join();
+        let (guard, _) = cvar
+            .wait_timeout_while(guard, Duration::from_secs(10), |finished| !*finished)
+            .unwrap_or_else(|e| e.into_inner());
+        let finished = *guard;
+        drop(guard);
+        if finished {
+            if let Some(handle) = running.native {
+                let _ = handle.join();
+            }
+        }
+        finished
+    })
+}
+
+/// Waits (GIL released) until `echion -p` asks this process to detach:
+/// data or end of file on `fd` (the read end of the attach's control pipe;
+/// the end of file comes when the `echion` command exits, however it
+/// exits), then calls `callback()`. Returns without calling it when this
+/// run is stopped otherwise (the program exits and `atexit` stops it).
+/// Meant as the function of a `_thread` thread: it has no Python frame
+/// while it waits, so it is in no profile.
+#[pyfunction]
+fn watch_control(py: Python<'_>, fd: i32, callback: Bound<'_, PyAny>) -> PyResult<()> {
+    use std::sync::atomic::Ordering;
+    let run = STOPS.load(Ordering::Acquire);
+    let asked = py.detach(|| loop {
+        if STOPS.load(Ordering::Acquire) != run {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, its count, a timeout in milliseconds.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n > 0 {
+            return true;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true;
         }
     });
+    if asked {
+        callback.call0()?;
+    }
     Ok(())
 }
 
@@ -567,6 +654,8 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(update_greenlet_frame, m)?)?;
     m.add_function(wrap_pyfunction!(link_greenlets, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_greenlet, m)?)?;
+    m.add_function(wrap_pyfunction!(watch_control, m)?)?;
+    m.add_function(wrap_pyfunction!(set_quiet, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }

@@ -3,41 +3,68 @@
 //!
 //! The handler only sets a flag ([`echion_sampler::request_dump`]); the
 //! sampler's loop prints the dump at its next tick, outside the signal
-//! handler. It is installed once per process, only when `SIGQUIT` still has
-//! its default action: a program that ignores it, or installs its own
-//! handler (before or after us), keeps its own.
+//! handler. It is installed when sampling starts, only when `SIGQUIT` still
+//! has its default action (a program that ignores it, or installs its own
+//! handler, before or after us, keeps its own), and taken out when sampling
+//! stops.
 
-use std::sync::Once;
+use std::sync::Mutex;
+
+/// Whether the handler is installed (and was found in place since).
+static INSTALLED: Mutex<bool> = Mutex::new(false);
 
 extern "C" fn on_sigquit(_signal: libc::c_int) {
     echion_sampler::request_dump();
 }
 
+/// The handler installed for `SIGQUIT` now, `None` if it cannot be read.
+fn current() -> Option<libc::sighandler_t> {
+    // SAFETY: sigaction with a null new action only reads the current
+    // disposition into a zeroed, properly sized struct.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        (libc::sigaction(libc::SIGQUIT, std::ptr::null(), &mut old) == 0)
+            .then_some(old.sa_sigaction)
+    }
+}
+
+fn ours() -> libc::sighandler_t {
+    on_sigquit as *const () as libc::sighandler_t
+}
+
 /// Installs the handler if `SIGQUIT` has its default action.
 pub(crate) fn install() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sigaction with a null new action only reads the current
-        // disposition into a zeroed, properly sized struct.
-        let current = unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGQUIT, std::ptr::null(), &mut old) != 0 {
-                return;
-            }
-            old.sa_sigaction
-        };
-        if current != libc::SIG_DFL {
-            return;
-        }
-        // SAFETY: the handler is an `extern "C"` function that only stores
-        // to an atomic (async-signal-safe); SA_RESTART keeps the program's
-        // interrupted system calls going as if nothing happened.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigquit as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(libc::SIGQUIT, &action, std::ptr::null_mut());
-        }
-    });
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed || current() != Some(libc::SIG_DFL) {
+        return;
+    }
+    // SAFETY: the handler is an `extern "C"` function that only stores
+    // to an atomic (async-signal-safe); SA_RESTART keeps the program's
+    // interrupted system calls going as if nothing happened.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ours();
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        *installed = libc::sigaction(libc::SIGQUIT, &action, std::ptr::null_mut()) == 0;
+    }
+}
+
+/// Puts the default action back if the handler is still ours (a program
+/// that installed its own since keeps it).
+pub(crate) fn uninstall() {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*installed {
+        return;
+    }
+    *installed = false;
+    if current() != Some(ours()) {
+        return;
+    }
+    // SAFETY: an all-zero sigaction is SIG_DFL with no flags; the old
+    // action is not asked.
+    unsafe {
+        let action: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGQUIT, &action, std::ptr::null_mut());
+    }
 }

@@ -22,6 +22,8 @@ pub mod tasks;
 pub use dump::Dump;
 pub use echion_cpython_layout::PyVersion;
 pub use engine::{Engine, Mode, SkipReason, StackSet, Stats, ThreadFilter};
+pub use mem::guarded::release_fault_handler;
+pub use native::release_native_signal;
 pub use options::Options;
 pub use registry::{RegistryQueue, Update};
 pub use run::{request_dump, run, Config, Control, SamplerError, Summary};

@@ -37,6 +37,13 @@ pub enum NativeError {
     Maps(#[from] std::io::Error),
 }
 
+/// Gives the native stacks' signal back to its default action once
+/// sampling has stopped (see [`echion_unwind::capture::release_signal`]);
+/// `false` if it had to stay (a thread still has it pending).
+pub fn release_native_signal() -> bool {
+    echion_unwind::capture::release_signal()
+}
+
 /// Counters of native sampling, written to the profile's metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NativeStats {

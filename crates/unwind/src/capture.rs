@@ -376,6 +376,48 @@ pub fn signal_pending(tid: i32, signal: i32) -> bool {
     })
 }
 
+/// Gives the signal back to its default action if the handler installed
+/// for it is still ours and no thread of the process has it pending (a
+/// real-time signal pending at its default would end the process; `SIGURG`
+/// is ignored by default, so it always goes back). Call it once no capture
+/// is under way (the sampler has stopped). Returns whether the signal is
+/// free again: the next [`Capturer::new`] installs the handler anew.
+pub fn release_signal() -> bool {
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let sig = SIGNAL.load(Ordering::Acquire) as i32;
+    if sig == 0 {
+        return true;
+    }
+    if current_handler(sig) != handler_address() {
+        // The program took the signal over: it is its own now.
+        SIGNAL.store(0, Ordering::Release);
+        return true;
+    }
+    if sig != libc::SIGURG && pending_anywhere(sig) {
+        return false;
+    }
+    // SAFETY: an all-zero `sigaction` with SIG_DFL (0) as handler is the
+    // default action; the old one is not asked.
+    let action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `action` is a valid sigaction.
+    if unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) } != 0 {
+        return false;
+    }
+    SIGNAL.store(0, Ordering::Release);
+    true
+}
+
+/// Whether any thread of this process has `signal` pending.
+fn pending_anywhere(signal: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return true;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .any(|tid| signal_pending(tid, signal))
+}
+
 fn handler_address() -> usize {
     handler as *const () as usize
 }

@@ -168,6 +168,16 @@ impl ModuleMap {
         m.range.contains(&addr).then_some(m)
     }
 
+    /// The address in memory of the function `name`, from the first module
+    /// that has it (the executable and libpython before the libraries they
+    /// load, as the maps list them), and that module.
+    pub fn find_function(&self, name: &str) -> Option<(u64, &LoadedModule)> {
+        self.modules.iter().find_map(|m| {
+            let addr = m.symbols.address_of(name)?;
+            Some((addr.wrapping_add(m.bias), m))
+        })
+    }
+
     /// The modules, by address.
     pub fn modules(&self) -> &[LoadedModule] {
         &self.modules

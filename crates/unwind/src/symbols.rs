@@ -76,6 +76,15 @@ impl Symbols {
         self.entries.is_empty()
     }
 
+    /// The (file) address of the function named `name` exactly, if the
+    /// module has it (a scan: for the few look-ups of an injection).
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|&&(_, _, at, len)| &self.names[at as usize..(at + len) as usize] == name)
+            .map(|e| e.0)
+    }
+
     /// The symbol [`Symbols::lookup`] finds for `addr`, whole: (start,
     /// size, name).
     pub fn lookup_entry(&self, addr: u64) -> Option<(u64, u64, &str)> {

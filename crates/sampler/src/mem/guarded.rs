@@ -125,6 +125,16 @@ impl MemoryReader for GuardedReader {
     }
 }
 
+/// Puts back the `SIGSEGV` and `SIGBUS` dispositions that were there before
+/// the fault handler, where ours is still the one installed (a program
+/// that installed its own since keeps it). Call it only when no guarded
+/// read can be under way (every reader's thread has stopped sampling); a
+/// later [`GuardedReader::new`] installs the handler again. Returns whether
+/// the handler is out.
+pub fn release_fault_handler() -> bool {
+    imp::uninstall()
+}
+
 /// Unblocks `SIGSEGV` and `SIGBUS` for the calling thread: a fault with the
 /// signal blocked would kill the process instead of reaching the handler.
 /// Call it once on the sampler thread (which runs only echion's code).
@@ -204,13 +214,15 @@ mod imp {
     const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 
     /// The dispositions that were installed before ours, by index in
-    /// [`SIGNALS`]. Written once, under [`INSTALL`], before the handler that
-    /// reads them is installed; read-only afterwards.
+    /// [`SIGNALS`]. Written under [`INSTALL`] before the handler that reads
+    /// them is installed, and again only at an install after an
+    /// [`uninstall`], which happens when no guarded read is under way (so
+    /// no handler of ours can be reading them).
     struct Previous(UnsafeCell<[MaybeUninit<libc::sigaction>; 2]>);
 
-    // SAFETY: written once before any reader can exist (the handler is
-    // installed after the write, and installation is a system call that
-    // orders it), then only read.
+    // SAFETY: written only while no handler of ours is installed and no
+    // guarded read is under way (the handler is installed after the write,
+    // and installation is a system call that orders it), else only read.
     unsafe impl Sync for Previous {}
 
     static PREVIOUS: Previous = Previous(UnsafeCell::new([MaybeUninit::uninit(); 2]));
@@ -268,6 +280,33 @@ mod imp {
             }
         }
         INSTALLED.store(true, Ordering::Release);
+        true
+    }
+
+    /// Restores the previous dispositions where ours is on top.
+    pub(super) fn uninstall() -> bool {
+        let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        if !installed() {
+            return true;
+        }
+        for &sig in &SIGNALS {
+            let mut current = MaybeUninit::<libc::sigaction>::uninit();
+            // SAFETY: a null new action only queries; `current` is valid
+            // for writes.
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), current.as_mut_ptr()) };
+            // SAFETY: initialised by the successful call.
+            if rc == 0 && unsafe { current.assume_init() }.sa_sigaction == handler_address() {
+                // SAFETY: PREVIOUS holds the action queried at install.
+                unsafe {
+                    libc::sigaction(
+                        sig,
+                        (*PREVIOUS.0.get())[index(sig)].as_ptr(),
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+        }
+        INSTALLED.store(false, Ordering::Release);
         true
     }
 
@@ -360,6 +399,9 @@ mod imp {
     }
     pub(super) fn install() -> bool {
         false
+    }
+    pub(super) fn uninstall() -> bool {
+        true
     }
     pub(super) fn on_top() -> bool {
         false

@@ -18,11 +18,12 @@ _options = {}
 PROFILED_PID = "_ECHION_PROFILED_PID"
 
 
-def _configure() -> None:
+def _configure(env=None) -> None:
     # The variables, their formats and defaults are known to echion.core
-    # only (the echion command writes them with the same code).
+    # only (the echion command writes them with the same code). `echion -p`
+    # passes them as a dict: an attached process's environment is its own.
     global _options
-    _options = ec.configure_from_env()
+    _options = ec.configure_from_env(env)
 
 
 def _sampler_thread_class():
@@ -118,10 +119,18 @@ def _after_fork_in_child() -> None:
     _sampler_thread = None
     if not _started:
         return
-    os.environ[PROFILED_PID] = str(os.getpid())
     # The sampler thread did not survive the fork: forget the parent's
-    # state without writing it, and sample this process into its own file.
+    # state without writing it.
     ec.reset_after_fork()
+    if _attached_env is not None:
+        # `echion -p` profiles the process it attached to, not its children:
+        # a forked child goes on without echion.
+        _restore_profiled_pid()
+        _unhook()
+        ec.stop()  # nothing runs: takes out the allocator and signal hooks
+        return
+    os.environ[PROFILED_PID] = str(os.getpid())
+    # Sample this process into its own file.
     _configure()
     # The names posted before this point went to the parent's registry.
     from echion.monkey import threading as threading_hooks
@@ -158,13 +167,36 @@ def _hook_gevent() -> None:
     gevent_hooks.patch()
 
 
-def start() -> None:
-    """Configure, hook the standard library and start sampling."""
-    global _started
+_fork_hooks = False
+#: The options ``echion -p`` gave (a dict), ``None`` in run mode.
+_attached_env = None
+#: ``PROFILED_PID`` as it was before an attached run set it.
+_previous_profiled_pid = None
+
+
+def _restore_profiled_pid() -> None:
+    global _attached_env
+    if _attached_env is None:
+        return
+    _attached_env = None
+    if _previous_profiled_pid is None:
+        os.environ.pop(PROFILED_PID, None)
+    else:
+        os.environ[PROFILED_PID] = _previous_profiled_pid
+
+
+def start(env=None) -> None:
+    """Configure (from ``env``, a dict of ``ECHION_*`` values that
+    ``echion -p`` passes, or else from the environment), hook the standard
+    library and start sampling."""
+    global _started, _fork_hooks, _attached_env, _previous_profiled_pid
     if _started or in_profiled_process():
         return
+    if env is not None:
+        _attached_env = env
+        _previous_profiled_pid = os.environ.get(PROFILED_PID)
     os.environ[PROFILED_PID] = str(os.getpid())
-    _configure()
+    _configure(env)
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
@@ -176,10 +208,14 @@ def start() -> None:
     asyncio_hooks.install_when_imported()
     when_imported("gevent", _hook_gevent)
     _started = True
-    os.register_at_fork(
-        before=_hide_fork_warning,
-        after_in_child=_after_fork_in_child,
-    )
+    if not _fork_hooks:
+        # Hooks cannot be unregistered: once per process, inert while
+        # echion is not sampling (an attached process may be attached again).
+        _fork_hooks = True
+        os.register_at_fork(
+            before=_hide_fork_warning,
+            after_in_child=_after_fork_in_child,
+        )
     atexit.register(stop)
     _start_sampler()
 
@@ -198,6 +234,15 @@ def stop() -> None:
     thread, _sampler_thread = _sampler_thread, None
     if thread is not None and thread.is_alive():
         thread.join(5.0)
+    _unhook()
+    _restore_profiled_pid()
+
+
+def _unhook() -> None:
+    """Takes out every hook ``start`` put in (the fork hooks stay, inert)."""
+    global _started, _sampler_thread
+    _started = False
+    _sampler_thread = None
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.unpatch()

@@ -8,27 +8,39 @@ import sys
 
 def _start_echion() -> None:
     # A subinterpreter of a process echion already profiles: its threads are
-    # sampled from the main interpreter's sampler, and echion is not even
-    # imported here. A program image started by exec has the same pid and
+    # sampled from the main interpreter's sampler, and echion.core is not
+    # even loaded here. A program image started by exec has the same pid and
     # environment, but runs in a main interpreter: it starts its own profile.
     profiled_here = os.environ.get("_ECHION_PROFILED_PID") == str(os.getpid())
-    if profiled_here:
-        try:
-            from echion._interpreters import is_main_interpreter
-        except ImportError:
-            return
-        if not is_main_interpreter():
-            return
     try:
+        _load_own_echion()
+        if profiled_here:
+            from echion._interpreters import is_main_interpreter
+
+            if not is_main_interpreter():
+                return
         import echion.bootstrap as bootstrap
-    except ImportError as e:
-        # An interpreter the echion package is not installed for (or a
-        # subinterpreter that cannot load it): run the program unprofiled,
-        # its output untouched; say why only when asked to.
-        if not profiled_here and os.environ.get("ECHION_VERBOSE") == "1":
+    except (ImportError, OSError) as e:
+        # An interpreter echion cannot run in (older than 3.8, or one that
+        # cannot load the abi3 module): run the program unprofiled, its
+        # output untouched, and say why in one line. A subinterpreter of a
+        # profiled process stays silent.
+        if not profiled_here:
             sys.stderr.write("echion: not profiling %s: %s\n" % (sys.executable, e))
         return
     bootstrap.start()
+
+
+def _load_own_echion() -> None:
+    # The echion package this directory belongs to, whether or not the
+    # interpreter has echion installed (one abi3 build serves 3.8 and up).
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "loader.py")
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    namespace = {"__name__": "echion_loader"}
+    exec(code, namespace)
+    namespace["load_echion"](os.path.dirname(here))
 
 
 def _chain_to_user_sitecustomize() -> None:

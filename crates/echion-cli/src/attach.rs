@@ -1,0 +1,466 @@
+//! `echion -p PID`: profile a process that is already running, then leave
+//! it as it was.
+//!
+//! The command makes a control directory (`options`, `status`, the
+//! `control` FIFO it holds open), has the process run the bootstrap's
+//! `attach_entry.py` at a safe point ([`echion_inject`]), and follows the
+//! status lines the process writes. Ctrl-C (or `SIGTERM`, `SIGHUP`), the
+//! exposure time, or the end of the command however it ends (the FIFO's
+//! end of file) makes the process detach; the process's exit ends the
+//! profile too.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use echion_inject::{Calls, Injection, Target};
+use echion_sampler::options::Options;
+use echion_sampler::{Mode, Session};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::Mode as FileMode;
+
+use crate::config::{expand_pid, Config};
+use crate::error::CliError;
+
+/// How long the process may take to reach a safe point.
+const SAFE_POINT_PATIENCE: Duration = Duration::from_secs(3);
+/// How long the bootstrap may take once it runs (imports, first sample).
+const START_PATIENCE: Duration = Duration::from_secs(30);
+/// How long the process may take to detach.
+const DETACH_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Attaches to `config.attach_pid` with the bootstrap in `bootstrap_dir`,
+/// profiles until asked to stop, detaches. Returns the exit status.
+pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError> {
+    let pid = config.attach_pid.expect("attach mode has a pid");
+    let fail = |reason: String| CliError::Attach { pid, reason };
+    if pid == std::process::id() {
+        return Err(fail("that is echion itself".to_owned()));
+    }
+    // Is it a CPython echion can read? (Also the clearest message for no
+    // such process, no permission, not Python, an unsupported version.)
+    let session = Session::attach(pid).map_err(|e| fail(e.to_string()))?;
+    let version = session.version();
+    drop(session);
+    let entry = bootstrap_dir.join("attach_entry.py");
+    if !entry.is_file() {
+        return Err(fail(format!("{} is missing", entry.display())));
+    }
+    let mut target = Target::open(pid).map_err(|e| fail(e.to_string()))?;
+
+    let signals = block_signals().map_err(|e| fail(format!("cannot handle signals: {e}")))?;
+    let control = ControlDir::create(pid)
+        .map_err(|e| fail(format!("cannot make the control directory: {e}")))?;
+    let output = output_path(config, pid);
+    control
+        .write_options(&options(config, &output))
+        .map_err(|e| fail(format!("cannot write the options: {e}")))?;
+    if !output.contains(crate::config::PID_PLACEHOLDER) {
+        echion_sampler::output::reset(Path::new(&output));
+    }
+    let source = entry_source(&entry, &control.dir)
+        .ok_or_else(|| fail("the paths are not UTF-8".to_owned()))?;
+
+    let began = Instant::now();
+    let injection = target
+        .inject(source.as_bytes(), SAFE_POINT_PATIENCE)
+        .map_err(|e| fail(e.to_string()))?;
+    if config.verbose {
+        eprintln!(
+            "echion: pid {pid} (CPython {version}): thread {} borrowed for {} after {} retries, stopped {} us",
+            injection.tid,
+            match injection.calls {
+                Calls::Directly => "a direct run",
+                Calls::PendingCall => "a pending call",
+            },
+            injection.retries,
+            injection.stopped.as_micros()
+        );
+    }
+    let mut session = Attached {
+        pid,
+        target,
+        injection,
+        control,
+        signals,
+        status: StatusReader::default(),
+    };
+    session.follow(config, began, &output)
+}
+
+/// The absolute output path with `%(pid)` as the target's pid.
+fn output_path(config: &Config, pid: u32) -> String {
+    let out = expand_pid(&config.output, pid);
+    let path = Path::new(&out);
+    if path.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path).to_string_lossy().into_owned();
+        }
+    }
+    out
+}
+
+/// The options the attached process runs with (the exposure is the
+/// command's to keep).
+fn options(config: &Config, output: &str) -> Options {
+    Options {
+        interval: Duration::from_micros(config.interval_us),
+        mode: if config.cpu { Mode::Cpu } else { Mode::Wall },
+        exposure: None,
+        output: output.to_owned(),
+        memory: config.memory,
+        native: config.native,
+        stealth: config.stealth,
+        verbose: config.verbose,
+        direct_reads: true,
+    }
+}
+
+/// The Python source the process runs: the entry file, executed in a
+/// namespace of its own, so that nothing is bound in `__main__`; never an
+/// exception out of it (a pending call that fails would raise one in the
+/// program).
+fn entry_source(entry: &Path, control: &Path) -> Option<String> {
+    let e = py_literal(entry.to_str()?);
+    let c = py_literal(control.to_str()?);
+    Some(format!(
+        "try:\n __import__('builtins').exec(__import__('builtins').compile(\
+         __import__('io').open_code({e}).read(),{e},'exec'),\
+         {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c}}})\nexcept BaseException:\n pass\n"
+    ))
+}
+
+/// `text` as a Python string literal.
+fn py_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c if c.is_control() => out.push_str(&format!("\\U{:08x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Blocks the signals that end an attach, to read them from a signalfd.
+fn block_signals() -> nix::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// The control directory of one attach, removed when dropped.
+struct ControlDir {
+    dir: PathBuf,
+    /// The FIFO, held open read-write: its end of file (when this process
+    /// ends, however) tells the target to detach.
+    fifo: File,
+}
+
+impl ControlDir {
+    fn create(pid: u32) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("echion-attach-{pid}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir)?;
+        // The target may run as another user: it reads the directory and
+        // writes the status file and the FIFO, nothing else.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        let status = dir.join("status");
+        File::create(&status)?;
+        fs::set_permissions(&status, fs::Permissions::from_mode(0o666))?;
+        let fifo_path = dir.join("control");
+        nix::unistd::mkfifo(&fifo_path, FileMode::from_bits_truncate(0o600))
+            .map_err(std::io::Error::from)?;
+        fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o666))?;
+        let fifo = File::options().read(true).write(true).open(&fifo_path)?;
+        Ok(ControlDir { dir, fifo })
+    }
+
+    fn write_options(&self, options: &Options) -> std::io::Result<()> {
+        let mut text = String::new();
+        for (k, v) in options.to_env() {
+            if v.contains('\n') {
+                return Err(std::io::Error::other(format!("{k} holds a newline")));
+            }
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let path = self.dir.join("options");
+        fs::write(&path, text)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+    }
+
+    fn ask_to_detach(&mut self) {
+        let _ = self.fifo.write_all(b"q");
+    }
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads the status lines the target appends.
+#[derive(Default)]
+struct StatusReader {
+    offset: u64,
+    partial: String,
+}
+
+impl StatusReader {
+    fn lines(&mut self, dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(mut f) = File::open(dir.join("status")) else {
+            return out;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return out;
+        }
+        let mut text = String::new();
+        if let Ok(n) = f.read_to_string(&mut text) {
+            self.offset += n as u64;
+        }
+        self.partial.push_str(&text);
+        while let Some(i) = self.partial.find('\n') {
+            out.push(self.partial[..i].to_owned());
+            self.partial.drain(..=i);
+        }
+        out
+    }
+}
+
+/// What stopped an attached run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Signal(Signal),
+    Exposure,
+    Exited,
+}
+
+/// One attach under way.
+struct Attached {
+    pid: u32,
+    target: Target,
+    injection: Injection,
+    control: ControlDir,
+    signals: SignalFd,
+    status: StatusReader,
+}
+
+impl Attached {
+    fn fail(&self, reason: String) -> CliError {
+        CliError::Attach {
+            pid: self.pid,
+            reason,
+        }
+    }
+
+    /// Waits up to 20 ms for a signal; returns it if one came.
+    fn wait_signal(&mut self) -> Option<Signal> {
+        let ready = {
+            let mut fds = [PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.signals),
+                PollFlags::POLLIN,
+            )];
+            poll(&mut fds, PollTimeout::from(20u16)).unwrap_or(0) > 0
+        };
+        if !ready {
+            return None;
+        }
+        match self.signals.read_signal() {
+            Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
+            _ => None,
+        }
+    }
+
+    fn follow(&mut self, config: &Config, began: Instant, output: &str) -> Result<i32, CliError> {
+        let pid = self.pid;
+        // 1. Until the bootstrap runs, then until it has started.
+        let mut running = false;
+        let deadline_run = Instant::now() + SAFE_POINT_PATIENCE;
+        let deadline_start = Instant::now() + SAFE_POINT_PATIENCE + START_PATIENCE;
+        let first_sample = loop {
+            let mut started = false;
+            for line in self.status.lines(&self.control.dir) {
+                if line == "running" {
+                    running = true;
+                } else if line.starts_with("started") {
+                    started = true;
+                } else if line == "busy" {
+                    self.cleanup(true);
+                    return Err(self.fail("it is already being profiled by echion".to_owned()));
+                } else if let Some(reason) = line.strip_prefix("error: ") {
+                    self.cleanup(true);
+                    return Err(self.fail(format!("echion could not start in it: {reason}")));
+                }
+            }
+            if started {
+                break began.elapsed();
+            }
+            if !alive(pid) {
+                return Err(self.fail("the process exited during the attach".to_owned()));
+            }
+            if let Some(sig) = self.wait_signal() {
+                self.give_up();
+                return Err(self.fail(format!("interrupted ({sig}) before echion started; nothing was left running in the process")));
+            }
+            let now = Instant::now();
+            if !running && now >= deadline_run {
+                self.give_up();
+                return Err(self.fail(format!(
+                    "no point where Python code can safely run came within {} s (is its main thread \
+                     holding the GIL in C code?); nothing was left running in it; `echion -w {pid}` \
+                     shows where its threads are",
+                    SAFE_POINT_PATIENCE.as_secs()
+                )));
+            }
+            if now >= deadline_start {
+                self.ask_and_wait_detach();
+                self.cleanup(false);
+                return Err(self.fail("echion did not start in it in time".to_owned()));
+            }
+        };
+        eprintln!(
+            "echion: attached to pid {pid}: stopped {} us, first sample after {} ms; \
+             profiling to {output}{}",
+            self.injection.stopped.as_micros(),
+            first_sample.as_millis(),
+            if config.exposure.is_some() {
+                ""
+            } else {
+                " until Ctrl-C"
+            }
+        );
+        // 2. Profiling.
+        let deadline = config.exposure.map(|x| Instant::now() + x);
+        let end = loop {
+            for line in self.status.lines(&self.control.dir) {
+                if let Some(reason) = line.strip_prefix("error: ") {
+                    eprintln!("echion: pid {pid}: {reason}");
+                }
+            }
+            if !alive(pid) {
+                break End::Exited;
+            }
+            if let Some(sig) = self.wait_signal() {
+                break End::Signal(sig);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break End::Exposure;
+            }
+        };
+        if end == End::Exited {
+            eprintln!("echion: pid {pid} exited; its profile is in {output}");
+            return Ok(0);
+        }
+        // 3. Detaching.
+        if !self.ask_and_wait_detach() {
+            if !alive(pid) {
+                eprintln!("echion: pid {pid} exited; its profile is in {output}");
+                return Ok(0);
+            }
+            self.cleanup(false);
+            return Err(self.fail(format!(
+                "it did not detach within {} s",
+                DETACH_PATIENCE.as_secs()
+            )));
+        }
+        self.cleanup(false);
+        eprintln!("echion: detached from pid {pid}; profile in {output}");
+        Ok(0)
+    }
+
+    /// Asks the process to detach and waits for it; `false` if it did not
+    /// say so in time.
+    fn ask_and_wait_detach(&mut self) -> bool {
+        self.control.ask_to_detach();
+        let deadline = Instant::now() + DETACH_PATIENCE;
+        loop {
+            if fs::read_to_string(self.control.dir.join("status"))
+                .is_ok_and(|s| s.lines().any(|l| l == "detached"))
+            {
+                return true;
+            }
+            if !alive(self.pid) || Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// No safe point in time: what was injected must never start echion.
+    fn give_up(&mut self) {
+        if self.injection.calls == Calls::PendingCall && self.target.done(&self.injection).is_some()
+        {
+            // Queued: it runs one day, and must then do nothing.
+            let _ = self.target.neutralize(&self.injection);
+        }
+        // The entry does nothing once the control directory is gone
+        // (dropped with `self`).
+    }
+
+    /// Takes the trampoline page out of the process once nothing uses it.
+    fn cleanup(&mut self, source_ran: bool) {
+        let finished = self.target.done(&self.injection).is_some();
+        let unused = match self.injection.calls {
+            Calls::Directly => finished,
+            Calls::PendingCall => finished && (source_ran || self.ran()),
+        };
+        if unused && alive(self.pid) {
+            for _ in 0..50 {
+                if self.target.unmap(&self.injection).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn ran(&self) -> bool {
+        fs::read_to_string(self.control.dir.join("status"))
+            .is_ok_and(|s| s.lines().any(|l| l == "running"))
+    }
+}
+
+/// Whether process `pid` is still there (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_literals_escape_what_python_would_misread() {
+        assert_eq!(py_literal("/tmp/a"), "'/tmp/a'");
+        assert_eq!(py_literal("it's\\"), "'it\\'s\\\\'");
+        assert_eq!(py_literal("a\nb"), "'a\\U0000000ab'");
+    }
+
+    #[test]
+    fn the_entry_source_binds_nothing_and_swallows_everything() {
+        let s = entry_source(Path::new("/e.py"), Path::new("/c")).unwrap();
+        assert!(s.starts_with("try:\n"));
+        assert!(s.ends_with("except BaseException:\n pass\n"));
+        assert!(s.contains("'CONTROL':'/c'"));
+        assert!(!s.contains('\0'));
+    }
+}

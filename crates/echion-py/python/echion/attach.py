@@ -1,0 +1,83 @@
+"""The attached side of ``echion -p PID``: starts profiling inside a running
+process and takes everything out again when the ``echion`` command asks
+(or exits, however it exits).
+
+The ``echion`` command makes a control directory with ``options`` (the
+``ECHION_*`` values, one ``name=value`` per line), ``status`` (this side
+appends one line per event: ``started``, ``busy``, ``error: …``,
+``detached``) and ``control``, a FIFO that the command holds open: a byte
+on it, or its end of file, means detach.
+"""
+
+import os
+import sys
+
+import echion.core as ec
+from echion import bootstrap
+
+#: The control pipe's read end while attached.
+_control_fd = None
+_report = None
+
+
+def _read_options(control):
+    env = {}
+    with open(os.path.join(control, "options"), "r", encoding="utf-8") as f:
+        for line in f:
+            name, sep, value = line.rstrip("\n").partition("=")
+            if sep:
+                env[name] = value
+    return env
+
+
+def run(control, report):
+    """Starts profiling with the options in ``control``; ``report(line)``
+    writes a status line for the ``echion`` command."""
+    global _control_fd, _report
+    if bootstrap._started or os.environ.get(bootstrap.PROFILED_PID) == str(os.getpid()):
+        report("busy")
+        return
+    env = _read_options(control)
+    fd = os.open(os.path.join(control, "control"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        ec.set_quiet(True)
+        bootstrap.start(env)
+        if not bootstrap._started:
+            raise RuntimeError("echion did not start")
+        import _thread
+
+        _control_fd, _report = fd, report
+        # A thread of `_thread`, not `threading`: it is in no list of the
+        # program's threads, and while it waits it has no Python frame, so
+        # it is in no profile either.
+        _thread.start_new_thread(ec.watch_control, (fd, _detach))
+    except BaseException:
+        os.close(fd)
+        if bootstrap._started:
+            bootstrap.stop()
+        ec.set_quiet(False)
+        raise
+    report("started %d" % os.getpid())
+
+
+def _detach():
+    """Stops profiling, takes every hook out and tells the command."""
+    global _control_fd, _report
+    fd, report = _control_fd, _report
+    _control_fd = _report = None
+    try:
+        bootstrap.stop()
+        ec.set_quiet(False)
+    finally:
+        # `Thread.join` above made this thread known to `threading` as a
+        # dummy thread: it is gone from the program's list with it.
+        import _thread
+
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            with threading._active_limbo_lock:
+                threading._active.pop(_thread.get_ident(), None)
+        if fd is not None:
+            os.close(fd)
+        if report is not None:
+            report("detached")

@@ -1,0 +1,260 @@
+//! One thread of the target under ptrace: stopped, read, changed, let go.
+//! Memory goes through `/proc/<pid>/mem`, which a tracer may write even
+//! where the pages are read-only.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::InjectError;
+
+/// The kernel's "restart the system call" codes, as `-rax` after a stop in
+/// one: ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK.
+const ERESTARTSYS: u64 = 512;
+const ERESTARTNOINTR: u64 = 513;
+const ERESTARTNOHAND: u64 = 514;
+const ERESTART_RESTARTBLOCK: u64 = 516;
+/// `restart_syscall`, which the kernel has a thread call to go on with a
+/// system call that left `ERESTART_RESTARTBLOCK`.
+const NR_RESTART_SYSCALL: u64 = 219;
+const EINTR: u64 = 4;
+
+/// Where a stopped thread was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Running its own code.
+    User,
+    /// In system call `nr`, which the stop interrupted (the kernel would
+    /// restart it, `restart_block` telling how).
+    Syscall {
+        /// The system call's number.
+        nr: u64,
+        /// Whether it restarts through `restart_syscall`.
+        restart_block: bool,
+        /// Whether it must never fail with `EINTR`.
+        no_intr: bool,
+    },
+}
+
+/// A thread of the target, seized and stopped.
+pub struct Tracee {
+    pid: Pid,
+    mem: File,
+    /// Its registers when it stopped.
+    pub regs: libc::user_regs_struct,
+    /// When the stop began.
+    since: Instant,
+    attached: bool,
+}
+
+impl Tracee {
+    /// Seizes thread `tid` of process `pid` and stops it.
+    pub fn stop(pid: u32, tid: u32) -> Result<Self, InjectError> {
+        let mem = File::options()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(|e| InjectError::from_io(pid, &e))?;
+        let t = Pid::from_raw(tid as i32);
+        let since = Instant::now();
+        ptrace::seize(t, ptrace::Options::empty()).map_err(|e| InjectError::from_errno(pid, e))?;
+        let mut tracee = Tracee {
+            pid: t,
+            mem,
+            regs: unsafe_free_zeroed_regs(),
+            since,
+            attached: true,
+        };
+        ptrace::interrupt(t).map_err(|e| InjectError::from_errno(pid, e))?;
+        tracee.wait_stop(pid)?;
+        tracee.regs = ptrace::getregs(t).map_err(|e| InjectError::from_errno(pid, e))?;
+        Ok(tracee)
+    }
+
+    /// Waits for the thread's next stop, handing on any signal that stops
+    /// it meanwhile (it is the program's).
+    fn wait_stop(&mut self, pid: u32) -> Result<Option<Signal>, InjectError> {
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(None),
+                Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => return Ok(Some(Signal::SIGTRAP)),
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    // A signal of the program's own: deliver it and stop
+                    // again.
+                    ptrace::cont(self.pid, sig).map_err(|e| InjectError::from_errno(pid, e))?;
+                    ptrace::interrupt(self.pid).map_err(|e| InjectError::from_errno(pid, e))?;
+                }
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                    self.attached = false;
+                    return Err(InjectError::Exited);
+                }
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) | Err(Errno::ESRCH) => {
+                    self.attached = false;
+                    return Err(InjectError::Exited);
+                }
+                Err(e) => return Err(InjectError::from_errno(pid, e)),
+            }
+        }
+    }
+
+    /// Where the thread stopped.
+    pub fn stopped(&self) -> Stopped {
+        let r = &self.regs;
+        let code = r.rax.wrapping_neg();
+        if r.orig_rax as i64 >= 0
+            && matches!(
+                code,
+                ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+            )
+        {
+            Stopped::Syscall {
+                nr: r.orig_rax,
+                restart_block: code == ERESTART_RESTARTBLOCK,
+                no_intr: code == ERESTARTNOINTR,
+            }
+        } else {
+            Stopped::User
+        }
+    }
+
+    /// The registers that take the thread on from its stop as if nothing
+    /// had happened (a system call restarts), or, with `eintr`, as if a
+    /// signal handler had run (a system call fails with `EINTR`).
+    pub fn resume_regs(&self, eintr: bool) -> libc::user_regs_struct {
+        let mut r = self.regs;
+        if let Stopped::Syscall {
+            nr,
+            restart_block,
+            no_intr,
+        } = self.stopped()
+        {
+            if eintr && !no_intr {
+                r.rax = EINTR.wrapping_neg();
+            } else {
+                r.rip -= 2;
+                r.rax = if restart_block {
+                    NR_RESTART_SYSCALL
+                } else {
+                    nr
+                };
+            }
+        }
+        r
+    }
+
+    /// Reads `buf.len()` bytes of the target at `addr`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.mem.read_exact_at(buf, addr)
+    }
+
+    /// Writes `bytes` into the target at `addr`.
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.mem.write_all_at(bytes, addr)
+    }
+
+    /// Runs one `syscall` instruction (at `insn`) in the thread with
+    /// `args`, single-stepped; returns its result (negative errno on
+    /// failure). The thread's registers are put back after.
+    pub fn syscall(
+        &mut self,
+        pid: u32,
+        insn: u64,
+        nr: u64,
+        args: [u64; 6],
+    ) -> Result<i64, InjectError> {
+        let mut r = self.regs;
+        r.rip = insn;
+        r.rax = nr;
+        r.orig_rax = u64::MAX;
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) =
+            (args[0], args[1], args[2], args[3], args[4], args[5]);
+        ptrace::setregs(self.pid, r).map_err(|e| InjectError::from_errno(pid, e))?;
+        ptrace::step(self.pid, None).map_err(|e| InjectError::from_errno(pid, e))?;
+        loop {
+            if self.wait_stop(pid)? == Some(Signal::SIGTRAP) {
+                break;
+            }
+            // A stop of another kind before the step finished: step on.
+            ptrace::step(self.pid, None).map_err(|e| InjectError::from_errno(pid, e))?;
+        }
+        let after = ptrace::getregs(self.pid).map_err(|e| InjectError::from_errno(pid, e))?;
+        ptrace::setregs(self.pid, self.regs).map_err(|e| InjectError::from_errno(pid, e))?;
+        Ok(after.rax as i64)
+    }
+
+    /// Lets the thread go on with `regs` (its own, or a trampoline's), and
+    /// returns how long it was stopped.
+    pub fn release(
+        mut self,
+        regs: Option<libc::user_regs_struct>,
+    ) -> Result<Duration, InjectError> {
+        if let Some(r) = regs {
+            ptrace::setregs(self.pid, r).map_err(|_| InjectError::Exited)?;
+        }
+        self.attached = false;
+        ptrace::detach(self.pid, None).map_err(|_| InjectError::Exited)?;
+        Ok(self.since.elapsed())
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        if self.attached {
+            // An error on the way: the thread goes on as it was.
+            let _ = ptrace::setregs(self.pid, self.regs);
+            let _ = ptrace::detach(self.pid, None);
+        }
+    }
+}
+
+/// An all-zero register set (before the first `getregs`).
+fn unsafe_free_zeroed_regs() -> libc::user_regs_struct {
+    libc::user_regs_struct {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        rbp: 0,
+        rbx: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rax: 0,
+        rcx: 0,
+        rdx: 0,
+        rsi: 0,
+        rdi: 0,
+        orig_rax: 0,
+        rip: 0,
+        cs: 0,
+        eflags: 0,
+        rsp: 0,
+        ss: 0,
+        fs_base: 0,
+        gs_base: 0,
+        ds: 0,
+        es: 0,
+        fs: 0,
+        gs: 0,
+    }
+}
+
+/// Whether `tid` of `pid` is a live thread (not gone, not a zombie).
+pub fn thread_alive(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .is_some_and(|dead| !dead)
+}

@@ -1,0 +1,306 @@
+//! The code a borrowed thread runs in the target: a few calls into
+//! CPython, then every register as it was, and back where the thread was.
+//!
+//! The thread gets there by ptrace setting its instruction and stack
+//! pointers; from then on it needs nothing from us, so the process is
+//! released before the calls run (a call that waits for the GIL waits with
+//! nobody stopped). The page it lives in holds, in order: the code, the
+//! data slots (the saved registers, the call targets, the results), the
+//! `xsave` area of the floating-point and vector registers, and the Python
+//! source to run.
+//!
+//! The code, in the page's own words:
+//!
+//! ```text
+//! cld
+//! mov eax, -1; mov edx, -1; xsave64 [XSAVE]     ; every vector register
+//! ldmxcsr [MXCSR]; fninit                        ; the ABI's defaults
+//! <calls>                                        ; see `Calls`
+//! mov eax, -1; mov edx, -1; xrstor64 [XSAVE]
+//! mov qword [DONE], 1
+//! push qword [RFLAGS]; popfq
+//! mov rax, [RAX] … mov r15, [R15]                ; all but rsp
+//! mov rsp, [RSP]
+//! jmp [RIP]
+//! ```
+
+/// The size of the page set: code and slots, `xsave` area, source.
+pub const PAGE_SIZE: usize = 3 * 4096;
+/// Where the data slots start.
+const SLOTS: usize = 0x400;
+/// Where the `xsave` area starts (64-byte aligned, one page).
+const XSAVE: usize = 0x1000;
+/// Where the Python source starts.
+pub const SOURCE: usize = 0x2000;
+/// The longest source, with its NUL.
+pub const SOURCE_MAX: usize = PAGE_SIZE - SOURCE;
+
+/// The slots, 8 bytes each from [`SLOTS`].
+#[derive(Debug, Clone, Copy)]
+#[repr(usize)]
+enum Slot {
+    // The 16 general registers in encoding order, then rflags and rip.
+    Rflags = 16,
+    Rip,
+    Mxcsr,
+    Done,
+    // Call targets.
+    AddPendingCall,
+    RunString,
+    Ensure,
+    Release,
+    // Results.
+    Result,
+    GilState,
+    // The source's address.
+    SourcePtr,
+}
+
+fn slot(s: Slot) -> usize {
+    SLOTS + 8 * s as usize
+}
+
+fn reg_slot(reg: u8) -> usize {
+    SLOTS + 8 * reg as usize
+}
+
+/// Encoding numbers of the general registers.
+const RAX: u8 = 0;
+const RSP: u8 = 4;
+const RSI: u8 = 6;
+const RDI: u8 = 7;
+
+/// What the borrowed thread calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// `Py_AddPendingCall(PyRun_SimpleString, source)`: the main thread
+    /// runs the source at its next check of the eval breaker, with the
+    /// GIL, between two bytecodes. Any thread may ask.
+    PendingCall,
+    /// `s = PyGILState_Ensure(); PyRun_SimpleString(source);
+    /// PyGILState_Release(s)`: for a thread waiting in a blocking call
+    /// that released the GIL, at the point where CPython would run a
+    /// signal handler (it goes on as after one: the call sees `EINTR`).
+    Directly,
+}
+
+/// The addresses of the CPython functions the trampoline calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Functions {
+    /// `Py_AddPendingCall`.
+    pub add_pending_call: u64,
+    /// `PyRun_SimpleString` (takes a `const char *`, returns an `int`: a
+    /// pending call's signature).
+    pub run_string: u64,
+    /// `PyGILState_Ensure`.
+    pub ensure: u64,
+    /// `PyGILState_Release`.
+    pub release: u64,
+}
+
+/// Where the borrowed thread goes back to, with which registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// The general registers in encoding order (rax, rcx, rdx, rbx, rsp,
+    /// rbp, rsi, rdi, r8–r15).
+    pub regs: [u64; 16],
+    /// The flags.
+    pub rflags: u64,
+    /// The instruction to go on at.
+    pub rip: u64,
+}
+
+/// A little x86-64 assembler: only the forms the trampoline uses, every
+/// memory operand relative to the instruction pointer, code and operands in
+/// one page (offsets from the page's start, so the page may be anywhere).
+struct Asm {
+    code: Vec<u8>,
+}
+
+impl Asm {
+    fn disp(&self, end: usize, target: usize) -> [u8; 4] {
+        ((target as i64 - end as i64) as i32).to_le_bytes()
+    }
+
+    /// `op` with a ModRM of `reg` (register or extension) and a rip-relative
+    /// operand at page offset `target`; `rex_w` for 64-bit operands.
+    fn rip_op(&mut self, rex_w: bool, opcode: &[u8], reg: u8, target: usize, imm: &[u8]) {
+        let rex = 0x40 | (u8::from(rex_w) << 3) | ((reg >> 3) << 2);
+        if rex != 0x40 {
+            self.code.push(rex);
+        }
+        self.code.extend_from_slice(opcode);
+        self.code.push(((reg & 7) << 3) | 0b101);
+        let end = self.code.len() + 4 + imm.len();
+        let d = self.disp(end, target);
+        self.code.extend_from_slice(&d);
+        self.code.extend_from_slice(imm);
+    }
+
+    fn load(&mut self, reg: u8, target: usize) {
+        self.rip_op(true, &[0x8b], reg, target, &[]);
+    }
+
+    fn store(&mut self, target: usize, reg: u8) {
+        self.rip_op(true, &[0x89], reg, target, &[]);
+    }
+
+    fn call(&mut self, target: usize) {
+        self.rip_op(false, &[0xff], 2, target, &[]);
+    }
+
+    fn all_ones(&mut self) {
+        // mov eax, -1; mov edx, -1 (the xsave feature mask: everything).
+        self.code.extend_from_slice(&[0xb8, 0xff, 0xff, 0xff, 0xff]);
+        self.code.extend_from_slice(&[0xba, 0xff, 0xff, 0xff, 0xff]);
+    }
+}
+
+/// The page's bytes for a trampoline at address `base` that makes `calls`
+/// with `functions`, runs `source` (without NUL; at most
+/// [`SOURCE_MAX`]` - 1` bytes) and then resumes as `resume` says.
+pub fn build(
+    base: u64,
+    calls: Calls,
+    functions: Functions,
+    source: &[u8],
+    resume: Resume,
+) -> Vec<u8> {
+    assert!(source.len() < SOURCE_MAX, "source too long");
+    let mut a = Asm {
+        code: Vec::with_capacity(256),
+    };
+    a.code.push(0xfc); // cld
+    a.all_ones();
+    a.rip_op(true, &[0x0f, 0xae], 4, XSAVE, &[]); // xsave64
+    a.rip_op(false, &[0x0f, 0xae], 2, slot(Slot::Mxcsr), &[]); // ldmxcsr
+    a.code.extend_from_slice(&[0xdb, 0xe3]); // fninit
+    match calls {
+        Calls::PendingCall => {
+            a.load(RDI, slot(Slot::RunString));
+            a.load(RSI, slot(Slot::SourcePtr));
+            a.call(slot(Slot::AddPendingCall));
+            a.store(slot(Slot::Result), RAX);
+        }
+        Calls::Directly => {
+            a.call(slot(Slot::Ensure));
+            a.store(slot(Slot::GilState), RAX);
+            a.load(RDI, slot(Slot::SourcePtr));
+            a.call(slot(Slot::RunString));
+            a.store(slot(Slot::Result), RAX);
+            a.load(RDI, slot(Slot::GilState));
+            a.call(slot(Slot::Release));
+        }
+    }
+    a.all_ones();
+    a.rip_op(true, &[0x0f, 0xae], 5, XSAVE, &[]); // xrstor64
+    a.rip_op(true, &[0xc7], 0, slot(Slot::Done), &1u32.to_le_bytes()); // mov qword [DONE], 1
+    a.rip_op(false, &[0xff], 6, slot(Slot::Rflags), &[]); // push qword [RFLAGS]
+    a.code.push(0x9d); // popfq
+    for reg in (0..16u8).filter(|&r| r != RSP) {
+        a.load(reg, reg_slot(reg));
+    }
+    a.load(RSP, reg_slot(RSP));
+    a.rip_op(false, &[0xff], 4, slot(Slot::Rip), &[]); // jmp [RIP]
+    assert!(a.code.len() <= SLOTS, "trampoline code overflows its space");
+
+    let mut page = vec![0u8; PAGE_SIZE];
+    page[..a.code.len()].copy_from_slice(&a.code);
+    let mut put = |at: usize, v: u64| page[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    for (reg, v) in resume.regs.iter().enumerate() {
+        put(reg_slot(reg as u8), *v);
+    }
+    put(slot(Slot::Rflags), resume.rflags);
+    put(slot(Slot::Rip), resume.rip);
+    put(slot(Slot::Mxcsr), 0x1f80);
+    put(slot(Slot::AddPendingCall), functions.add_pending_call);
+    put(slot(Slot::RunString), functions.run_string);
+    put(slot(Slot::Ensure), functions.ensure);
+    put(slot(Slot::Release), functions.release);
+    put(slot(Slot::SourcePtr), base + SOURCE as u64);
+    page[SOURCE..SOURCE + source.len()].copy_from_slice(source);
+    page
+}
+
+/// The page offset of the flag the trampoline sets (to 1) once its calls
+/// have returned.
+pub fn done_offset() -> usize {
+    slot(Slot::Done)
+}
+
+/// The page offset of the last call's result (`Py_AddPendingCall`'s or
+/// `PyRun_SimpleString`'s `int`, in the low 32 bits).
+pub fn result_offset() -> usize {
+    slot(Slot::Result)
+}
+
+/// The registers of the [`Resume`] that `regs` describe.
+pub fn resume_of(regs: &libc::user_regs_struct) -> Resume {
+    Resume {
+        regs: [
+            regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp, regs.rsi, regs.rdi,
+            regs.r8, regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+        ],
+        rflags: regs.eflags,
+        rip: regs.rip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn functions() -> Functions {
+        Functions {
+            add_pending_call: 0x1111,
+            run_string: 0x2222,
+            ensure: 0x3333,
+            release: 0x4444,
+        }
+    }
+
+    #[test]
+    fn encodes_rip_relative_forms() {
+        let mut a = Asm { code: Vec::new() };
+        a.load(RAX, 0x400);
+        // 48 8b 05 <0x400 - 7>
+        assert_eq!(a.code, [0x48, 0x8b, 0x05, 0xf9, 0x03, 0, 0]);
+        a.code.clear();
+        a.load(15, 0x400);
+        // 4c 8b 3d <disp>: REX.R for r15
+        assert_eq!(&a.code[..3], &[0x4c, 0x8b, 0x3d]);
+        a.code.clear();
+        a.call(0x400);
+        assert_eq!(a.code, [0xff, 0x15, 0xfa, 0x03, 0, 0]);
+        a.code.clear();
+        a.rip_op(true, &[0xc7], 0, 0x400, &1u32.to_le_bytes());
+        // The displacement counts from the end of the immediate.
+        assert_eq!(a.code, [0x48, 0xc7, 0x05, 0xf5, 0x03, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn page_holds_the_saved_state_and_the_source() {
+        let resume = Resume {
+            regs: std::array::from_fn(|i| 0x100 + i as u64),
+            rflags: 0x246,
+            rip: 0x7777,
+        };
+        let page = build(0x10_0000, Calls::Directly, functions(), b"print(1)", resume);
+        assert_eq!(page.len(), PAGE_SIZE);
+        let word = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().unwrap());
+        assert_eq!(word(reg_slot(RSP)), 0x104);
+        assert_eq!(word(slot(Slot::Rip)), 0x7777);
+        assert_eq!(word(slot(Slot::Ensure)), 0x3333);
+        assert_eq!(word(slot(Slot::SourcePtr)), 0x10_0000 + SOURCE as u64);
+        assert_eq!(&page[SOURCE..SOURCE + 9], b"print(1)\0");
+        assert_eq!(word(done_offset()), 0);
+        // The code starts with cld and ends with jmp [RIP].
+        assert_eq!(page[0], 0xfc);
+        let jmp = page[..SLOTS]
+            .windows(2)
+            .rposition(|w| w == [0xff, 0x25])
+            .unwrap();
+        let disp = i32::from_le_bytes(page[jmp + 2..jmp + 6].try_into().unwrap());
+        assert_eq!(jmp as i64 + 6 + i64::from(disp), slot(Slot::Rip) as i64);
+    }
+}

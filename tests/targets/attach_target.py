@@ -1,0 +1,168 @@
+"""A program for `echion -p` to attach to, started with an interpreter that
+has no echion installed. It records what echion could leave behind before
+anything attaches, runs its workload until the test creates the stop file,
+then checks the same things again (after echion has detached), prints them
+as JSON and exits with its own status, 7.
+
+Usage: attach_target.py SCENARIO STOPFILE
+  busy          the main thread runs Python code
+  sleep_worker  the main thread sleeps in time.sleep, a worker spins
+  event         the main thread waits on a threading.Event
+  gil_in_c      the main thread holds the GIL in C code (6 s), then spins
+"""
+
+import ctypes
+import json
+import os
+import sys
+import threading
+import time
+import types
+
+SCENARIO, STOPFILE = sys.argv[1], sys.argv[2]
+
+
+class Allocator(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_void_p) for n in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+
+def allocators():
+    get = ctypes.pythonapi.PyMem_GetAllocator
+    get.argtypes = [ctypes.c_int, ctypes.POINTER(Allocator)]
+    out = []
+    for domain in range(3):
+        a = Allocator()
+        get(domain, ctypes.byref(a))
+        out.append([a.ctx, a.malloc, a.free])
+    return out
+
+
+#: glibc's own handlers for threads (SIGCANCEL and SIGSETXID, signals 32
+#: and 33), which its first pthread_create installs in a process.
+GLIBC_THREAD_SIGNALS = (1 << 31) | (1 << 32)
+
+
+def caught_signals():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return hex(int(line.split()[1], 16) & ~GLIBC_THREAD_SIGNALS)
+
+
+def code_dealloc():
+    # tp_dealloc of the code type: 24 bytes of header, then tp_name,
+    # tp_basicsize, tp_itemsize, tp_dealloc.
+    return ctypes.c_void_p.from_address(id(types.CodeType) + 48).value
+
+
+def os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def state():
+    return {
+        "threads": sorted(t.name for t in threading.enumerate()),
+        "os_threads": os_threads(),
+        "allocators": allocators(),
+        "signals": caught_signals(),
+        "code_dealloc": code_dealloc(),
+        "bootstrap_inner": id(threading.Thread.__dict__["_bootstrap_inner"]),
+        "thread_name": id(threading.Thread.__dict__["name"]),
+        "path": list(sys.path),
+        "meta_path": [repr(f) for f in sys.meta_path],
+        "profiled_pid": os.environ.get("_ECHION_PROFILED_PID"),
+    }
+
+
+BEFORE = None
+
+
+def spin(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def allocate(n):
+    return [str(i) for i in range(n)]
+
+
+_next_check = [0.0]
+
+
+def stopped():
+    # Not a system call per loop: a thread that drops and takes the GIL
+    # that often starves the others (CPython's convoy effect).
+    now = time.monotonic()
+    if now < _next_check[0]:
+        return False
+    _next_check[0] = now + 0.1
+    return os.path.exists(STOPFILE)
+
+
+def finish():
+    after = state()
+    # echion's threads end just after it says it detached.
+    deadline = time.time() + 5
+    while after != BEFORE and time.time() < deadline:
+        time.sleep(0.05)
+        after = state()
+    bootstrap = sys.modules.get("echion.bootstrap")
+    report = {
+        "before": BEFORE,
+        "after": after,
+        "echion_loaded": "echion" in sys.modules,
+        "echion_started": bool(bootstrap and bootstrap._started),
+    }
+    print(json.dumps(report), flush=True)
+    os._exit(7)
+
+
+def worker():
+    while BEFORE is None:
+        time.sleep(0.01)
+    while not stopped():
+        spin(10000)
+        allocate(100)
+    finish()
+
+
+def ready():
+    global BEFORE
+    BEFORE = state()
+    print("ready %d" % os.getpid(), flush=True)
+
+
+if SCENARIO == "busy":
+    ready()
+    while not stopped():
+        spin(10000)
+        allocate(100)
+    finish()
+elif SCENARIO == "sleep_worker":
+    threading.Thread(target=worker, name="worker", daemon=True).start()
+    ready()
+    time.sleep(3600)
+elif SCENARIO == "event":
+    event = threading.Event()
+
+    def setter():
+        while not stopped():
+            time.sleep(0.05)
+        event.set()
+        time.sleep(3600)
+
+    threading.Thread(target=setter, name="setter", daemon=True).start()
+    ready()
+    event.wait()
+    finish()
+elif SCENARIO == "gil_in_c":
+    libc = ctypes.PyDLL(None)
+    ready()
+    libc.sleep(6)
+    while not stopped():
+        spin(10000)
+    finish()
+else:
+    raise SystemExit("unknown scenario " + SCENARIO)
