@@ -41,6 +41,9 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     if pid == std::process::id() {
         return Err(fail("that is echion itself".to_owned()));
     }
+    if Path::new(&format!("/proc/{pid}")).exists() && !alive(pid) {
+        return Err(fail("the process has exited".to_owned()));
+    }
     // Is it a CPython echion can read? (Also the clearest message for no
     // such process, no permission, not Python, an unsupported version.)
     let session = Session::attach(pid).map_err(|e| fail(e.to_string()))?;

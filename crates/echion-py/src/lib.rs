@@ -315,10 +315,27 @@ fn stop_sampling(py: Python<'_>) -> bool {
 /// run is stopped otherwise (the program exits and `atexit` stops it).
 /// Meant as the function of a `_thread` thread: it has no Python frame
 /// while it waits, so it is in no profile.
+///
+/// `started`, if given, is called first with whether the sampler took its
+/// first sample within 10 s.
 #[pyfunction]
-fn watch_control(py: Python<'_>, fd: i32, callback: Bound<'_, PyAny>) -> PyResult<()> {
+#[pyo3(signature = (fd, callback, started=None))]
+fn watch_control(
+    py: Python<'_>,
+    fd: i32,
+    callback: Bound<'_, PyAny>,
+    started: Option<Bound<'_, PyAny>>,
+) -> PyResult<()> {
     use std::sync::atomic::Ordering;
     let run = STOPS.load(Ordering::Acquire);
+    if let Some(started) = started {
+        let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
+        let ok = match control {
+            Some(c) => py.detach(|| c.wait_started(Duration::from_secs(10))),
+            None => false,
+        };
+        started.call1((ok,))?;
+    }
     let asked = py.detach(|| loop {
         if STOPS.load(Ordering::Acquire) != run {
             return false;

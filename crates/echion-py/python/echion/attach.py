@@ -49,15 +49,21 @@ def run(control, report):
         _control_fd, _report = fd, report
         # A thread of `_thread`, not `threading`: it is in no list of the
         # program's threads, and while it waits it has no Python frame, so
-        # it is in no profile either.
-        _thread.start_new_thread(ec.watch_control, (fd, _detach))
+        # it is in no profile either. It says `started` once the sampler has
+        # taken its first sample; the program goes on meanwhile.
+        _thread.start_new_thread(ec.watch_control, (fd, _detach, _started))
     except BaseException:
         os.close(fd)
         if bootstrap._started:
             bootstrap.stop()
         ec.set_quiet(False)
         raise
-    report("started %d" % os.getpid())
+
+
+def _started(ok):
+    report = _report
+    if report is not None:
+        report("started %d" % os.getpid() if ok else "error: the sampler did not start")
 
 
 def _detach():

@@ -55,7 +55,9 @@ def _start_sampler() -> None:
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
-    ec.wait_started(1.0)
+    # An attached program goes on at once (echion -p waits elsewhere).
+    if _attached_env is None:
+        ec.wait_started(1.0)
 
 
 # --- fork ------------------------------------------------------------------

@@ -1,0 +1,354 @@
+"""Attach mode: ``echion -p PID`` profiles a process that is already
+running, started by an interpreter that has no echion installed, and leaves
+it as it found it. Every target checks from inside, after echion detached,
+that nothing of echion is active (threads, allocator hooks, signal
+handlers, the code type's deallocator, ``threading``'s patches, ``sys.path``
+and ``sys.meta_path``, the environment), then exits with its own status."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import contains, echion_command, echion_env, mojo_tool, read_all, samples_of, scope, stack_summary, target, threads
+
+TARGET = target("attach_target.py")
+#: This interpreter without the venv: echion is not installed in it.
+BASE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
+ATTACHED_RE = re.compile(r"attached to pid (\d+): stopped (\d+) us, first sample after (\d+) ms")
+
+
+def all_pythons():
+    listed = [p for p in os.environ.get("ECHION_PYTHONS", "").split(":") if p]
+    if not listed:
+        for minor in range(8, 14):
+            found = sorted(Path("/root/.pyenv/versions").glob("3.%d.*/bin/python3" % minor))
+            listed.extend(str(p) for p in found[-1:])
+    return listed
+
+
+class Target:
+    """attach_target.py in a plain interpreter."""
+
+    count = 0
+
+    def __init__(self, tmp_path, scenario, python=BASE_PYTHON, user=None):
+        Target.count += 1
+        self.stopfile = Path(tmp_path) / ("stop-%s-%d" % (scenario, Target.count))
+        cmd = [python, str(TARGET), scenario, str(self.stopfile)]
+        if user:
+            cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=str(tmp_path),
+            env=echion_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("ready"), "target said %r; stderr %r" % (line, self.proc.stderr.read()[-2000:])
+        self.pid = int(line.split()[1])
+
+    def finish(self, timeout=30):
+        """Asks the target to end; returns its status and its report."""
+        self.stopfile.touch()
+        out, err = self.proc.communicate(timeout=timeout)
+        report = json.loads(out.decode()) if out.strip() else None
+        return self.proc.returncode, report, err.decode(errors="replace")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def targets():
+    started = []
+    yield started
+    for t in started:
+        t.kill()
+
+
+def start(targets, tmp_path, scenario, **kw):
+    t = Target(tmp_path, scenario, **kw)
+    targets.append(t)
+    return t
+
+
+def attach(tmp_path, pid, *args, timeout=90, name="profile.mojo"):
+    out = Path(tmp_path) / name
+    cmd = echion_command() + ["-o", str(out)] + [str(a) for a in args] + ["-p", str(pid)]
+    run = subprocess.run(cmd, env=echion_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return run, out
+
+
+def assert_left_as_found(rc, report, err):
+    assert rc == 7, "target status %r, stderr %s" % (rc, err[-2000:])
+    assert report is not None, err[-2000:]
+    before, after = report["before"], report["after"]
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, "echion left this behind: %r" % changed
+    assert not report["echion_started"]
+    # The target's own output only: nothing of echion on its stderr.
+    assert "echion" not in err, err[-2000:]
+
+
+def attached_line(stderr):
+    m = ATTACHED_RE.search(stderr)
+    assert m, stderr
+    return int(m.group(2)), int(m.group(3))
+
+
+# --- what a user gets -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scenario, thread, frames",
+    [
+        ("busy", "MainThread", ["<module>", "spin"]),
+        ("sleep_worker", "worker", ["worker", "spin"]),
+        ("event", "MainThread", ["<module>", scope("Event.wait"), scope("Condition.wait")]),
+    ],
+)
+def test_attach_profiles_and_detaches(tmp_path, targets, scenario, thread, frames):
+    t = start(targets, tmp_path, scenario)
+    run, out = attach(tmp_path, t.pid, "-x", "1")
+    stderr = run.stderr.decode()
+    assert run.returncode == 0, stderr
+    stopped_us, first_ms = attached_line(stderr)
+    # The process is stopped only while the injection decides and maps its
+    # page; the profile starts within a second or two on a busy machine.
+    assert stopped_us < 50_000, stderr
+    assert first_ms < 2_000, stderr
+    assert "detached from pid %d" % t.pid in stderr
+    assert_left_as_found(*t.finish())
+    p = read_all(out)
+    view = p.ours
+    assert thread in threads(view), stack_summary(view)
+    found = [s for s in samples_of(view, thread) if contains(s, frames)]
+    assert found, stack_summary(view, thread)
+    if scenario == "sleep_worker":
+        # The main thread sleeps in time.sleep at the module's top level
+        # (the attach's own bootstrap, run there, may be in a first sample).
+        main = samples_of(view, "MainThread")
+        asleep = [s for s in main if [f[1] for f in s["frames"]] == ["<module>"]]
+        assert len(asleep) >= 0.98 * len(main) > 0, stack_summary(view, "MainThread")
+    for name, other in p.readers():
+        assert len(other["samples"]) == len(view["samples"]), name
+
+
+@pytest.mark.parametrize("mode", ["-c", "-m", "-n", "-s"])
+def test_attach_in_every_mode(tmp_path, targets, mode):
+    t = start(targets, tmp_path, "busy")
+    run, out = attach(tmp_path, t.pid, mode, "-x", "1")
+    assert run.returncode == 0, run.stderr.decode()
+    assert_left_as_found(*t.finish())
+    p = read_all(out)
+    view = p.ours
+    metadata = view["metadata"]
+    spin = [s for s in samples_of(view, "MainThread") if contains(s, ["spin"])]
+    assert spin, stack_summary(view)
+    if mode == "-c":
+        assert metadata["mode"] == "cpu"
+    elif mode == "-m":
+        assert metadata["mode"] == "memory"
+        allocs = [s for s in samples_of(view, "MainThread") if contains(s, ["allocate"])]
+        assert allocs, stack_summary(view)
+    elif mode == "-n":
+        assert int(metadata["native_captures"]) > 0, metadata
+        raw = subprocess.run(
+            [str(mojo_tool()), "dump", str(out)],
+            stdout=subprocess.PIPE,
+            check=True,
+        )
+        samples = json.loads(raw.stdout)["samples"]
+        natives = [f for s in samples if s["thread"] == "MainThread" for f in s["frames"] if f["filename"].startswith("native@")]
+        assert any(f["scope"].startswith("_PyEval_EvalFrame") or f["scope"] == "PyEval_EvalCode" for f in natives), natives[:20]
+    elif mode == "-s":
+        assert "echion.core.sampler" not in threads(view)
+
+
+def test_ten_attach_and_detach_cycles(tmp_path, targets):
+    t = start(targets, tmp_path, "busy")
+    for i in range(10):
+        run, out = attach(tmp_path, t.pid, "-x", "0.3", name="cycle%d.mojo" % i)
+        assert run.returncode == 0, (i, run.stderr.decode())
+        view = read_all(out, austin1=False).ours
+        assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), (i, stack_summary(view))
+    assert_left_as_found(*t.finish())
+
+
+def test_ctrl_c_on_echion_detaches(tmp_path, targets):
+    t = start(targets, tmp_path, "sleep_worker")
+    out = tmp_path / "profile.mojo"
+    proc = subprocess.Popen(
+        echion_command() + ["-o", str(out), "-p", str(t.pid)],
+        env=echion_env(),
+        stderr=subprocess.PIPE,
+    )
+    line = proc.stderr.readline().decode()
+    assert "until Ctrl-C" in line, line
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=30)[1].decode()
+    assert proc.returncode == 0, rest
+    assert "detached from pid %d" % t.pid in rest
+    assert_left_as_found(*t.finish())
+    assert "worker" in threads(read_all(out).ours)
+
+
+def test_the_target_exiting_ends_the_profile(tmp_path, targets):
+    t = start(targets, tmp_path, "busy")
+    out = tmp_path / "profile.mojo"
+    proc = subprocess.Popen(echion_command() + ["-o", str(out), "-p", str(t.pid)], env=echion_env(), stderr=subprocess.PIPE)
+    assert "attached to pid" in proc.stderr.readline().decode()
+    time.sleep(0.3)
+    rc, report, err = t.finish()
+    assert rc == 7, err
+    rest = proc.communicate(timeout=30)[1].decode()
+    assert proc.returncode == 0, rest
+    assert "pid %d exited" % t.pid in rest
+    view = read_all(out).ours
+    assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), stack_summary(view)
+
+
+def test_attach_to_every_other_version(tmp_path, targets):
+    """One echion command serves every interpreter: attach to each version
+    other than this one (the abi3 module and the package come from here)."""
+    mine = "%d.%d" % sys.version_info[:2]
+    others = [p for p in all_pythons() if "/%s." % mine not in p]
+    assert len(others) == 5, others
+    for python in others:
+        t = start(targets, tmp_path, "busy", python=python)
+        run, out = attach(tmp_path, t.pid, "-x", "0.5", name="other-%d.mojo" % t.pid)
+        assert run.returncode == 0, (python, run.stderr.decode())
+        assert_left_as_found(*t.finish())
+        view = read_all(out, austin1=False).ours
+        assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), (python, stack_summary(view))
+
+
+def test_run_mode_profiles_an_interpreter_without_echion(tmp_path):
+    out = tmp_path / "run.mojo"
+    stop = tmp_path / "stop-busy"
+    proc = subprocess.Popen(
+        echion_command() + ["-o", str(out), BASE_PYTHON, str(TARGET), "busy", str(stop)],
+        env=echion_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().startswith(b"ready")
+    time.sleep(0.5)
+    stop.touch()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 7, stderr.decode()
+    assert b"not profiling" not in stderr
+    view = read_all(out).ours
+    assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), stack_summary(view)
+
+
+# --- errors: one line, non-zero, the target untouched -----------------------------
+
+
+def one_line_error(run, *fragments):
+    err = run.stderr.decode()
+    assert run.returncode != 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def test_no_such_process(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run, _ = attach(tmp_path, gone.pid)
+    one_line_error(run, "cannot attach to pid %d" % gone.pid, "no process")
+
+
+def test_not_a_python_process(tmp_path):
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        run, _ = attach(tmp_path, proc.pid)
+        one_line_error(run, "does not look like CPython")
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_no_permission_says_what_to_do(tmp_path, targets):
+    system_python = "/usr/bin/python3"
+    if not os.path.exists(system_python):
+        pytest.fail("this machine has no /usr/bin/python3 to run a target as another user")
+    t = start(targets, tmp_path, "busy", python=system_python, user=65534)
+    cmd = ["capsh", "--drop=cap_sys_ptrace", "--"] + ["-c", " ".join(echion_command() + ["-p", str(t.pid)])]
+    run = subprocess.run(cmd, env=echion_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    one_line_error(run, "not permitted", "CAP_SYS_PTRACE", "ptrace_scope")
+    assert t.proc.poll() is None
+
+
+def test_a_process_already_profiled_by_echion(tmp_path, targets):
+    t = start(targets, tmp_path, "busy")
+    first = subprocess.Popen(
+        echion_command() + ["-o", str(tmp_path / "first.mojo"), "-p", str(t.pid)],
+        env=echion_env(),
+        stderr=subprocess.PIPE,
+    )
+    assert "attached to pid" in first.stderr.readline().decode()
+    run, _ = attach(tmp_path, t.pid, name="second.mojo")
+    one_line_error(run, "already being profiled by echion")
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=30) == 0
+    assert_left_as_found(*t.finish())
+
+
+def test_a_process_run_under_echion_is_already_profiled(tmp_path):
+    stop = tmp_path / "stop-busy"
+    proc = subprocess.Popen(
+        echion_command() + ["-o", str(tmp_path / "run.mojo"), sys.executable, str(TARGET), "busy", str(stop)],
+        env=echion_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        pid = int(proc.stdout.readline().split()[1])
+        run, _ = attach(tmp_path, pid, name="attach.mojo")
+        one_line_error(run, "already being profiled by echion")
+    finally:
+        stop.touch()
+        proc.communicate(timeout=60)
+    assert proc.returncode == 7
+
+
+def test_no_safe_point_leaves_nothing_behind(tmp_path, targets):
+    """The main thread holds the GIL in C code for 6 s: echion says so after
+    3 s, and suggests -w; what it asked for runs later as a no-op."""
+    t = start(targets, tmp_path, "gil_in_c")
+    run, _ = attach(tmp_path, t.pid)
+    one_line_error(run, "no point where Python code can safely run", "echion -w %d" % t.pid)
+    rc, report, err = t.finish()
+    assert_left_as_found(rc, report, err)
+    assert not report["echion_loaded"]
+
+
+def test_the_target_exiting_during_the_attach(tmp_path, targets):
+    t = start(targets, tmp_path, "gil_in_c")
+    proc = subprocess.Popen(
+        echion_command() + ["-o", str(tmp_path / "p.mojo"), "-p", str(t.pid)],
+        env=echion_env(),
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.0)
+    t.kill()
+    err = proc.communicate(timeout=30)[1].decode()
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines() == ["echion: cannot attach to pid %d: the process exited during the attach" % t.pid], err
