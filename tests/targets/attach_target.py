@@ -8,6 +8,8 @@ Usage: attach_target.py SCENARIO STOPFILE
   busy          the main thread runs Python code
   sleep_worker  the main thread sleeps in time.sleep, a worker spins
   event         the main thread waits on a threading.Event
+  socket        the main thread waits in socket.recv
+  asyncio_idle  the main thread runs an asyncio loop that waits in epoll
   gil_in_c      the main thread holds the GIL in C code (6 s), then spins
 """
 
@@ -55,6 +57,12 @@ def code_dealloc():
     return ctypes.c_void_p.from_address(id(types.CodeType) + 48).value
 
 
+def executable_anonymous_mappings():
+    # The injection's page is one (writable and executable, no file).
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.split()[1] == "rwxp" and len(line.split()) == 5)
+
+
 def os_threads():
     return len(os.listdir("/proc/self/task"))
 
@@ -71,6 +79,7 @@ def state():
         "path": list(sys.path),
         "meta_path": [repr(f) for f in sys.meta_path],
         "profiled_pid": os.environ.get("_ECHION_PROFILED_PID"),
+        "rwx_pages": executable_anonymous_mappings(),
     }
 
 
@@ -156,6 +165,31 @@ elif SCENARIO == "event":
     threading.Thread(target=setter, name="setter", daemon=True).start()
     ready()
     event.wait()
+    finish()
+elif SCENARIO == "socket":
+    import socket
+
+    mine, theirs = socket.socketpair()
+
+    def sender():
+        while not stopped():
+            time.sleep(0.05)
+        theirs.send(b"x")
+        time.sleep(3600)
+
+    threading.Thread(target=sender, name="sender", daemon=True).start()
+    ready()
+    mine.recv(1)
+    finish()
+elif SCENARIO == "asyncio_idle":
+    import asyncio
+
+    async def idle():
+        while not stopped():
+            await asyncio.sleep(0.1)
+
+    ready()
+    asyncio.run(idle())
     finish()
 elif SCENARIO == "gil_in_c":
     libc = ctypes.PyDLL(None)

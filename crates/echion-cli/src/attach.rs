@@ -56,7 +56,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     let mut target = Target::open(pid).map_err(|e| fail(e.to_string()))?;
 
     let signals = block_signals().map_err(|e| fail(format!("cannot handle signals: {e}")))?;
-    let control = ControlDir::create(pid)
+    let control = ControlDir::create(pid, fs_uid(pid))
         .map_err(|e| fail(format!("cannot make the control directory: {e}")))?;
     let output = output_path(config, pid);
     control
@@ -70,7 +70,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
 
     let began = Instant::now();
     let injection = target
-        .inject(source.as_bytes(), SAFE_POINT_PATIENCE)
+        .inject(&source, SAFE_POINT_PATIENCE)
         .map_err(|e| fail(e.to_string()))?;
     if config.verbose {
         eprintln!(
@@ -124,16 +124,19 @@ fn options(config: &Config, output: &str) -> Options {
 }
 
 /// The Python source the process runs: the entry file, executed in a
-/// namespace of its own, so that nothing is bound in `__main__`; never an
-/// exception out of it (a pending call that fails would raise one in the
-/// program).
+/// namespace of its own, so that nothing is bound in `__main__`. Nothing
+/// but the program's own Ctrl-C gets out (a pending call that fails would
+/// raise in the program); any other failure is written to the status file.
 fn entry_source(entry: &Path, control: &Path) -> Option<String> {
     let e = py_literal(entry.to_str()?);
     let c = py_literal(control.to_str()?);
+    let b = "__import__('builtins')";
     Some(format!(
-        "try:\n __import__('builtins').exec(__import__('builtins').compile(\
-         __import__('io').open_code({e}).read(),{e},'exec'),\
-         {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c}}})\nexcept BaseException:\n pass\n"
+        "try:\n {b}.exec({b}.compile(__import__('io').open_code({e}).read(),{e},'exec'),\
+         {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c}}})\n\
+         except KeyboardInterrupt:\n raise\n\
+         except BaseException:\n try:\n  {b}.open({c}+'/status','a').write('error: %r\\n'%(__import__('sys').exc_info()[1],))\n \
+         except BaseException:\n  pass\n"
     ))
 }
 
@@ -172,21 +175,29 @@ struct ControlDir {
 }
 
 impl ControlDir {
-    fn create(pid: u32) -> std::io::Result<Self> {
+    /// Makes the directory for a target whose files are accessed as user
+    /// `uid` (its fsuid; `None`: as ours).
+    fn create(pid: u32, uid: Option<u32>) -> std::io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("echion-attach-{pid}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir)?;
         // The target may run as another user: it reads the directory and
-        // writes the status file and the FIFO, nothing else.
+        // the options, and writes the status file and the FIFO, which are
+        // its own (nobody else's to write).
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         let status = dir.join("status");
         File::create(&status)?;
-        fs::set_permissions(&status, fs::Permissions::from_mode(0o666))?;
+        fs::set_permissions(&status, fs::Permissions::from_mode(0o600))?;
         let fifo_path = dir.join("control");
         nix::unistd::mkfifo(&fifo_path, FileMode::from_bits_truncate(0o600))
             .map_err(std::io::Error::from)?;
-        fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o666))?;
         let fifo = File::options().read(true).write(true).open(&fifo_path)?;
+        if let Some(uid) = uid.filter(|&u| u != nix::unistd::geteuid().as_raw()) {
+            let owner = Some(nix::unistd::Uid::from_raw(uid));
+            for path in [&status, &fifo_path] {
+                nix::unistd::chown(path, owner, None).map_err(std::io::Error::from)?;
+            }
+        }
         Ok(ControlDir { dir, fifo })
     }
 
@@ -298,13 +309,13 @@ impl Attached {
             for line in self.status.lines(&self.control.dir) {
                 if line == "running" {
                     running = true;
-                } else if line.starts_with("started") {
+                } else if line == format!("started {pid}") {
                     started = true;
                 } else if line == "busy" {
-                    self.cleanup(true);
+                    self.cleanup();
                     return Err(self.fail("it is already being profiled by echion".to_owned()));
                 } else if let Some(reason) = line.strip_prefix("error: ") {
-                    self.cleanup(true);
+                    self.cleanup();
                     return Err(self.fail(format!("echion could not start in it: {reason}")));
                 }
             }
@@ -330,7 +341,7 @@ impl Attached {
             }
             if now >= deadline_start {
                 self.ask_and_wait_detach();
-                self.cleanup(false);
+                self.cleanup();
                 return Err(self.fail("echion did not start in it in time".to_owned()));
             }
         };
@@ -373,13 +384,13 @@ impl Attached {
                 eprintln!("echion: pid {pid} exited; its profile is in {output}");
                 return Ok(0);
             }
-            self.cleanup(false);
+            self.cleanup();
             return Err(self.fail(format!(
                 "it did not detach within {} s",
                 DETACH_PATIENCE.as_secs()
             )));
         }
-        self.cleanup(false);
+        self.cleanup();
         eprintln!("echion: detached from pid {pid}; profile in {output}");
         Ok(0)
     }
@@ -404,36 +415,37 @@ impl Attached {
 
     /// No safe point in time: what was injected must never start echion.
     fn give_up(&mut self) {
-        if self.injection.calls == Calls::PendingCall && self.target.done(&self.injection).is_some()
-        {
-            // Queued: it runs one day, and must then do nothing.
-            let _ = self.target.neutralize(&self.injection);
-        }
-        // The entry does nothing once the control directory is gone
-        // (dropped with `self`).
+        // Queued (or waiting for the GIL): it runs one day, and must then
+        // do nothing. The entry does nothing either once the control
+        // directory is gone (dropped with `self`). The page stays: a queued
+        // call still points into it.
+        let _ = self.target.neutralize(&self.injection);
     }
 
-    /// Takes the trampoline page out of the process once nothing uses it.
-    fn cleanup(&mut self, source_ran: bool) {
-        let finished = self.target.done(&self.injection).is_some();
-        let unused = match self.injection.calls {
-            Calls::Directly => finished,
-            Calls::PendingCall => finished && (source_ran || self.ran()),
-        };
-        if unused && alive(self.pid) {
-            for _ in 0..50 {
-                if self.target.unmap(&self.injection).is_ok() {
-                    break;
+    /// Takes the trampoline page out of the process once nothing uses it
+    /// (waiting a little for a run under way to return).
+    fn cleanup(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while alive(self.pid) && Instant::now() < deadline {
+            match self.target.unmap(&self.injection) {
+                Ok(stopped) => {
+                    self.injection.stopped += stopped;
+                    return;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                Err(echion_inject::InjectError::NoSafeThread(_)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
             }
         }
     }
+}
 
-    fn ran(&self) -> bool {
-        fs::read_to_string(self.control.dir.join("status"))
-            .is_ok_and(|s| s.lines().any(|l| l == "running"))
-    }
+/// The user id process `pid` accesses files as (its fsuid).
+fn fs_uid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Whether process `pid` is still there (not gone, not a zombie).
@@ -459,11 +471,13 @@ mod tests {
     }
 
     #[test]
-    fn the_entry_source_binds_nothing_and_swallows_everything() {
+    fn the_entry_source_binds_nothing_and_lets_only_ctrl_c_out() {
         let s = entry_source(Path::new("/e.py"), Path::new("/c")).unwrap();
         assert!(s.starts_with("try:\n"));
-        assert!(s.ends_with("except BaseException:\n pass\n"));
+        assert!(s.contains("except KeyboardInterrupt:\n raise\n"));
+        assert!(s.ends_with("except BaseException:\n  pass\n"));
         assert!(s.contains("'CONTROL':'/c'"));
+        assert!(!s.contains(" as "), "binds a name: {s}");
         assert!(!s.contains('\0'));
     }
 }

@@ -252,6 +252,9 @@ fn wait_started(py: Python<'_>, timeout: f64) -> bool {
 /// ends when it changes.
 static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// How many [`watch_control`] threads wait with the GIL released.
+static WATCHERS: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
+
 /// Stops sampling and waits (GIL released, at most 10 s) for the profile to
 /// be closed. Then takes out what sampling put in the process, so that it
 /// goes on as without echion: the allocator hooks, the `SIGQUIT` handler,
@@ -262,6 +265,15 @@ static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 fn stop(py: Python<'_>) -> PyResult<()> {
     let finished = stop_sampling(py);
     STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // A `watch_control` thread sees the stop within 100 ms and goes back to
+    // Python: let it, now (GIL released), not while the interpreter
+    // finalises, where a thread that wants the GIL is ended by pthread_exit
+    // through our frames.
+    py.detach(|| {
+        let (lock, cvar) = &WATCHERS;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cvar.wait_timeout_while(guard, Duration::from_secs(1), |n| *n > 0);
+    });
     echion_memtrace::uninstall();
     sigquit::uninstall();
     codehook::uninstall();
@@ -328,13 +340,39 @@ fn watch_control(
 ) -> PyResult<()> {
     use std::sync::atomic::Ordering;
     let run = STOPS.load(Ordering::Acquire);
+    // Counted from here to the last time it takes the GIL back (see `stop`).
+    *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let leave = || {
+        let (lock, cvar) = &WATCHERS;
+        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        cvar.notify_all();
+    };
     if let Some(started) = started {
         let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
         let ok = match control {
-            Some(c) => py.detach(|| c.wait_started(Duration::from_secs(10))),
+            Some(c) => py.detach(|| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    if c.wait_started(Duration::from_millis(50)) {
+                        return true;
+                    }
+                    if STOPS.load(Ordering::Acquire) != run || std::time::Instant::now() >= deadline
+                    {
+                        return false;
+                    }
+                }
+            }),
             None => false,
         };
-        started.call1((ok,))?;
+        if STOPS.load(Ordering::Acquire) != run {
+            leave();
+            return Ok(());
+        }
+        if let Err(e) = started.call1((ok,)) {
+            leave();
+            return Err(e);
+        }
     }
     let asked = py.detach(|| loop {
         if STOPS.load(Ordering::Acquire) != run {
@@ -354,6 +392,9 @@ fn watch_control(
             return true;
         }
     });
+    // Back with the GIL: from here on this thread ends without waiting for
+    // it again.
+    leave();
     if asked {
         callback.call0()?;
     }
@@ -365,6 +406,9 @@ fn watch_control(
 #[pyfunction]
 fn reset_after_fork() {
     codehook::reset_after_fork();
+    // No watcher thread came along (its lock is only taken with the GIL,
+    // which the forking thread held).
+    *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     let mut guard = state();
     if let Some(old) = guard.take() {
         // The parent's sampler thread does not exist here; its handle, its

@@ -14,7 +14,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match target.inject(args[2].as_bytes(), std::time::Duration::from_secs(3)) {
+    match target.inject(&args[2], std::time::Duration::from_secs(3)) {
         Ok(inj) => {
             println!("{inj:?}");
             for _ in 0..300 {

@@ -89,6 +89,9 @@ pub enum InjectError {
     /// The source does not fit the page.
     #[error("the source to run is too long ({0} bytes)")]
     TooLong(usize),
+    /// This machine cannot run the trampoline.
+    #[error("unsupported machine: {0}")]
+    Unsupported(&'static str),
     /// Any other ptrace failure.
     #[error("ptrace on pid {pid} failed: {reason}")]
     Ptrace {
@@ -193,7 +196,11 @@ impl Target {
             run_string: find("PyRun_SimpleString")?,
             ensure: find("PyGILState_Ensure")?,
             release: find("PyGILState_Release")?,
+            set_interrupt: find("PyErr_SetInterrupt")?,
         };
+        if !cpu_has_xsave() {
+            return Err(InjectError::Unsupported("the CPU has no xsave instruction"));
+        }
         let syscall_fn = find("syscall")?;
         let mut target = Target {
             pid,
@@ -216,11 +223,21 @@ impl Target {
         self.pid
     }
 
-    /// Has `source` (Python, at most [`trampoline::SOURCE_MAX`]` - 1`
-    /// bytes, no NUL) run in the process at its next safe point, looking
-    /// for a thread that may be borrowed for at most `patience`.
-    pub fn inject(&mut self, source: &[u8], patience: Duration) -> Result<Injection, InjectError> {
-        if source.len() >= trampoline::SOURCE_MAX || source.contains(&0) {
+    /// Has `source` run in the process at its next safe point, looking for
+    /// a thread that may be borrowed for at most `patience`. The source is
+    /// Python without multi-line string literals (it is indented under an
+    /// `if 1:`, which [`Target::neutralize`] turns off), at most
+    /// [`trampoline::SOURCE_MAX`] bytes in all, and runs in `__main__`'s
+    /// namespace: it should bind nothing there, and let nothing but
+    /// `KeyboardInterrupt` out (which the program then gets again).
+    pub fn inject(&mut self, source: &str, patience: Duration) -> Result<Injection, InjectError> {
+        let mut wrapped = String::from("if 1:\n");
+        for line in source.lines() {
+            wrapped.push(' ');
+            wrapped.push_str(line);
+            wrapped.push('\n');
+        }
+        if wrapped.len() >= trampoline::SOURCE_MAX || wrapped.contains('\0') {
             return Err(InjectError::TooLong(source.len()));
         }
         let started = Instant::now();
@@ -228,7 +245,12 @@ impl Target {
         let mut retries = 0;
         loop {
             for tid in self.threads() {
-                let mut tracee = Tracee::stop(self.pid, tid)?;
+                let mut tracee = match Tracee::stop(self.pid, tid) {
+                    Ok(t) => t,
+                    // A thread that ended meanwhile: the next one.
+                    Err(InjectError::Exited) if tid != self.pid => continue,
+                    Err(e) => return Err(e),
+                };
                 let verdict = self.judge(&tracee, tid == self.pid);
                 let calls = match verdict {
                     Verdict::Directly => Calls::Directly,
@@ -241,10 +263,12 @@ impl Target {
                 };
                 let page = self.map_page(&mut tracee)?;
                 let resume = trampoline::resume_of(&tracee.resume_regs(calls == Calls::Directly));
-                let bytes = trampoline::build(page, calls, self.functions, source, resume);
-                tracee
-                    .write(page, &bytes)
-                    .map_err(|e| InjectError::from_io(self.pid, &e))?;
+                let bytes =
+                    trampoline::build(page, calls, self.functions, wrapped.as_bytes(), resume);
+                if let Err(e) = tracee.write(page, &bytes) {
+                    let _ = self.unmap_with(&mut tracee, page);
+                    return Err(InjectError::from_io(self.pid, &e));
+                }
                 let mut regs = tracee.regs;
                 regs.rip = page;
                 // Below the red zone, 16-byte aligned as at a call site.
@@ -354,7 +378,26 @@ impl Target {
                 errno: -got,
             });
         }
+        if got & 0xfff != 0 {
+            return Err(InjectError::Map {
+                pid: self.pid,
+                errno: 0,
+            });
+        }
         Ok(got as u64)
+    }
+
+    /// Unmaps `page` through the stopped thread `tracee`.
+    fn unmap_with(&self, tracee: &mut Tracee, page: u64) -> Result<(), InjectError> {
+        let args = [page, trampoline::PAGE_SIZE as u64, 0, 0, 0, 0];
+        let got = tracee.syscall(self.pid, self.syscall_insn, libc::SYS_munmap as u64, args)?;
+        if got != 0 {
+            return Err(InjectError::Map {
+                pid: self.pid,
+                errno: -got,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the trampoline of `injection` has made its calls (for a
@@ -381,43 +424,73 @@ impl Target {
         Some(u64::from_le_bytes(result) as u32 as i32)
     }
 
-    /// Replaces the source of `injection` by `pass` (it has not run and
-    /// must not: a pending call may still run it later).
+    /// Whether the source of `injection` has run and returned (from then
+    /// on the page is only used for the few instructions of a return).
+    pub fn returned(&self, injection: &Injection) -> bool {
+        let mut flag = [0u8; 8];
+        read_mem(
+            self.pid,
+            injection.page + trampoline::returned_offset() as u64,
+            &mut flag,
+        )
+        .is_ok()
+            && u64::from_le_bytes(flag) != 0
+    }
+
+    /// Turns the source of `injection` off (its `if 1:` becomes `if 0:`,
+    /// one byte, so a reader sees one or the other): it has not run, and a
+    /// queued pending call may still run it later.
     pub fn neutralize(&self, injection: &Injection) -> Result<(), InjectError> {
         write_mem(
             self.pid,
-            injection.page + trampoline::SOURCE as u64,
-            b"pass\n\0",
+            injection.page + trampoline::SOURCE as u64 + 3,
+            b"0",
         )
     }
 
     /// Unmaps the page of `injection`, once its trampoline is done and its
-    /// source has run; returns how long the borrowed thread was stopped.
+    /// source has returned, if no thread still runs in it; returns how long
+    /// the process was stopped. `NoSafeThread` when that is not so yet.
     pub fn unmap(&mut self, injection: &Injection) -> Result<Duration, InjectError> {
-        let tid = if tracee::thread_alive(self.pid, self.pid) {
+        if self.done(injection).is_none() || !self.returned(injection) {
+            return Err(InjectError::NoSafeThread(self.pid));
+        }
+        let page = injection.page..injection.page + trampoline::PAGE_SIZE as u64;
+        let main = if tracee::thread_alive(self.pid, self.pid) {
             self.pid
         } else {
             *self.threads().first().ok_or(InjectError::Exited)?
         };
-        let mut tracee = Tracee::stop(self.pid, tid)?;
-        if (injection.page..injection.page + trampoline::PAGE_SIZE as u64)
-            .contains(&tracee.regs.rip)
-        {
-            // Still on its way out of the trampoline: later.
-            tracee.release(None)?;
-            return Err(InjectError::NoSafeThread(self.pid));
+        // The thread that ran the trampoline and the main thread (which ran
+        // `run`) must both be out of the page: both are held meanwhile.
+        let mut held = vec![Tracee::stop(self.pid, main)?];
+        if injection.tid != main && tracee::thread_alive(self.pid, injection.tid) {
+            if let Ok(t) = Tracee::stop(self.pid, injection.tid) {
+                held.push(t);
+            }
         }
-        let args = [injection.page, trampoline::PAGE_SIZE as u64, 0, 0, 0, 0];
-        let got = tracee.syscall(self.pid, self.syscall_insn, libc::SYS_munmap as u64, args)?;
-        let stopped = tracee.release(None)?;
-        if got != 0 {
-            return Err(InjectError::Map {
-                pid: self.pid,
-                errno: -got,
-            });
+        let inside = held.iter().any(|t| page.contains(&t.regs.rip));
+        let result = if inside {
+            Err(InjectError::NoSafeThread(self.pid))
+        } else {
+            self.unmap_with(&mut held[0], injection.page)
+        };
+        let mut stopped = Duration::ZERO;
+        for t in held {
+            stopped = stopped.max(t.release(None)?);
         }
-        Ok(stopped)
+        result.map(|()| stopped)
     }
+}
+
+/// Whether the CPU has `xsave` (the trampoline saves the vector registers
+/// with it).
+fn cpu_has_xsave() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "xsave"))
+    })
 }
 
 fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {

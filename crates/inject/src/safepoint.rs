@@ -26,16 +26,40 @@ pub enum Verdict {
 /// function names the interpreter and its standard extension modules use
 /// from 3.8 to 3.13.
 const BLOCKING: &[&str] = &[
+    // time.sleep (pysleep is often inlined into it)
     "pysleep",
     "time_sleep",
+    // locks, Event, Condition, Thread.join, queue.Queue
     "acquire_timed",
     "lock_PyThread_acquire_lock",
     "rlock_acquire",
+    // sockets: sock_call_ex and the sock_*_impl are inlined into the
+    // methods in most builds
     "sock_call_ex",
+    "sock_call",
+    "sock_recv",
+    "sock_recv_into",
+    "sock_recvfrom",
+    "sock_recvfrom_into",
+    "sock_recvmsg",
+    "sock_recvmsg_into",
+    "sock_accept",
+    "sock_send",
+    "sock_sendall",
+    "sock_sendto",
+    "sock_sendmsg",
+    "sock_connect",
+    "sock_connect_ex",
+    // select, poll, epoll
+    "select_select",
     "select_select_impl",
+    "select_poll_poll",
     "select_poll_poll_impl",
+    "select_epoll_poll",
     "select_epoll_poll_impl",
+    // os.read, FileIO.read, os.waitpid
     "_Py_read",
+    "os_waitpid",
     "os_waitpid_impl",
 ];
 
@@ -129,6 +153,16 @@ mod tests {
             ("_PyParkingLot_Park", "libpython3.13.so.1.0"),
             ("_PyMutex_LockTimed", "libpython3.13.so.1.0"),
             ("lock_PyThread_acquire_lock", "libpython3.13.so.1.0"),
+        ]);
+        assert_eq!(judge(&f, true), Verdict::Directly);
+    }
+
+    #[test]
+    fn a_socket_wait_runs_directly() {
+        let f = frames(&[
+            ("recv", "libc.so.6"),
+            ("sock_recv", "_socket.cpython-38-x86_64-linux-gnu.so"),
+            ("method_vectorcall_VARARGS", "libpython3.8.so.1.0"),
         ]);
         assert_eq!(judge(&f, true), Verdict::Directly);
     }

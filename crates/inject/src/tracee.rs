@@ -31,7 +31,7 @@ pub enum Stopped {
     /// Running its own code.
     User,
     /// In system call `nr`, which the stop interrupted (the kernel would
-    /// restart it, `restart_block` telling how).
+    /// restart it, `restart_block` telling how, or it returns `EINTR`).
     Syscall {
         /// The system call's number.
         nr: u64,
@@ -39,6 +39,9 @@ pub enum Stopped {
         restart_block: bool,
         /// Whether it must never fail with `EINTR`.
         no_intr: bool,
+        /// Whether it already fails with `EINTR` (one that is never
+        /// restarted, `epoll_wait` say).
+        eintr: bool,
     },
 }
 
@@ -48,6 +51,11 @@ pub struct Tracee {
     mem: File,
     /// Its registers when it stopped.
     pub regs: libc::user_regs_struct,
+    /// Whether `regs` were read (and are to be put back on the way out).
+    regs_read: bool,
+    /// A signal of the program's that arrived while the thread was held:
+    /// delivered when it is let go.
+    pending: Option<Signal>,
     /// When the stop began.
     since: Instant,
     attached: bool,
@@ -67,28 +75,30 @@ impl Tracee {
         let mut tracee = Tracee {
             pid: t,
             mem,
-            regs: unsafe_free_zeroed_regs(),
+            regs: zeroed_regs(),
+            regs_read: false,
+            pending: None,
             since,
             attached: true,
         };
         ptrace::interrupt(t).map_err(|e| InjectError::from_errno(pid, e))?;
         tracee.wait_stop(pid)?;
         tracee.regs = ptrace::getregs(t).map_err(|e| InjectError::from_errno(pid, e))?;
+        tracee.regs_read = true;
         Ok(tracee)
     }
 
-    /// Waits for the thread's next stop, handing on any signal that stops
-    /// it meanwhile (it is the program's).
+    /// Waits for the thread's next stop; `Some(SIGTRAP)` for a trap. A
+    /// signal of the program's that stops it instead is kept for the
+    /// release (the thread is stopped all the same).
     fn wait_stop(&mut self, pid: u32) -> Result<Option<Signal>, InjectError> {
         loop {
             match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
                 Ok(WaitStatus::PtraceEvent(_, _, _)) => return Ok(None),
                 Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => return Ok(Some(Signal::SIGTRAP)),
                 Ok(WaitStatus::Stopped(_, sig)) => {
-                    // A signal of the program's own: deliver it and stop
-                    // again.
-                    ptrace::cont(self.pid, sig).map_err(|e| InjectError::from_errno(pid, e))?;
-                    ptrace::interrupt(self.pid).map_err(|e| InjectError::from_errno(pid, e))?;
+                    self.pending = Some(sig);
+                    return Ok(None);
                 }
                 Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                     self.attached = false;
@@ -112,13 +122,16 @@ impl Tracee {
         if r.orig_rax as i64 >= 0
             && matches!(
                 code,
-                ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+                ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK | EINTR
             )
         {
+            // A system call that is never restarted (epoll_wait, say)
+            // already returns EINTR when the stop interrupts it.
             Stopped::Syscall {
                 nr: r.orig_rax,
                 restart_block: code == ERESTART_RESTARTBLOCK,
                 no_intr: code == ERESTARTNOINTR,
+                eintr: code == EINTR,
             }
         } else {
             Stopped::User
@@ -134,9 +147,12 @@ impl Tracee {
             nr,
             restart_block,
             no_intr,
+            eintr: already,
         } = self.stopped()
         {
-            if eintr && !no_intr {
+            if already {
+                // It returns EINTR whatever happens.
+            } else if eintr && !no_intr {
                 r.rax = EINTR.wrapping_neg();
             } else {
                 r.rip -= 2;
@@ -182,11 +198,18 @@ impl Tracee {
             if self.wait_stop(pid)? == Some(Signal::SIGTRAP) {
                 break;
             }
-            // A stop of another kind before the step finished: step on.
+            // A signal of the program's stopped it before the step (kept
+            // for the release): step on, without it.
             ptrace::step(self.pid, None).map_err(|e| InjectError::from_errno(pid, e))?;
         }
         let after = ptrace::getregs(self.pid).map_err(|e| InjectError::from_errno(pid, e))?;
         ptrace::setregs(self.pid, self.regs).map_err(|e| InjectError::from_errno(pid, e))?;
+        if after.rip != insn + 2 {
+            return Err(InjectError::Ptrace {
+                pid,
+                reason: format!("the system call step ended at {:#x}", after.rip),
+            });
+        }
         Ok(after.rax as i64)
     }
 
@@ -200,7 +223,7 @@ impl Tracee {
             ptrace::setregs(self.pid, r).map_err(|_| InjectError::Exited)?;
         }
         self.attached = false;
-        ptrace::detach(self.pid, None).map_err(|_| InjectError::Exited)?;
+        ptrace::detach(self.pid, self.pending).map_err(|_| InjectError::Exited)?;
         Ok(self.since.elapsed())
     }
 }
@@ -209,14 +232,16 @@ impl Drop for Tracee {
     fn drop(&mut self) {
         if self.attached {
             // An error on the way: the thread goes on as it was.
-            let _ = ptrace::setregs(self.pid, self.regs);
-            let _ = ptrace::detach(self.pid, None);
+            if self.regs_read {
+                let _ = ptrace::setregs(self.pid, self.regs);
+            }
+            let _ = ptrace::detach(self.pid, self.pending);
         }
     }
 }
 
 /// An all-zero register set (before the first `getregs`).
-fn unsafe_free_zeroed_regs() -> libc::user_regs_struct {
+fn zeroed_regs() -> libc::user_regs_struct {
     libc::user_regs_struct {
         r15: 0,
         r14: 0,

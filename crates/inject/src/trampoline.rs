@@ -13,21 +13,40 @@
 //!
 //! ```text
 //! cld
-//! mov eax, -1; mov edx, -1; xsave64 [XSAVE]     ; every vector register
+//! mov eax, 0x2e7; xor edx, edx; xsave64 [XSAVE] ; x87, SSE, AVX, AVX-512, PKRU
 //! ldmxcsr [MXCSR]; fninit                        ; the ABI's defaults
 //! <calls>                                        ; see `Calls`
-//! mov eax, -1; mov edx, -1; xrstor64 [XSAVE]
+//! mov eax, 0x2e7; xor edx, edx; xrstor64 [XSAVE]
 //! mov qword [DONE], 1
 //! push qword [RFLAGS]; popfq
 //! mov rax, [RAX] … mov r15, [R15]                ; all but rsp
 //! mov rsp, [RSP]
 //! jmp [RIP]
+//!
+//! run(source):                                   ; what CPython calls
+//! sub rsp, 8
+//! call [RUN_STRING]                              ; PyRun_SimpleString
+//! test eax, eax; jz 1f
+//! call [SET_INTERRUPT]                           ; a Ctrl-C it swallowed
+//! 1: mov qword [RETURNED], 1
+//! add rsp, 8; xor eax, eax; ret                  ; a pending call never fails
 //! ```
+//!
+//! `run` always returns 0: a pending call that returned -1 would become a
+//! `SystemError` in the program. The source lets only `KeyboardInterrupt`
+//! out (the program's Ctrl-C, arrived while it ran): `PyRun_SimpleString`
+//! then prints it and returns -1, and `run` raises it again for the program
+//! with `PyErr_SetInterrupt`. The `xsave` mask leaves out AMX tile data,
+//! whose 8 KiB the area has no room for (and which CPython never uses).
 
 /// The size of the page set: code and slots, `xsave` area, source.
 pub const PAGE_SIZE: usize = 3 * 4096;
+/// Where `run` starts.
+const RUN: usize = 0x300;
 /// Where the data slots start.
 const SLOTS: usize = 0x400;
+/// The `xsave` components saved: x87, SSE, AVX, the AVX-512 state, PKRU.
+const XSAVE_MASK: u32 = 0x2e7;
 /// Where the `xsave` area starts (64-byte aligned, one page).
 const XSAVE: usize = 0x1000;
 /// Where the Python source starts.
@@ -49,11 +68,14 @@ enum Slot {
     RunString,
     Ensure,
     Release,
+    SetInterrupt,
     // Results.
     Result,
     GilState,
-    // The source's address.
+    Returned,
+    // The source's address, `run`'s address.
     SourcePtr,
+    RunPtr,
 }
 
 fn slot(s: Slot) -> usize {
@@ -73,14 +95,14 @@ const RDI: u8 = 7;
 /// What the borrowed thread calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Calls {
-    /// `Py_AddPendingCall(PyRun_SimpleString, source)`: the main thread
-    /// runs the source at its next check of the eval breaker, with the
-    /// GIL, between two bytecodes. Any thread may ask.
+    /// `Py_AddPendingCall(run, source)`: the main thread runs the source
+    /// at its next check of the eval breaker, with the GIL, between two
+    /// bytecodes. Any thread may ask.
     PendingCall,
-    /// `s = PyGILState_Ensure(); PyRun_SimpleString(source);
-    /// PyGILState_Release(s)`: for a thread waiting in a blocking call
-    /// that released the GIL, at the point where CPython would run a
-    /// signal handler (it goes on as after one: the call sees `EINTR`).
+    /// `s = PyGILState_Ensure(); run(source); PyGILState_Release(s)`: for
+    /// a thread waiting in a blocking call that released the GIL, at the
+    /// point where CPython would run a signal handler (it goes on as after
+    /// one: the call sees `EINTR`).
     Directly,
 }
 
@@ -96,6 +118,8 @@ pub struct Functions {
     pub ensure: u64,
     /// `PyGILState_Release`.
     pub release: u64,
+    /// `PyErr_SetInterrupt`.
+    pub set_interrupt: u64,
 }
 
 /// Where the borrowed thread goes back to, with which registers.
@@ -149,10 +173,11 @@ impl Asm {
         self.rip_op(false, &[0xff], 2, target, &[]);
     }
 
-    fn all_ones(&mut self) {
-        // mov eax, -1; mov edx, -1 (the xsave feature mask: everything).
-        self.code.extend_from_slice(&[0xb8, 0xff, 0xff, 0xff, 0xff]);
-        self.code.extend_from_slice(&[0xba, 0xff, 0xff, 0xff, 0xff]);
+    fn xsave_mask(&mut self) {
+        // mov eax, XSAVE_MASK; xor edx, edx
+        self.code.push(0xb8);
+        self.code.extend_from_slice(&XSAVE_MASK.to_le_bytes());
+        self.code.extend_from_slice(&[0x31, 0xd2]);
     }
 }
 
@@ -171,13 +196,13 @@ pub fn build(
         code: Vec::with_capacity(256),
     };
     a.code.push(0xfc); // cld
-    a.all_ones();
+    a.xsave_mask();
     a.rip_op(true, &[0x0f, 0xae], 4, XSAVE, &[]); // xsave64
     a.rip_op(false, &[0x0f, 0xae], 2, slot(Slot::Mxcsr), &[]); // ldmxcsr
     a.code.extend_from_slice(&[0xdb, 0xe3]); // fninit
     match calls {
         Calls::PendingCall => {
-            a.load(RDI, slot(Slot::RunString));
+            a.load(RDI, slot(Slot::RunPtr));
             a.load(RSI, slot(Slot::SourcePtr));
             a.call(slot(Slot::AddPendingCall));
             a.store(slot(Slot::Result), RAX);
@@ -186,13 +211,12 @@ pub fn build(
             a.call(slot(Slot::Ensure));
             a.store(slot(Slot::GilState), RAX);
             a.load(RDI, slot(Slot::SourcePtr));
-            a.call(slot(Slot::RunString));
-            a.store(slot(Slot::Result), RAX);
+            a.call(slot(Slot::RunPtr));
             a.load(RDI, slot(Slot::GilState));
             a.call(slot(Slot::Release));
         }
     }
-    a.all_ones();
+    a.xsave_mask();
     a.rip_op(true, &[0x0f, 0xae], 5, XSAVE, &[]); // xrstor64
     a.rip_op(true, &[0xc7], 0, slot(Slot::Done), &1u32.to_le_bytes()); // mov qword [DONE], 1
     a.rip_op(false, &[0xff], 6, slot(Slot::Rflags), &[]); // push qword [RFLAGS]
@@ -202,7 +226,18 @@ pub fn build(
     }
     a.load(RSP, reg_slot(RSP));
     a.rip_op(false, &[0xff], 4, slot(Slot::Rip), &[]); // jmp [RIP]
-    assert!(a.code.len() <= SLOTS, "trampoline code overflows its space");
+    assert!(a.code.len() <= RUN, "trampoline code overflows its space");
+
+    // run(source), called by CPython (a pending call) or by the code above.
+    a.code.resize(RUN, 0xcc);
+    a.code.extend_from_slice(&[0x48, 0x83, 0xec, 0x08]); // sub rsp, 8
+    a.call(slot(Slot::RunString));
+    a.code.extend_from_slice(&[0x85, 0xc0, 0x74, 0x06]); // test eax, eax; jz +6
+    a.call(slot(Slot::SetInterrupt)); // 6 bytes
+    a.rip_op(true, &[0xc7], 0, slot(Slot::Returned), &1u32.to_le_bytes());
+    a.code.extend_from_slice(&[0x48, 0x83, 0xc4, 0x08]); // add rsp, 8
+    a.code.extend_from_slice(&[0x31, 0xc0, 0xc3]); // xor eax, eax; ret
+    assert!(a.code.len() <= SLOTS, "run overflows its space");
 
     let mut page = vec![0u8; PAGE_SIZE];
     page[..a.code.len()].copy_from_slice(&a.code);
@@ -217,7 +252,9 @@ pub fn build(
     put(slot(Slot::RunString), functions.run_string);
     put(slot(Slot::Ensure), functions.ensure);
     put(slot(Slot::Release), functions.release);
+    put(slot(Slot::SetInterrupt), functions.set_interrupt);
     put(slot(Slot::SourcePtr), base + SOURCE as u64);
+    put(slot(Slot::RunPtr), base + RUN as u64);
     page[SOURCE..SOURCE + source.len()].copy_from_slice(source);
     page
 }
@@ -228,10 +265,17 @@ pub fn done_offset() -> usize {
     slot(Slot::Done)
 }
 
-/// The page offset of the last call's result (`Py_AddPendingCall`'s or
-/// `PyRun_SimpleString`'s `int`, in the low 32 bits).
+/// The page offset of `Py_AddPendingCall`'s result (an `int`, in the low
+/// 32 bits; 0 for a direct run).
 pub fn result_offset() -> usize {
     slot(Slot::Result)
+}
+
+/// The page offset of the flag `run` sets (to 1) once the source has run
+/// (the page's code is then used only for the few instructions of its
+/// return).
+pub fn returned_offset() -> usize {
+    slot(Slot::Returned)
 }
 
 /// The registers of the [`Resume`] that `regs` describe.
@@ -256,6 +300,7 @@ mod tests {
             run_string: 0x2222,
             ensure: 0x3333,
             release: 0x4444,
+            set_interrupt: 0x5555,
         }
     }
 

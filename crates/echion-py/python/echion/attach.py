@@ -56,6 +56,11 @@ def run(control, report):
         os.close(fd)
         if bootstrap._started:
             bootstrap.stop()
+        else:
+            # Failed half-way: whatever start() put in goes.
+            bootstrap._unhook()
+            bootstrap._restore_profiled_pid()
+            ec.stop()
         ec.set_quiet(False)
         raise
 
@@ -64,6 +69,18 @@ def _started(ok):
     report = _report
     if report is not None:
         report("started %d" % os.getpid() if ok else "error: the sampler did not start")
+
+
+def forget_in_child():
+    """In a forked child of an attached process: the attach is the
+    parent's; the child keeps no part of it."""
+    global _control_fd, _report
+    fd, _control_fd, _report = _control_fd, None, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _detach():

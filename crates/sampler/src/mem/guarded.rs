@@ -289,22 +289,21 @@ mod imp {
         if !installed() {
             return true;
         }
+        // Only when ours is on top of both: a handler the program installed
+        // since may still chain to ours, which must then stay reachable
+        // with the PREVIOUS it reads.
+        if !on_top() {
+            return false;
+        }
         for &sig in &SIGNALS {
-            let mut current = MaybeUninit::<libc::sigaction>::uninit();
-            // SAFETY: a null new action only queries; `current` is valid
-            // for writes.
-            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), current.as_mut_ptr()) };
-            // SAFETY: initialised by the successful call.
-            if rc == 0 && unsafe { current.assume_init() }.sa_sigaction == handler_address() {
-                // SAFETY: PREVIOUS holds the action queried at install.
-                unsafe {
-                    libc::sigaction(
-                        sig,
-                        (*PREVIOUS.0.get())[index(sig)].as_ptr(),
-                        std::ptr::null_mut(),
-                    )
-                };
-            }
+            // SAFETY: PREVIOUS holds the action queried at install.
+            unsafe {
+                libc::sigaction(
+                    sig,
+                    (*PREVIOUS.0.get())[index(sig)].as_ptr(),
+                    std::ptr::null_mut(),
+                )
+            };
         }
         INSTALLED.store(false, Ordering::Release);
         true

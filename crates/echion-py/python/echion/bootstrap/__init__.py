@@ -130,6 +130,9 @@ def _after_fork_in_child() -> None:
         _restore_profiled_pid()
         _unhook()
         ec.stop()  # nothing runs: takes out the allocator and signal hooks
+        attach = sys.modules.get("echion.attach")
+        if attach is not None:
+            attach.forget_in_child()
         return
     os.environ[PROFILED_PID] = str(os.getpid())
     # Sample this process into its own file.
@@ -172,32 +175,26 @@ def _hook_gevent() -> None:
 _fork_hooks = False
 #: The options ``echion -p`` gave (a dict), ``None`` in run mode.
 _attached_env = None
-#: ``PROFILED_PID`` as it was before an attached run set it.
-_previous_profiled_pid = None
 
 
 def _restore_profiled_pid() -> None:
+    # An attached run does not touch the environment (other threads of the
+    # program may be reading it); it only forgets its options.
     global _attached_env
-    if _attached_env is None:
-        return
     _attached_env = None
-    if _previous_profiled_pid is None:
-        os.environ.pop(PROFILED_PID, None)
-    else:
-        os.environ[PROFILED_PID] = _previous_profiled_pid
 
 
 def start(env=None) -> None:
     """Configure (from ``env``, a dict of ``ECHION_*`` values that
     ``echion -p`` passes, or else from the environment), hook the standard
     library and start sampling."""
-    global _started, _fork_hooks, _attached_env, _previous_profiled_pid
+    global _started, _fork_hooks, _attached_env
     if _started or in_profiled_process():
         return
     if env is not None:
         _attached_env = env
-        _previous_profiled_pid = os.environ.get(PROFILED_PID)
-    os.environ[PROFILED_PID] = str(os.getpid())
+    else:
+        os.environ[PROFILED_PID] = str(os.getpid())
     _configure(env)
     from echion.monkey import threading as threading_hooks
 

@@ -3,8 +3,9 @@ CPython runs Python code safely (a pending call, or where a blocking call
 would run a signal handler), with ``CONTROL`` set to the attach's control
 directory. Loads the echion package of the ``echion`` command (the process
 need not have echion installed; nothing goes on ``sys.path``) and starts
-profiling. Every outcome is written to ``CONTROL/status``; nothing raises
-out of here, and nothing is left in ``__main__``.
+profiling. Every outcome is written to ``CONTROL/status``; nothing but the
+program's own ``KeyboardInterrupt`` raises out of here, and nothing is left
+in ``__main__``.
 """
 
 
@@ -42,10 +43,9 @@ def _attach(control):
 try:
     _attach(CONTROL)  # noqa: F821 (set by the code that runs this file)
 except KeyboardInterrupt:
-    # The program's own Ctrl-C, arrived while this ran: hand it back.
-    import _thread
-
-    _status(CONTROL, "error: interrupted")  # noqa: F821
-    _thread.interrupt_main()
+    # The program's own Ctrl-C, arrived while this ran: it goes out, and
+    # the injected code raises it again for the program once this is over.
+    _status(CONTROL, "error: interrupted by the program's Ctrl-C")  # noqa: F821
+    raise
 except BaseException as e:  # never raise into the program
     _status(CONTROL, "error: %s: %s" % (type(e).__name__, e))  # noqa: F821
