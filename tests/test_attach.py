@@ -90,6 +90,12 @@ def attach(tmp_path, pid, *args, timeout=90, name="profile.mojo"):
     return run, out
 
 
+def attach_in_background(tmp_path, pid, name="profile.mojo"):
+    """``echion -p PID`` running until told otherwise, its stderr piped."""
+    cmd = echion_command() + ["-o", str(Path(tmp_path) / name), "-p", str(pid)]
+    return subprocess.Popen(cmd, env=echion_env(), stderr=subprocess.PIPE)
+
+
 def assert_left_as_found(rc, report, err, page_may_stay=False):
     assert rc == 7, "target status %r, stderr %s" % (rc, err[-2000:])
     assert report is not None, err[-2000:]
@@ -195,11 +201,7 @@ def test_ten_attach_and_detach_cycles(tmp_path, targets):
 def test_ctrl_c_on_echion_detaches(tmp_path, targets):
     t = start(targets, tmp_path, "sleep_worker")
     out = tmp_path / "profile.mojo"
-    proc = subprocess.Popen(
-        echion_command() + ["-o", str(out), "-p", str(t.pid)],
-        env=echion_env(),
-        stderr=subprocess.PIPE,
-    )
+    proc = attach_in_background(tmp_path, t.pid)
     line = proc.stderr.readline().decode()
     assert "until Ctrl-C" in line, line
     time.sleep(0.5)
@@ -214,7 +216,7 @@ def test_ctrl_c_on_echion_detaches(tmp_path, targets):
 def test_the_target_exiting_ends_the_profile(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     out = tmp_path / "profile.mojo"
-    proc = subprocess.Popen(echion_command() + ["-o", str(out), "-p", str(t.pid)], env=echion_env(), stderr=subprocess.PIPE)
+    proc = attach_in_background(tmp_path, t.pid)
     assert "attached to pid" in proc.stderr.readline().decode()
     time.sleep(0.3)
     rc, report, err = t.finish()
@@ -304,11 +306,7 @@ def test_no_permission_says_what_to_do(tmp_path, targets):
 
 def test_a_process_already_profiled_by_echion(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
-    first = subprocess.Popen(
-        echion_command() + ["-o", str(tmp_path / "first.mojo"), "-p", str(t.pid)],
-        env=echion_env(),
-        stderr=subprocess.PIPE,
-    )
+    first = attach_in_background(tmp_path, t.pid, "first.mojo")
     assert "attached to pid" in first.stderr.readline().decode()
     run, _ = attach(tmp_path, t.pid, name="second.mojo")
     one_line_error(run, "already being profiled by echion")
@@ -348,11 +346,7 @@ def test_no_safe_point_leaves_nothing_behind(tmp_path, targets):
 
 def test_the_target_exiting_during_the_attach(tmp_path, targets):
     t = start(targets, tmp_path, "gil_in_c")
-    proc = subprocess.Popen(
-        echion_command() + ["-o", str(tmp_path / "p.mojo"), "-p", str(t.pid)],
-        env=echion_env(),
-        stderr=subprocess.PIPE,
-    )
+    proc = attach_in_background(tmp_path, t.pid, "p.mojo")
     time.sleep(1.0)
     t.kill()
     err = proc.communicate(timeout=30)[1].decode()

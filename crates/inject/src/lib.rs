@@ -404,37 +404,25 @@ impl Target {
     /// pending call: the call is queued; run directly: the source ran),
     /// and the last call's result.
     pub fn done(&self, injection: &Injection) -> Option<i32> {
-        let mut flag = [0u8; 8];
-        read_mem(
-            self.pid,
-            injection.page + trampoline::done_offset() as u64,
-            &mut flag,
-        )
-        .ok()?;
-        if u64::from_le_bytes(flag) == 0 {
+        if self.word(injection, trampoline::done_offset())? == 0 {
             return None;
         }
-        let mut result = [0u8; 8];
-        read_mem(
-            self.pid,
-            injection.page + trampoline::result_offset() as u64,
-            &mut result,
-        )
-        .ok()?;
-        Some(u64::from_le_bytes(result) as u32 as i32)
+        let result = self.word(injection, trampoline::result_offset())?;
+        Some(result as u32 as i32)
     }
 
     /// Whether the source of `injection` has run and returned (from then
     /// on the page is only used for the few instructions of a return).
     pub fn returned(&self, injection: &Injection) -> bool {
-        let mut flag = [0u8; 8];
-        read_mem(
-            self.pid,
-            injection.page + trampoline::returned_offset() as u64,
-            &mut flag,
-        )
-        .is_ok()
-            && u64::from_le_bytes(flag) != 0
+        self.word(injection, trampoline::returned_offset())
+            .is_some_and(|flag| flag != 0)
+    }
+
+    /// The word at `offset` in the page of `injection`.
+    fn word(&self, injection: &Injection, offset: usize) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        read_mem(self.pid, injection.page + offset as u64, &mut bytes).ok()?;
+        Some(u64::from_le_bytes(bytes))
     }
 
     /// Turns the source of `injection` off (its `if 1:` becomes `if 0:`,
