@@ -162,6 +162,18 @@ def target(name: str) -> Path:
     return path
 
 
+def all_pythons() -> List[str]:
+    """CPython 3.8 to 3.13: ``ECHION_PYTHONS`` (as scripts/test sets it), or
+    the newest of each under /root/.pyenv/versions; all six must exist."""
+    listed = [p for p in os.environ.get("ECHION_PYTHONS", "").split(":") if p]
+    if not listed:
+        for minor in range(8, 14):
+            found = sorted(Path("/root/.pyenv/versions").glob("3.%d.*/bin/python3" % minor))
+            listed.append(str(found[-1]) if found else "missing-3.%d" % minor)
+    assert len(listed) == 6 and all(os.path.exists(p) for p in listed), listed
+    return listed
+
+
 def echion_env(env=None) -> dict:
     """The environment of a run: ours, without anything that would configure
     echion behind the command line's back, plus ``env`` (a value of None

@@ -16,21 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import contains, echion_command, echion_env, mojo_tool, read_all, samples_of, scope, stack_summary, target, threads
+from harness import all_pythons, contains, echion_command, echion_env, mojo_tool, read_all, samples_of, scope, stack_summary, target, threads
 
 TARGET = target("attach_target.py")
 #: This interpreter without the venv: echion is not installed in it.
 BASE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
 ATTACHED_RE = re.compile(r"attached to pid (\d+): stopped (\d+) us, first sample after (\d+) ms")
-
-
-def all_pythons():
-    listed = [p for p in os.environ.get("ECHION_PYTHONS", "").split(":") if p]
-    if not listed:
-        for minor in range(8, 14):
-            found = sorted(Path("/root/.pyenv/versions").glob("3.%d.*/bin/python3" % minor))
-            listed.extend(str(p) for p in found[-1:])
-    return listed
 
 
 class Target:

@@ -14,24 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import PY, echion_command, echion_env, marker_line, scope, target, thread_prefix
+from harness import PY, all_pythons, echion_command, echion_env, marker_line, scope, target, thread_prefix
 
 TARGET = target("where_target.py")
 HEADER = "🐴 Echion reporting for duty"
 THREAD_RE = re.compile(r"^    🧵 (?P<name>.+?)(?: \(interpreter (?P<iid>\d+)\))?:$")
 FRAME_RE = re.compile(r"^          (?P<func>\S.*) \((?P<file>.*):(?P<line>-?\d+)\)$")
-
-
-def all_pythons():
-    """CPython 3.8 to 3.13: ``ECHION_PYTHONS`` (as scripts/test sets it), or
-    the newest of each under /root/.pyenv/versions."""
-    listed = [p for p in os.environ.get("ECHION_PYTHONS", "").split(":") if p]
-    if not listed:
-        for minor in range(8, 14):
-            found = sorted(Path("/root/.pyenv/versions").glob("3.%d.*/bin/python3" % minor))
-            listed.append(str(found[-1]) if found else "missing-3.%d" % minor)
-    assert len(listed) == 6 and all(os.path.exists(p) for p in listed), listed
-    return listed
 
 
 class Target:

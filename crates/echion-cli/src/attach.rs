@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use echion_inject::{Calls, Injection, Target};
+use echion_inject::{alive, Calls, Injection, Target};
 use echion_sampler::options::Options;
 use echion_sampler::{Mode, Session};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -254,14 +254,6 @@ impl StatusReader {
     }
 }
 
-/// What stopped an attached run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    Signal(Signal),
-    Exposure,
-    Exited,
-}
-
 /// One attach under way.
 struct Attached {
     pid: u32,
@@ -358,23 +350,21 @@ impl Attached {
         );
         // 2. Profiling.
         let deadline = config.exposure.map(|x| Instant::now() + x);
-        let end = loop {
+        // Until the target exits (true), or a signal or the exposure ends it.
+        let exited = loop {
             for line in self.status.lines(&self.control.dir) {
                 if let Some(reason) = line.strip_prefix("error: ") {
                     eprintln!("echion: pid {pid}: {reason}");
                 }
             }
             if !alive(pid) {
-                break End::Exited;
+                break true;
             }
-            if let Some(sig) = self.wait_signal() {
-                break End::Signal(sig);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break End::Exposure;
+            if self.wait_signal().is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
             }
         };
-        if end == End::Exited {
+        if exited {
             eprintln!("echion: pid {pid} exited; its profile is in {output}");
             return Ok(0);
         }
@@ -401,8 +391,11 @@ impl Attached {
         self.control.ask_to_detach();
         let deadline = Instant::now() + DETACH_PATIENCE;
         loop {
-            if fs::read_to_string(self.control.dir.join("status"))
-                .is_ok_and(|s| s.lines().any(|l| l == "detached"))
+            if self
+                .status
+                .lines(&self.control.dir)
+                .iter()
+                .any(|l| l == "detached")
             {
                 return true;
             }
@@ -446,17 +439,6 @@ fn fs_uid(pid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     uids.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Whether process `pid` is still there (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -132,6 +132,12 @@ impl InjectError {
     }
 }
 
+/// Whether process `pid` is still there: its main thread is neither gone
+/// nor a zombie.
+pub fn alive(pid: u32) -> bool {
+    tracee::thread_alive(pid, pid)
+}
+
 /// The pid tracing `pid` (`TracerPid` of its status; 0 for none).
 fn tracer_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -444,7 +450,7 @@ impl Target {
             return Err(InjectError::NoSafeThread(self.pid));
         }
         let page = injection.page..injection.page + trampoline::PAGE_SIZE as u64;
-        let main = if tracee::thread_alive(self.pid, self.pid) {
+        let main = if alive(self.pid) {
             self.pid
         } else {
             *self.threads().first().ok_or(InjectError::Exited)?
