@@ -363,7 +363,7 @@ def two_loops():
 
 
 async def many_sleeper():
-    await asyncio.sleep(1)
+    await asyncio.sleep(float(os.environ.get("AIO_SLEEP", "1")))
 
 
 async def many():

@@ -71,9 +71,11 @@ int main(void) {
 
     /* Sets and weak references (Include/cpython/setobject.h,
        Include/cpython/weakrefobject.h): asyncio's task sets. */
+    F(PySetObject, used);
     F(PySetObject, mask);
     F(PySetObject, table);
     F(setentry, key);
+    F(setentry, hash);
     S(setentry);
     F(PyWeakReference, wr_object);
     F(PyListObject, ob_item);

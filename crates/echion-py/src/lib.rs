@@ -546,8 +546,8 @@ fn set_exposure(seconds: f64) -> PyResult<()> {
 }
 
 /// Tells the sampler where asyncio keeps its tasks: `current_tasks`
-/// (`asyncio.tasks._current_tasks`, accepted for echion 0.3's signature;
-/// the task on the CPU is found from the thread's stack), the `set` of weak
+/// (`asyncio.tasks._current_tasks`, the `dict` of the task each loop runs,
+/// read every tick; anything else is taken as unknown), the `set` of weak
 /// references behind `_scheduled_tasks.data` (`_all_tasks.data` before
 /// 3.12), and `_eager_tasks` (3.12+) or `None`. The sets must stay alive
 /// (they are asyncio's own module globals).
@@ -558,7 +558,11 @@ fn init_asyncio(
     scheduled_tasks: Bound<'_, PyAny>,
     eager_tasks: Option<Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    let _ = current_tasks;
+    let current = if current_tasks.is_instance_of::<pyo3::types::PyDict>() {
+        current_tasks.as_ptr() as u64
+    } else {
+        0
+    };
     let set = |o: &Bound<'_, PyAny>, what: &str| -> PyResult<u64> {
         if o.is_instance_of::<pyo3::types::PySet>() {
             Ok(o.as_ptr() as u64)
@@ -575,9 +579,11 @@ fn init_asyncio(
         None => 0,
     };
     with_state(|s| {
-        s.control
-            .registry
-            .post(Update::AsyncioRoots { scheduled, eager })
+        s.control.registry.post(Update::AsyncioRoots {
+            scheduled,
+            eager,
+            current,
+        })
     });
     Ok(())
 }

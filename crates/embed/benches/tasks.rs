@@ -2,8 +2,11 @@
 //! sampler reads the interpreter of its own process (guarded loads), whose
 //! main thread runs an event loop with 1,000 tasks sleeping in
 //! `asyncio.sleep`, every frame and every task's coroutine chain already
-//! read once. Each tick yields 1,000 stacks (one per task, into a MOJO
-//! writer that discards its bytes).
+//! read once. Two engines at 1 ms: one told to read every task each tick
+//! (1,000 stacks a tick, into a MOJO writer that discards its bytes), and
+//! one with the budget its interval allows (1 % of it, by the measured cost
+//! of a task), which makes each tick read the next share of the tasks, each
+//! stack carrying the time of the ticks that skipped it.
 //!
 //! One interpreter per process: the bench runs itself once per Python found
 //! (`ECHION_PYTHONS`, or /root/.pyenv/versions/3.*), each with that
@@ -52,11 +55,15 @@ fn bench_embedded(lib: &std::path::Path) {
     // found in memory as where mode finds them, then one stack per task.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut now = 1_000_000_000u64;
-    let mut engine = loop {
+    let engine = |interval_ns| {
         let writer = MojoWriter::new(std::io::sink(), 1).expect("sink");
-        let mut engine = session
-            .engine(Mode::Wall, 1_000_000, writer)
-            .expect("engine");
+        session
+            .engine(Mode::Wall, interval_ns, writer)
+            .expect("engine")
+    };
+    let mut every = loop {
+        let mut engine = engine(1_000_000);
+        engine.set_every_task();
         let registry = session.thread_names();
         engine.tick(now, &registry, &freed).expect("tick");
         now += 1_000_000;
@@ -67,33 +74,60 @@ fn bench_embedded(lib: &std::path::Path) {
         assert!(Instant::now() < deadline, "{version}: {stacks} task stacks");
         std::thread::sleep(Duration::from_millis(50));
     };
+    let mut shares = engine(1_000_000);
+    let registry = session.thread_names();
+    // Two rounds of the table: every chain read once.
+    for _ in 0..40 {
+        shares.tick(now, &registry, &freed).expect("tick");
+        now += 1_000_000;
+    }
     let registry = echion_sampler::RegistryQueue::default();
     let mut c = Criterion::default().configure_from_args();
     c.bench_function(
         &format!(
-            "in-process tick, guarded loads, {TASKS} sleeping asyncio tasks, python {version}"
+            "in-process tick, guarded loads, {TASKS} sleeping asyncio tasks, every task, python {version}"
         ),
         |b| {
             b.iter(|| {
                 now += 1_000_000;
-                engine.tick(now, &registry, &freed).expect("tick");
+                every.tick(now, &registry, &freed).expect("tick");
+            })
+        },
+    );
+    c.bench_function(
+        &format!(
+            "in-process tick, guarded loads, {TASKS} sleeping asyncio tasks, 1 ms budget, python {version}"
+        ),
+        |b| {
+            b.iter(|| {
+                now += 1_000_000;
+                shares.tick(now, &registry, &freed).expect("tick");
             })
         },
     );
     c.final_summary();
     assert_eq!(
-        engine.stacks_written(),
+        every.stacks_written(),
         TASKS,
         "{version}: one stack per task"
     );
-    assert_eq!(
-        engine.stats().skipped_total(),
-        0,
-        "{version}: nothing skipped"
+    let shared = shares.stacks_written();
+    assert!(
+        (1..TASKS).contains(&shared),
+        "{version}: {shared} stacks in a tick of the 1 ms engine"
     );
-    assert_eq!(
-        engine.task_stats().error_ticks,
-        0,
-        "{version}: tasks read every tick"
-    );
+    for (engine, what) in [(&every, "every"), (&shares, "shares")] {
+        assert_eq!(
+            engine.stats().skipped_total(),
+            0,
+            "{version} ({what}): nothing skipped"
+        );
+        assert_eq!(
+            engine.task_stats().error_ticks,
+            0,
+            "{version} ({what}): tasks read every tick"
+        );
+    }
+    assert_eq!(every.task_stats().sampled_ticks, 0, "{version}");
+    assert!(shares.task_stats().sampled_ticks > 0, "{version}");
 }

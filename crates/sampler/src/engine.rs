@@ -134,6 +134,12 @@ struct PerThread {
 /// recently, is checked for being on a CPU right now.
 const RECENTLY_ACTIVE_TICKS: u64 = 8;
 
+/// How long a time-mode engine keeps samples in its sink's buffer before it
+/// ends a tick with [`Sink::end_tick`] (one write to the file): what a
+/// program killed at the wrong moment can lose. A write per tick cost as
+/// much as a quarter of an idle tick.
+pub const FLUSH_EVERY_NS: u64 = 100_000_000;
+
 /// Which thread states a tick shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadFilter {
@@ -182,6 +188,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     /// first: a thread seen for the first time cannot have run unseen for
     /// longer than since then.
     since_ns: u64,
+    /// When the sink's tick last ended.
+    flushed_ns: u64,
     /// The code object of the outermost Python frame of the last walk.
     outermost_code: u64,
     /// Where this process's `struct pthread` keeps the kernel tid, to find
@@ -244,7 +252,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             stack: Vec::with_capacity(256),
             stack_addrs: Vec::with_capacity(256),
             stacks: StackSet::default(),
-            tasks: TaskTable::default(),
+            tasks: {
+                let mut t = TaskTable::default();
+                t.set_interval(Some(interval_ns));
+                t
+            },
             task_buf: Vec::with_capacity(256),
             greenlet_chains: Vec::new(),
             greenlet_ends: Vec::new(),
@@ -254,6 +266,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             regions: RegionCache::new(reader),
             tick: 0,
             since_ns: 0,
+            flushed_ns: 0,
             outermost_code: 0,
             tid_offset: None,
             clocks: &KernelClocks,
@@ -405,6 +418,13 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         self.tasks.stats()
     }
 
+    /// Makes every tick read every pending asyncio task (up to
+    /// [`crate::tasks::MAX_TASKS`]) whatever it takes, instead of the share
+    /// its interval allows: for a one-off dump (where mode).
+    pub fn set_every_task(&mut self) {
+        self.tasks.set_interval(None);
+    }
+
     /// Says which thread states a tick shows (a profile's by default).
     pub fn set_filter(&mut self, filter: ThreadFilter) {
         self.filter = filter;
@@ -467,7 +487,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let tick = self.tick;
         self.since_ns = self.since_ns.max(now_ns);
         self.threads.retain(|_, t| t.seen_tick == tick);
-        self.sink.end_tick()
+        if now_ns.saturating_sub(self.flushed_ns) >= FLUSH_EVERY_NS {
+            self.flushed_ns = now_ns;
+            self.sink.end_tick()?;
+        }
+        Ok(())
     }
 
     /// One tick reading through `memory`; `regions` is the prefetch cache
@@ -694,7 +718,12 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             native_id,
         };
         self.tick_stacks += self.stacks.len() as u64;
-        for stack in self.stacks.iter() {
+        for (stack, &weight) in self.stacks.iter().zip(self.stacks.weights()) {
+            let metric = if weight == 1.0 {
+                metric_us as i64
+            } else {
+                (metric_us as f64 * f64::from(weight)).round() as i64
+            };
             self.sink
                 .sample(
                     ids,
@@ -702,7 +731,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         iid,
                         thread: name,
                         stack,
-                        metrics: &[Metric::Time(metric_us as i64)],
+                        metrics: &[Metric::Time(metric)],
                         gc: false,
                         idle: false,
                     },
@@ -958,16 +987,21 @@ impl<S: Sink> StackBuilder<'_, S> {
 }
 
 /// The stacks one thread yields in one sample, outermost frame first, each
-/// written as a sample of its own with the thread's metric. A plain thread
-/// yields one; a thread running an asyncio loop will yield one per task (the
-/// task's frames on top of the loop's), which is why this is a set. Buffers
-/// are kept between samples, so a warm sampler does not allocate here.
+/// written as a sample of its own with the thread's metric times its weight.
+/// A plain thread yields one; a thread running an asyncio loop yields one
+/// per task (the task's frames on top of the loop's), which is why this is
+/// a set. Buffers are kept between samples, so a warm sampler does not
+/// allocate here.
 #[derive(Debug, Default)]
 pub struct StackSet {
     /// Every stack's entries, one after the other.
     entries: Vec<StackEntry>,
     /// Where each stack ends in `entries`.
     ends: Vec<u32>,
+    /// Each stack's weight: how many samples' worth of the metric it
+    /// carries (1, or more for a task read once for several ticks; see
+    /// [`crate::tasks`]).
+    weights: Vec<f32>,
 }
 
 impl StackSet {
@@ -975,6 +1009,7 @@ impl StackSet {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.ends.clear();
+        self.weights.clear();
     }
 
     /// Adds a stack, copied from `frames`.
@@ -991,7 +1026,19 @@ impl StackSet {
 
     /// Ends the stack being built.
     pub(crate) fn close(&mut self) {
+        self.close_weighted(1.0);
+    }
+
+    /// Ends the stack being built, which carries `weight` samples' worth of
+    /// the metric.
+    pub(crate) fn close_weighted(&mut self, weight: f32) {
         self.ends.push(self.entries.len() as u32);
+        self.weights.push(weight);
+    }
+
+    /// Each stack's weight, in the order of [`StackSet::iter`].
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
     }
 
     /// The stacks, in the order they were added.

@@ -46,6 +46,9 @@ pub enum Update {
         scheduled: u64,
         /// `id(_eager_tasks)` (3.12+), 0 if none.
         eager: u64,
+        /// `id(_current_tasks)` (the dict of the task each loop runs), 0
+        /// if unknown.
+        current: u64,
     },
     /// A thread started (or stopped, with 0) running an event loop
     /// (`echion.core.track_asyncio_loop`).
@@ -177,9 +180,16 @@ impl ThreadNames {
                     }
                     self.asyncio.loops.remove(&thread_id);
                 }
-                Update::AsyncioRoots { scheduled, eager } => {
-                    self.asyncio.roots =
-                        (scheduled != 0).then_some(AsyncioRoots { scheduled, eager });
+                Update::AsyncioRoots {
+                    scheduled,
+                    eager,
+                    current,
+                } => {
+                    self.asyncio.roots = (scheduled != 0).then_some(AsyncioRoots {
+                        scheduled,
+                        eager,
+                        current,
+                    });
                 }
                 Update::Loop {
                     thread_id,
@@ -193,7 +203,7 @@ impl ThreadNames {
                 }
                 Update::LinkTask { child, parent } => {
                     if child != 0 && parent != 0 {
-                        self.asyncio.links.insert(child, parent);
+                        self.asyncio.link(child, parent);
                     }
                 }
                 Update::Greenlet {

@@ -367,11 +367,11 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     if dropped > 0 {
         meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));
     }
-    if task_stats.capped_ticks > 0 {
-        // More tasks than one tick reads: some were left out.
+    if task_stats.sampled_ticks > 0 {
+        // More tasks than one tick reads: each tick read a share.
         meta.push((
-            "tasks_capped_ticks".to_owned(),
-            task_stats.capped_ticks.to_string(),
+            "tasks_sampled_ticks".to_owned(),
+            task_stats.sampled_ticks.to_string(),
         ));
     }
     if task_stats.error_ticks > 0 {

@@ -257,6 +257,7 @@ impl<R: MemoryReader> Session<R> {
             }
             let mut engine = self.engine(Mode::Wall, 1_000_000_000, Dump::new())?;
             engine.set_filter(ThreadFilter::Every);
+            engine.set_every_task();
             if let Some(n) = native.take() {
                 engine.set_native(n);
             }
@@ -299,6 +300,7 @@ fn asyncio_updates<R: MemoryReader + ?Sized>(
     updates.push(Update::AsyncioRoots {
         scheduled: sets.scheduled.0,
         eager: sets.eager.0,
+        current: sets.current.0,
     });
     let mut refs = Vec::new();
     let _ = target.set_keys(sets.scheduled, 1 << 20, &mut |wr| {

@@ -1,18 +1,19 @@
 //! asyncio task stacks: which tasks each event loop has, what each one is
 //! suspended in, and who waits on whom.
 //!
-//! Once per tick (when a thread that runs an event loop is sampled) every
-//! pending task is read from asyncio's own task sets, whose addresses Python
-//! gave us ([`crate::Update::AsyncioRoots`]): `_scheduled_tasks` (before
-//! 3.12 `_all_tasks`, a `WeakSet`, read through its `data` set of weak
-//! references) and, 3.12+, `_eager_tasks`. For each task: its name (as
-//! `get_name()` gives it), its loop, the task it waits on
-//! (`task_fut_waiter`), and its coroutine chain (the coroutine, what it
-//! awaits, through async generators' `asend` objects, down to the frame
-//! that is suspended), each coroutine's one frame interned like any other
-//! frame. Links that no field records (`gather`, `wait`, `as_completed`,
-//! `shield`, `TaskGroup`, `wait_for`) come from the Python hooks as
-//! [`crate::Update::LinkTask`].
+//! Once per tick (when a thread that runs an event loop is sampled) the
+//! pending tasks are read from asyncio's own task sets, whose addresses
+//! Python gave us ([`crate::Update::AsyncioRoots`]): `_scheduled_tasks`
+//! (before 3.12 `_all_tasks`, a `WeakSet`, read through its `data` set of
+//! weak references, each slot of which keeps its task's address in its
+//! hash), 3.12+ `_eager_tasks`, and the task each loop is running
+//! (`_current_tasks`). For each task: its name (as `get_name()` gives it),
+//! its loop, what it waits on (`task_fut_waiter`), and its coroutine chain
+//! (the coroutine, what it awaits, through async generators' `asend`
+//! objects, down to the frame that is suspended), each coroutine's one
+//! frame interned like any other frame. Links that no field records
+//! (`wait`, `as_completed`, `shield`, `TaskGroup`, `wait_for`) come from
+//! the Python hooks as [`crate::Update::LinkTask`].
 //!
 //! A thread's stacks are then one per *leaf* task of its loop (a pending
 //! task that waits on no other pending task), plus the task on the CPU: the
@@ -22,21 +23,42 @@
 //! frames; the task on the CPU shows its real frames from the thread's
 //! stack instead, with whatever plain functions it is in.
 //!
-//! Bounded: at most [`MAX_TASKS`] tasks a tick (the rest are left out and
-//! the tick counted in `tasks_capped`), coroutine chains of at most
-//! [`MAX_CHAIN`], waiter chains of at most [`MAX_CHAIN`] and cut at a cycle
-//! (tasks that wait on each other). Buffers are kept between ticks.
+//! Bounded: a tick reads at most its *budget* of tasks: as many as can be
+//! read in 1 % of the sampling interval ([`INTERVAL_SHARE`]), at what
+//! reading a task has cost in the ticks before (measured, as reading is
+//! bound by the memory it touches, which the program keeps busy), at least
+//! [`MIN_BUDGET`], at most [`MAX_TASKS`]. When more are pending,
+//! each tick reads the next share of the scheduled set's table (a window of
+//! slots that goes round it) and every stack of a task read that way
+//! carries the time of the ticks that did not read it (its [`weight`]: the
+//! table's slots over the window's), so each task's time and the total stay
+//! what reading every task every tick would give, at a bounded cost; the
+//! task on the CPU and eager tasks are read every tick. Such ticks are
+//! counted in `tasks_sampled_ticks`. A task read in an earlier tick that
+//! waits on one read now (a `gather`'s parent, say) keeps its place above
+//! it, from what was read of it then. Coroutine chains are at most
+//! [`MAX_CHAIN`] long, waiter chains at most [`MAX_CHAIN`] and cut at a
+//! cycle (tasks that wait on each other). Buffers are kept between ticks.
+//!
+//! [`weight`]: crate::engine::StackSet::weights
 
 use std::collections::HashMap;
 
-use echion_cpython_layout::views::{FrameKind, GenMark, Target, ViewError};
+use echion_cpython_layout::views::{pointer_of_hash, FrameKind, GenMark, Target, ViewError};
 use echion_cpython_layout::{Addr, MemoryReader};
 use echion_mojo::{FrameId, FrameSpec, StackEntry};
 
 use crate::cache::AddrMap;
 
-/// Most tasks read in one tick.
+/// Most tasks read in one tick (the largest budget).
 pub const MAX_TASKS: usize = 8192;
+/// The fewest tasks a tick reads when more are pending.
+pub const MIN_BUDGET: usize = 8;
+/// The share of the sampling interval that reading tasks may take, as a
+/// divisor: 1 %.
+pub const INTERVAL_SHARE: u64 = 100;
+/// What reading one task is taken to cost before it was measured (ns).
+const FIRST_COST_NS: f64 = 1_000.0;
 /// Most coroutines followed down one task, and most tasks followed up from
 /// one leaf.
 pub const MAX_CHAIN: usize = 128;
@@ -52,6 +74,8 @@ pub struct AsyncioRoots {
     pub scheduled: u64,
     /// `_eager_tasks` (a `set` of tasks; 3.12+), 0 if none.
     pub eager: u64,
+    /// `_current_tasks` (a `dict`, loop → the task it runs), 0 if unknown.
+    pub current: u64,
 }
 
 /// What Python told the sampler about asyncio.
@@ -62,10 +86,47 @@ pub struct AsyncioKnown {
     /// The event loop each thread (by `threading.get_ident()`) runs.
     pub loops: AddrMap<u64, u64>,
     /// Task → the task that waits on it, where no field says so.
-    pub links: AddrMap<u64, u64>,
+    links: AddrMap<u64, u64>,
+    /// Task → how many tasks of `links` it waits on.
+    waiting: AddrMap<u64, u32>,
 }
 
 impl AsyncioKnown {
+    /// Records that the task `parent` waits on the task `child`.
+    pub fn link(&mut self, child: u64, parent: u64) {
+        if let Some(old) = self.links.insert(child, parent) {
+            self.unlink_parent(old);
+        }
+        *self.waiting.entry(parent).or_default() += 1;
+    }
+
+    /// Keeps the links whose child `keep` accepts.
+    fn retain_links(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let mut gone = std::mem::take(&mut self.waiting);
+        self.links.retain(|&child, &mut parent| {
+            let k = keep(child);
+            if !k {
+                if let Some(n) = gone.get_mut(&parent) {
+                    *n -= 1;
+                    if *n == 0 {
+                        gone.remove(&parent);
+                    }
+                }
+            }
+            k
+        });
+        self.waiting = gone;
+    }
+
+    fn unlink_parent(&mut self, parent: u64) {
+        if let Some(n) = self.waiting.get_mut(&parent) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting.remove(&parent);
+            }
+        }
+    }
+
     /// The loop the thread `thread_id` runs, if any.
     pub fn loop_of(&self, thread_id: u64) -> Option<u64> {
         self.roots?;
@@ -96,9 +157,11 @@ enum Kind {
     Other,
 }
 
-/// One pending task, as read this tick.
+/// One pending task, as read this tick (or, for a task that waits on one
+/// read this tick, as read in an earlier one).
 #[derive(Debug, Clone, Copy)]
 struct Task {
+    addr: u64,
     event_loop: u64,
     waiter: u64,
     /// The frame named after the task.
@@ -115,13 +178,40 @@ struct Task {
     parent: u32,
     /// Whether it waits on another pending task.
     waits: bool,
+    /// Read this tick: its stack is shown when it is a leaf. `false` for a
+    /// waiter known from an earlier tick, shown only above its children.
+    shown: bool,
+    /// The ticks' worth of time its stack carries.
+    weight: f32,
+}
+
+/// Which task waits on a task, as read from the waiting one: `task`, whose
+/// waiter was `via` (the task itself, or the `gather` future it is a child
+/// of) at tick `tick`.
+#[derive(Debug, Clone, Copy)]
+struct Parent {
+    task: u64,
+    via: u64,
+    tick: u64,
+}
+
+/// What reading one address of a task set found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A pending task, now in the table.
+    Pending,
+    /// A task that is done.
+    Done,
+    /// Not a task.
+    NotATask,
 }
 
 /// Counters of the task reader.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskStats {
-    /// Ticks that found more than [`MAX_TASKS`] tasks.
-    pub capped_ticks: u64,
+    /// Ticks that read a share of the scheduled tasks (more were pending
+    /// than the tick's budget).
+    pub sampled_ticks: u64,
     /// Ticks whose task sets could not be read (stacks shown without
     /// tasks).
     pub error_ticks: u64,
@@ -138,13 +228,30 @@ pub struct TaskTable {
     numbered: AddrMap<u64, FrameId>,
     name_buf: String,
     type_buf: String,
+    /// Most tasks a tick reads (0: [`MAX_TASKS`]).
+    budget: usize,
+    /// Time a tick may spend reading tasks (0: no limit but the budget).
+    target_ns: u64,
+    /// What reading one task has cost lately (ns, a moving average).
+    cost_ns: f64,
+    /// The slot of the scheduled set's table the next window starts at.
+    cursor: u64,
+    /// Whether the last tick read the whole table, and from which tick on
+    /// records of tasks not read since are stale (see `keep`).
+    whole: bool,
+    horizon: u64,
+    /// Ticks a record is kept unread: two rounds of the window and a bit.
+    keep: u64,
+    next_prune: u64,
     /// The tick the table was read in, and whether that worked.
     read_tick: u64,
     read_ok: bool,
     tasks: Vec<Task>,
     index: AddrMap<u64, u32>,
     frames: Vec<StackEntry>,
-    scratch: Vec<u64>,
+    /// This tick's candidates: an address, the weak reference it came
+    /// from (0: none) and the weight of its stack.
+    scratch: Vec<(u64, u64, f32)>,
     chain: Vec<u32>,
     leaves: Vec<u32>,
     /// Each task's coroutine chain as last read, kept while the task does
@@ -153,6 +260,10 @@ pub struct TaskTable {
     slots: Vec<Chain>,
     free: Vec<u32>,
     links: Vec<(u64, GenMark)>,
+    /// Task → the task that waits on it, as last read from the latter.
+    parents: AddrMap<u64, Parent>,
+    /// Task → the last tick it was read in (when reading shares).
+    last_read: AddrMap<u64, u64>,
     stats: TaskStats,
 }
 
@@ -160,11 +271,14 @@ pub struct TaskTable {
 /// reused as long as the task drives the same coroutine, waits on the same
 /// future, holds the same name object and every coroutine of the chain has
 /// the same [`GenMark`] (the same frame at the same instruction, in the same
-/// state): one read per coroutine instead of following the chain again. A task on the CPU is never reused.
+/// state): one read per coroutine instead of following the chain again. A
+/// task on the CPU is never reused. It is also what a waiting task shows
+/// above its children in a tick that did not read it.
 #[derive(Debug, Default)]
 struct Chain {
     coro: u64,
     waiter: u64,
+    event_loop: u64,
     links: Vec<(u64, GenMark)>,
     frames: Vec<StackEntry>,
     outer: u64,
@@ -196,8 +310,45 @@ impl TaskTable {
         self.stats
     }
 
-    /// Reads every pending task once for tick `tick` (again only on the
-    /// next tick). `false` if the sets could not be read.
+    /// Sets the time a tick may spend reading tasks for a sampling
+    /// interval of `interval_ns` (see the module documentation); `None`:
+    /// every tick reads up to [`MAX_TASKS`] tasks, whatever it takes (a
+    /// one-off dump).
+    pub fn set_interval(&mut self, interval_ns: Option<u64>) {
+        self.target_ns = interval_ns.map_or(0, |i| (i / INTERVAL_SHARE).max(1));
+        self.cost_ns = FIRST_COST_NS;
+        self.budget = self.budget_for_cost();
+    }
+
+    fn budget_for_cost(&self) -> usize {
+        if self.target_ns == 0 {
+            return MAX_TASKS;
+        }
+        let n = (self.target_ns as f64 / self.cost_ns.max(1.0)) as usize;
+        n.clamp(MIN_BUDGET, MAX_TASKS)
+    }
+
+    /// Takes in that reading `read` tasks took `spent_ns`.
+    fn measured(&mut self, read: usize, spent_ns: u64) {
+        if self.target_ns == 0 || read == 0 {
+            return;
+        }
+        let cost = spent_ns as f64 / read as f64;
+        self.cost_ns = 0.9 * self.cost_ns + 0.1 * cost;
+        self.budget = self.budget_for_cost();
+    }
+
+    fn budget(&self) -> usize {
+        if self.budget == 0 {
+            MAX_TASKS
+        } else {
+            self.budget
+        }
+    }
+
+    /// Reads the pending tasks (all, or this tick's share; see the module
+    /// documentation) once for tick `tick` (again only on the next tick).
+    /// `false` if the sets could not be read.
     pub(crate) fn read<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
         &mut self,
         target: &Target<'_, R>,
@@ -216,73 +367,148 @@ impl TaskTable {
         let Some(roots) = known.roots else {
             return false;
         };
-        let capped = match self.collect(target, roots) {
-            Ok(c) => c,
+        let started = if self.target_ns != 0 {
+            crate::clock::now_ns()
+        } else {
+            0
+        };
+        let whole = match self.collect(target, roots) {
+            Ok(w) => w,
             Err(_) => {
                 self.stats.error_ticks += 1;
                 return false;
             }
         };
-        if capped {
-            self.stats.capped_ticks += 1;
+        if !whole {
+            self.stats.sampled_ticks += 1;
         }
+        self.whole = whole;
+        // Records from before this tick count only when shares are read.
+        self.horizon = if whole {
+            tick
+        } else {
+            tick.saturating_sub(self.keep)
+        };
         let candidates = std::mem::take(&mut self.scratch);
         let mut unread = 0;
-        for &addr in &candidates {
+        for &(addr, weak, weight) in &candidates {
             // A task that cannot be read now (it finished, or changed
-            // while read) is left out of this tick.
-            if self.read_task(target, Addr(addr), interner, tick).is_err() {
+            // while read) is left out of this tick. An address that holds
+            // no task (a task whose class hashes otherwise) is looked up
+            // through the weak reference it came from.
+            let found = self.read_task(target, Addr(addr), interner, tick, weight);
+            let found = match found {
+                Ok(Found::NotATask) | Err(_) if weak != 0 => match target.weakref(Addr(weak)) {
+                    Ok((ty, task)) if self.kind_of_type(target, ty) == Kind::WeakRef => {
+                        self.read_task(target, task, interner, tick, weight)
+                    }
+                    _ => continue,
+                },
+                other => other,
+            };
+            if found.is_err() {
                 unread += 1;
             }
         }
+        let read = candidates.len();
         self.scratch = candidates;
-        let (chains, slots, free) = (&mut self.chains, &mut self.slots, &mut self.free);
-        chains.retain(|_, slot| {
-            let keep = slots[*slot as usize].seen == tick;
-            if !keep {
-                free.push(*slot);
-            }
-            keep
-        });
-        self.link(target, known);
-        if !capped && unread == 0 {
-            // Links of tasks that are no longer pending go (only after a
-            // tick that read every task: one unreadable for a moment keeps
-            // its link).
-            let index = &self.index;
-            known.links.retain(|child, _| index.contains_key(child));
+        self.link(target, known, tick);
+        self.prune(known, tick, unread == 0);
+        if started != 0 {
+            self.measured(read, crate::clock::now_ns().saturating_sub(started));
         }
         self.read_ok = true;
         true
     }
 
-    /// Collects the addresses of the tasks in the sets into `scratch`;
-    /// `true` if there were more than [`MAX_TASKS`].
+    /// Drops the records of tasks no longer read: every tick when the
+    /// whole set is read (and then the links of tasks that are no longer
+    /// pending, if every task could be read), else once per `keep` ticks.
+    fn prune(&mut self, known: &mut AsyncioKnown, tick: u64, all_read: bool) {
+        if !self.whole && tick < self.next_prune {
+            return;
+        }
+        self.next_prune = tick + self.keep;
+        let horizon = self.horizon;
+        let (chains, slots, free) = (&mut self.chains, &mut self.slots, &mut self.free);
+        chains.retain(|_, slot| {
+            let keep = slots[*slot as usize].seen >= horizon;
+            if !keep {
+                free.push(*slot);
+            }
+            keep
+        });
+        self.parents.retain(|_, p| p.tick >= horizon);
+        if self.whole {
+            self.last_read.clear();
+            if all_read {
+                let index = &self.index;
+                known.retain_links(|child| index.contains_key(&child));
+            }
+        } else {
+            self.last_read.retain(|_, &mut t| t >= horizon);
+            let last_read = &self.last_read;
+            known.retain_links(|child| last_read.contains_key(&child));
+        }
+    }
+
+    /// Collects this tick's candidates into `scratch`: the task each loop
+    /// runs, the tasks of the scheduled set's table (all of it, or the next
+    /// window of it when more tasks are pending than the budget), and the
+    /// eager tasks. `true` if the whole table was read.
     fn collect<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
         roots: AsyncioRoots,
     ) -> Result<bool, ViewError> {
         self.scratch.clear();
-        let mut capped = false;
-        append_keys(target, roots.scheduled, &mut self.scratch, &mut capped)?;
-        // Weak references to their tasks (dead ones point to None, whose
-        // type is not a task; the set's dummy is not a weak reference).
-        let mut kept = 0;
-        for i in 0..self.scratch.len() {
-            let Ok((ty, task)) = target.weakref(Addr(self.scratch[i])) else {
-                continue;
-            };
-            if self.kind_of_type(target, ty) == Kind::WeakRef {
-                self.scratch[kept] = task.0;
-                kept += 1;
-            }
+        let budget = self.budget() as u64;
+        let scratch = &mut self.scratch;
+        if roots.current != 0 {
+            // A loop being closed may change it under us: then the task on
+            // the CPU is found among the others, if at all.
+            let _ = target.dict_items(Addr(roots.current), &mut |_, task| {
+                scratch.push((task.0, 0, 1.0));
+                Ok(if scratch.len() < MAX_CHAIN {
+                    std::ops::ControlFlow::Continue(())
+                } else {
+                    std::ops::ControlFlow::Break(())
+                })
+            });
         }
-        self.scratch.truncate(kept);
-        if roots.eager != 0 && !capped {
-            append_keys(target, roots.eager, &mut self.scratch, &mut capped)?;
+        let shape = target.set_shape(Addr(roots.scheduled))?;
+        if shape.slots > MAX_SET_SLOTS as u64 {
+            return Err(ViewError::TooMany(MAX_SET_SLOTS));
         }
-        Ok(capped)
+        // Slots read at most: a table that grew for many tasks keeps its
+        // size after they are gone.
+        let most_slots = (budget * 16).max(1024);
+        let count = if shape.used <= budget {
+            shape.slots
+        } else {
+            // About `budget` tasks' worth of slots.
+            (shape.slots * budget).div_ceil(shape.used.max(1))
+        }
+        .clamp(1, shape.slots)
+        .min(most_slots);
+        let whole = count == shape.slots;
+        let from = if whole { 0 } else { self.cursor % shape.slots };
+        self.cursor = (from + count) % shape.slots;
+        self.keep = 2 * shape.slots.div_ceil(count) + 2;
+        let weight = shape.slots as f32 / count as f32;
+        let limit = scratch.len() + MAX_TASKS;
+        target.set_entries(&shape, from, count, &mut |weak, hash| {
+            scratch.push((pointer_of_hash(hash).0, weak.0, weight));
+            scratch.len() < limit
+        })?;
+        if roots.eager != 0 {
+            let limit = scratch.len() + MAX_TASKS;
+            target.set_keys(Addr(roots.eager), MAX_SET_SLOTS, &mut |task| {
+                scratch.push((task.0, 0, 1.0));
+                scratch.len() < limit
+            })?;
+        }
+        Ok(whole)
     }
 
     /// What the object at `obj` is (its type's kind, cached by type).
@@ -347,51 +573,54 @@ impl TaskTable {
         Kind::Other
     }
 
-    /// Reads one task (if it is a pending task) into the table.
+    /// Reads one task (if it is a pending task) into the table, its stack
+    /// carrying `weight` ticks' worth of time.
     fn read_task<R: MemoryReader + ?Sized, I: FrameInterner<R>>(
         &mut self,
         target: &Target<'_, R>,
         addr: Addr,
         interner: &mut I,
         tick: u64,
-    ) -> Result<(), ViewError> {
+        weight: f32,
+    ) -> Result<Found, ViewError> {
         if self.index.contains_key(&addr.0) {
-            return Ok(());
+            return Ok(Found::Pending);
         }
         let info = target.task(addr)?;
         if self.kind_of_type(target, info.ty) != Kind::Task {
-            return Ok(());
+            return Ok(Found::NotATask);
         }
         if info.state != echion_cpython_layout::views::FutureState::Pending {
-            return Ok(());
+            return Ok(Found::Done);
         }
         let start = self.frames.len();
-        let (name, running, coro_frame, gathering) = if let Some(hit) =
-            self.cached_chain(target, addr.0, &info, tick)
-        {
-            hit
-        } else {
-            let name = self.task_name(target, info.name, interner)?;
-            self.links.clear();
-            let gathering =
-                !info.waiter.is_null() && self.kind(target, info.waiter) == Kind::Gathering;
-            match self.coroutine_chain(target, info.coro, interner) {
-                Ok((running, outer)) => {
-                    if !running {
-                        let key = (addr.0, info.coro.0, info.waiter.0);
-                        self.keep_chain(key, start, outer, gathering, (info.name.0, name), tick);
+        let (name, running, coro_frame, gathering) =
+            if let Some(hit) = self.cached_chain(target, addr.0, &info, tick) {
+                hit
+            } else {
+                let name = self.task_name(target, info.name, interner)?;
+                self.links.clear();
+                let gathering =
+                    !info.waiter.is_null() && self.kind(target, info.waiter) == Kind::Gathering;
+                match self.coroutine_chain(target, info.coro, interner) {
+                    Ok((running, outer)) => {
+                        if !running {
+                            let key = (addr.0, info.coro.0, info.waiter.0);
+                            let task = (info.event_loop.0, outer, gathering);
+                            self.keep_chain(key, start, task, (info.name.0, name), tick);
+                        }
+                        (name, running, outer, gathering)
                     }
-                    (name, running, outer, gathering)
+                    Err(e) => {
+                        self.frames.truncate(start);
+                        return Err(e);
+                    }
                 }
-                Err(e) => {
-                    self.frames.truncate(start);
-                    return Err(e);
-                }
-            }
-        };
+            };
         let end = self.frames.len();
         let idx = self.tasks.len() as u32;
         self.tasks.push(Task {
+            addr: addr.0,
             event_loop: info.event_loop.0,
             waiter: info.waiter.0,
             name,
@@ -401,9 +630,14 @@ impl TaskTable {
             gathering,
             parent: NONE,
             waits: false,
+            shown: true,
+            weight,
         });
         self.index.insert(addr.0, idx);
-        Ok(())
+        if !self.whole {
+            self.last_read.insert(addr.0, tick);
+        }
+        Ok(Found::Pending)
     }
 
     /// The frame named after a task whose `task_name` is `name`: the `str`,
@@ -501,8 +735,7 @@ impl TaskTable {
         &mut self,
         (task, coro, waiter): (u64, u64, u64),
         start: usize,
-        outer: u64,
-        gathering: bool,
+        (event_loop, outer, gathering): (u64, u64, bool),
         (name_obj, name): (u64, FrameId),
         tick: u64,
     ) {
@@ -523,6 +756,7 @@ impl TaskTable {
         let c = &mut self.slots[slot as usize];
         c.coro = coro;
         c.waiter = waiter;
+        c.event_loop = event_loop;
         c.outer = outer;
         c.gathering = gathering;
         c.name_obj = name_obj;
@@ -583,59 +817,167 @@ impl TaskTable {
         Ok((running, outer))
     }
 
-    /// Finds who waits on whom: a task's waiter that is a task, or the
-    /// children of the `gather` it waits on; then the links the hooks
-    /// posted.
-    fn link<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, known: &AsyncioKnown) {
-        for i in 0..self.tasks.len() {
-            let waiter = self.tasks[i].waiter;
-            if waiter == 0 {
+    /// Finds who waits on whom. First what each task read now waits on: a
+    /// task, or the children of the `gather` it waits on (recorded in
+    /// `parents`); then, for each task read now, the task waiting on it
+    /// (from `parents` while the waiting task still waits that way, else
+    /// from the links the hooks posted), and so on up. A waiting task not
+    /// read now is taken from what was read of it before.
+    fn link<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        known: &AsyncioKnown,
+        tick: u64,
+    ) {
+        let read = self.tasks.len();
+        for i in 0..read {
+            let t = self.tasks[i];
+            if t.waiter == 0 {
                 continue;
             }
-            if let Some(&child) = self.index.get(&waiter) {
-                self.set_parent(child, i as u32);
-            } else if self.tasks[i].gathering {
-                self.gathered(target, Addr(waiter), i as u32);
+            if t.gathering {
+                self.gathered(target, &t, tick);
+            } else if self.index.contains_key(&t.waiter)
+                || (!self.whole && self.kind(target, Addr(t.waiter)) == Kind::Task)
+            {
+                self.record_parent(t.waiter, t.addr, t.waiter, tick);
             }
         }
-        for (child, parent) in &known.links {
-            let (Some(&c), Some(&p)) = (self.index.get(child), self.index.get(parent)) else {
-                continue;
-            };
-            self.set_parent(c, p);
+        for i in 0..read {
+            let mut child = i as u32;
+            for _ in 0..MAX_CHAIN {
+                if self.tasks[child as usize].parent != NONE {
+                    break;
+                }
+                let addr = self.tasks[child as usize].addr;
+                let Some(parent) = self.parent_of(addr, known) else {
+                    break;
+                };
+                let Some(p) = self.ancestor(parent) else {
+                    break;
+                };
+                if !self.set_parent(child, p) || self.tasks[p as usize].shown {
+                    // Its own turn in this loop goes on from there.
+                    break;
+                }
+                child = p;
+            }
+        }
+        if !self.whole {
+            // A task read now whose children were not: it waits if what it
+            // waits on is pending, or the hooks linked a task to it.
+            for i in 0..read {
+                let t = self.tasks[i];
+                if t.waits {
+                    continue;
+                }
+                let waits = known.waiting.contains_key(&t.addr)
+                    || (t.waiter != 0
+                        && (t.gathering || self.kind(target, Addr(t.waiter)) == Kind::Task)
+                        && target.future_state(Addr(t.waiter)).ok()
+                            == Some(echion_cpython_layout::views::FutureState::Pending));
+                self.tasks[i].waits = waits;
+            }
         }
     }
 
-    fn set_parent(&mut self, child: u32, parent: u32) {
+    /// Records that `parent` waits on `child` (through `via`), the first
+    /// such record of a tick winning.
+    fn record_parent(&mut self, child: u64, parent: u64, via: u64, tick: u64) {
+        let p = Parent {
+            task: parent,
+            via,
+            tick,
+        };
+        match self.parents.get_mut(&child) {
+            Some(old) if old.tick == tick => {}
+            Some(old) => *old = p,
+            None => {
+                self.parents.insert(child, p);
+            }
+        }
+    }
+
+    /// The task that waits on the task at `child`, if any.
+    fn parent_of(&self, child: u64, known: &AsyncioKnown) -> Option<u64> {
+        if let Some(p) = self.parents.get(&child).filter(|p| p.tick >= self.horizon) {
+            // It still waits that way.
+            let via = match self.index.get(&p.task) {
+                Some(&i) => Some(self.tasks[i as usize].waiter),
+                None => self
+                    .chains
+                    .get(&p.task)
+                    .map(|&s| &self.slots[s as usize])
+                    .filter(|c| c.seen >= self.horizon)
+                    .map(|c| c.waiter),
+            };
+            if via == Some(p.via) {
+                return Some(p.task);
+            }
+        }
+        known.links.get(&child).copied()
+    }
+
+    /// The index of the task at `task` in this tick's table: read now, or
+    /// added from its chain as read in an earlier tick (not shown on its
+    /// own).
+    fn ancestor(&mut self, task: u64) -> Option<u32> {
+        if let Some(&i) = self.index.get(&task) {
+            return Some(i);
+        }
+        let &slot = self.chains.get(&task)?;
+        let c = &self.slots[slot as usize];
+        if c.seen < self.horizon {
+            return None;
+        }
+        let start = self.frames.len() as u32;
+        self.frames.extend_from_slice(&c.frames);
+        let idx = self.tasks.len() as u32;
+        self.tasks.push(Task {
+            addr: task,
+            event_loop: c.event_loop,
+            waiter: c.waiter,
+            name: c.name,
+            running: false,
+            coro_frame: c.outer,
+            frames: (start, self.frames.len() as u32),
+            gathering: c.gathering,
+            parent: NONE,
+            waits: true,
+            shown: false,
+            weight: 0.0,
+        });
+        self.index.insert(task, idx);
+        Some(idx)
+    }
+
+    /// `true` if `child` had no parent and now has `parent`.
+    fn set_parent(&mut self, child: u32, parent: u32) -> bool {
         if child != parent && self.tasks[child as usize].parent == NONE {
             self.tasks[child as usize].parent = parent;
             self.tasks[parent as usize].waits = true;
+            true
+        } else {
+            false
         }
     }
 
-    /// Links the pending children of the `_GatheringFuture` at `gathering`
-    /// (its `_children` list) to the task `parent` that waits on it.
-    fn gathered<R: MemoryReader + ?Sized>(
-        &mut self,
-        target: &Target<'_, R>,
-        gathering: Addr,
-        parent: u32,
-    ) {
-        let Ok(Some(children)) = target.instance_attr(gathering, "_children") else {
+    /// Records the children of the `_GatheringFuture` that the task `t`
+    /// waits on (its `_children` list) as waited on by `t`.
+    fn gathered<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, t: &Task, tick: u64) {
+        let Ok(Some(children)) = target.instance_attr(Addr(t.waiter), "_children") else {
             return;
         };
-        let mut found = std::mem::take(&mut self.chain);
-        found.clear();
-        let index = &self.index;
+        let mut found = std::mem::take(&mut self.scratch);
+        let start = found.len();
         let _ = target.list_items(children, MAX_TASKS, &mut |child| {
-            if let Some(&c) = index.get(&child.0) {
-                found.push(c);
-            }
+            found.push((child.0, 0, 0.0));
         });
-        for &c in &found {
-            self.set_parent(c, parent);
+        for &(child, _, _) in &found[start..] {
+            self.record_parent(child, t.addr, t.waiter, tick);
         }
-        self.chain = found;
+        found.truncate(start);
+        self.scratch = found;
     }
 
     /// Builds the stacks of a thread that runs `event_loop` into `out`:
@@ -672,7 +1014,11 @@ impl TaskTable {
         }
         if !cpu_only {
             for (i, t) in self.tasks.iter().enumerate() {
-                if t.event_loop == event_loop && !t.waits && Some(i as u32) != on_cpu.map(|o| o.0) {
+                if t.event_loop == event_loop
+                    && t.shown
+                    && !t.waits
+                    && Some(i as u32) != on_cpu.map(|o| o.0)
+                {
                     self.leaves.push(i as u32);
                 }
             }
@@ -701,28 +1047,15 @@ impl TaskTable {
                     }
                 }
             }
-            out.close();
+            // The task on the CPU is read every tick.
+            let weight = match on_cpu {
+                Some((r, _)) if r == leaf => 1.0,
+                _ => self.tasks[leaf as usize].weight,
+            };
+            out.close_weighted(weight);
         }
         true
     }
-}
-
-/// Appends the keys of the set at `set` to `out`, up to [`MAX_TASKS`] in
-/// all; `capped` says whether some were left out.
-fn append_keys<R: MemoryReader + ?Sized>(
-    target: &Target<'_, R>,
-    set: u64,
-    out: &mut Vec<u64>,
-    capped: &mut bool,
-) -> Result<(), ViewError> {
-    target.set_keys(Addr(set), MAX_SET_SLOTS, &mut |key| {
-        if out.len() >= MAX_TASKS {
-            *capped = true;
-            return false;
-        }
-        out.push(key.0);
-        true
-    })
 }
 
 #[cfg(test)]
@@ -745,6 +1078,9 @@ mod tests {
             let start = t.frames.len() as u32;
             t.frames.extend(frames.iter().map(|&n| f(n)));
             t.tasks.push(Task {
+                addr: u64::from(name),
+                shown: true,
+                weight: 1.0,
                 event_loop: 1,
                 waiter: 0,
                 name: FrameId::new(name),
@@ -825,6 +1161,57 @@ mod tests {
             stacks(&mut t, &thread, &addrs, true),
             [vec![1, 2, 100, 10, 200, 3, 4]]
         );
+    }
+
+    #[test]
+    fn a_share_of_tasks_carries_its_weight_and_waiters_read_before_show_only_above() {
+        // 200 and 300 were read in this tick's share (weight 4), 100 (which
+        // waits on both) was read in an earlier tick: it shows above them
+        // and has no stack of its own; 400 is on the CPU, whatever the
+        // share, with weight 1.
+        let mut t = table(&[
+            (100, &[10], NONE, false, 0),
+            (200, &[20], 0, false, 0),
+            (300, &[30], 0, false, 0),
+            (400, &[40], NONE, true, 0x3),
+        ]);
+        t.tasks[0].shown = false;
+        for i in 1..3 {
+            t.tasks[i].weight = 4.0;
+        }
+        t.tasks[3].weight = 4.0;
+        let thread: Vec<_> = [1, 2, 3].iter().map(|&n| f(n)).collect();
+        let mut set = StackSet::default();
+        assert!(t.stacks(1, &thread, &[0x1, 0x2, 0x3], false, &mut set));
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.weights(), [1.0, 4.0, 4.0]);
+        let leaves: Vec<_> = set
+            .iter()
+            .map(|s| match s.last() {
+                Some(StackEntry::Frame(id)) => id.key(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(leaves, [3, 20, 30]);
+    }
+
+    #[test]
+    fn a_budget_follows_the_measured_cost_of_a_task() {
+        let mut t = TaskTable::default();
+        t.set_interval(Some(1_000_000));
+        // 1 % of 1 ms at the first guess of 1 µs a task.
+        assert_eq!(t.budget(), 10);
+        for _ in 0..100 {
+            t.measured(10, 1_000);
+        }
+        // 100 ns a task: 100 tasks fit.
+        assert!((90..=110).contains(&t.budget()), "{}", t.budget());
+        for _ in 0..100 {
+            t.measured(10, 1_000_000);
+        }
+        assert_eq!(t.budget(), MIN_BUDGET);
+        t.set_interval(None);
+        assert_eq!(t.budget(), MAX_TASKS);
     }
 
     #[test]

@@ -106,10 +106,12 @@ pub struct AsyncGenASend {
 /// The set, weak reference and awaitable offsets, the same in every
 /// supported version (each version's `LAYOUT` uses this).
 pub const CONTAINERS: super::ContainerLayout = super::ContainerLayout {
+    set_used: super::off!(SetObject, used),
     set_mask: super::off!(SetObject, mask),
     set_table: super::off!(SetObject, table),
     set_entry_size: core::mem::size_of::<SetEntry>() as u64,
     set_entry_key: super::off!(SetEntry, key),
+    set_entry_hash: super::off!(SetEntry, hash),
     wr_object: super::off!(WeakReference, wr_object),
     list_item: super::off!(ListObject, ob_item),
     ags_gen: super::off!(AsyncGenASend, ags_gen),
@@ -123,9 +125,11 @@ pub fn facts() -> Vec<super::oracle::Fact> {
     use core::mem::size_of;
     vec![
         field!("PyTypeObject.tp_base", TypeObject, tp_base),
+        field!("PySetObject.used", SetObject, used),
         field!("PySetObject.mask", SetObject, mask),
         field!("PySetObject.table", SetObject, table),
         field!("setentry.key", SetEntry, key),
+        field!("setentry.hash", SetEntry, hash),
         size("setentry", size_of::<SetEntry>()),
         field!("PyWeakReference.wr_object", WeakReference, wr_object),
         field!("PyListObject.ob_item", ListObject, ob_item),

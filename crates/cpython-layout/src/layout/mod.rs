@@ -50,6 +50,8 @@ pub struct ObjectLayout {
 /// (the same in every supported version: [`common::CONTAINERS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerLayout {
+    /// `PySetObject.used`: active entries.
+    pub set_used: u64,
     /// `PySetObject.mask`.
     pub set_mask: u64,
     /// `PySetObject.table`.
@@ -58,6 +60,8 @@ pub struct ContainerLayout {
     pub set_entry_size: u64,
     /// `setentry.key`.
     pub set_entry_key: u64,
+    /// `setentry.hash`: the key's hash, kept with it.
+    pub set_entry_hash: u64,
     /// `PyWeakReference.wr_object`.
     pub wr_object: u64,
     /// `PyListObject.ob_item`.

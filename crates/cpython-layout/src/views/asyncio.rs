@@ -319,6 +319,9 @@ pub struct AsyncioSets {
     pub scheduled: Addr,
     /// `asyncio.tasks._eager_tasks` (3.12+), null if none.
     pub eager: Addr,
+    /// `asyncio.tasks._current_tasks` (loop → the task it runs), null if
+    /// none.
+    pub current: Addr,
 }
 
 impl<R: MemoryReader + ?Sized> Target<'_, R> {
@@ -341,7 +344,14 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         let eager = self
             .module_global(tasks, "_eager_tasks")?
             .unwrap_or(Addr(0));
-        Ok(Some(AsyncioSets { scheduled, eager }))
+        let current = self
+            .module_global(tasks, "_current_tasks")?
+            .unwrap_or(Addr(0));
+        Ok(Some(AsyncioSets {
+            scheduled,
+            eager,
+            current,
+        }))
     }
 
     /// The `threading.get_ident()` of the thread that runs the asyncio event

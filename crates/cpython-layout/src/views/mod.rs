@@ -43,6 +43,7 @@ mod state;
 pub use asyncio::{AsyncioSets, FutureState, GenInfo, GenMark, TaskInfo};
 pub use dicts::{ThreadName, MAX_DICT_ENTRIES};
 pub use frames::{CodeInfo, CodeSource, FrameInfo, FrameKind, FrameVisitor, Frames};
+pub use objects::{pointer_of_hash, SetShape};
 pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};
 
 use zerocopy::FromBytes;

@@ -336,9 +336,19 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         max_slots: usize,
         each: &mut dyn FnMut(Addr) -> bool,
     ) -> Result<(), ViewError> {
+        let shape = self.set_shape(set)?;
+        if shape.slots > max_slots as u64 {
+            return Err(ViewError::TooMany(max_slots));
+        }
+        self.set_entries(&shape, 0, shape.slots, &mut |key, _| each(key))
+    }
+
+    /// How big the set at `set` is, and where its table is.
+    pub fn set_shape(&self, set: Addr) -> Result<SetShape, ViewError> {
         let c = &self.layout.containers;
         let mut buf = [0u8; SPAN];
         let b = self.span(set, c.set_table + 8, &mut buf)?;
+        let used: i64 = get(b, c.set_used)?;
         let mask: i64 = get(b, c.set_mask)?;
         let table = get_addr(b, c.set_table)?;
         let slots = u64::try_from(mask)
@@ -346,29 +356,81 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
             .and_then(|m| m.checked_add(1))
             .filter(|n| n.is_power_of_two())
             .ok_or(ViewError::Invalid("set mask"))?;
-        if slots > max_slots as u64 {
-            return Err(ViewError::TooMany(max_slots));
-        }
+        let used = u64::try_from(used)
+            .ok()
+            .filter(|&u| u <= slots)
+            .ok_or(ViewError::Invalid("set used"))?;
+        Ok(SetShape { used, slots, table })
+    }
+
+    /// Hands the non-null keys of `count` slots of a set's table from slot
+    /// `from` (wrapping around its end), with the hash each slot keeps, to
+    /// `each`, in table order, until it returns `false`. Reads the table
+    /// in chunks through a stack buffer; allocates nothing.
+    pub fn set_entries(
+        &self,
+        shape: &SetShape,
+        from: u64,
+        count: u64,
+        each: &mut dyn FnMut(Addr, i64) -> bool,
+    ) -> Result<(), ViewError> {
+        let c = &self.layout.containers;
         let size = c.set_entry_size;
         let entry_bytes = usize::try_from(size).map_err(|_| ViewError::Invalid("setentry"))?;
         if entry_bytes == 0 || entry_bytes * SET_CHUNK > 16 * SPAN {
             return Err(ViewError::Invalid("setentry"));
         }
         let mut chunk = [0u8; 16 * SPAN];
-        let mut at = 0u64;
-        while at < slots {
-            let n = (slots - at).min(SET_CHUNK as u64);
+        let count = count.min(shape.slots);
+        let mut at = from % shape.slots.max(1);
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(SET_CHUNK as u64).min(shape.slots - at);
             let bytes = &mut chunk[..n as usize * entry_bytes];
-            let start = table.offset(at * size).ok_or(MemError::Overflow)?;
+            let start = shape.table.offset(at * size).ok_or(MemError::Overflow)?;
             self.reader.read(start, bytes)?;
             for slot in bytes.chunks_exact(entry_bytes) {
                 let key = get_addr(slot, c.set_entry_key)?;
-                if !key.is_null() && !each(key) {
+                if !key.is_null() && !each(key, get(slot, c.set_entry_hash)?) {
                     return Ok(());
                 }
             }
-            at += n;
+            left -= n;
+            at = (at + n) % shape.slots;
         }
         Ok(())
+    }
+}
+
+/// A set's size and table, as [`Target::set_shape`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetShape {
+    /// Keys it holds.
+    pub used: u64,
+    /// Slots of its table (a power of two).
+    pub slots: u64,
+    table: Addr,
+}
+
+/// The object whose hash CPython's default `__hash__` (`_Py_HashPointer`:
+/// the address rotated right by 4 bits) made `hash`: a weak reference's
+/// hash is its referent's, so the set of weak references behind a
+/// `WeakSet` of tasks holds each task's address in its slot's hash. The
+/// caller checks what is there.
+pub fn pointer_of_hash(hash: i64) -> Addr {
+    Addr((hash as u64).rotate_left(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pointer_comes_back_from_its_default_hash() {
+        // `_Py_HashPointer`: the address rotated right by 4 bits.
+        for p in [0x7f00_1234_5670u64, 0x5555_5555_0010, 0x10] {
+            let hash = p.rotate_right(4) as i64;
+            assert_eq!(pointer_of_hash(hash), Addr(p));
+        }
     }
 }
