@@ -57,6 +57,9 @@ pub const MIN_BUDGET: usize = 8;
 /// The share of the sampling interval that reading tasks may take, as a
 /// divisor: 1 %.
 pub const INTERVAL_SHARE: u64 = 100;
+/// Most tasks read by the tick that finds more tasks than its budget for
+/// the first time (it reads them all, once).
+const FIRST_SHARE_READ: usize = 1 << 16;
 /// What reading one task is taken to cost before it was measured (ns).
 const FIRST_COST_NS: f64 = 1_000.0;
 /// Most coroutines followed down one task, and most tasks followed up from
@@ -240,6 +243,14 @@ pub struct TaskTable {
     /// records of tasks not read since are stale (see `keep`).
     whole: bool,
     horizon: u64,
+    /// Whether ticks are reading shares: the first tick that finds more
+    /// tasks than its budget reads them all (once), so that the tasks that
+    /// wait on others (a `gather`'s parent) are known from the start.
+    sharing: bool,
+    /// Tasks that ran in the last `keep` ticks (with the tick they last
+    /// did): read every tick while shares are read, so that one that
+    /// starts waiting on others (a `gather`) is known at once.
+    ran_lately: Vec<(u64, u64)>,
     /// Ticks a record is kept unread: two rounds of the window and a bit.
     keep: u64,
     next_prune: u64,
@@ -372,7 +383,7 @@ impl TaskTable {
         } else {
             0
         };
-        let whole = match self.collect(target, roots) {
+        let whole = match self.collect(target, roots, tick) {
             Ok(w) => w,
             Err(_) => {
                 self.stats.error_ticks += 1;
@@ -453,21 +464,28 @@ impl TaskTable {
     }
 
     /// Collects this tick's candidates into `scratch`: the task each loop
-    /// runs, the tasks of the scheduled set's table (all of it, or the next
+    /// runs (and, when shares are read, those that ran lately), the tasks of the scheduled set's table (all of it, or the next
     /// window of it when more tasks are pending than the budget), and the
     /// eager tasks. `true` if the whole table was read.
     fn collect<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
         roots: AsyncioRoots,
+        tick: u64,
     ) -> Result<bool, ViewError> {
         self.scratch.clear();
         let budget = self.budget() as u64;
         let scratch = &mut self.scratch;
+        let recent = &mut self.ran_lately;
         if roots.current != 0 {
             // A loop being closed may change it under us: then the task on
             // the CPU is found among the others, if at all.
             let _ = target.dict_items(Addr(roots.current), &mut |_, task| {
+                match recent.iter().position(|&(t, _)| t == task.0) {
+                    Some(i) => recent[i].1 = tick,
+                    None if recent.len() < MAX_CHAIN => recent.push((task.0, tick)),
+                    None => {}
+                }
                 scratch.push((task.0, 0, 1.0));
                 Ok(if scratch.len() < MAX_CHAIN {
                     std::ops::ControlFlow::Continue(())
@@ -475,6 +493,11 @@ impl TaskTable {
                     std::ops::ControlFlow::Break(())
                 })
             });
+        }
+        let horizon = tick.saturating_sub(self.keep);
+        recent.retain(|&(_, t)| t >= horizon);
+        if self.sharing {
+            scratch.extend(recent.iter().map(|&(t, _)| (t, 0, 1.0)));
         }
         let shape = target.set_shape(Addr(roots.scheduled))?;
         if shape.slots > MAX_SET_SLOTS as u64 {
@@ -484,19 +507,30 @@ impl TaskTable {
         // size after they are gone.
         let most_slots = (budget * 16).max(1024);
         let count = if shape.used <= budget {
+            self.sharing = false;
+            shape.slots.min(most_slots)
+        } else if !self.sharing {
+            self.sharing = true;
             shape.slots
         } else {
             // About `budget` tasks' worth of slots.
-            (shape.slots * budget).div_ceil(shape.used.max(1))
+            (shape.slots * budget)
+                .div_ceil(shape.used.max(1))
+                .min(most_slots)
         }
-        .clamp(1, shape.slots)
-        .min(most_slots);
+        .clamp(1, shape.slots);
         let whole = count == shape.slots;
         let from = if whole { 0 } else { self.cursor % shape.slots };
         self.cursor = (from + count) % shape.slots;
         self.keep = 2 * shape.slots.div_ceil(count) + 2;
         let weight = shape.slots as f32 / count as f32;
-        let limit = scratch.len() + MAX_TASKS;
+        // The one whole read that starts the shares may read more.
+        let most = if whole && shape.used > budget {
+            FIRST_SHARE_READ
+        } else {
+            MAX_TASKS
+        };
+        let limit = scratch.len() + most;
         target.set_entries(&shape, from, count, &mut |weak, hash| {
             scratch.push((pointer_of_hash(hash).0, weak.0, weight));
             scratch.len() < limit
@@ -970,7 +1004,7 @@ impl TaskTable {
         };
         let mut found = std::mem::take(&mut self.scratch);
         let start = found.len();
-        let _ = target.list_items(children, MAX_TASKS, &mut |child| {
+        let _ = target.list_items(children, MAX_SET_SLOTS, &mut |child| {
             found.push((child.0, 0, 0.0));
         });
         for &(child, _, _) in &found[start..] {
