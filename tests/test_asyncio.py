@@ -239,7 +239,7 @@ def test_many_tasks(tmp_path):
 
 
 def test_more_tasks_than_a_tick_reads(tmp_path):
-    # 10,000 tasks at 1 ms: a tick reads the share of them that fits in 1 %
+    # 10,000 tasks at 1 ms: a tick reads the share of them that fits in 0.5 %
     # of the interval, says so in the metadata, and the program runs as it
     # would.
     view = many_tasks_view(tmp_path, 10000, 3)

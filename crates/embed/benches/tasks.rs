@@ -4,7 +4,7 @@
 //! `asyncio.sleep`, every frame and every task's coroutine chain already
 //! read once. Two engines at 1 ms: one told to read every task each tick
 //! (1,000 stacks a tick, into a MOJO writer that discards its bytes), and
-//! one with the budget its interval allows (1 % of it, by the measured cost
+//! one with the budget its interval allows (0.5 % of it, by the measured cost
 //! of a task), which makes each tick read the next share of the tasks, each
 //! stack carrying the time of the ticks that skipped it.
 //!

@@ -24,7 +24,7 @@
 //! stack instead, with whatever plain functions it is in.
 //!
 //! Bounded: a tick reads at most its *budget* of tasks: as many as can be
-//! read in 1 % of the sampling interval ([`INTERVAL_SHARE`]), at what
+//! read in 0.5 % of the sampling interval ([`INTERVAL_SHARE`]), at what
 //! reading a task has cost in the ticks before (measured, as reading is
 //! bound by the memory it touches, which the program keeps busy), at least
 //! [`MIN_BUDGET`], at most [`MAX_TASKS`]. When more are pending,
@@ -55,8 +55,11 @@ pub const MAX_TASKS: usize = 8192;
 /// The fewest tasks a tick reads when more are pending.
 pub const MIN_BUDGET: usize = 8;
 /// The share of the sampling interval that reading tasks may take, as a
-/// divisor: 1 %.
-pub const INTERVAL_SHARE: u64 = 100;
+/// divisor: 0.5 %.
+pub const INTERVAL_SHARE: u64 = 200;
+/// Most tasks seen on the CPU that are read every tick until read
+/// suspended.
+const RAN_LATELY: usize = 8;
 /// Most tasks read by the tick that finds more tasks than its budget for
 /// the first time (it reads them all, once).
 const FIRST_SHARE_READ: usize = 1 << 16;
@@ -247,10 +250,10 @@ pub struct TaskTable {
     /// tasks than its budget reads them all (once), so that the tasks that
     /// wait on others (a `gather`'s parent) are known from the start.
     sharing: bool,
-    /// Tasks that ran in the last `keep` ticks (with the tick they last
-    /// did): read every tick while shares are read, so that one that
-    /// starts waiting on others (a `gather`) is known at once.
-    ran_lately: Vec<(u64, u64)>,
+    /// Tasks seen on the CPU and not yet read suspended since (at most
+    /// [`RAN_LATELY`]): read every tick while shares are read, so that one
+    /// that starts waiting on others (a `gather`) is known at once.
+    ran_lately: Vec<u64>,
     /// Ticks a record is kept unread: two rounds of the window and a bit.
     keep: u64,
     next_prune: u64,
@@ -383,7 +386,7 @@ impl TaskTable {
         } else {
             0
         };
-        let whole = match self.collect(target, roots, tick) {
+        let whole = match self.collect(target, roots) {
             Ok(w) => w,
             Err(_) => {
                 self.stats.error_ticks += 1;
@@ -423,6 +426,10 @@ impl TaskTable {
         }
         let read = candidates.len();
         self.scratch = candidates;
+        // A task that ran stays on the list until it is read suspended.
+        let (index, tasks) = (&self.index, &self.tasks);
+        self.ran_lately
+            .retain(|t| index.get(t).is_some_and(|&i| tasks[i as usize].running));
         self.link(target, known, tick);
         self.prune(known, tick, unread == 0);
         if started != 0 {
@@ -471,7 +478,6 @@ impl TaskTable {
         &mut self,
         target: &Target<'_, R>,
         roots: AsyncioRoots,
-        tick: u64,
     ) -> Result<bool, ViewError> {
         self.scratch.clear();
         let budget = self.budget() as u64;
@@ -481,10 +487,11 @@ impl TaskTable {
             // A loop being closed may change it under us: then the task on
             // the CPU is found among the others, if at all.
             let _ = target.dict_items(Addr(roots.current), &mut |_, task| {
-                match recent.iter().position(|&(t, _)| t == task.0) {
-                    Some(i) => recent[i].1 = tick,
-                    None if recent.len() < MAX_CHAIN => recent.push((task.0, tick)),
-                    None => {}
+                if !recent.contains(&task.0) {
+                    if recent.len() >= RAN_LATELY {
+                        recent.remove(0);
+                    }
+                    recent.push(task.0);
                 }
                 scratch.push((task.0, 0, 1.0));
                 Ok(if scratch.len() < MAX_CHAIN {
@@ -494,10 +501,8 @@ impl TaskTable {
                 })
             });
         }
-        let horizon = tick.saturating_sub(self.keep);
-        recent.retain(|&(_, t)| t >= horizon);
         if self.sharing {
-            scratch.extend(recent.iter().map(|&(t, _)| (t, 0, 1.0)));
+            scratch.extend(recent.iter().map(|&t| (t, 0, 1.0)));
         }
         let shape = target.set_shape(Addr(roots.scheduled))?;
         if shape.slots > MAX_SET_SLOTS as u64 {
@@ -1232,14 +1237,14 @@ mod tests {
     #[test]
     fn a_budget_follows_the_measured_cost_of_a_task() {
         let mut t = TaskTable::default();
-        t.set_interval(Some(1_000_000));
-        // 1 % of 1 ms at the first guess of 1 µs a task.
-        assert_eq!(t.budget(), 10);
+        t.set_interval(Some(10_000_000));
+        // 0.5 % of 10 ms at the first guess of 1 µs a task.
+        assert_eq!(t.budget(), 50);
         for _ in 0..100 {
             t.measured(10, 1_000);
         }
-        // 100 ns a task: 100 tasks fit.
-        assert!((90..=110).contains(&t.budget()), "{}", t.budget());
+        // 100 ns a task: 500 tasks fit.
+        assert!((450..=550).contains(&t.budget()), "{}", t.budget());
         for _ in 0..100 {
             t.measured(10, 1_000_000);
         }
