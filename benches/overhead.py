@@ -11,6 +11,10 @@ sample. Needs root (py-spy) and, for the peers, their own venvs:
 
 Our echion is the one installed for --python (pip install . or the wheel).
 
+With --floor it adds plain python with a preloaded thread that only wakes
+up every 1 ms (benches/ticker.c): the part of any 1 ms sampler's CPU ratio
+that is this machine's wake-up cost, not the sampler's work.
+
 With --memory it compares memory modes instead, on
 benches/workloads/alloc_heavy.py: echion -m, memray's default mode (in its
 own venv, --memray), python -X tracemalloc and echion 0.3.5 -m; each run's
@@ -223,6 +227,11 @@ def main():
         help="native stacks: echion -n and py-spy --native (with --py-spy) at 1 ms, beside plain echion at 1 ms",
     )
     ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="add plain python with a thread that only wakes up every 1 ms (benches/ticker.c, built with cc and preloaded): what a 1 ms wake-up costs on this machine",
+    )
+    ap.add_argument(
         "--no-samples",
         action="store_true",
         help="do not count samples (profiles of many asyncio tasks hold millions): report bytes per tick instead",
@@ -238,6 +247,10 @@ def main():
         configs[f"echion-rs {label}"] = (
             lambda out, i=interval: ([args.python, "-m", "echion", "-i", str(i), "-o", str(out), args.python, wl], i)
         )
+    if args.floor:
+        ticker = tmp / "ticker.so"
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c")], check=True)
+        configs["1 ms wake-ups only"] = lambda out: ([args.python, wl], None, {**os.environ, "LD_PRELOAD": str(ticker)})
     # The same with one process_vm_readv per tick instead of guarded loads.
     configs["echion-rs 1ms syscalls"] = lambda out: (
         [args.python, "-m", "echion", "-i", "1000", "-o", str(out), args.python, wl],

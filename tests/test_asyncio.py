@@ -204,7 +204,7 @@ def test_loops_in_two_threads(tmp_path):
         assert not with_stack(view, (f"sleeper-{other}",), thread), stack_summary(view)
 
 
-def many_tasks_view(tmp_path, tasks, sleep, *echion_args):
+def many_tasks_view(tmp_path, tasks, sleep, *echion_args, how="gather"):
     """Runs ``tasks`` tasks that sleep ``sleep`` s under one gather; checks
     that every task is seen, under the task that gathers them, and that
     their stacks carry the time they slept (each tick reads a share of them
@@ -217,7 +217,7 @@ def many_tasks_view(tmp_path, tasks, sleep, *echion_args):
         *echion_args,
         expect_profile=None,
         timeout=120,
-        env={"AIO_TASKS": str(tasks), "AIO_SLEEP": str(sleep)},
+        env={"AIO_TASKS": str(tasks), "AIO_SLEEP": str(sleep), "AIO_HOW": how},
     )
     files = profile_files(tmp_path)
     assert list(files) == [r.pid], files
@@ -247,6 +247,13 @@ def test_more_tasks_than_a_tick_reads(tmp_path):
     assert int(meta["tasks_sampled_ticks"]) >= 1, meta
     assert int(meta["tasks_sampled_ticks"]) <= int(meta["ticks"]), meta
     assert "task_error_ticks" not in meta, meta
+
+
+def test_more_tasks_than_a_tick_reads_linked_by_a_hook(tmp_path):
+    # The same with asyncio.wait, whose links come from echion's hook: kept
+    # until each task has been read in its share.
+    view = many_tasks_view(tmp_path, 2000, 2, how="wait")
+    assert int(view["metadata"]["tasks_sampled_ticks"]) >= 1, view["metadata"]
 
 
 def test_uvloop(tmp_path):

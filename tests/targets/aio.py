@@ -369,7 +369,11 @@ async def many_sleeper():
 async def many():
     n = int(os.environ.get("AIO_TASKS", "5000"))
     tasks = [asyncio.create_task(many_sleeper(), name="many-%d" % i) for i in range(n)]
-    await asyncio.gather(*tasks)
+    if os.environ.get("AIO_HOW") == "wait":
+        # Linked by echion's hook on asyncio.wait, not by a field.
+        await asyncio.wait(tasks)
+    else:
+        await asyncio.gather(*tasks)
 
 
 async def cpu_mixed():

@@ -136,9 +136,10 @@ const RECENTLY_ACTIVE_TICKS: u64 = 8;
 
 /// How long a time-mode engine keeps samples in its sink's buffer before it
 /// ends a tick with [`Sink::end_tick`] (one write to the file): what a
-/// program killed at the wrong moment can lose. A write per tick cost as
-/// much as a quarter of an idle tick.
-pub const FLUSH_EVERY_NS: u64 = 100_000_000;
+/// program killed by a signal (`SIGTERM`'s default action runs no exit
+/// handler) can lose. A write every 1 ms tick cost as much as a quarter of
+/// an idle tick's own work; every 10 ms it is a tenth of that.
+pub const FLUSH_EVERY_NS: u64 = 10_000_000;
 
 /// Which thread states a tick shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

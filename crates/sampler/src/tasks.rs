@@ -91,26 +91,32 @@ pub struct AsyncioKnown {
     pub roots: Option<AsyncioRoots>,
     /// The event loop each thread (by `threading.get_ident()`) runs.
     pub loops: AddrMap<u64, u64>,
-    /// Task → the task that waits on it, where no field says so.
-    links: AddrMap<u64, u64>,
+    /// Task → the task that waits on it, where no field says so, and the
+    /// epoch the link came in.
+    links: AddrMap<u64, (u64, u64)>,
     /// Task → how many tasks of `links` it waits on.
     waiting: AddrMap<u64, u32>,
+    /// Counts the task reader's prunings: a link is kept through the one
+    /// after it came in, by which time its task has been read if pending.
+    epoch: u64,
 }
 
 impl AsyncioKnown {
     /// Records that the task `parent` waits on the task `child`.
     pub fn link(&mut self, child: u64, parent: u64) {
-        if let Some(old) = self.links.insert(child, parent) {
+        if let Some((old, _)) = self.links.insert(child, (parent, self.epoch)) {
             self.unlink_parent(old);
         }
         *self.waiting.entry(parent).or_default() += 1;
     }
 
-    /// Keeps the links whose child `keep` accepts.
+    /// Keeps the links whose child `keep` accepts, and those that came in
+    /// since the last time; a new epoch begins.
     fn retain_links(&mut self, mut keep: impl FnMut(u64) -> bool) {
         let mut gone = std::mem::take(&mut self.waiting);
-        self.links.retain(|&child, &mut parent| {
-            let k = keep(child);
+        let epoch = self.epoch;
+        self.links.retain(|&child, &mut (parent, born)| {
+            let k = born == epoch || keep(child);
             if !k {
                 if let Some(n) = gone.get_mut(&parent) {
                     *n -= 1;
@@ -122,6 +128,7 @@ impl AsyncioKnown {
             k
         });
         self.waiting = gone;
+        self.epoch += 1;
     }
 
     fn unlink_parent(&mut self, parent: u64) {
@@ -954,7 +961,7 @@ impl TaskTable {
                 return Some(p.task);
             }
         }
-        known.links.get(&child).copied()
+        known.links.get(&child).map(|&(parent, _)| parent)
     }
 
     /// The index of the task at `task` in this tick's table: read now, or
