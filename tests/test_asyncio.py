@@ -16,6 +16,7 @@ from harness import (
     profile_files,
     read_ours,
     run_echion,
+    samples_of,
     scope,
     select,
     stack_summary,
@@ -254,6 +255,20 @@ def test_more_tasks_than_a_tick_reads_linked_by_a_hook(tmp_path):
     # until each task has been read in its share.
     view = many_tasks_view(tmp_path, 2000, 2, how="wait")
     assert int(view["metadata"]["tasks_sampled_ticks"]) >= 1, view["metadata"]
+
+
+def test_shares_of_tasks_keep_every_shape(tmp_path):
+    # 300 tasks beside the ones checked: at 1 ms each tick reads a share.
+    view = run(tmp_path, "shared_loops").view
+    assert int(view["metadata"]["tasks_sampled_ticks"]) >= 1, view["metadata"]
+    # A task waiting on a gather of futures that are not tasks is a leaf.
+    assert_stack(view, ("on-futures", scope("shared_main.<locals>.on_futures")), 0.6e6)
+    # The other loop's task carries its thread's time, and the thread's own
+    # stack is not shown on top of it in the ticks that did not read it.
+    worker = with_stack(view, ("loop_in_thread", "sleeper-worker", "sleep"), "loop-thread")
+    assert 0.7e6 <= total(worker) <= 1.5e6, stack_summary(view)
+    bare = [s for s in samples_of(view, "loop-thread") if not any(f[2] == 0 and f[0] == "" for f in s["frames"])]
+    assert total(bare) <= 0.15 * total(worker), stack_summary(view)
 
 
 def test_uvloop(tmp_path):

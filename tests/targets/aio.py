@@ -362,6 +362,28 @@ def two_loops():
     t.join()
 
 
+async def shared_main():
+    # Enough tasks that a 1 ms tick reads a share of them.
+    n = int(os.environ.get("AIO_TASKS", "300"))
+    background = [asyncio.create_task(asyncio.sleep(1.5), name="bg-%d" % i) for i in range(n)]
+    loop = asyncio.get_running_loop()
+
+    async def on_futures():
+        # A gather of futures that are not tasks.
+        await asyncio.gather(loop.run_in_executor(None, time.sleep, 1), loop.run_in_executor(None, time.sleep, 1))
+
+    await asyncio.gather(asyncio.create_task(on_futures(), name="on-futures"), *background)
+
+
+def shared_loops():
+    import threading
+
+    t = threading.Thread(target=asyncio.run, args=(loop_in_thread("worker"),), name="loop-thread")
+    t.start()
+    asyncio.run(shared_main())
+    t.join()
+
+
 async def many_sleeper():
     await asyncio.sleep(float(os.environ.get("AIO_SLEEP", "1")))
 
@@ -438,7 +460,7 @@ SCENARIOS = {
     "many": many,
     "cpu_mixed": cpu_mixed,
 }
-PLAIN = {"coroutines": coroutines, "two_loops": two_loops, "no_asyncio": no_asyncio, "uvloop": uvloop_scenario}
+PLAIN = {"coroutines": coroutines, "two_loops": two_loops, "shared_loops": shared_loops, "no_asyncio": no_asyncio, "uvloop": uvloop_scenario}
 
 
 def main():

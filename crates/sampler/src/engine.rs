@@ -443,9 +443,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
 
     /// Takes one sample of every thread of every interpreter at `now_ns`
     /// (monotonic), after applying the registry's updates and forgetting
-    /// freed code objects. Hands the tick's output to the underlying writer
-    /// at the end, so that a process that dies between ticks leaves whole
-    /// samples behind. Only an I/O error of the output is an error; threads
+    /// freed code objects. Hands what the sink buffered to the underlying
+    /// writer at the end of a tick once [`FLUSH_EVERY_NS`] have passed, so
+    /// that a process that dies leaves whole samples behind, up to that
+    /// long before. Only an I/O error of the output is an error; threads
     /// that cannot be read are skipped and counted.
     pub fn tick(
         &mut self,

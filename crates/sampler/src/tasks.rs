@@ -31,9 +31,13 @@
 //! each tick reads the next share of the scheduled set's table (a window of
 //! slots that goes round it) and every stack of a task read that way
 //! carries the time of the ticks that did not read it (its [`weight`]: the
-//! table's slots over the window's), so each task's time and the total stay
-//! what reading every task every tick would give, at a bounded cost; the
-//! task on the CPU and eager tasks are read every tick. Such ticks are
+//! table's slots over the window's), so each task's time is an unbiased
+//! estimate of what reading every task every tick would give, at a bounded
+//! cost (in wall mode a tick whose share holds none of a loop's tasks shows
+//! nothing for its thread: the weighted stacks carry that time). The task
+//! on the CPU and eager tasks are read every tick, a task seen on the CPU
+//! until it is read suspended, and the first tick that finds more tasks
+//! than its budget reads them all once. Such ticks are
 //! counted in `tasks_sampled_ticks`. A task read in an earlier tick that
 //! waits on one read now (a `gather`'s parent, say) keeps its place above
 //! it, from what was read of it then. Coroutine chains are at most
@@ -131,6 +135,14 @@ impl AsyncioKnown {
         self.epoch += 1;
     }
 
+    /// Forgets the link of the task `child` (another task now at its
+    /// address).
+    fn unlink(&mut self, child: u64) {
+        if let Some((parent, _)) = self.links.remove(&child) {
+            self.unlink_parent(parent);
+        }
+    }
+
     fn unlink_parent(&mut self, parent: u64) {
         if let Some(n) = self.waiting.get_mut(&parent) {
             *n -= 1;
@@ -223,7 +235,7 @@ enum Found {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskStats {
     /// Ticks that read a share of the scheduled tasks (more were pending
-    /// than the tick's budget).
+    /// than the tick's budget, or the table is much larger than its tasks).
     pub sampled_ticks: u64,
     /// Ticks whose task sets could not be read (stacks shown without
     /// tasks).
@@ -261,6 +273,13 @@ pub struct TaskTable {
     /// [`RAN_LATELY`]): read every tick while shares are read, so that one
     /// that starts waiting on others (a `gather`) is known at once.
     ran_lately: Vec<u64>,
+    /// Whether this tick's read stopped at its most tasks.
+    cut: bool,
+    /// The event loops whose tasks were read lately, with the tick.
+    loops_read: Vec<(u64, u64)>,
+    /// Tasks found at an address that held another task (its chain had
+    /// another coroutine), this tick: their links are stale.
+    reborn: Vec<u64>,
     /// Ticks a record is kept unread: two rounds of the window and a bit.
     keep: u64,
     next_prune: u64,
@@ -438,7 +457,13 @@ impl TaskTable {
         self.ran_lately
             .retain(|t| index.get(t).is_some_and(|&i| tasks[i as usize].running));
         self.link(target, known, tick);
-        self.prune(known, tick, unread == 0);
+        for i in 0..self.reborn.len() {
+            let addr = self.reborn[i];
+            known.unlink(addr);
+            self.parents.remove(&addr);
+        }
+        self.reborn.clear();
+        self.prune(known, tick, unread == 0 && !self.cut);
         if started != 0 {
             self.measured(read, crate::clock::now_ns().saturating_sub(started));
         }
@@ -464,7 +489,8 @@ impl TaskTable {
             keep
         });
         self.parents.retain(|_, p| p.tick >= horizon);
-        if self.whole {
+        if !self.sharing {
+            // Every pending task was read this tick.
             self.last_read.clear();
             if all_read {
                 let index = &self.index;
@@ -517,7 +543,11 @@ impl TaskTable {
         }
         // Slots read at most: a table that grew for many tasks keeps its
         // size after they are gone.
-        let most_slots = (budget * 16).max(1024);
+        let most_slots = if self.target_ns == 0 {
+            MAX_SET_SLOTS as u64
+        } else {
+            (budget * 16).max(1024)
+        };
         let count = if shape.used <= budget {
             self.sharing = false;
             shape.slots.min(most_slots)
@@ -543,9 +573,12 @@ impl TaskTable {
             MAX_TASKS
         };
         let limit = scratch.len() + most;
+        let cut = &mut self.cut;
+        *cut = false;
         target.set_entries(&shape, from, count, &mut |weak, hash| {
             scratch.push((pointer_of_hash(hash).0, weak.0, weight));
-            scratch.len() < limit
+            *cut = scratch.len() >= limit;
+            !*cut
         })?;
         if roots.eager != 0 {
             let limit = scratch.len() + MAX_TASKS;
@@ -680,8 +713,14 @@ impl TaskTable {
             weight,
         });
         self.index.insert(addr.0, idx);
-        if !self.whole {
+        if self.sharing {
             self.last_read.insert(addr.0, tick);
+        }
+        let event_loop = info.event_loop.0;
+        if let Some(l) = self.loops_read.iter_mut().find(|(l, _)| *l == event_loop) {
+            l.1 = tick;
+        } else if self.loops_read.len() < MAX_CHAIN {
+            self.loops_read.push((event_loop, tick));
         }
         Ok(Found::Pending)
     }
@@ -786,7 +825,14 @@ impl TaskTable {
         tick: u64,
     ) {
         let slot = match self.chains.get(&task) {
-            Some(&s) => s,
+            Some(&s) => {
+                if self.slots[s as usize].coro != coro {
+                    // Another task at this address: what was known of the
+                    // one before is not its.
+                    self.reborn.push(task);
+                }
+                s
+            }
             None => {
                 let s = match self.free.pop() {
                     Some(s) => s,
@@ -882,7 +928,9 @@ impl TaskTable {
                 continue;
             }
             if t.gathering {
-                self.gathered(target, &t, tick);
+                // A gather of futures that are not tasks waits on no task.
+                let on_tasks = self.gathered(target, &t, tick);
+                self.tasks[i].gathering = on_tasks;
             } else if self.index.contains_key(&t.waiter)
                 || (!self.whole && self.kind(target, Addr(t.waiter)) == Kind::Task)
             {
@@ -917,7 +965,10 @@ impl TaskTable {
                 if t.waits {
                     continue;
                 }
-                let waits = known.waiting.contains_key(&t.addr)
+                // (A task the hooks linked to it: only while it waits on
+                // something.)
+                let hooked = t.waiter != 0 && known.waiting.contains_key(&t.addr);
+                let waits = hooked
                     || (t.waiter != 0
                         && (t.gathering || self.kind(target, Addr(t.waiter)) == Kind::Task)
                         && target.future_state(Addr(t.waiter)).ok()
@@ -1009,21 +1060,35 @@ impl TaskTable {
     }
 
     /// Records the children of the `_GatheringFuture` that the task `t`
-    /// waits on (its `_children` list) as waited on by `t`.
-    fn gathered<R: MemoryReader + ?Sized>(&mut self, target: &Target<'_, R>, t: &Task, tick: u64) {
+    /// waits on (its `_children` list) as waited on by `t`; `true` if one
+    /// of them is a pending task.
+    fn gathered<R: MemoryReader + ?Sized>(
+        &mut self,
+        target: &Target<'_, R>,
+        t: &Task,
+        tick: u64,
+    ) -> bool {
         let Ok(Some(children)) = target.instance_attr(Addr(t.waiter), "_children") else {
-            return;
+            return false;
         };
         let mut found = std::mem::take(&mut self.scratch);
         let start = found.len();
         let _ = target.list_items(children, MAX_SET_SLOTS, &mut |child| {
             found.push((child.0, 0, 0.0));
         });
+        let mut on_tasks = false;
         for &(child, _, _) in &found[start..] {
             self.record_parent(child, t.addr, t.waiter, tick);
+            if !on_tasks {
+                on_tasks = self.index.contains_key(&child)
+                    || (self.kind(target, Addr(child)) == Kind::Task
+                        && target.future_state(Addr(child)).ok()
+                            == Some(echion_cpython_layout::views::FutureState::Pending));
+            }
         }
         found.truncate(start);
         self.scratch = found;
+        on_tasks
     }
 
     /// Builds the stacks of a thread that runs `event_loop` into `out`:
@@ -1070,7 +1135,15 @@ impl TaskTable {
             }
         }
         if self.leaves.is_empty() {
-            return false;
+            // While shares are read, a tick whose share held none of this
+            // loop's tasks shows nothing for the thread: its time is carried
+            // by the weighted stacks of its tasks in the other ticks.
+            return !cpu_only
+                && self.sharing
+                && self
+                    .loops_read
+                    .iter()
+                    .any(|&(l, t)| l == event_loop && t >= self.horizon);
         }
         for li in 0..self.leaves.len() {
             let leaf = self.leaves[li];

@@ -36,8 +36,13 @@ def _current_task():
 def _link(parent, children):
     if parent is None:
         return
+    from asyncio import tasks
+
     for child in children:
-        ec.link_tasks(parent, child)
+        # A future that is not a task has no stack: linking it would only
+        # hide its waiter.
+        if isinstance(child, tasks.Task):
+            ec.link_tasks(parent, child)
 
 
 def track():
