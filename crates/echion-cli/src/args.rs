@@ -46,6 +46,14 @@ pub(crate) struct Args {
     #[arg(short, long, value_name = "OUTPUT", default_value = echion_sampler::options::DEFAULT_OUTPUT)]
     pub output: OsString,
 
+    /// Output format: mojo, svg, speedscope, pprof or collapsed (default: from the output's name: .svg, .speedscope.json, .pprof/.pb.gz, .collapsed/.folded; MOJO otherwise)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// Print a summary (samples, errors, top functions) at the end of each process, also when stderr is not a terminal
+    #[arg(long)]
+    pub summary: bool,
+
     /// Attach to the running process PID: profile it until Ctrl-C (or -x), then detach
     #[arg(short, long, value_name = "PID", allow_hyphen_values = true)]
     pub pid: Option<String>,

@@ -119,6 +119,8 @@ fn options(config: &Config, output: &str) -> Options {
         native: config.native,
         stealth: config.stealth,
         verbose: config.verbose,
+        format: config.format.map(|f| f.name().to_owned()),
+        summary: config.summary,
         direct_reads: true,
     }
 }

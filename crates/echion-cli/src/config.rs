@@ -39,6 +39,12 @@ pub struct Config {
     /// process to expand (echion 0.3's `%%(pid)` spelling is normalised to
     /// `%(pid)`). Relative paths are resolved by [`crate::launch_plan`].
     pub output: String,
+    /// The output's format when it is not MOJO (`--format`, else from the
+    /// output's name): converted at the end of each process from a MOJO
+    /// file beside it.
+    pub format: Option<echion_convert::Format>,
+    /// Print a summary at the end of each process (`--summary`).
+    pub summary: bool,
     /// Attach mode (`-p PID`): profile a running process instead of a command.
     pub attach_pid: Option<u32>,
     /// Stealth mode (`-s`): the sampler thread has no Python thread state and
@@ -153,7 +159,14 @@ impl Config {
             .map(|v| parse_pid("-w", v))
             .transpose()?;
         let output = normalise_output(&args.output)?;
+        let format = match args.format.as_deref() {
+            Some(name) => echion_convert::Format::from_name(name)
+                .ok_or_else(|| CliError::UnknownFormat(Quoted(name.to_owned())))?,
+            None => echion_convert::Format::from_path(Path::new(&output)),
+        };
         Ok(Config {
+            format: (format != echion_convert::Format::Mojo).then_some(format),
+            summary: args.summary,
             interval_us,
             cpu: args.cpu,
             exposure,

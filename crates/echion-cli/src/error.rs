@@ -92,6 +92,9 @@ pub enum CliError {
         /// What the user wrote.
         value: Quoted,
     },
+    /// `--format` names no format.
+    #[error("unknown format {0}: give one of mojo, svg, speedscope, pprof, collapsed")]
+    UnknownFormat(Quoted),
     /// `-m` with `-c`.
     #[error("-m (memory) and -c (CPU time) measure different things: give one of them")]
     MemoryWithCpu,
@@ -221,6 +224,7 @@ impl CliError {
             | CliError::InvalidPid { .. }
             | CliError::MissingCommand
             | CliError::JsonWithoutWhere
+            | CliError::UnknownFormat(_)
             | CliError::MemoryWithCpu
             | CliError::WhereWithCommand(_)
             | CliError::AttachWithCommand(_)

@@ -85,6 +85,8 @@ pub(crate) fn plan_with(
         native: config.native,
         stealth: config.stealth,
         verbose: config.verbose,
+        format: config.format.map(|f| f.name().to_owned()),
+        summary: config.summary,
         direct_reads: true,
     };
     let mut env: Vec<(OsString, OsString)> = options

@@ -89,6 +89,8 @@ fn base(sb: &Sandbox) -> Config {
         memory: false,
         native: false,
         output: format!("{}/%(pid).echion", sb.path("out")),
+        format: None,
+        summary: false,
         attach_pid: None,
         stealth: false,
         where_pid: None,
@@ -616,6 +618,8 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_EXPOSURE", ""),
         ("ECHION_OUTPUT", "/work/dir/%(pid).echion"),
         ("ECHION_VERBOSE", "0"),
+        ("ECHION_FORMAT", ""),
+        ("ECHION_SUMMARY", "0"),
         ("PYTHONPATH", "/boot"),
     ];
     let want: Vec<(String, String)> = want
@@ -631,6 +635,8 @@ fn launch_plan_sets_the_whole_contract() {
         memory: true,
         native: true,
         output: "/abs/out-%(pid).mojo".into(),
+        format: Some(echion_convert::Format::Pprof),
+        summary: true,
         attach_pid: None,
         stealth: true,
         where_pid: Some(99),
@@ -653,6 +659,8 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_EXPOSURE", "1.5"),
         ("ECHION_OUTPUT", "/abs/out-%(pid).mojo"),
         ("ECHION_VERBOSE", "1"),
+        ("ECHION_FORMAT", "pprof"),
+        ("ECHION_SUMMARY", "1"),
         ("PYTHONPATH", "/cwd/boot:/a:/b"),
     ];
     let want: Vec<(String, String)> = want
@@ -661,6 +669,41 @@ fn launch_plan_sets_the_whole_contract() {
         .collect();
     assert_eq!(env_of(&plan), want);
     assert!(plan.args.is_empty());
+}
+
+#[test]
+fn the_format_comes_from_the_output_name_unless_given() {
+    let sb = Sandbox::new();
+    let format = |args: &[&str]| sb.parse(args).unwrap().format;
+    assert_eq!(
+        format(&["-o", "{out}/p.svg", "prog"]),
+        Some(echion_convert::Format::Svg)
+    );
+    assert_eq!(format(&["-o", "{out}/p.mojo", "prog"]), None);
+    assert_eq!(
+        format(&["--format", "speedscope", "-o", "{out}/p.mojo", "prog"]),
+        Some(echion_convert::Format::Speedscope)
+    );
+    assert_eq!(
+        format(&["--format", "mojo", "-o", "{out}/p.svg", "prog"]),
+        None
+    );
+    let err = sb.parse(&["--format", "png", "prog"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown format 'png': give one of mojo, svg, speedscope, pprof, collapsed"
+    );
+    assert_eq!(err.exit_code(), 2);
+    // A program named `convert` is still a program to profile.
+    write_file(
+        &sb.root.path().join("bin/convert"),
+        "#!/bin/sh\nexit 0\n",
+        0o755,
+    );
+    assert_eq!(
+        sb.parse(&["convert", "in.mojo"]).unwrap().command,
+        os(&["convert", "in.mojo"])
+    );
 }
 
 #[test]

@@ -103,6 +103,15 @@ fn configure_from_env<'py>(
         None => Options::from_env(|k| std::env::var(k).ok()),
     }
     .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if let Some(f) = options.format.as_deref() {
+        if echion_convert::Format::from_name(f).is_none() {
+            return Err(PyValueError::new_err(format!(
+                "{}={f:?}: must be one of {}",
+                echion_sampler::options::env::FORMAT,
+                echion_convert::Format::names()
+            )));
+        }
+    }
     let dict = pyo3::types::PyDict::new(py);
     dict.set_item("interval_us", options.interval.as_micros() as u64)?;
     dict.set_item("cpu", options.mode == Mode::Cpu)?;
@@ -118,7 +127,7 @@ fn configure_from_env<'py>(
 
 /// Prepares a run: refuses a second one, installs the code hook (and in
 /// memory mode the allocator hooks).
-fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
+fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
     codehook::install(py)?;
     sigquit::install();
     with_state(|s| {
@@ -140,14 +149,57 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, bool)> {
             done: done.clone(),
             native: None,
         });
-        Ok((config(py, &s.settings), control, done, s.settings.verbose))
+        let finish = Finish {
+            verbose: s.settings.verbose,
+            format: s
+                .settings
+                .format
+                .as_deref()
+                .and_then(echion_convert::Format::from_name),
+            summary: s.settings.summary,
+            interval_us: s.settings.interval.as_micros() as u64,
+            mode: if s.settings.memory {
+                "memory"
+            } else {
+                s.settings.mode.name()
+            },
+        };
+        Ok((config(py, &s.settings), control, done, finish))
     })
 }
 
+/// What happens once sampling ends: the conversion, the summary, the line
+/// that says where the profile went.
+struct Finish {
+    verbose: bool,
+    /// The output's format, when it is not MOJO.
+    format: Option<echion_convert::Format>,
+    /// Print the summary without a terminal too.
+    summary: bool,
+    interval_us: u64,
+    /// `wall`, `cpu` or `memory`.
+    mode: &'static str,
+}
+
+/// The command line of this process, for titles.
+fn command_line() -> String {
+    std::fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// Runs the sampler to its end and reports a failure as one line on
-/// stderr: the profiled program goes on either way. Says where the profile
-/// went when `verbose` or when stderr is a terminal.
-fn run_to_end(config: &Config, control: &Control, done: &Done, verbose: bool) {
+/// stderr: the profiled program goes on either way. Converts the profile
+/// when its output is another format (the MOJO file beside it stays if
+/// that fails), and says where the profile went (with a summary) when
+/// `verbose`, asked, or when stderr is a terminal.
+fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
     SAMPLER_TID.store(
         // SAFETY: gettid has no preconditions.
         unsafe { libc::gettid() },
@@ -155,19 +207,137 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, verbose: bool) {
     );
     let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
     let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+    let tell = !quiet && (finish.verbose || stderr_is_terminal());
     match result {
         Err(e) => eprintln!("echion: {e}"),
-        Ok(summary) if !quiet && (verbose || stderr_is_terminal()) => eprintln!(
-            "echion: profile of pid {} written to {} ({} samples)",
-            std::process::id(),
-            summary.output.display(),
-            summary.stats.samples
-        ),
-        Ok(_) => {}
+        Ok(summary) => finish_run(summary, &finish, tell, !quiet && (finish.summary || tell)),
     }
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
     cvar.notify_all();
+}
+
+/// Converts the profile of a finished run if its output is another format,
+/// then says where it went and prints the summary.
+fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: bool) {
+    let mojo = summary.output.clone();
+    let mut written = mojo.clone();
+    let mut agg = None;
+    if let (Some(format), Some(target)) = (finish.format, summary.target.as_mut()) {
+        let name = target.path().to_path_buf();
+        let options = echion_convert::Options {
+            title: Some(format!("echion {} · {}", finish.mode, command_line())),
+            ..Default::default()
+        };
+        match echion_convert::convert_into(
+            std::slice::from_ref(&mojo),
+            target.file_mut(),
+            &name,
+            format,
+            &options,
+        ) {
+            Ok(a) => {
+                let _ = std::fs::remove_file(&mojo);
+                written = name;
+                agg = Some(a);
+            }
+            Err(e) => {
+                eprintln!(
+                    "echion: {e}; the samples are in {} (convert it with echion-convert)",
+                    mojo.display()
+                );
+            }
+        }
+    }
+    drop(summary.target.take());
+    if tell {
+        eprintln!(
+            "echion: profile of pid {} written to {} ({} samples)",
+            std::process::id(),
+            written.display(),
+            summary.stats.samples
+        );
+    }
+    if show_summary {
+        let agg = match agg {
+            Some(a) if written != mojo => Some(a),
+            _ => echion_convert::read_inputs(
+                std::slice::from_ref(&mojo),
+                &echion_convert::Options::default(),
+            )
+            .ok(),
+        };
+        if let Some(agg) = agg {
+            let asked = summary.duration_us / finish.interval_us.max(1);
+            let taken = echion_convert::summary::Taken {
+                ticks: summary.stats.ticks,
+                asked,
+                errors: summary.stats.skipped_total(),
+            };
+            eprint!(
+                "{}",
+                echion_convert::summary::render(&agg, Some(taken), 8, terminal_width())
+            );
+        }
+    }
+}
+
+/// Columns of the terminal on stderr (`COLUMNS`, else 100).
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 40)
+        .unwrap_or(100)
+}
+
+/// Converts the MOJO files `inputs` into `output` as `format` (from the
+/// output's name when `None`): what `echion-convert` and
+/// `python -m echion.convert` run. Returns a dict of what was read
+/// (`samples`, `left_out`, `stacks`, `total`, `metric`, `cut`: the inputs
+/// that ended early, with why). Any failure is a `ValueError` with a
+/// one-line message naming the file.
+#[pyfunction]
+#[pyo3(signature = (inputs, output, format=None, keep_echion=false, merge_threads=false, title=None))]
+fn convert<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    format: Option<String>,
+    keep_echion: bool,
+    merge_threads: bool,
+    title: Option<String>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let format = match format.as_deref() {
+        Some(name) => Some(echion_convert::Format::from_name(name).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown format {name:?}: give one of {}",
+                echion_convert::Format::names()
+            ))
+        })?),
+        None => None,
+    };
+    let options = echion_convert::Options {
+        keep_echion,
+        merge_threads,
+        title,
+    };
+    let agg = py
+        .detach(|| echion_convert::convert(&inputs, &output, format, &options))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let dict = pyo3::types::PyDict::new(py);
+    dict.set_item("samples", agg.samples)?;
+    dict.set_item("left_out", agg.left_out)?;
+    dict.set_item("stacks", agg.stacks.len())?;
+    dict.set_item("total", agg.total())?;
+    dict.set_item("metric", agg.metric().name())?;
+    let cuts: Vec<(String, String)> = agg
+        .cuts
+        .iter()
+        .map(|c| (c.path.display().to_string(), c.reason.clone()))
+        .collect();
+    dict.set_item("cut", cuts)?;
+    Ok(dict)
 }
 
 /// Whether the line that says where the profile went is left out (an
@@ -211,8 +381,8 @@ fn threads_besides_echion() -> i64 {
 /// throughout.
 #[pyfunction]
 fn start(py: Python<'_>) -> PyResult<()> {
-    let (config, control, done, verbose) = prepare(py)?;
-    py.detach(|| run_to_end(&config, &control, &done, verbose));
+    let (config, control, done, finish) = prepare(py)?;
+    py.detach(|| run_to_end(&config, &control, &done, finish));
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
     echion_memtrace::uninstall();
@@ -222,10 +392,10 @@ fn start(py: Python<'_>) -> PyResult<()> {
 /// Samples in a native thread that Python does not know about (stealth).
 #[pyfunction]
 fn start_async(py: Python<'_>) -> PyResult<()> {
-    let (config, control, done, verbose) = prepare(py)?;
+    let (config, control, done, finish) = prepare(py)?;
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
-        .spawn(move || run_to_end(&config, &control, &done, verbose))
+        .spawn(move || run_to_end(&config, &control, &done, finish))
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}")))?;
     with_state(|s| {
         if let Some(r) = s.running.as_mut() {
@@ -724,5 +894,6 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(watch_control, m)?)?;
     m.add_function(wrap_pyfunction!(set_quiet, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
     Ok(())
 }

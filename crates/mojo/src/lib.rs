@@ -9,7 +9,7 @@ pub mod writer;
 
 pub use decode::{DecodeError, DecodeErrorKind, Decoder, EventReader, ReadError};
 pub use event::{Event, Version};
-pub use profile::{Frame, FrameInfo, Profile, Sample};
+pub use profile::{Frame, FrameInfo, Profile, Sample, SampleReader};
 pub use writer::{
     FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry, StringId, WriterOptions,
 };

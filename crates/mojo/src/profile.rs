@@ -177,6 +177,86 @@ impl Profile {
     }
 }
 
+/// Reads the samples of a MOJO stream one at a time, holding only what
+/// later samples may refer to (strings, frames, each thread's last stack):
+/// memory grows with the number of distinct frames and threads, not with
+/// the length of the stream.
+pub struct SampleReader<R> {
+    events: crate::decode::EventReader<R>,
+    builder: Builder,
+    ended: bool,
+}
+
+impl<R: Read> SampleReader<R> {
+    /// Reads and checks the header.
+    pub fn new(inner: R) -> Result<Self, ReadError> {
+        let events = crate::decode::EventReader::new(inner)?;
+        let builder = Builder::new(events.version());
+        Ok(Self {
+            events,
+            builder,
+            ended: false,
+        })
+    }
+
+    /// The version named in the header.
+    pub fn version(&self) -> Version {
+        self.events.version()
+    }
+
+    /// Offset of the next event from the start of the stream.
+    pub fn offset(&self) -> u64 {
+        self.events.offset()
+    }
+
+    /// The metadata read so far, in order.
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.builder.metadata
+    }
+
+    /// The next complete sample, `Ok(None)` at the end of the stream. On an
+    /// error the sample it interrupted is dropped unless it already had its
+    /// metric (the writers emit it last), and is returned by the next call.
+    pub fn next_sample(&mut self) -> Result<Option<Sample>, ReadError> {
+        loop {
+            if self.builder.samples.len() > 1 {
+                return Ok(Some(self.builder.samples.remove(0)));
+            }
+            if self.ended {
+                return Ok(self.builder.samples.pop());
+            }
+            let offset = self.events.offset();
+            let event = match self.events.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    self.ended = true;
+                    self.builder.close();
+                    continue;
+                }
+                Err(e) => {
+                    self.end_partial();
+                    return Err(e);
+                }
+            };
+            if let Err(kind) = self.builder.push(event) {
+                self.end_partial();
+                return Err(DecodeError { offset, kind }.into());
+            }
+        }
+    }
+
+    fn end_partial(&mut self) {
+        self.ended = true;
+        if self.builder.open {
+            self.builder.open = false;
+            if matches!(self.builder.samples.last(), Some(s) if s.time.is_none() && s.memory.is_none())
+            {
+                self.builder.samples.pop();
+            }
+        }
+    }
+}
+
 /// Keys are per process: a key is resolved in the process of the last
 /// `STACK` (or before any, in no process).
 type Key = (Option<i64>, i64);

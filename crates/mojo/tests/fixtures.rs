@@ -176,3 +176,46 @@ fn echion_035_corrupt_non_ascii() {
     assert!(!partial.samples.is_empty());
     assert!(partial.samples.iter().all(|s| s.time.is_some()));
 }
+
+/// The streaming reader gives the samples `Profile::parse` gives, on every
+/// fixture (each version, Austin's and echion's writers), read in small
+/// pieces so events straddle the reader's chunks.
+#[test]
+fn sample_reader_streams_what_parse_reads() {
+    use echion_mojo::SampleReader;
+    struct Trickle<'a>(&'a [u8]);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(997);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("mojo") {
+            continue;
+        }
+        let data = std::fs::read(&path).unwrap();
+        let Ok((whole, err)) = Profile::parse_partial(&data) else {
+            continue;
+        };
+        let mut reader = SampleReader::new(Trickle(&data)).unwrap();
+        let mut streamed = Vec::new();
+        let mut failed = false;
+        loop {
+            match reader.next_sample() {
+                Ok(Some(s)) => streamed.push(s),
+                Ok(None) => break,
+                Err(_) => failed = true,
+            }
+        }
+        assert_eq!(failed, err.is_some(), "{}", path.display());
+        assert_eq!(streamed, whole.samples, "{}", path.display());
+        assert_eq!(reader.metadata(), &whole.metadata[..], "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} fixtures read");
+}

@@ -38,12 +38,18 @@ pub mod env {
     pub const OUTPUT: &str = "ECHION_OUTPUT";
     /// Verbose: `0` or `1`.
     pub const VERBOSE: &str = "ECHION_VERBOSE";
+    /// The format of the output (`svg`, `speedscope`, `pprof`,
+    /// `collapsed`): converted from a MOJO file beside it at the end of
+    /// each process; empty or `mojo` for MOJO itself.
+    pub const FORMAT: &str = "ECHION_FORMAT";
+    /// Print a summary at the end of each process: `0` or `1`.
+    pub const SUMMARY: &str = "ECHION_SUMMARY";
     /// `0`: read with `process_vm_readv` instead of fault-guarded loads
     /// (not set by the command; for comparisons, or if in doubt).
     pub const DIRECT_READS: &str = "ECHION_DIRECT_READS";
     /// Every variable above, in the order [`super::Options::to_env`] writes
     /// them (the last one is never written).
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         INTERVAL,
         CPU,
         MEMORY,
@@ -52,6 +58,8 @@ pub mod env {
         EXPOSURE,
         OUTPUT,
         VERBOSE,
+        FORMAT,
+        SUMMARY,
         DIRECT_READS,
     ];
 }
@@ -75,6 +83,11 @@ pub struct Options {
     pub stealth: bool,
     /// Say where the profile went.
     pub verbose: bool,
+    /// The output's format when it is not MOJO (`svg`, …; validated by
+    /// the converter), `None` for MOJO.
+    pub format: Option<String>,
+    /// Print a summary at the end (also without a terminal).
+    pub summary: bool,
     /// Fault-guarded loads (`true`) or `process_vm_readv`.
     pub direct_reads: bool,
 }
@@ -90,6 +103,8 @@ impl Default for Options {
             native: false,
             stealth: false,
             verbose: false,
+            format: None,
+            summary: false,
             direct_reads: true,
         }
     }
@@ -125,6 +140,8 @@ impl Options {
             ),
             (env::OUTPUT, self.output.clone()),
             (env::VERBOSE, flag(self.verbose)),
+            (env::FORMAT, self.format.clone().unwrap_or_default()),
+            (env::SUMMARY, flag(self.summary)),
         ];
         if !self.direct_reads {
             out.push((env::DIRECT_READS, flag(false)));
@@ -164,6 +181,8 @@ impl Options {
         o.native = flag(env::NATIVE, false)?;
         o.stealth = flag(env::STEALTH, false)?;
         o.verbose = flag(env::VERBOSE, false)?;
+        o.summary = flag(env::SUMMARY, false)?;
+        o.format = value(env::FORMAT).filter(|f| f != "mojo");
         o.direct_reads = flag(env::DIRECT_READS, true)?;
         if let Some(v) = value(env::EXPOSURE) {
             let d = parse_seconds(&v).ok_or(EnvError {
@@ -189,6 +208,7 @@ impl Options {
             output: PathBuf::from(&self.output),
             direct_reads: self.direct_reads,
             native: self.native,
+            sidecar: self.format.is_some(),
             ..Config::default()
         }
     }
@@ -238,6 +258,8 @@ mod tests {
             native: false,
             stealth: true,
             verbose: true,
+            format: Some("svg".into()),
+            summary: true,
             direct_reads: false,
         };
         let vars = o.to_env();
@@ -259,6 +281,11 @@ mod tests {
         let config = Options::default().config();
         assert_eq!(config.interval, DEFAULT_INTERVAL);
         assert_eq!(config.output, PathBuf::from(DEFAULT_OUTPUT));
+        assert!(!config.sidecar);
+        assert!(
+            o.config().sidecar,
+            "an SVG is converted from a MOJO file beside it"
+        );
     }
 
     #[test]

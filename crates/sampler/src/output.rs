@@ -84,6 +84,37 @@ impl Output {
         }
     }
 
+    /// Creates (or empties) the file `path` for this process alone, locked:
+    /// the MOJO file beside an output this process holds.
+    pub fn create_beside(path: &Path) -> Result<Self, OutputError> {
+        let err = |source| OutputError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(err)?;
+        let file = match lock(file) {
+            Some(locked) => Handle::Locked(locked),
+            None => return Err(err(io::Error::other("another process writes it"))),
+        };
+        Ok(Output {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The file, to write a conversion into.
+    pub fn file_mut(&mut self) -> &mut File {
+        match &mut self.file {
+            Handle::Locked(f) => f,
+            Handle::Shared(f) => f,
+        }
+    }
+
     /// The path written.
     pub fn path(&self) -> &Path {
         &self.path

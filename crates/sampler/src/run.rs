@@ -49,6 +49,12 @@ pub struct Config {
     /// Native stacks interleaved with the Python frames (wall and CPU
     /// mode; see [`crate::native`]).
     pub native: bool,
+    /// The output is another format, converted at the end: samples go to
+    /// a MOJO file beside it (its name plus `.mojo`), and the output, taken
+    /// for this process as a MOJO file would be, stays empty and locked
+    /// until then ([`Summary::target`]). A process killed before the end
+    /// leaves the MOJO file to convert.
+    pub sidecar: bool,
 }
 
 impl Default for Config {
@@ -63,6 +69,7 @@ impl Default for Config {
             python: None,
             direct_reads: true,
             native: false,
+            sidecar: false,
         }
     }
 }
@@ -202,7 +209,7 @@ impl Drop for StartGuard<'_> {
 }
 
 /// What a finished run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Summary {
     /// The counters.
     pub stats: Stats,
@@ -210,8 +217,12 @@ pub struct Summary {
     pub duration_us: u64,
     /// Ticks that started more than one interval late.
     pub late_ticks: u64,
-    /// The file written.
+    /// The file written (the MOJO file beside the output with
+    /// [`Config::sidecar`]).
     pub output: PathBuf,
+    /// With [`Config::sidecar`]: the output, still empty and locked, for
+    /// the conversion to write.
+    pub target: Option<Output>,
 }
 
 /// The longest single sleep: stopping is noticed at least this often,
@@ -255,7 +266,13 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             (python.runtime, python.layout, version)
         }
     };
-    let file = Output::open(&config.output, pid)?;
+    let mut file = Output::open(&config.output, pid)?;
+    let mut target = None;
+    if config.sidecar {
+        let mojo = sidecar_path(file.path());
+        let sidecar = Output::create_beside(&mojo)?;
+        target = Some(std::mem::replace(&mut file, sidecar));
+    }
     let path = file.path().to_path_buf();
     let write_err = |source| SamplerError::Write {
         path: path.clone(),
@@ -434,5 +451,14 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         duration_us,
         late_ticks,
         output: path,
+        target,
     })
+}
+
+/// The MOJO file that holds the samples of the output `path` while the
+/// program runs: `prof.svg` → `prof.svg.mojo`.
+pub fn sidecar_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".mojo");
+    PathBuf::from(name)
 }
