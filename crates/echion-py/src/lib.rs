@@ -163,6 +163,7 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
             } else {
                 s.settings.mode.name()
             },
+            template: PathBuf::from(&s.settings.output),
         };
         Ok((config(py, &s.settings), control, done, finish))
     })
@@ -179,6 +180,8 @@ struct Finish {
     interval_us: u64,
     /// `wall`, `cpu` or `memory`.
     mode: &'static str,
+    /// The output as the user gave it (`%(pid)` left in).
+    template: PathBuf,
 }
 
 /// The command line of this process, for titles.
@@ -225,10 +228,7 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
     let mut agg = None;
     if let (Some(format), Some(target)) = (finish.format, summary.target.as_mut()) {
         let name = target.path().to_path_buf();
-        let options = echion_convert::Options {
-            title: Some(format!("echion {} · {}", finish.mode, command_line())),
-            ..Default::default()
-        };
+        let options = options_titled(finish);
         match echion_convert::convert_into(
             std::slice::from_ref(&mojo),
             target.file_mut(),
@@ -250,6 +250,9 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
         }
     }
     drop(summary.target.take());
+    if let Some(format) = finish.format {
+        adopt_leftovers(&finish.template, format, &options_titled(finish));
+    }
     if tell {
         eprintln!(
             "echion: profile of pid {} written to {} ({} samples)",
@@ -278,6 +281,86 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
                 "{}",
                 echion_convert::summary::render(&agg, Some(taken), 8, terminal_width())
             );
+        }
+    }
+}
+
+/// The conversion's options: titled with the mode and command line.
+fn options_titled(finish: &Finish) -> echion_convert::Options {
+    echion_convert::Options {
+        title: Some(format!("echion {} · {}", finish.mode, command_line())),
+        ..Default::default()
+    }
+}
+
+/// Converts the MOJO files that other processes of this family left
+/// beside their outputs without converting them (a forked child that
+/// ended with `os._exit`, as multiprocessing's do, runs no exit code):
+/// each `X.mojo` whose `X` has this output's name pattern, is still empty,
+/// and is locked by no running process.
+fn adopt_leftovers(
+    template: &std::path::Path,
+    format: echion_convert::Format,
+    options: &echion_convert::Options,
+) {
+    let Some(name) = template
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    let dir = match template.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = match (
+        name.find(echion_sampler::output::PID_PLACEHOLDER),
+        name.rfind('.'),
+    ) {
+        (Some(i), _) => &name[..i],
+        (None, Some(i)) if i > 0 => &name[..i],
+        _ => name.as_str(),
+    };
+    let suffix = name.rfind('.').map_or("", |i| &name[i..]);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(target_name) = file_name.strip_suffix(".mojo") else {
+            continue;
+        };
+        if !target_name.starts_with(prefix) || !target_name.ends_with(suffix) {
+            continue;
+        }
+        let mojo = entry.path();
+        let target = dir.join(target_name);
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&target) else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            continue;
+        }
+        // Held by its process while it runs: only a finished one's is free.
+        let Ok(mut locked) =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue;
+        };
+        match echion_convert::convert_into(
+            std::slice::from_ref(&mojo),
+            &mut locked,
+            &target,
+            format,
+            options,
+        ) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&mojo);
+            }
+            Err(e) => eprintln!(
+                "echion: {e}; the samples are in {} (convert it with echion-convert)",
+                mojo.display()
+            ),
         }
     }
 }
