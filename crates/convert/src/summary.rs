@@ -117,7 +117,7 @@ pub fn render(agg: &Aggregate, taken: Option<Taken>, n: usize, width: usize) -> 
                 out,
                 "echion: {} ticks{share}, {} samples, {} errors; {} {}",
                 t.ticks,
-                agg.samples,
+                agg.samples - agg.left_out,
                 t.errors,
                 amount(metric, total),
                 metric.name()
@@ -127,7 +127,7 @@ pub fn render(agg: &Aggregate, taken: Option<Taken>, n: usize, width: usize) -> 
             let _ = writeln!(
                 out,
                 "echion: {} samples; {} {}",
-                agg.samples,
+                agg.samples - agg.left_out,
                 amount(metric, total),
                 metric.name()
             );
