@@ -396,3 +396,32 @@ def test_python_dash_m_echion_convert_is_the_same_converter(tmp_path):
     assert without_invalid(collapsed_counts((tmp_path / "p.collapsed").read_text())) == without_invalid(
         austin_rendering(FIXTURES[0], tmp_path)
     )
+
+
+def test_memory_profiles_convert_in_bytes(tmp_path):
+    """Memory mode: the live bytes of each stack, in bytes, with the same
+    total in MOJO (our reader), pprof and speedscope."""
+    from harness import read_ours, target
+
+    r = echion(tmp_path, "-m", "-o", "m.mojo", sys.executable, target("memory.py"), "hold")
+    assert r.returncode == 0, r.stderr.decode()
+    view = read_ours(tmp_path / "m.mojo")
+    live = sum(s["memory"] or 0 for s in view["samples"] if s["thread"] != SAMPLER_THREAD)
+    assert live > 40_000_000, "the scenario holds about 50 MB"
+    convert(tmp_path / "m.mojo", "-o", tmp_path / "m.pprof")
+    types, pprof = read_pprof(tmp_path / "m.pprof")
+    assert types == [("samples", "count"), ("space", "bytes")]
+    held = sum(v for (_, _, frames), v in pprof.items() if any(":hold:" in f for f in frames))
+    assert held > 40_000_000
+    convert(tmp_path / "m.mojo", "-o", tmp_path / "m.collapsed")
+    ours = collapsed_counts((tmp_path / "m.collapsed").read_text())
+    assert sum(pprof.values()) == sum(ours.values())
+    convert(tmp_path / "m.mojo", "-o", tmp_path / "m.speedscope.json")
+    doc = check_speedscope(tmp_path / "m.speedscope.json")
+    assert {p["unit"] for p in doc["profiles"]} == {"bytes"}
+    assert sum(sum(p["weights"]) for p in doc["profiles"]) == sum(v for v in ours.values() if v > 0)
+    # Run mode straight to a flame graph in bytes.
+    r = echion(tmp_path, "-m", "-o", "m.svg", sys.executable, target("memory.py"), "hold")
+    assert r.returncode == 0, r.stderr.decode()
+    dom = chromium_dom(tmp_path / "m.svg", "hold")
+    assert "bytes" in dom and "hold (" in dom
