@@ -312,8 +312,9 @@ def test_a_family_gets_one_file_per_process(tmp_path):
         "if pid: os.waitpid(pid, 0)\n"
         "else: os._exit(0)\n"
     )
-    r = echion(tmp_path, "-o", "fam.svg", sys.executable, script)
+    r = echion(tmp_path, "--summary", "-o", "fam.svg", sys.executable, script)
     assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr.decode().count("top by own") == 1, "one summary a family: " + r.stderr.decode()
     svgs = sorted(p.name for p in tmp_path.glob("fam*.svg"))
     assert len(svgs) == 2, svgs
     assert not list(tmp_path.glob("*.mojo"))

@@ -204,7 +204,7 @@ def test_where_the_profile_went_is_said_on_a_terminal_only(tmp_path):
     # stderr a pipe, no -v: nothing.
     quiet = run(tmp_path, "-o", "a.mojo", sys.executable, "-c", "pass")
     assert quiet.stderr == b""
-    # stderr a terminal: one line naming the file.
+    # stderr a terminal: one line naming the file, then the summary.
     master, slave = pty.openpty()
     try:
         proc = run(tmp_path, "-o", "b.mojo", sys.executable, "-c", "pass", stderr=slave)
@@ -222,7 +222,9 @@ def test_where_the_profile_went_is_said_on_a_terminal_only(tmp_path):
         os.close(master)
     assert proc.returncode == 0
     lines = [l for l in said.decode().splitlines() if l.strip()]
-    assert len(lines) == 1 and re.search(r"written to \S*/b\.mojo", lines[0]), lines
+    assert re.search(r"written to \S*/b\.mojo", lines[0]), lines
+    assert re.match(r"echion: \d+ ticks.*, \d+ samples, \d+ errors; ", lines[1]), lines
+    assert not any("written to" in l for l in lines[1:]), lines
 
 
 # --- 7. output that cannot be written ---------------------------------------------

@@ -261,7 +261,10 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
             summary.stats.samples
         );
     }
-    if show_summary {
+    // One summary a family: the process that has the output's own name (the
+    // one the command started); its children only say where they wrote.
+    let first = echion_sampler::output::expand(&finish.template, std::process::id());
+    if show_summary && written == first {
         let agg = match agg {
             Some(a) if written != mojo => Some(a),
             _ => echion_convert::read_inputs(
@@ -271,7 +274,8 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
             .ok(),
         };
         if let Some(agg) = agg {
-            let asked = summary.duration_us / finish.interval_us.max(1);
+            // A tick at the start, then one each interval.
+            let asked = summary.duration_us / finish.interval_us.max(1) + 1;
             let taken = echion_convert::summary::Taken {
                 ticks: summary.stats.ticks,
                 asked,

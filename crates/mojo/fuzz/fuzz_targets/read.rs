@@ -2,7 +2,7 @@
 //! profile reader return errors, never panic, loop or allocate without bound.
 #![no_main]
 
-use echion_mojo::{EventReader, Profile};
+use echion_mojo::{EventReader, Profile, SampleReader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +16,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(p.samples.len() <= input.len());
             if let Some(e) = err {
                 assert!(e.offset <= input.len() as u64);
+            }
+        }
+        // The streaming reader (what echion-convert uses) ends too, and
+        // gives no more samples than the whole-profile reader's bound.
+        if let Ok(mut r) = SampleReader::new(input) {
+            let mut calls = 0usize;
+            while !matches!(r.next_sample(), Ok(None)) {
+                calls += 1;
+                assert!(calls <= input.len() + 2);
             }
         }
         if let Ok(mut r) = EventReader::new(input) {
