@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--mojo", type=Path, help="convert this file instead of making one")
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peer-runs", type=int, default=1, help="runs of austin-python's converters (minutes each on 100 MB)")
+    ap.add_argument("--no-peers", action="store_true", help="only ours")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="echion-convert-bench-"))
     bindir = args.python.parent
@@ -93,18 +95,19 @@ def main():
         "austin2pprof (after mojo2austin)": lambda m: [bindir / "austin2pprof", austin_text, tmp / "a.pprof"],
     }
     rows = {}
-    for _ in range(args.runs):
-        for name, make in {**ours, **peers}.items():
-            rows.setdefault(name, []).append(measure([str(a) for a in make(mojo)]))
-    m2a = statistics.median(w for w, _ in rows["mojo2austin (austin-python 1.7)"])
-    print(f"\n{mojo} ({size:.1f} MB), {args.runs} runs, medians\n")
-    print("| converter | wall s | peak RSS MB |")
-    print("|---|---:|---:|")
-    for name, r in rows.items():
+    print(f"\n{mojo} ({size:.1f} MB), medians\n", flush=True)
+    print("| converter | runs | wall s | peak RSS MB |")
+    print("|---|---:|---:|---:|", flush=True)
+    jobs = [(name, make, args.runs) for name, make in ours.items()]
+    if not args.no_peers:
+        jobs += [(name, make, args.peer_runs) for name, make in peers.items()]
+    for name, make, runs in jobs:
+        r = [measure([str(a) for a in make(mojo)]) for _ in range(runs)]
+        rows[name] = r
         wall = statistics.median(w for w, _ in r)
         if "after mojo2austin" in name:
-            wall += m2a
-        print(f"| {name} | {wall:.2f} | {statistics.median(x for _, x in r):.0f} |")
+            wall += statistics.median(w for w, _ in rows["mojo2austin (austin-python 1.7)"])
+        print(f"| {name} | {runs} | {wall:.2f} | {statistics.median(x for _, x in r):.0f} |", flush=True)
     # Streaming: our peak memory when the same file is read twice (the
     # bytes double, the distinct stacks do not).
     one = [measure([str(a) for a in ours["echion-convert pprof"](mojo)])[1] for _ in range(args.runs)]
