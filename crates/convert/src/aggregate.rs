@@ -114,9 +114,7 @@ pub struct ThreadRec {
 impl ThreadRec {
     /// The name as austin-python shows it: a hex thread id in decimal.
     pub fn shown_name(&self) -> String {
-        u128::from_str_radix(&self.name, 16)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| self.name.clone())
+        echion_mojo::profile::austin_thread_name(&self.name)
     }
 
     /// `pid 12 · MainThread` (with `· interpreter 1` for a
@@ -175,7 +173,9 @@ pub struct Aggregate {
     thread_index: HashMap<ThreadRec, u32>,
     /// Distinct stacks, in the order first seen.
     pub stacks: Vec<StackRec>,
-    stack_index: HashMap<(u32, Box<[u32]>), u32>,
+    /// Stack keys: the thread's index, then the frames' (one allocation per
+    /// distinct stack; a sample's key is looked up as a borrowed slice).
+    stack_index: HashMap<Box<[u32]>, u32>,
     /// The metric (from the first input's `mode`).
     pub metric: Option<Metric>,
     /// Metadata of each input, in order (the input's index first).
@@ -311,8 +311,11 @@ impl Aggregate {
             self.left_out += 1;
             return;
         }
+        // The stack's key: its thread's index (filled in below), then its
+        // frames'.
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
+        frames.push(0);
         let empty: Arc<str> = Arc::from("");
         for f in &s.frames {
             let rec = match f {
@@ -378,9 +381,9 @@ impl Aggregate {
                 t
             }
         };
+        frames[0] = t;
         let value = s.time.or(s.memory).unwrap_or(0);
-        let key = (t, frames.into_boxed_slice());
-        match self.stack_index.get(&key) {
+        match self.stack_index.get(&frames[..]) {
             Some(&i) => {
                 let st = &mut self.stacks[i as usize];
                 st.value += value;
@@ -390,14 +393,14 @@ impl Aggregate {
                 let i = self.stacks.len() as u32;
                 self.stacks.push(StackRec {
                     thread: t,
-                    frames: key.1.clone(),
+                    frames: frames[1..].into(),
                     value,
                     samples: 1,
                 });
-                self.stack_index.insert(key, i);
+                self.stack_index.insert(frames[..].into(), i);
             }
         }
-        self.scratch = Vec::with_capacity(s.frames.len());
+        self.scratch = frames;
     }
 
     /// The metric (wall time when no input said).

@@ -140,9 +140,10 @@ pub enum ConvertError {
         /// The mode of the inputs before.
         other: &'static str,
     },
-    /// Nothing to convert to MOJO.
-    #[error("MOJO is the input format: copy the file instead (or name another format)")]
-    ToMojo,
+    /// The output would be MOJO (its name says no other format, or MOJO
+    /// was asked for): nothing to convert.
+    #[error("{0}: MOJO is not a conversion target: name the output .svg, .speedscope.json, .pprof or .collapsed, or give --format svg|speedscope|pprof|collapsed")]
+    ToMojo(PathBuf),
     /// The output cannot be written.
     #[error("cannot write {path}: {reason}")]
     Write {
@@ -191,7 +192,7 @@ pub fn convert(
 ) -> Result<Aggregate, ConvertError> {
     let format = format.unwrap_or_else(|| Format::from_path(output));
     if format == Format::Mojo {
-        return Err(ConvertError::ToMojo);
+        return Err(ConvertError::ToMojo(output.to_path_buf()));
     }
     let agg = read_inputs(inputs, options)?;
     let werr = |e: std::io::Error| ConvertError::Write {
@@ -226,7 +227,7 @@ pub fn convert_into(
     options: &Options,
 ) -> Result<Aggregate, ConvertError> {
     if format == Format::Mojo {
-        return Err(ConvertError::ToMojo);
+        return Err(ConvertError::ToMojo(output_name.to_path_buf()));
     }
     let agg = read_inputs(inputs, options)?;
     let result = (|| {

@@ -144,9 +144,7 @@ impl Profile {
             writeln!(out, "# {k}: {v}")?;
         }
         for s in &self.samples {
-            let thread = u128::from_str_radix(&s.thread, 16)
-                .map(|n| n.to_string())
-                .unwrap_or_else(|_| s.thread.clone());
+            let thread = austin_thread_name(&s.thread);
             match s.iid {
                 Some(iid) => write!(out, "P{};T{}:{}", s.pid, iid, thread)?,
                 None => write!(out, "P{};T{}", s.pid, thread)?,
@@ -175,6 +173,14 @@ impl Profile {
     pub fn total_memory(&self) -> i64 {
         self.samples.iter().filter_map(|s| s.memory).sum()
     }
+}
+
+/// A thread's name as austin-python renders it: one that reads as a hex
+/// number (Austin writes thread ids so) in decimal, any other as it is.
+pub fn austin_thread_name(name: &str) -> String {
+    u128::from_str_radix(name, 16)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| name.to_owned())
 }
 
 /// Reads the samples of a MOJO stream one at a time, holding only what
