@@ -260,6 +260,11 @@ pub fn location(
             // PyCode_Addr2Line: apply every pair that ends at or before the
             // offset; a line for every offset, also past the last pair.
             for pair in table.chunks_exact(2) {
+                if pair[0] != 0 {
+                    // The range this pair ends has the line so far: one
+                    // that does not fit ends the walk, as in `ranges`.
+                    to_i32(cursor.line)?;
+                }
                 cursor.addr += u64::from(pair[0]);
                 if cursor.addr > offset {
                     break;
@@ -276,10 +281,14 @@ pub fn location(
                     cursor.line += i64::from(delta);
                     cursor.line
                 });
-                // Zero-width pairs never contain the offset: the previous
-                // pair would have.
-                if offset < cursor.addr {
-                    return Ok(Location::line_only(line_310(line)?));
+                // Zero-width pairs never contain the offset (the previous
+                // pair would have) and are no range; a range whose line
+                // does not fit ends the walk, as in `ranges`.
+                if pair[0] != 0 {
+                    let line = line_310(line)?;
+                    if offset < cursor.addr {
+                        return Ok(Location::line_only(line));
+                    }
                 }
             }
             Err(LineTableError::OffsetPastTable)
@@ -287,8 +296,11 @@ pub fn location(
         TableFormat::Locations311 => {
             while let Some(&first) = table.get(cursor.pos) {
                 let (end, raw) = cursor.entry_311(first)?;
+                // Every entry is a range: one whose values do not fit ends
+                // the walk, as in `ranges`.
+                let location = raw.to_location()?;
                 if offset < end {
-                    return raw.to_location();
+                    return Ok(location);
                 }
             }
             Err(LineTableError::OffsetPastTable)
@@ -954,6 +966,30 @@ mod tests {
         ]
     }
 
+    /// Found by the `linetable` fuzz target: a range before the offset
+    /// whose line does not fit in an `i32` ends `location` with the error
+    /// that ends the walk over `ranges`, on 3.10 (a range at `i32::MAX` +
+    /// 91) and on 3.8 (a line that goes past `i32::MAX` and back); the
+    /// property test below found the same on 3.11+ once it tried first
+    /// lines near `i32::MAX`.
+    #[test]
+    fn an_overflowing_line_before_the_offset_is_the_error_of_both_paths() {
+        let t310 = [0, 60, 0, 0, 0, 13, 1, 18, 1];
+        let lnotab = [1, 10, 1, (-10i8) as u8];
+        for (format, table, first) in [
+            (TableFormat::Linetable310, &t310[..], i32::MAX),
+            (TableFormat::Lnotab, &lnotab[..], i32::MAX - 5),
+        ] {
+            let walk = ranges(format, table, first).find_map(Result::err);
+            assert_eq!(walk, Some(LineTableError::LineOverflow), "{format:?}");
+            assert_eq!(
+                location(format, table, first, 5),
+                Err(LineTableError::LineOverflow),
+                "{format:?}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
@@ -987,7 +1023,7 @@ mod tests {
         fn location_agrees_with_ranges(
             format in formats(),
             table in proptest::collection::vec(any::<u8>(), 0..256),
-            first_line in -100_000i32..100_000,
+            first_line in prop_oneof![-100_000i32..100_000, (i32::MAX - 300)..=i32::MAX],
         ) {
             let walk: Vec<_> = ranges(format, &table, first_line).collect();
             let last = walk.iter().flatten().map(|r| r.start).max().unwrap_or(0);

@@ -1,5 +1,7 @@
-//! Any bytes, with or without a MOJO header in front: the decoders and the
-//! profile reader return errors, never panic, loop or allocate without bound.
+//! The MOJO readers (echion-mojo). Any bytes, with or without a MOJO
+//! header in front: the decoders and the profile reader return errors,
+//! never panic, loop or allocate without bound. Seeded with the first 16 KB
+//! of the MOJO files Austin and echion 0.3 wrote (the shared fixtures).
 #![no_main]
 
 use echion_mojo::{EventReader, Profile, SampleReader};
