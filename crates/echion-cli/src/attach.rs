@@ -28,6 +28,11 @@ use crate::error::CliError;
 
 /// How long the process may take to reach a safe point.
 const SAFE_POINT_PATIENCE: Duration = Duration::from_secs(3);
+/// How long the attach keeps trying when the bootstrap finds each moment
+/// it was given a bad one (a subinterpreter, an import under way).
+const LATER_PATIENCE: Duration = Duration::from_secs(10);
+/// The pause before the process is borrowed again after a `later`.
+const LATER_PAUSE: Duration = Duration::from_millis(10);
 /// How long the bootstrap may take once it runs (imports, first sample).
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// How long the process may take to detach.
@@ -48,6 +53,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     // such process, no permission, not Python, an unsupported version.)
     let session = Session::attach(pid).map_err(|e| fail(e.to_string()))?;
     let version = session.version();
+    let main_modules = session.main_modules().unwrap_or(0);
     drop(session);
     let entry = bootstrap_dir.join("attach_entry.py");
     if !entry.is_file() {
@@ -65,7 +71,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     if !output.contains(crate::config::PID_PLACEHOLDER) {
         echion_sampler::output::reset(Path::new(&output));
     }
-    let source = entry_source(&entry, &control.dir)
+    let source = entry_source(&entry, &control.dir, main_modules)
         .ok_or_else(|| fail("the paths are not UTF-8".to_owned()))?;
 
     let began = Instant::now();
@@ -88,6 +94,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
         pid,
         target,
         injection,
+        source,
         control,
         signals,
         status: StatusReader::default(),
@@ -129,13 +136,13 @@ fn options(config: &Config, output: &str) -> Options {
 /// namespace of its own, so that nothing is bound in `__main__`. Nothing
 /// but the program's own Ctrl-C gets out (a pending call that fails would
 /// raise in the program); any other failure is written to the status file.
-fn entry_source(entry: &Path, control: &Path) -> Option<String> {
+fn entry_source(entry: &Path, control: &Path, main_modules: u64) -> Option<String> {
     let e = py_literal(entry.to_str()?);
     let c = py_literal(control.to_str()?);
     let b = "__import__('builtins')";
     Some(format!(
         "try:\n {b}.exec({b}.compile(__import__('io').open_code({e}).read(),{e},'exec'),\
-         {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c}}})\n\
+         {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c},'MAIN_MODULES':{main_modules}}})\n\
          except KeyboardInterrupt:\n raise\n\
          except BaseException:\n try:\n  {b}.open({c}+'/status','a').write('error: %r\\n'%(__import__('sys').exc_info()[1],))\n \
          except BaseException:\n  pass\n"
@@ -261,6 +268,8 @@ struct Attached {
     pid: u32,
     target: Target,
     injection: Injection,
+    /// What the process runs (again, after a `later`).
+    source: String,
     control: ControlDir,
     signals: SignalFd,
     status: StatusReader,
@@ -296,12 +305,20 @@ impl Attached {
         let pid = self.pid;
         // 1. Until the bootstrap runs, then until it has started.
         let mut running = false;
-        let deadline_run = Instant::now() + SAFE_POINT_PATIENCE;
-        let deadline_start = Instant::now() + SAFE_POINT_PATIENCE + START_PATIENCE;
+        let mut deadline_run = Instant::now() + SAFE_POINT_PATIENCE;
+        let mut deadline_start = Instant::now() + SAFE_POINT_PATIENCE + START_PATIENCE;
+        let deadline_later = Instant::now() + LATER_PATIENCE;
+        let mut later: Option<String> = None;
         let first_sample = loop {
             let mut started = false;
+            let mut again = false;
             for line in self.status.lines(&self.control.dir) {
-                if line == "running" {
+                if let Some(why) = line.strip_prefix("later: ") {
+                    // The bootstrap found a moment it must not start in,
+                    // and did nothing: the process is borrowed again.
+                    again = true;
+                    later = Some(why.to_owned());
+                } else if line == "running" {
                     running = true;
                 } else if line == format!("started {pid}") {
                     started = true;
@@ -315,6 +332,25 @@ impl Attached {
             }
             if started {
                 break began.elapsed();
+            }
+            if again {
+                self.cleanup();
+                if Instant::now() >= deadline_later {
+                    return Err(self.fail(format!(
+                        "for {} s it was never at a moment where echion can start (the last one: \
+                         {}); nothing was left running in it",
+                        LATER_PATIENCE.as_secs(),
+                        later.as_deref().unwrap_or("?")
+                    )));
+                }
+                std::thread::sleep(LATER_PAUSE);
+                match self.target.inject(&self.source, SAFE_POINT_PATIENCE) {
+                    Ok(injection) => self.injection = injection,
+                    Err(e) => return Err(self.fail(e.to_string())),
+                }
+                deadline_run = Instant::now() + SAFE_POINT_PATIENCE;
+                deadline_start = Instant::now() + SAFE_POINT_PATIENCE + START_PATIENCE;
+                continue;
             }
             if !alive(pid) {
                 return Err(self.fail("the process exited during the attach".to_owned()));
@@ -456,11 +492,12 @@ mod tests {
 
     #[test]
     fn the_entry_source_binds_nothing_and_lets_only_ctrl_c_out() {
-        let s = entry_source(Path::new("/e.py"), Path::new("/c")).unwrap();
+        let s = entry_source(Path::new("/e.py"), Path::new("/c"), 1234).unwrap();
         assert!(s.starts_with("try:\n"));
         assert!(s.contains("except KeyboardInterrupt:\n raise\n"));
         assert!(s.ends_with("except BaseException:\n  pass\n"));
         assert!(s.contains("'CONTROL':'/c'"));
+        assert!(s.contains("'MAIN_MODULES':1234"));
         assert!(!s.contains(" as "), "binds a name: {s}");
         assert!(!s.contains('\0'));
     }

@@ -580,21 +580,19 @@ fn stop_sampling(py: Python<'_>) -> bool {
 /// Waits (GIL released) until `echion -p` asks this process to detach:
 /// data or end of file on `fd` (the read end of the attach's control pipe;
 /// the end of file comes when the `echion` command exits, however it
-/// exits), then calls `callback()`. Returns without calling it when this
-/// run is stopped otherwise (the program exits and `atexit` stops it).
-/// Meant as the function of a `_thread` thread: it has no Python frame
-/// while it waits, so it is in no profile.
+/// exits); returns `True` then, `False` when this run is stopped otherwise
+/// (the program exits and `atexit` stops it). Meant to be called by the
+/// Python function of a `_thread` thread, which then detaches itself: the
+/// detach runs with no frame of this function below it (a thread that takes
+/// the GIL back while the interpreter finalises is ended by `pthread_exit`,
+/// which must find no frame of ours to unwind; `stop` waits for this
+/// function to return to Python, `started` included).
 ///
 /// `started`, if given, is called first with whether the sampler took its
 /// first sample within 10 s.
 #[pyfunction]
-#[pyo3(signature = (fd, callback, started=None))]
-fn watch_control(
-    py: Python<'_>,
-    fd: i32,
-    callback: Bound<'_, PyAny>,
-    started: Option<Bound<'_, PyAny>>,
-) -> PyResult<()> {
+#[pyo3(signature = (fd, started=None))]
+fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
     use std::sync::atomic::Ordering;
     let run = STOPS.load(Ordering::Acquire);
     // Counted from here to the last time it takes the GIL back (see `stop`).
@@ -624,7 +622,7 @@ fn watch_control(
         };
         if STOPS.load(Ordering::Acquire) != run {
             leave();
-            return Ok(());
+            return Ok(false);
         }
         if let Err(e) = started.call1((ok,)) {
             leave();
@@ -652,10 +650,7 @@ fn watch_control(
     // Back with the GIL: from here on this thread ends without waiting for
     // it again.
     leave();
-    if asked {
-        callback.call0()?;
-    }
-    Ok(())
+    Ok(asked)
 }
 
 /// Forgets the parent's sampler in a forked child, without writing

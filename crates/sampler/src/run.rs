@@ -299,6 +299,10 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     writer
         .metadata("python", &version.to_string())
         .map_err(write_err)?;
+    // On disk at once: a process killed before its first tick's flush (a
+    // pool's worker ended by SIGTERM, a child killed at birth) leaves a
+    // readable profile with no sample instead of an empty file.
+    writer.flush().map_err(write_err)?;
 
     let mut session = Session::new(&reader, pid, runtime, layout, version);
     if layout.thread.native_thread_id.is_none() {

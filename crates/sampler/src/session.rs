@@ -233,6 +233,19 @@ impl<R: MemoryReader> Session<R> {
         updates
     }
 
+    /// The address of the main interpreter's `sys.modules` (`id()` of it
+    /// in the process), if it can be read: `echion -p` tells its bootstrap
+    /// from code borrowed in a subinterpreter by it.
+    pub fn main_modules(&self) -> Option<u64> {
+        let target = Target::new(&self.reader, self.layout);
+        let main = target
+            .interpreters(self.runtime)
+            .filter_map(Result::ok)
+            .find(|i| i.id == 0)?;
+        let modules = target.modules_dict(main.addr).ok()?;
+        (!modules.is_null()).then_some(modules.0)
+    }
+
     /// One stack of every thread state of every interpreter, named as
     /// `threading` names them, for where mode. A thread whose stack changes
     /// while it is read is read again (up to a few times); what could not

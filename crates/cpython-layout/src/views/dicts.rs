@@ -278,6 +278,12 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
         Ok(found)
     }
 
+    /// The address of `sys.modules` of the interpreter at `interp` (null
+    /// before the interpreter has one).
+    pub fn modules_dict(&self, interp: Addr) -> Result<Addr, ViewError> {
+        self.field_addr(interp, self.layout.dict.interp_modules)
+    }
+
     /// The module `name` of the interpreter at `interp` (`sys.modules`), if
     /// it is imported.
     pub fn module(&self, interp: Addr, name: &str) -> Result<Option<Addr>, ViewError> {

@@ -48,10 +48,10 @@ def run(control, report):
 
         _control_fd, _report = fd, report
         # A thread of `_thread`, not `threading`: it is in no list of the
-        # program's threads, and while it waits it has no Python frame, so
-        # it is in no profile either. It says `started` once the sampler has
-        # taken its first sample; the program goes on meanwhile.
-        _thread.start_new_thread(ec.watch_control, (fd, _detach, _started))
+        # program's threads (its one frame is the bootstrap's, left out of
+        # every picture). It says `started` once the sampler has taken its
+        # first sample; the program goes on meanwhile.
+        _thread.start_new_thread(bootstrap.watch_control, (fd, _started, _detach))
     except BaseException:
         os.close(fd)
         if bootstrap._started:

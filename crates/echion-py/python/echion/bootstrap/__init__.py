@@ -5,6 +5,7 @@ exec and exit."""
 import atexit
 import os
 import sys
+from _thread import allocate_lock as _thread_allocate_lock
 
 import echion.core as ec
 
@@ -116,7 +117,9 @@ def _unhide_fork_warning() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _sampler_thread
+    global _sampler_thread, _stop_lock
+    # Another thread of the parent may have held it at the fork.
+    _stop_lock = _thread_allocate_lock()
     _unhide_fork_warning()
     _sampler_thread = None
     if not _started:
@@ -219,8 +222,28 @@ def start(env=None) -> None:
     _start_sampler()
 
 
+#: Held by a stop under way: the program's exit (atexit) waits for a
+#: detach that another thread is doing, so that no thread of echion's takes
+#: the GIL back from native code while the interpreter finalises (it would
+#: be ended by pthread_exit, unwinding through frames that must not be).
+_stop_lock = _thread_allocate_lock()
+
+
+def watch_control(fd, started, detach) -> None:
+    """The thread of an attach (``echion -p``): waits until the command
+    asks to detach, then detaches, from Python with no native frame of
+    echion's below (see ``echion.core.watch_control``)."""
+    if ec.watch_control(fd, started):
+        detach()
+
+
 def stop() -> None:
     """Stop sampling and close the profile."""
+    with _stop_lock:
+        _stop()
+
+
+def _stop() -> None:
     global _started, _sampler_thread
     if not _started:
         return

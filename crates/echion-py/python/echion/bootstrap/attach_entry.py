@@ -1,28 +1,62 @@
 """Run by ``echion -p`` inside the process it attaches to, at a point where
 CPython runs Python code safely (a pending call, or where a blocking call
 would run a signal handler), with ``CONTROL`` set to the attach's control
-directory. Loads the echion package of the ``echion`` command (the process
-need not have echion installed; nothing goes on ``sys.path``) and starts
-profiling. Every outcome is written to ``CONTROL/status``; nothing but the
-program's own ``KeyboardInterrupt`` raises out of here, and nothing is left
-in ``__main__``.
+directory and ``MAIN_MODULES`` to ``id(sys.modules)`` of the main
+interpreter (0 if unknown). Loads the echion package of the ``echion``
+command (the process need not have echion installed; nothing goes on
+``sys.path``) and starts profiling. Every outcome is written to
+``CONTROL/status``; nothing but the program's own ``KeyboardInterrupt``
+raises out of here, and nothing is left in ``__main__``.
+
+Some moments are safe for CPython but not for starting echion: the thread
+may run a subinterpreter (echion belongs in the main one), a module that
+the bootstrap or its hooks use may be half imported (``asyncio`` while its
+import runs, say: its names are not all there yet), or ``threading``'s own
+lock may be held (by this very thread, perhaps, and the bootstrap takes
+it). Then nothing is done, ``later: <why>`` is written, and ``echion -p``
+borrows the process again a moment later.
 """
+
+#: Packages the bootstrap and its hooks import or patch: none may be half
+#: imported when it runs.
+_USED = frozenset(("asyncio", "threading", "_threading_local", "gevent", "greenlet", "uvloop", "importlib", "weakref", "warnings", "atexit", "echion"))
+
+
+def _bad_moment():
+    """Why this is no moment to start echion, or None."""
+    import sys
+
+    if MAIN_MODULES and id(sys.modules) != MAIN_MODULES:  # noqa: F821
+        return "the thread runs a subinterpreter"
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in _USED and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return "%s is being imported" % name
+    threading = sys.modules.get("threading")
+    lock = getattr(threading, "_active_limbo_lock", None)
+    if lock is not None:
+        # A Lock (an RLock from 3.13) held by another thread, or a Lock
+        # held by this one: the bootstrap would wait for it.
+        if not lock.acquire(False):
+            return "threading's lock is held"
+        lock.release()
+    return None
 
 
 def _status(control, line):
-    import os
-
+    # Through io (which read this file) rather than os: in a subinterpreter
+    # that is starting, os may be half imported.
     try:
-        fd = os.open(os.path.join(control, "status"), os.O_WRONLY | os.O_APPEND)
+        with open(control + "/status", "ab") as f:
+            f.write((line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
     except OSError:
-        return
-    try:
-        os.write(fd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
-    finally:
-        os.close(fd)
+        pass
 
 
 def _attach(control):
+    why = _bad_moment()
+    if why is not None:
+        _status(control, "later: " + why)
+        return
     import os
 
     if not os.path.isdir(control):

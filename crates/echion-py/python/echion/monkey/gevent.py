@@ -16,11 +16,15 @@ program has imported gevent (``echion.monkey.when_imported``), and calls
 import gevent
 import gevent.greenlet
 import gevent.hub
+from gevent.monkey import get_original
 from greenlet import getcurrent, settrace
 
 import echion.core as ec
 
 _Greenlet = gevent.greenlet.Greenlet
+#: The real thread's id (``monkey.patch_all`` makes ``_thread.get_ident``
+#: a greenlet's).
+get_ident = get_original("_thread", "get_ident")
 _joinall = gevent.joinall
 _wait = gevent.wait
 _iwait = gevent.iwait
@@ -28,6 +32,8 @@ _iwait = gevent.iwait
 _NOT_SET = False  # not started, or finished
 _tracked = set()
 _previous_tracer = None
+#: The thread whose greenlet trace function ``patch`` set.
+_trace_thread = None
 _patched = False
 #: (owner, attribute, original value) of every patch, to undo them.
 _originals = []
@@ -52,7 +58,7 @@ def _where(g, frame):
 
 
 def _tracer(event, args):
-    if event in ("switch", "throw"):
+    if _patched and event in ("switch", "throw"):
         origin, target = args
         if origin.dead:
             # Its last switch: it is gone. (Nothing is linked to the
@@ -116,7 +122,13 @@ def patch():
     _set(gevent, "joinall", joinall)
     _set(gevent, "wait", wait)
     _set(gevent, "iwait", iwait)
-    _previous_tracer = settrace(_tracer)
+    global _trace_thread
+    _trace_thread = get_ident()
+    previous = settrace(_tracer)
+    if previous is not _tracer:
+        # (Else ours stayed in this thread since an earlier unpatch in
+        # another thread, inert, chained to the program's: kept as it is.)
+        _previous_tracer = previous
 
 
 def unpatch():
@@ -124,8 +136,12 @@ def unpatch():
     global _patched, _previous_tracer
     if not _patched:
         return
-    settrace(_previous_tracer)
-    _previous_tracer = None
+    # A greenlet trace function is the thread's own: it can only be put
+    # back from the thread that set it (an attach may detach from another;
+    # ours then stays there, inert, passing every event on).
+    if get_ident() == _trace_thread:
+        settrace(_previous_tracer)
+        _previous_tracer = None
     while _originals:
         owner, name, value = _originals.pop()
         setattr(owner, name, value)
