@@ -9,7 +9,7 @@
 //! every instruction offset; `position` never panics.
 #![no_main]
 
-use echion_cpython_layout::linetable::{location, position, ranges, LineTableError, TableFormat};
+use echion_cpython_layout::linetable::{location, location_by_walk, position, ranges, TableFormat};
 use libfuzzer_sys::fuzz_target;
 
 const FORMATS: [TableFormat; 3] = [
@@ -40,14 +40,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let last = walk.iter().flatten().map(|r| r.start).max().unwrap_or(0);
     for offset in (0..=last.min(4096) as u32 + 2).step_by(2) {
-        let want = walk
-            .iter()
-            .find_map(|r| match r {
-                Err(e) => Some(Err(*e)),
-                Ok(r) if u64::from(offset) < r.end => Some(Ok(r.location)),
-                Ok(_) => None,
-            })
-            .unwrap_or(Err(LineTableError::OffsetPastTable));
+        let want = location_by_walk(format, table, first_line, offset);
         assert_eq!(
             location(format, table, first_line, offset),
             want,

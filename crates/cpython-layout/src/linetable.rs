@@ -308,6 +308,25 @@ pub fn location(
     }
 }
 
+/// What [`location`] must answer, found the slow way: the first of
+/// [`ranges`] that contains `offset`, the first error the walk meets before
+/// it, or [`LineTableError::OffsetPastTable`]. The reference the property
+/// tests and the `linetable` fuzz target hold the fast path to.
+pub fn location_by_walk(
+    format: TableFormat,
+    table: &[u8],
+    first_line: i32,
+    offset: u32,
+) -> Result<Location, LineTableError> {
+    ranges(format, table, first_line)
+        .find_map(|r| match r {
+            Err(e) => Some(Err(e)),
+            Ok(r) if u64::from(offset) < r.end => Some(Ok(r.location)),
+            Ok(_) => None,
+        })
+        .unwrap_or(Err(LineTableError::OffsetPastTable))
+}
+
 impl Iterator for AddressRanges<'_> {
     type Item = Result<AddressRange, LineTableError>;
 
@@ -1025,17 +1044,9 @@ mod tests {
             table in proptest::collection::vec(any::<u8>(), 0..256),
             first_line in prop_oneof![-100_000i32..100_000, (i32::MAX - 300)..=i32::MAX],
         ) {
-            let walk: Vec<_> = ranges(format, &table, first_line).collect();
-            let last = walk.iter().flatten().map(|r| r.start).max().unwrap_or(0);
+            let last = ranges(format, &table, first_line).flatten().map(|r| r.start).max().unwrap_or(0);
             for offset in (0..=last.min(4096) as u32 + 2).step_by(2) {
-                let want = walk
-                    .iter()
-                    .find_map(|r| match r {
-                        Err(e) => Some(Err(*e)),
-                        Ok(r) if u64::from(offset) < r.end => Some(Ok(r.location)),
-                        Ok(_) => None,
-                    })
-                    .unwrap_or(Err(LineTableError::OffsetPastTable));
+                let want = location_by_walk(format, &table, first_line, offset);
                 prop_assert_eq!(location(format, &table, first_line, offset), want, "offset {}", offset);
             }
         }
