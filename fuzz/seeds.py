@@ -11,6 +11,7 @@ Seeds go next to what earlier runs found (a seed that exists is kept)."""
 
 import gzip
 import hashlib
+import json
 import struct
 import subprocess
 import sys
@@ -72,8 +73,6 @@ def images():
         data = img.read_bytes()
         assert data[:8] == b"ECHIMG1\n", img
         (n,) = struct.unpack_from("<Q", data, 8)
-        import json
-
         header = json.loads(data[16 : 16 + n])
         minor = header["python"][1]
         rest = data[16 + n :]

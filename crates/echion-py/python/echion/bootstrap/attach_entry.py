@@ -19,7 +19,9 @@ borrows the process again a moment later.
 
 #: Packages the bootstrap and its hooks import or patch: none may be half
 #: imported when it runs.
-_USED = frozenset(("asyncio", "threading", "_threading_local", "gevent", "greenlet", "uvloop", "importlib", "weakref", "warnings", "atexit", "echion"))
+_USED = frozenset(
+    ("asyncio", "threading", "_threading_local", "gevent", "greenlet", "uvloop", "importlib", "weakref", "warnings", "atexit", "echion")
+)
 
 
 def _bad_moment():
