@@ -128,9 +128,12 @@ def test_cpu_time_native(tmp_path, stealth):
     assert clock_time > 0, summary
     # The two threads sleep 0.5 s each: CPU mode charges those stacks only
     # the CPU time around the sleep (a sample carries the time used since
-    # the one before), far from the second of wall time.
+    # the one before), far from the second of wall time. Not the captures'
+    # own cost either: each capture runs echion's signal handler on the
+    # sleeping thread's clock (about 45 ms over the sleeps here, 220 ms on
+    # a slow machine, before the engine took it out).
     sleeping = sum(s["time"] for s in view["samples"] if "time_sleep" in natives(s))
-    assert sleeping < 200_000, (sleeping, busy_time, summary)
+    assert sleeping < 25_000, (sleeping, busy_time, summary)
 
 
 def test_sorted_shows_the_sort_between_its_caller_and_the_key_function(tmp_path):

@@ -128,7 +128,15 @@ struct PerThread {
     cpu_ns: Option<u64>,
     active_tick: u64,
     seen_tick: u64,
+    /// The tick of this thread's last native capture in CPU mode (0: none).
+    captured_tick: u64,
 }
+
+/// CPU time (µs) a thread may show in the tick after its native capture and
+/// still be taken for idle when it is not on a CPU: what returning from the
+/// capture's signal handler (and restarting the system call it interrupted)
+/// costs it, which is echion's doing, not the program's.
+const CAPTURE_RESIDUE_US: u64 = 25;
 
 /// Ticks during which a thread whose CPU clock did not move, but which ran
 /// recently, is checked for being on a CPU right now.
@@ -570,9 +578,12 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 cpu_ns: None,
                 active_tick: 0,
                 seen_tick: tick,
+                captured_tick: 0,
             });
         per.seen_tick = tick;
 
+        // CPU mode: the thread and its clock as read before any capture.
+        let mut cpu_before = None;
         let metric_us = match self.mode {
             // (A memory engine's tick flushes the allocation table instead.)
             Mode::Wall | Mode::Memory => {
@@ -599,6 +610,17 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     return Ok(false);
                 };
                 let delta_us = cpu.saturating_sub(prev) / 1000;
+                if delta_us > 0
+                    && delta_us <= CAPTURE_RESIDUE_US
+                    && per.captured_tick + 1 == tick
+                    && !self.clocks.thread_is_running(tid)
+                {
+                    // The last tick's capture woke it: what it used since
+                    // is the way back into its sleep.
+                    per.cpu_ns = Some(cpu);
+                    per.captured_tick = 0;
+                    return Ok(false);
+                }
                 if delta_us > 0 {
                     per.cpu_ns = Some(prev + delta_us * 1000);
                     per.active_tick = tick;
@@ -611,6 +633,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 // Else the thread is on a CPU but its clock has not ticked
                 // since the last sample: show where it is; the time follows
                 // with the next sample in which the clock moves.
+                cpu_before = Some((tid, cpu));
                 delta_us
             }
         };
@@ -628,6 +651,18 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             }
             _ => false,
         };
+        if let (true, Some((tid, before))) = (captured, cpu_before) {
+            // The capture ran on the thread (its signal handler copied the
+            // stack and waited for the walk): CPU time the program did not
+            // spend. Move the baseline past it, else the next sample charges
+            // it to wherever the thread is (a sleep, say), and a sleeping
+            // thread woken by every capture would look busy for ever.
+            let per = self.threads.get_mut(&(thread.addr.0, thread.thread_id));
+            if let (Some(per), Some(after)) = (per, self.clocks.thread_cpu_ns(tid)) {
+                per.cpu_ns = per.cpu_ns.map(|c| c + after.saturating_sub(before));
+                per.captured_tick = tick;
+            }
+        }
         let fresh = regions.map(RegionCache::miss_count);
         if captured {
             self.native_stack()?;
