@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -81,12 +82,18 @@ class Profiles:
 def read_all(path, austin1=True) -> Profiles:
     """Read ``path`` with our reader, austin-python 1.7 (unless told not to:
     it cannot read MOJO v4) and austin-python 2.x where available."""
-    return Profiles(
-        path=Path(path),
-        ours=read_ours(path),
-        austin1=read_austin1(path) if austin1 else None,
-        austin2=read_austin2(path) if austin2_available() else None,
-    )
+    # The three readers run side by side (austin-python's, pure Python,
+    # take seconds over a big profile).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        a1 = pool.submit(read_austin1, path) if austin1 else None
+        a2 = pool.submit(read_austin2, path) if austin2_available() else None
+        ours = read_ours(path)
+        return Profiles(
+            path=Path(path),
+            ours=ours,
+            austin1=a1.result() if a1 else None,
+            austin2=a2.result() if a2 else None,
+        )
 
 
 def totals(view: dict) -> dict:

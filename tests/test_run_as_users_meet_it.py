@@ -251,6 +251,42 @@ def test_a_profile_whose_directory_is_removed_is_reported(tmp_path):
     assert len(lines) == 1 and "removed during the run" in lines[0] and "app.mojo" in lines[0], lines
 
 
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 64 KiB tmpfs of its own: full after a second of profile."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("mode", [["-i", "100us"], ["-m"]], ids=["wall", "memory"])
+def test_a_full_filesystem_ends_the_profile_cleanly(tmp_path, small_filesystem, mode):
+    plain = run_plain(tmp_path, target("fill_disk.py"))
+    assert plain.returncode == 4 and plain.stdout == b"made True\n", plain.stderr
+    out = small_filesystem / "prof.mojo"
+    proc = run(tmp_path, *mode, "-o", out, sys.executable, target("fill_disk.py"))
+    # The program ran as without echion.
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == plain.stdout
+    # echion said it once, naming the file and the cause.
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and "No space left on device" in lines[0], lines
+    assert "holds the samples written until then" in lines[0], lines
+    # The file is whole up to its last event: every reader reads it, and it
+    # ends with the run's metadata and what happened.
+    prof = read_all(out)
+    assert_readers_agree(prof)
+    md = prof.ours["metadata"]
+    assert "No space left on device" in md["write_error"], md
+    assert int(md["ticks"]) > 0 and "duration" in md, md
+    assert prof.ours["samples"], md
+    assert out.stat().st_size <= 64 * 1024
+
+
 # --- 8. fork warnings ---------------------------------------------------------------
 
 

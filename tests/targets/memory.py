@@ -3,6 +3,8 @@ it measured itself (sizes as CPython's allocators see them) to the test.
 
 hold      a function keeps about 50 MB alive in many objects while another
           one churns temporaries before, around and after it
+hold_few  the same 50 MB in 5,000 objects of 10,000 bytes, a tenth of the
+          churn (a smaller profile, for the tests that read every sample)
 threads   named threads each keep a known amount alive
 realloc   a list grows by appending: its item array is reallocated
 fork      the parent and a forked child each keep their own block alive
@@ -55,6 +57,14 @@ def keep(out, name, n, size):
 
 
 KEPT = []
+
+
+def scenario_hold_few():
+    churn(2_000)
+    hold(5_000, 10_000)
+    churn(2_000)
+    time.sleep(0.05)
+    report(held=sum(sys.getsizeof(b) for b in HELD))
 
 
 def scenario_threads():

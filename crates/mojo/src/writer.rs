@@ -404,10 +404,22 @@ impl<W: Write> MojoWriter<W> {
         }
     }
 
+    /// Returns the underlying writer without writing what is buffered:
+    /// after a write failed, to end the stream by other means.
+    pub fn abandon(mut self) -> W {
+        self.buf.clear();
+        self.out
+            .take()
+            .expect("only finish and abandon take the writer")
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush()?;
-        Ok(self.out.take().expect("only finish takes the writer"))
+        Ok(self
+            .out
+            .take()
+            .expect("only finish and abandon take the writer"))
     }
 }
 

@@ -48,7 +48,18 @@ pub enum OutputError {
 pub struct Output {
     path: PathBuf,
     file: Handle,
+    /// Where the last write that went through whole ended: past it, a
+    /// write that failed may have left part of its bytes.
+    whole: u64,
+    /// Whether [`ROOM`] bytes past `whole` may be (or are) kept allocated:
+    /// a regular file of this process's own, on a file system that can.
+    room: bool,
 }
+
+/// Disk space kept allocated past the end of the profile (`fallocate`,
+/// the size unchanged), so that when the disk fills up a failed write,
+/// once cut back, leaves room for the end metadata that says so.
+const ROOM: u64 = 8192;
 
 #[derive(Debug)]
 enum Handle {
@@ -65,13 +76,25 @@ impl Output {
     pub fn open(template: &Path, pid: u32) -> Result<Self, OutputError> {
         let plain = expand(template, pid);
         match claim(&plain)? {
-            Some(file) => Ok(Output { path: plain, file }),
+            Some(file) => Ok(Output {
+                path: plain,
+                room: may_keep_room(&file),
+                file,
+                whole: 0,
+            }),
             None => {
                 let pid_in_name = template.to_string_lossy().contains(PID_PLACEHOLDER);
                 for n in 1..=MAX_DERIVED {
                     let path = derive(&plain, (!pid_in_name).then_some(pid), n);
                     match create_new(&path) {
-                        Ok(file) => return Ok(Output { path, file }),
+                        Ok(file) => {
+                            return Ok(Output {
+                                path,
+                                room: may_keep_room(&file),
+                                file,
+                                whole: 0,
+                            })
+                        }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                         Err(source) => return Err(OutputError::Create { path, source }),
                     }
@@ -103,12 +126,15 @@ impl Output {
         };
         Ok(Output {
             path: path.to_path_buf(),
+            room: may_keep_room(&file),
             file,
+            whole: 0,
         })
     }
 
     /// The file, to write a conversion into.
     pub fn file_mut(&mut self) -> &mut File {
+        self.release_room();
         match &mut self.file {
             Handle::Locked(f) => f,
             Handle::Shared(f) => f,
@@ -142,11 +168,90 @@ impl Output {
             Err(_) => false,
         }
     }
+
+    /// After a write failed (a full disk, say): cuts the file back to where
+    /// the last whole write ended (the end of an event: each write is a
+    /// whole number of them), so that it stays readable to its last
+    /// complete sample, then appends `tail` (the events that say what
+    /// happened) if the room freed allows; if not, cuts it back again.
+    /// Returns whether `tail` was written. Only for a regular file of this
+    /// process's own: a FIFO or a shared special file is left as it is.
+    pub fn recover(&mut self, tail: &[u8]) -> bool {
+        use std::io::{Seek, SeekFrom};
+        self.room = false;
+        let Handle::Locked(locked) = &self.file else {
+            return false;
+        };
+        let mut file: &File = locked;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return false;
+        }
+        if file.set_len(self.whole).is_err() || file.seek(SeekFrom::Start(self.whole)).is_err() {
+            return false;
+        }
+        if file.write_all(tail).is_ok() {
+            self.whole += tail.len() as u64;
+            return true;
+        }
+        let _ = file.set_len(self.whole);
+        false
+    }
+
+    /// Keeps [`ROOM`] bytes allocated past `end`, where the file is about
+    /// to end. `Err` when the file system is full (the room is not there);
+    /// a file system that cannot is not asked again.
+    fn keep_room(&mut self, end: u64) -> io::Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        if !self.room {
+            return Ok(());
+        }
+        let (Ok(at), Ok(len)) = (i64::try_from(end), i64::try_from(ROOM)) else {
+            return Ok(());
+        };
+        match fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len) {
+            Ok(()) => Ok(()),
+            Err(e @ (nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT)) => Err(e.into()),
+            Err(_) => {
+                self.room = false;
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back the space kept past the end (the file's end from now on
+    /// may move by other means than [`Write`]).
+    fn release_room(&mut self) {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        if std::mem::take(&mut self.room) {
+            // Past the end the kept blocks may run into one more (the room
+            // starts mid-block): punch twice the room.
+            if let (Ok(at), Ok(len)) = (i64::try_from(self.whole), i64::try_from(2 * ROOM)) {
+                let flags =
+                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                let _ = fallocate(self.file(), flags, at, len);
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.release_room();
+    }
 }
 
 impl Write for Output {
+    /// Writes all of `buf` or fails: a write that went through whole ends
+    /// where [`Output::recover`] may cut the file back to. A write after
+    /// which the disk has no room left for the end metadata fails too
+    /// (with `ENOSPC`), so that the cut gives that room back.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file().write(buf)
+        let mut file = self.file();
+        file.write_all(buf)?;
+        let end = self.whole + buf.len() as u64;
+        self.keep_room(end)?;
+        self.whole = end;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -233,6 +338,12 @@ fn claim(path: &Path) -> Result<Option<Handle>, OutputError> {
         return Ok(empty.then_some(Handle::Locked(locked)));
     }
     Ok(None)
+}
+
+/// Whether disk space may be kept past the end of `handle`'s file: a
+/// regular file of this process's own.
+fn may_keep_room(handle: &Handle) -> bool {
+    matches!(handle, Handle::Locked(f) if f.metadata().is_ok_and(|m| m.is_file()))
 }
 
 /// Creates `path`, which must not exist, and locks it.

@@ -1,7 +1,6 @@
 //! The sampling loop: set up from the running process, tick at absolute
 //! deadlines until told to stop, close the profile with its counters.
 
-use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -94,12 +93,19 @@ pub enum SamplerError {
     #[error("the profile {0} was removed during the run (was its directory deleted?): nothing was saved")]
     Removed(PathBuf),
     /// Writing the profile failed (disk full, say).
-    #[error("cannot write the profile {path}: {source}")]
+    #[error("cannot write the profile {path}: {source}{}", if *.kept {
+        "; sampling stopped there, the profile holds the samples written until then and says so"
+    } else {
+        ""
+    })]
     Write {
         /// The path.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+        /// Whether the profile was cut back to its last whole event and
+        /// ends with the run's metadata and the error (`write_error`).
+        kept: bool,
     },
     /// The interpreter found in memory is not the one the caller runs in.
     #[error("the interpreter in memory is CPython {found}, but this is CPython {running}")]
@@ -277,9 +283,11 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let write_err = |source| SamplerError::Write {
         path: path.clone(),
         source,
+        kept: false,
     };
+    // The writer hands the file whole events, 64 KiB at a time.
     let mut writer = MojoWriter::with_options(
-        BufWriter::with_capacity(64 * 1024, file),
+        file,
         i64::from(pid),
         WriterOptions {
             version: config.mojo_version,
@@ -323,6 +331,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
     let mut next = start;
     let mut late_ticks = 0;
+    let mut failed = None;
     while !control.stop_requested() {
         let now = clock::now_ns();
         if end.is_some_and(|end| now >= end) {
@@ -333,9 +342,12 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         if DUMP_REQUESTED.load(Ordering::Relaxed) && DUMP_REQUESTED.swap(false, Ordering::AcqRel) {
             dump_to_stderr(&session, config.native);
         }
-        engine
-            .tick(now, &control.registry, &FREED_CODES)
-            .map_err(write_err)?;
+        if let Err(e) = engine.tick(now, &control.registry, &FREED_CODES) {
+            // Nothing more can be written (a full disk, say): sampling
+            // ends, the program goes on.
+            failed = Some(e);
+            break;
+        }
         if engine.stats().ticks == 1 {
             started.0.mark_started();
         }
@@ -361,7 +373,9 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         // stops us): what changed since the last flush is the last sample
         // of each stack.
         echion_memtrace::stop_tracking();
-        engine.flush_memory(&control.registry).map_err(write_err)?;
+        if failed.is_none() {
+            failed = engine.flush_memory(&control.registry).err();
+        }
     }
     let duration_us = (clock::now_ns() - start) / 1000;
     let stats = engine.stats().clone();
@@ -438,15 +452,26 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             meta.push((format!("skipped_{}", reason.name()), n.to_string()));
         }
     }
-    for (k, v) in &meta {
-        writer.metadata(k, v).map_err(write_err)?;
+    if failed.is_none() {
+        // The end metadata, on disk before the run is said to be over.
+        failed = meta
+            .iter()
+            .try_for_each(|(k, v)| writer.metadata(k, v))
+            .and_then(|()| writer.flush())
+            .err();
     }
-    let file = engine
-        .into_sink()
-        .finish()
-        .map_err(write_err)?
-        .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
+    if let Some(source) = failed {
+        // What the file holds up to the last whole write stays; the run's
+        // metadata and the error follow it if the room freed allows.
+        meta.push(("write_error".to_owned(), source.to_string()));
+        let mut tail = Vec::new();
+        for (key, value) in &meta {
+            echion_mojo::Event::Metadata { key, value }.encode(config.mojo_version, &mut tail);
+        }
+        let kept = engine.into_sink().abandon().recover(&tail);
+        return Err(SamplerError::Write { path, source, kept });
+    }
+    let file = engine.into_sink().finish().map_err(write_err)?;
     if !file.still_there() {
         return Err(SamplerError::Removed(path));
     }
