@@ -22,6 +22,9 @@ import pytest
 
 from harness import ROOT, SAMPLER_THREAD, echion_env
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 SHARED = Path(os.environ.get("ECHION_SHARED", ROOT.parent / "shared"))
 FIXTURES = sorted(p for p in (SHARED / "fixtures" / "mojo").glob("*.mojo") if "corrupt" not in p.name)
 CORRUPT = SHARED / "fixtures" / "mojo" / "echion-0.3.5-nonascii-corrupt-py311.mojo"

@@ -13,6 +13,9 @@ import pytest
 
 from harness import assert_readers_agree, contains, echion_command, echion_env, marker_line, read_all, run_echion, select, target
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 TARGET = target("memory.py")
 
 

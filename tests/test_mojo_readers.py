@@ -9,6 +9,9 @@ import pytest
 
 from harness import ROOT, assert_readers_agree, austin2_available, read_all, read_austin1, read_austin2, read_ours, totals, write_sample
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 FIXTURES = Path(os.environ.get("ECHION_SHARED", ROOT.parent / "shared")) / "fixtures" / "mojo"
 
 

@@ -9,6 +9,9 @@ import pytest
 
 from harness import echion_env, profile_files, target
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 TARGET = target("side_effect.py")
 
 

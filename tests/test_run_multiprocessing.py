@@ -6,6 +6,9 @@ import pytest
 
 from harness import contains, marker_line, run_echion, select, stack_summary, target, total
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 TARGET = target("mp.py")
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from harness import run_echion, run_plain, target
 
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
+
 TARGET = target("passthrough.py")
 STDIN = "stdin: ünïcode 計算\nsecond line\n".encode("utf-8")
 

@@ -15,6 +15,10 @@ from harness import (
     threads,
     total,
 )
+import pytest
+
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
 
 NON_ASCII = target("données_計算.py")
 RECURSION = target("recursion.py")

@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 import echion
+import pytest
+
+# Shapes, bytes and exit statuses only: may run beside other tests.
+pytestmark = pytest.mark.parallel
 
 try:
     from importlib import metadata
