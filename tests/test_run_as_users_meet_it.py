@@ -287,6 +287,40 @@ def test_a_full_filesystem_ends_the_profile_cleanly(tmp_path, small_filesystem, 
     assert out.stat().st_size <= 64 * 1024
 
 
+@pytest.mark.parametrize("mode", [["-i", "100us"], ["-c"], ["-n"], ["-m"], ["-m", "-n"]], ids=["wall", "cpu", "native", "memory", "memory-native"])
+def test_a_program_at_its_memory_limit_runs_as_without_echion(tmp_path, mode):
+    # The program fills its address space (RLIMIT_AS) and lives at the
+    # limit. In memory mode echion's own table needs more on the way: that
+    # allocation fails, and must neither end the process (Rust's default)
+    # nor the profile.
+    prog = target("memory_limit.py")
+    plain = run_plain(tmp_path, prog)
+    assert plain.returncode == 5 and plain.stdout == b"filled True\ndone True\n", plain.stderr
+    out = tmp_path / "prof.mojo"
+    proc = run(tmp_path, *mode, "-o", out, sys.executable, prog)
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stdout == plain.stdout
+    lines = proc.stderr.decode().splitlines()
+    prof = read_all(out)
+    assert_readers_agree(prof)
+    md = prof.ours["metadata"]
+    # Closed as usual, with its end metadata.
+    assert int(md["ticks"]) > 0 and "duration" in md, md
+    assert prof.ours["samples"], md
+    if "-m" in mode:
+        # The failed allocation is said once, and in the profile.
+        assert int(md["out_of_memory"]) > 0, md
+        assert len(lines) == 1 and "out of memory" in lines[0] and str(out) in lines[0], lines
+        fill = marker_line(prog, "fill")
+        assert any(f[1] == "<module>" and f[2] == fill for s in prof.ours["samples"] for f in s["frames"]), md
+    elif "out_of_memory" in md:
+        # The sampler alone allocates next to nothing once it runs, but
+        # when it does at the limit, the same holds.
+        assert len(lines) == 1 and "out of memory" in lines[0], lines
+    else:
+        assert lines == [], lines
+
+
 # --- 8. fork warnings ---------------------------------------------------------------
 
 

@@ -4,8 +4,7 @@
 //! `stop`, `track_thread`, `untrack_thread`, `set_*`, the asyncio hooks
 //! `init_asyncio`, `track_asyncio_loop`, `link_tasks`) over the Rust
 //! sampler and allocation tracker, and the command-line front end
-//! (`cli_main`). Native stacks, which a later release brings, raise
-//! `NotImplementedError` naming the feature.
+//! (`cli_main`), and where mode, native stacks and attach on top.
 //!
 //! All module state lives in statics that are only touched with the GIL
 //! held; the sampler thread gets its own `Arc` of what it needs. A fork
@@ -24,7 +23,11 @@ use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 mod codehook;
+mod reserve;
 mod sigquit;
+
+#[global_allocator]
+static ALLOCATOR: reserve::WithReserve = reserve::WithReserve;
 
 /// The address of `_PyRuntime` in this process. CPython exports it (its
 /// executables are linked with `-export-dynamic`, and libpython exports it),
@@ -208,12 +211,37 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
         unsafe { libc::gettid() },
         std::sync::atomic::Ordering::Relaxed,
     );
+    reserve::arm();
     let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
     let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
     let tell = !quiet && (finish.verbose || stderr_is_terminal());
     match result {
         Err(e) => eprintln!("echion: {e}"),
-        Ok(summary) => finish_run(summary, &finish, tell, !quiet && (finish.summary || tell)),
+        Ok(mut summary) => match summary.out_of_memory {
+            // Nothing more is allocated for this run: no conversion, no
+            // summary.
+            Some(size) => {
+                if let Some(target) = summary.target.take() {
+                    // The output the conversion would have written: empty.
+                    let path = target.path().to_path_buf();
+                    drop(target);
+                    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                eprintln!(
+                "echion: out of memory (an allocation of {size} bytes failed: the process is at its \
+                 memory limit): sampling stopped there; {} holds the samples until then{}",
+                summary.output.display(),
+                if finish.format.is_some() {
+                    " (convert it with echion-convert)"
+                } else {
+                    ""
+                }
+                )
+            }
+            None => finish_run(summary, &finish, tell, !quiet && (finish.summary || tell)),
+        },
     }
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;

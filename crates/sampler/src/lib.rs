@@ -26,6 +26,8 @@ pub use mem::guarded::release_fault_handler;
 pub use native::release_native_signal;
 pub use options::Options;
 pub use registry::{RegistryQueue, Update};
-pub use run::{request_dump, run, sidecar_path, Config, Control, SamplerError, Summary};
+pub use run::{
+    note_out_of_memory, request_dump, run, sidecar_path, Config, Control, SamplerError, Summary,
+};
 pub use session::{Session, SessionError};
 pub use sink::{Sink, ThreadIds};

@@ -2,7 +2,7 @@
 //! deadlines until told to stop, close the profile with its counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -121,6 +121,20 @@ pub enum SamplerError {
     Session(#[from] SessionError),
 }
 
+/// Set by [`note_out_of_memory`]: the size of the allocation that failed
+/// (0: none did).
+static OUT_OF_MEMORY: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the running loop that one of echion's allocations failed (the
+/// process reached its memory limit) and went through only on a reserve
+/// kept for that: the loop ends sampling at its next tick, closes the
+/// profile as usual with `out_of_memory` in its metadata, and
+/// [`Summary::out_of_memory`] says so. Only stores to an atomic, so an
+/// allocator may call it.
+pub fn note_out_of_memory(size: usize) {
+    OUT_OF_MEMORY.store(size.max(1), Ordering::Relaxed);
+}
+
 /// Set by [`request_dump`], taken by the loop.
 static DUMP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -229,6 +243,11 @@ pub struct Summary {
     /// With [`Config::sidecar`]: the output, still empty and locked, for
     /// the conversion to write.
     pub target: Option<Output>,
+    /// Sampling stopped early because an allocation of this many bytes
+    /// failed (see [`note_out_of_memory`]): the profile is whole, but
+    /// shorter than the run, and nothing more should be allocated for it
+    /// (no conversion).
+    pub out_of_memory: Option<usize>,
 }
 
 /// The longest single sleep: stopping is noticed at least this often,
@@ -240,6 +259,7 @@ const MAX_NAP_NS: u64 = 50_000_000;
 /// which must not hold the GIL.
 pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
+    OUT_OF_MEMORY.store(0, Ordering::Relaxed);
     // Sampling starts now: no thread's first sample counts from before.
     let origin_ns = clock::now_ns();
     let pid = std::process::id();
@@ -334,7 +354,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     let mut failed = None;
     while !control.stop_requested() {
         let now = clock::now_ns();
-        if end.is_some_and(|end| now >= end) {
+        if end.is_some_and(|end| now >= end) || OUT_OF_MEMORY.load(Ordering::Relaxed) != 0 {
             break;
         }
         // A plain load first: no locked instruction in a tick that has no
@@ -390,6 +410,10 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
     ];
+    let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
+    if let Some(size) = out_of_memory {
+        meta.push(("out_of_memory".to_owned(), size.to_string()));
+    }
     if stats.fallback_ticks > 0 && config.direct_reads {
         // The fault handler was replaced (or could not be installed): these
         // ticks read through `process_vm_readv`.
@@ -481,6 +505,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         late_ticks,
         output: path,
         target,
+        out_of_memory,
     })
 }
 

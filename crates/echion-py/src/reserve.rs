@@ -1,0 +1,135 @@
+//! The extension's allocator: the system's, with a reserve for the moment
+//! it fails.
+//!
+//! Rust ends the process when an allocation fails, and echion allocates in
+//! the profiled process (the sampler's caches, memory mode's table, on the
+//! program's own threads). A program that reaches its memory limit
+//! (`ulimit -v`, `RLIMIT_AS`) would then be killed by its profiler. So the
+//! module keeps [`RESERVE`] bytes of address space mapped and never
+//! touched (`PROT_NONE`: no memory, only room under the limit); the first
+//! allocation of echion's that fails gives the reserve back and tries
+//! again, and tells the sampler ([`echion_sampler::note_out_of_memory`]),
+//! which ends sampling and closes the profile, and memory mode's hooks,
+//! which stop tracking. Only a second failure after that ends the process,
+//! as it would have without the reserve. [`arm`] maps the reserve again
+//! when sampling starts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Address space kept for the end of a run: what closing the profile and
+/// one more growth of memory mode's table take.
+const RESERVE: usize = 16 << 20;
+
+/// The reserve's address, 0 while there is none.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// The system's allocator, with the reserve.
+pub struct WithReserve;
+
+// SAFETY: every method hands the request to `System` unchanged, and only
+// ever returns what `System` returned; the reserve is a separate mapping
+// no allocation ever points into.
+unsafe impl GlobalAlloc for WithReserve {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is `System`'s.
+        let p = unsafe { System.alloc(layout) };
+        if p.is_null() && give_back(layout.size()) {
+            // SAFETY: as above.
+            return unsafe { System.alloc(layout) };
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed` is `System`'s.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if p.is_null() && give_back(layout.size()) {
+            // SAFETY: as above.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc` is `System`'s; on
+        // failure `ptr` is still valid and is retried as it was.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if p.is_null() && give_back(new_size) {
+            // SAFETY: as above.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        p
+    }
+}
+
+/// Maps the reserve if it is not there (at the start of sampling; after a
+/// fork the child inherits the parent's). Failing only leaves the process
+/// without one.
+pub fn arm() {
+    if MAPPED.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    // SAFETY: a new private anonymous mapping, placed by the kernel, that
+    // nothing reads or writes (PROT_NONE).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            RESERVE,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return;
+    }
+    if MAPPED
+        .compare_exchange(0, p as usize, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // Another thread armed it meanwhile.
+        // SAFETY: `p` is the mapping made above, of RESERVE bytes, unused.
+        unsafe { libc::munmap(p, RESERVE) };
+    }
+}
+
+/// After an allocation of `size` bytes failed: unmaps the reserve (once)
+/// and says so. Returns whether there was one to give back. No allocation
+/// here.
+fn give_back(size: usize) -> bool {
+    let p = MAPPED.swap(0, Ordering::AcqRel);
+    if p == 0 {
+        return false;
+    }
+    // SAFETY: `p` is the reserve mapped by `arm`, RESERVE bytes that no
+    // allocation points into; the swap above makes this the only unmap.
+    unsafe { libc::munmap(p as *mut libc::c_void, RESERVE) };
+    echion_memtrace::stop_tracking();
+    echion_sampler::note_out_of_memory(size);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_given_back_once_and_armed_again() {
+        arm();
+        let first = MAPPED.load(Ordering::Acquire);
+        assert_ne!(first, 0);
+        arm();
+        assert_eq!(MAPPED.load(Ordering::Acquire), first, "armed twice");
+        assert!(give_back(123));
+        assert!(!give_back(123), "given back twice");
+        arm();
+        assert_ne!(MAPPED.load(Ordering::Acquire), 0);
+    }
+}
