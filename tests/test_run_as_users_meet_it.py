@@ -321,6 +321,29 @@ def test_a_program_at_its_memory_limit_runs_as_without_echion(tmp_path, mode):
         assert lines == [], lines
 
 
+@pytest.mark.parametrize("name", ["prôfil 計算.mojo", "prôfil 計算.svg"], ids=["mojo", "svg"])
+def test_a_path_with_spaces_and_non_ascii_characters(tmp_path, name):
+    # A directory and a file name with spaces and characters outside ASCII,
+    # for a family of processes (each child's name is derived from it).
+    where = tmp_path / "mes profils à moi"
+    where.mkdir()
+    proc = run(tmp_path, "-v", "-o", where / name, sys.executable, target("family.py"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = result(tmp_path)
+    stem, ext = name.rsplit(".", 1)
+    expected = {name: got["parent"], **{f"{stem}.{got[k]}.{ext}": got[k] for k in ("forked", "spawned")}}
+    assert {p.name for p in where.iterdir()} == set(expected), sorted(p.name for p in where.iterdir())
+    said = proc.stderr.decode("utf-8")
+    for file, pid in expected.items():
+        assert f"profile of pid {pid} written to {where / file} " in said, said
+        if ext == "mojo":
+            prof = read_all(where / file)
+            assert_readers_agree(prof)
+            assert pids(prof.ours) == {pid}, file
+        else:
+            assert (where / file).read_text(encoding="utf-8").lstrip().startswith("<?xml"), file
+
+
 # --- 8. fork warnings ---------------------------------------------------------------
 
 
