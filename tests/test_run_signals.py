@@ -23,7 +23,7 @@ def check_profile(run, stacks, closed):
     if closed:
         for key in ("duration", "ticks", "samples", "skipped"):
             assert key in view["metadata"], f"profile not closed: {ctx}"
-        assert int(view["metadata"]["samples"]) == len(view["samples"])
+        assert 0 < len(view["samples"]) <= int(view["metadata"]["samples"])
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,13 @@ Usage: attach_target.py SCENARIO STOPFILE
   socket        the main thread waits in socket.recv
   asyncio_idle  the main thread runs an asyncio loop that waits in epoll
   gil_in_c      the main thread holds the GIL in C code (6 s), then spins
+  subinterp     the main thread spends nearly all its time running code in
+                subinterpreters it creates and destroys one after another
+  gevent        gevent's monkey patches, greenlets that spin and sleep
 """
 
 import ctypes
+import inspect
 import json
 import os
 import sys
@@ -74,8 +78,9 @@ def state():
         "allocators": allocators(),
         "signals": caught_signals(),
         "code_dealloc": code_dealloc(),
-        "bootstrap_inner": id(threading.Thread.__dict__["_bootstrap_inner"]),
-        "thread_name": id(threading.Thread.__dict__["name"]),
+        # (getattr_static: gevent's patched Thread is a subclass.)
+        "bootstrap_inner": id(inspect.getattr_static(threading.Thread, "_bootstrap_inner")),
+        "thread_name": id(inspect.getattr_static(threading.Thread, "name")),
         "path": list(sys.path),
         "meta_path": [repr(f) for f in sys.meta_path],
         "profiled_pid": os.environ.get("_ECHION_PROFILED_PID"),
@@ -197,6 +202,33 @@ elif SCENARIO == "gil_in_c":
     libc.sleep(6)
     while not stopped():
         spin(10000)
+    finish()
+elif SCENARIO == "subinterp":
+    try:
+        import _interpreters as interpreters  # 3.13
+    except ImportError:
+        import _xxsubinterpreters as interpreters  # 3.8 to 3.12
+    CODE = "import time\nend = time.monotonic() + 0.05\nwhile time.monotonic() < end:\n    pass\n"
+    ready()
+    while not stopped():
+        iid = interpreters.create()
+        interpreters.run_string(iid, CODE)
+        interpreters.destroy(iid)
+        spin(1000)
+    finish()
+elif SCENARIO == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    def green(n):
+        while not stopped():
+            spin(n)
+            gevent.sleep(0.001)
+
+    ready()
+    gevent.joinall([gevent.spawn(green, 2000), gevent.spawn(green, 4000)])
     finish()
 else:
     raise SystemExit("unknown scenario " + SCENARIO)

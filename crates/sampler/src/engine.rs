@@ -120,7 +120,7 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct PerThread {
     /// The kernel thread id, 0 if unknown.
     native_id: u64,
@@ -130,6 +130,50 @@ struct PerThread {
     seen_tick: u64,
     /// The tick of this thread's last native capture in CPU mode (0: none).
     captured_tick: u64,
+    /// The thread's last sample, held back while its stack stays the same.
+    held: Held,
+}
+
+/// A sample held back (see [`Engine::set_hold_unchanged`]): written once
+/// the thread's stack changes, the thread ends or it was held long enough,
+/// with the metric of every sample that found the same stack.
+#[derive(Debug, Default)]
+struct Held {
+    /// Whether there is one.
+    active: bool,
+    iid: i64,
+    ids: ThreadIds,
+    name: String,
+    stack: Vec<StackEntry>,
+    metric: i64,
+    /// When it was first held.
+    since_ns: u64,
+}
+
+/// The longest a sample is held back: what a process killed meanwhile may
+/// lose of a waiting thread's time (a sample whose stack changed is
+/// written within [`FLUSH_EVERY_NS`]). 1,000 waiting threads write 10
+/// samples a second each.
+pub const HOLD_AT_MOST_NS: u64 = 100_000_000;
+
+impl Held {
+    /// Writes the held sample, if any, to `sink`.
+    fn write<S: Sink>(&mut self, sink: &mut S) -> std::io::Result<()> {
+        if !std::mem::take(&mut self.active) {
+            return Ok(());
+        }
+        sink.sample(
+            self.ids,
+            &SampleRef {
+                iid: self.iid,
+                thread: &self.name,
+                stack: &self.stack,
+                metrics: &[Metric::Time(self.metric)],
+                gc: false,
+                idle: false,
+            },
+        )
+    }
 }
 
 /// CPU time (µs) a thread may show in the tick after its native capture and
@@ -219,6 +263,9 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     py_ids: Vec<StackEntry>,
     py_addrs: Vec<u64>,
     py_groups: Vec<usize>,
+    /// Hold a thread's sample back while its stack stays the same (see
+    /// [`Engine::set_hold_unchanged`]).
+    hold_unchanged: bool,
 }
 
 /// What the engine keeps of the allocation table between flushes: the
@@ -286,7 +333,28 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             py_ids: Vec::new(),
             py_addrs: Vec::new(),
             py_groups: Vec::new(),
+            hold_unchanged: false,
         })
+    }
+
+    /// Time modes: a thread whose stack is the same as in its last sample
+    /// adds its time to that sample instead of writing a new one; the held
+    /// sample is written when the stack changes, when the thread ends, at
+    /// the first flush ([`FLUSH_EVERY_NS`]) after it was held for
+    /// [`HOLD_AT_MOST_NS`], and by [`Engine::write_held`]. Every total stays exact, and a thread that
+    /// waits costs the file one sample per window instead of one per tick.
+    /// Only plain stacks are held (not a thread's asyncio tasks or
+    /// greenlets, which write several stacks a sample).
+    pub fn set_hold_unchanged(&mut self, hold: bool) {
+        self.hold_unchanged = hold;
+    }
+
+    /// Writes every held sample (before the end metadata).
+    pub fn write_held(&mut self) -> std::io::Result<()> {
+        for t in self.threads.values_mut() {
+            t.held.write(&mut self.sink)?;
+        }
+        Ok(())
     }
 
     /// Memory mode's tick: takes from the allocation table
@@ -496,8 +564,17 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         result?;
         let tick = self.tick;
         self.since_ns = self.since_ns.max(now_ns);
+        let flush = now_ns.saturating_sub(self.flushed_ns) >= FLUSH_EVERY_NS;
+        for t in self.threads.values_mut() {
+            // The held samples of threads gone, and at a flush those held
+            // long enough.
+            let due = flush && now_ns.saturating_sub(t.held.since_ns) >= HOLD_AT_MOST_NS;
+            if due || t.seen_tick != tick {
+                t.held.write(&mut self.sink)?;
+            }
+        }
         self.threads.retain(|_, t| t.seen_tick == tick);
-        if now_ns.saturating_sub(self.flushed_ns) >= FLUSH_EVERY_NS {
+        if flush {
             self.flushed_ns = now_ns;
             self.sink.end_tick()?;
         }
@@ -579,6 +656,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 active_tick: 0,
                 seen_tick: tick,
                 captured_tick: 0,
+                held: Held::default(),
             });
         per.seen_tick = tick;
 
@@ -755,6 +833,38 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             native_id,
         };
         self.tick_stacks += self.stacks.len() as u64;
+        if let Some(per) = self.threads.get_mut(&(thread.addr.0, thread.thread_id)) {
+            let held = &mut per.held;
+            let one = (self.stacks.len() == 1 && !by_task)
+                .then(|| self.stacks.iter().next())
+                .flatten();
+            match one {
+                Some(stack) if self.hold_unchanged => {
+                    if held.active
+                        && held.iid == iid
+                        && held.ids == ids
+                        && held.name == name
+                        && held.stack == stack
+                    {
+                        held.metric += metric_us as i64;
+                    } else {
+                        held.write(&mut self.sink).map_err(Skip::Io)?;
+                        held.active = true;
+                        held.iid = iid;
+                        held.ids = ids;
+                        held.name.clear();
+                        held.name.push_str(name);
+                        held.stack.clear();
+                        held.stack.extend_from_slice(stack);
+                        held.metric = metric_us as i64;
+                        held.since_ns = now_ns;
+                    }
+                    return Ok(true);
+                }
+                // Written as they come, after what was held (in order).
+                _ => held.write(&mut self.sink).map_err(Skip::Io)?,
+            }
+        }
         for (stack, &weight) in self.stacks.iter().zip(self.stacks.weights()) {
             let metric = if weight == 1.0 {
                 metric_us as i64

@@ -342,6 +342,8 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     if config.native && config.mode != Mode::Memory {
         engine.enable_native()?;
     }
+    // A thread that waits costs the file one sample per flush window.
+    engine.set_hold_unchanged(true);
     engine.start_at(origin_ns);
 
     clock::minimise_timer_slack();
@@ -396,6 +398,8 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         if failed.is_none() {
             failed = engine.flush_memory(&control.registry).err();
         }
+    } else if failed.is_none() {
+        failed = engine.write_held().err();
     }
     let duration_us = (clock::now_ns() - start) / 1000;
     let stats = engine.stats().clone();

@@ -226,6 +226,46 @@ fn wall_mode_replays_stacks_names_and_deltas() {
     }
 }
 
+#[test]
+fn unchanged_stacks_are_held_into_one_sample_with_every_tick_s_time() {
+    for img in images() {
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Wall);
+        engine.set_hold_unchanged(true);
+        let t0 = 5_000_000_000;
+        engine.start_at(t0);
+        // One sample a thread until written.
+        for dt in [1_000_000, 3_000_000, 6_000_000] {
+            engine.tick(t0 + dt, &names, &freed).expect("tick");
+        }
+        assert_eq!(engine.stats().samples, 9, "{}: samples taken", img.name);
+        engine.write_held().expect("write");
+        // Held over flush windows (every 10 ms) until held 100 ms: written
+        // at the flush of the last tick.
+        for dt in [20_000_000, 40_000_000, 106_000_000, 130_000_000] {
+            engine.tick(t0 + dt, &names, &freed).expect("tick");
+        }
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let raw = img.raw_name(&img.a);
+        for (name, report_name) in [("worker", Some("worker")), (raw.as_str(), None)] {
+            let expected = img.expected(img.thread(&img.a, report_name));
+            let samples = &got[name];
+            let times: Vec<i64> = samples.iter().map(|s| s.1).collect();
+            assert_eq!(
+                times,
+                [1000 + 2000 + 3000, 14000 + 20000 + 66000 + 24000],
+                "{} {name}: held wall time",
+                img.name
+            );
+            for (s, _) in samples {
+                assert_eq!(s, &expected, "{} {name}", img.name);
+            }
+        }
+    }
+}
+
 /// CPU clocks of a test: per thread, the CPU time at each tick.
 struct FakeClocks {
     tick: Cell<usize>,

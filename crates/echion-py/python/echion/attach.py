@@ -44,14 +44,14 @@ def run(control, report):
         bootstrap.start(env)
         if not bootstrap._started:
             raise RuntimeError("echion did not start")
-        import _thread
-
         _control_fd, _report = fd, report
         # A thread of `_thread`, not `threading`: it is in no list of the
         # program's threads (its one frame is the bootstrap's, left out of
         # every picture). It says `started` once the sampler has taken its
         # first sample; the program goes on meanwhile.
-        _thread.start_new_thread(bootstrap.watch_control, (fd, _started, _detach))
+        # (The system's, where gevent patched `_thread`.)
+        start_new_thread = bootstrap._original("_thread", "start_new_thread")
+        start_new_thread(bootstrap.watch_control, (fd, _started, _detach))
     except BaseException:
         os.close(fd)
         if bootstrap._started:
@@ -94,12 +94,16 @@ def _detach():
     finally:
         # `Thread.join` above made this thread known to `threading` as a
         # dummy thread: it is gone from the program's list with it.
-        import _thread
-
         threading = sys.modules.get("threading")
         if threading is not None:
-            with threading._active_limbo_lock:
-                threading._active.pop(_thread.get_ident(), None)
+            ident = bootstrap._original("_thread", "get_ident")()
+            if bootstrap._gevent_patched("threading"):
+                # Its lock is gevent's (this is no greenlet): one dict
+                # operation, atomic under the GIL.
+                threading._active.pop(ident, None)
+            else:
+                with threading._active_limbo_lock:
+                    threading._active.pop(ident, None)
         if fd is not None:
             os.close(fd)
         if report is not None:

@@ -5,9 +5,29 @@ exec and exit."""
 import atexit
 import os
 import sys
-from _thread import allocate_lock as _thread_allocate_lock
 
 import echion.core as ec
+
+
+def _gevent_patched(module) -> bool:
+    """Whether gevent's monkey patching replaced ``module`` (``threading``,
+    ``_thread``): its threads are then greenlets and its locks gevent's."""
+    monkey = sys.modules.get("gevent.monkey")
+    try:
+        return monkey is not None and bool(monkey.is_module_patched(module))
+    except Exception:
+        return False
+
+
+def _original(module, name):
+    """``module.name`` as it was before gevent patched it (an attached
+    program may have): echion's own threads and locks are the system's."""
+    if _gevent_patched(module):
+        return sys.modules["gevent.monkey"].get_original(module, name)
+    return getattr(__import__(module), name)
+
+
+_thread_allocate_lock = _original("_thread", "allocate_lock")
 
 _started = False
 _sampler_thread = None
@@ -49,7 +69,9 @@ def _sampler_thread_class():
 
 def _start_sampler() -> None:
     global _sampler_thread
-    if _options.get("stealth"):
+    if _options.get("stealth") or _gevent_patched("threading"):
+        # (A thread of a gevent-patched `threading` is a greenlet: the
+        # sampler of an attach to such a program is a native thread.)
         ec.start_async()
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
