@@ -148,12 +148,17 @@ struct Held {
     metric: i64,
     /// When it was first held.
     since_ns: u64,
+    /// The thread's CPU clock when a flush first found the sample held
+    /// for a window: a thread whose clock stays there waits.
+    cpu_ns: Option<u64>,
 }
 
-/// The longest a sample is held back: what a process killed meanwhile may
-/// lose of a waiting thread's time (a sample whose stack changed is
-/// written within [`FLUSH_EVERY_NS`]). 1,000 waiting threads write 10
-/// samples a second each.
+/// The longest a sample of a thread that waits is held back: what a
+/// process killed meanwhile may lose of its time. 1,000 waiting threads
+/// write 10 samples a second each. A thread that runs with the same stack
+/// (a loop on one line) is written every window or two (at most 30 ms
+/// held), so that a process that ends by `os._exit` or a signal keeps
+/// nearly all of its last work.
 pub const HOLD_AT_MOST_NS: u64 = 100_000_000;
 
 impl Held {
@@ -340,7 +345,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     /// Time modes: a thread whose stack is the same as in its last sample
     /// adds its time to that sample instead of writing a new one; the held
     /// sample is written when the stack changes, when the thread ends, at
-    /// the first flush ([`FLUSH_EVERY_NS`]) after it was held for
+    /// a flush ([`FLUSH_EVERY_NS`]) that finds it held for a window by a
+    /// thread that ran meanwhile (its CPU clock moved) or held for
     /// [`HOLD_AT_MOST_NS`], and by [`Engine::write_held`]. Every total stays exact, and a thread that
     /// waits costs the file one sample per window instead of one per tick.
     /// Only plain stacks are held (not a thread's asyncio tasks or
@@ -566,11 +572,35 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         self.since_ns = self.since_ns.max(now_ns);
         let flush = now_ns.saturating_sub(self.flushed_ns) >= FLUSH_EVERY_NS;
         for t in self.threads.values_mut() {
-            // The held samples of threads gone, and at a flush those held
-            // long enough.
-            let due = flush && now_ns.saturating_sub(t.held.since_ns) >= HOLD_AT_MOST_NS;
-            if due || t.seen_tick != tick {
-                t.held.write(&mut self.sink)?;
+            // The held samples of threads gone; at a flush, those held for
+            // a window by a thread that ran meanwhile, and every one held
+            // for HOLD_AT_MOST_NS.
+            let held = &mut t.held;
+            let write = if t.seen_tick != tick {
+                true
+            } else if !flush || !held.active {
+                false
+            } else {
+                let age = now_ns.saturating_sub(held.since_ns);
+                if age < FLUSH_EVERY_NS {
+                    false
+                } else if age >= HOLD_AT_MOST_NS || t.native_id == 0 {
+                    true
+                } else {
+                    match (self.clocks.thread_cpu_ns(t.native_id), held.cpu_ns) {
+                        // Not on a CPU since the last look: it waits.
+                        (Some(now), Some(then)) if now == then => false,
+                        // The first look: the next one tells.
+                        (Some(now), None) => {
+                            held.cpu_ns = Some(now);
+                            false
+                        }
+                        _ => true,
+                    }
+                }
+            };
+            if write {
+                held.write(&mut self.sink)?;
             }
         }
         self.threads.retain(|_, t| t.seen_tick == tick);
@@ -858,6 +888,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         held.stack.extend_from_slice(stack);
                         held.metric = metric_us as i64;
                         held.since_ns = now_ns;
+                        held.cpu_ns = None;
                     }
                     return Ok(true);
                 }

@@ -229,36 +229,72 @@ fn wall_mode_replays_stacks_names_and_deltas() {
 #[test]
 fn unchanged_stacks_are_held_into_one_sample_with_every_tick_s_time() {
     for img in images() {
+        let worker = img.thread(&img.a, Some("worker"));
+        let worker_tid = worker["native_id"].as_u64().expect("native");
+        let raw_tid = img.thread(&img.a, None)["native_id"]
+            .as_u64()
+            .expect("native");
+        // The worker waits (its CPU clock stays), the raw thread runs.
+        let clocks = FakeClocks {
+            tick: Cell::new(0),
+            times: HashMap::from([
+                (worker_tid, vec![5_000_000; 8]),
+                (raw_tid, (0..8).map(|i| 1_000_000 * i).collect()),
+            ]),
+        };
         let names = img.registry(&img.a);
         let freed = FreedCodes::new();
         let mut engine = img.engine(&img.snap_a, Mode::Wall);
+        engine.set_cpu_clocks(&clocks);
         engine.set_hold_unchanged(true);
         let t0 = 5_000_000_000;
         engine.start_at(t0);
+        let mut ticks = 0;
+        let mut tick_at = |engine: &mut Engine<'_, _, _>, ms: u64| {
+            clocks.tick.set(ticks);
+            ticks += 1;
+            engine
+                .tick(t0 + ms * 1_000_000, &names, &freed)
+                .expect("tick");
+        };
         // One sample a thread until written.
-        for dt in [1_000_000, 3_000_000, 6_000_000] {
-            engine.tick(t0 + dt, &names, &freed).expect("tick");
+        for ms in [1, 3, 6] {
+            tick_at(&mut engine, ms);
         }
         assert_eq!(engine.stats().samples, 9, "{}: samples taken", img.name);
         engine.write_held().expect("write");
-        // Held over flush windows (every 10 ms) until held 100 ms: written
-        // at the flush of the last tick.
-        for dt in [20_000_000, 40_000_000, 106_000_000, 130_000_000] {
-            engine.tick(t0 + dt, &names, &freed).expect("tick");
+        // Flushes every 10 ms: the waiting thread's sample is held until
+        // 100 ms old; the running one's goes at the second look at its
+        // clock (a window after the first).
+        for ms in [20, 40, 60, 106, 130] {
+            tick_at(&mut engine, ms);
         }
+        engine.write_held().expect("write");
         let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
         let got = by_thread(&profile);
         let raw = img.raw_name(&img.a);
-        for (name, report_name) in [("worker", Some("worker")), (raw.as_str(), None)] {
+        for (name, report_name, want) in [
+            (
+                "worker",
+                Some("worker"),
+                vec![6000, 14000 + 20000 + 20000 + 46000 + 24000],
+            ),
+            (
+                raw.as_str(),
+                None,
+                if img.layout.python >= (3, 11) {
+                    vec![6000, 14000 + 20000 + 20000, 46000 + 24000]
+                } else {
+                    // No kernel id before 3.11 (not a `threading` thread): no
+                    // clock to look at, written at the first look.
+                    vec![6000, 14000 + 20000, 20000 + 46000, 24000]
+                },
+            ),
+        ] {
             let expected = img.expected(img.thread(&img.a, report_name));
             let samples = &got[name];
             let times: Vec<i64> = samples.iter().map(|s| s.1).collect();
-            assert_eq!(
-                times,
-                [1000 + 2000 + 3000, 14000 + 20000 + 66000 + 24000],
-                "{} {name}: held wall time",
-                img.name
-            );
+            assert_eq!(times, want, "{} {name}: held wall time", img.name);
             for (s, _) in samples {
                 assert_eq!(s, &expected, "{} {name}", img.name);
             }
