@@ -129,6 +129,16 @@ impl Image {
         format!("Thread-{}", id.expect("id"))
     }
 
+    /// The kernel ids of the worker, the main thread and the raw thread.
+    fn native_ids(&self) -> (u64, u64, u64) {
+        let id = |t: &Value| t["native_id"].as_u64().expect("native");
+        (
+            id(self.thread(&self.a, Some("worker"))),
+            id(&self.a["main"]),
+            id(self.thread(&self.a, None)),
+        )
+    }
+
     fn engine<'r, R: MemoryReader + ?Sized>(
         &'r self,
         reader: &'r R,
@@ -229,11 +239,7 @@ fn wall_mode_replays_stacks_names_and_deltas() {
 #[test]
 fn unchanged_stacks_are_held_into_one_sample_with_every_tick_s_time() {
     for img in images() {
-        let worker = img.thread(&img.a, Some("worker"));
-        let worker_tid = worker["native_id"].as_u64().expect("native");
-        let raw_tid = img.thread(&img.a, None)["native_id"]
-            .as_u64()
-            .expect("native");
+        let (worker_tid, _, raw_tid) = img.native_ids();
         // The worker waits (its CPU clock stays), the raw thread runs.
         let clocks = FakeClocks {
             tick: Cell::new(0),
@@ -322,11 +328,7 @@ impl CpuClocks for FakeClocks {
 fn cpu_mode_replays_cpu_deltas() {
     for img in images() {
         let worker = img.thread(&img.a, Some("worker"));
-        let worker_tid = worker["native_id"].as_u64().expect("native");
-        let main_tid = img.a["main"]["native_id"].as_u64().expect("native");
-        let raw_tid = img.thread(&img.a, None)["native_id"]
-            .as_u64()
-            .expect("native");
+        let (worker_tid, main_tid, raw_tid) = img.native_ids();
         let clocks = FakeClocks {
             tick: Cell::new(0),
             times: HashMap::from([
