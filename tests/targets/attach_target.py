@@ -11,7 +11,7 @@ Usage: attach_target.py SCENARIO STOPFILE
   socket        the main thread waits in socket.recv
   asyncio_idle  the main thread runs an asyncio loop that waits in epoll
   gil_in_c      the main thread holds the GIL in C code (6 s), then spins
-  subinterp     the main thread spends nearly all its time running code in
+  subinterp     the main thread spends most of its time running code in
                 subinterpreters it creates and destroys one after another
   gevent        gevent's monkey patches, greenlets that spin and sleep
 """
@@ -208,13 +208,16 @@ elif SCENARIO == "subinterp":
         import _interpreters as interpreters  # 3.13
     except ImportError:
         import _xxsubinterpreters as interpreters  # 3.8 to 3.12
-    CODE = "import time\nend = time.monotonic() + 0.05\nwhile time.monotonic() < end:\n    pass\n"
+    CODE = "import time\nend = time.monotonic() + 0.03\nwhile time.monotonic() < end:\n    pass\n"
     ready()
     while not stopped():
         iid = interpreters.create()
         interpreters.run_string(iid, CODE)
         interpreters.destroy(iid)
-        spin(1000)
+        # A while in the main interpreter too (where echion may start).
+        end = time.monotonic() + 0.02
+        while time.monotonic() < end:
+            spin(1000)
     finish()
 elif SCENARIO == "gevent":
     from gevent import monkey

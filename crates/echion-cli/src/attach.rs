@@ -309,6 +309,8 @@ impl Attached {
         let mut deadline_start = Instant::now() + SAFE_POINT_PATIENCE + START_PATIENCE;
         let deadline_later = Instant::now() + LATER_PATIENCE;
         let mut later: Option<String> = None;
+        // The source returned without writing a status (seen once).
+        let mut silent = false;
         let first_sample = loop {
             let mut started = false;
             let mut again = false;
@@ -333,7 +335,21 @@ impl Attached {
             if started {
                 break began.elapsed();
             }
+            if !again && !running && self.target.returned(&self.injection) {
+                // The source ran and returned without a word (twice
+                // looked at: its status may land between the two reads):
+                // it could not run to its end. On 3.8 a pending call may
+                // run in a subinterpreter that is being destroyed. As for
+                // "later": borrowed again.
+                if silent {
+                    again = true;
+                    later = Some("the bootstrap ran but could not run to its end".to_owned());
+                } else {
+                    silent = true;
+                }
+            }
             if again {
+                silent = false;
                 self.cleanup();
                 if Instant::now() >= deadline_later {
                     return Err(self.fail(format!(
