@@ -11,6 +11,7 @@ from harness import (
     PY,
     SAMPLER_THREAD,
     assert_close,
+    contains,
     is_stack,
     marker_line,
     run_echion,
@@ -164,5 +165,33 @@ def test_waiting_threads_cost_the_file_one_sample_per_tenth_of_a_second(tmp_path
     seconds = int(meta["duration"]) / 1e6
     assert written <= 200 * (seconds * 10 + 5), (written, ctx)
     assert int(meta["samples"]) >= 20 * len(view["samples"]), ctx
+    # Nearly every one of those samples was taken without a walk: the GIL
+    # did not change hands while the threads waited.
+    assert int(meta.get("unwalked_samples", 0)) >= 0.8 * 200 * int(meta["ticks"]), ctx
     size = run.profile.path.stat().st_size
     assert size / seconds < 200_000, (size, seconds)
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_thread_that_moved_is_walked_again(tmp_path, workers):
+    # Each worker spends half its time in rest() called by via_a and half
+    # called by via_b: the innermost frame is the same either way. One
+    # worker alone takes the GIL back from itself (no switch counted: it is
+    # the GIL's last holder); four take it from each other.
+    alt = target("alternating.py")
+    lines = {m: marker_line(alt, m) for m in ("rest", "via_a", "via_b", "call_a", "call_b")}
+    env = {"TARGET_WORKERS": str(workers), "TARGET_SECONDS": "1.5"}
+    run = run_echion(tmp_path, alt, "-i", "200us", env=env, timeout=120)
+    assert run.returncode == 0, run.describe()
+    view = run.view
+    ctx = f"metadata {view['metadata']}\n{stack_summary(view)}"
+    for i in range(workers):
+        name = f"worker-{i}"
+        via = {}
+        for caller in ("a", "b"):
+            tail = (("worker", lines[f"call_{caller}"]), (f"via_{caller}", lines[f"via_{caller}"]), ("rest", lines["rest"]))
+            via[caller] = total(select(view, lambda s, t=tail: contains(s, t), name))
+        both = via["a"] + via["b"]
+        assert both >= 1.0e6, (name, via, ctx)
+        # Half each; a stale stack would give one caller far more.
+        assert 0.35 <= via["a"] / both <= 0.65, (name, via, ctx)

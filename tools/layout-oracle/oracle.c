@@ -39,6 +39,9 @@
 #include <internal/pycore_dict.h>
 #endif
 
+/* The GIL's state has no typedef of its own. */
+typedef struct _gil_runtime_state _gil_runtime_state;
+
 #define F(type, path)                                                         \
     printf("F %s.%s %zu %zu\n", #type, #path, offsetof(type, path),           \
            sizeof(((type *)0)->path))
@@ -79,6 +82,17 @@ int main(void) {
     S(setentry);
     F(PyWeakReference, wr_object);
     F(PyListObject, ob_item);
+
+    /* The GIL (Include/internal/pycore_gil.h): who took it last and how
+       often it changed hands. */
+    F(_gil_runtime_state, last_holder);
+    F(_gil_runtime_state, switch_number);
+#if PY_VERSION_HEX < 0x030c0000
+    F(_PyRuntimeState, ceval.gil.last_holder);
+    F(_PyRuntimeState, ceval.gil.switch_number);
+#else
+    F(PyInterpreterState, ceval.gil);
+#endif
 
     /* Runtime and interpreter state. */
     F(_PyRuntimeState, interpreters.head);

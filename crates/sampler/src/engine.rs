@@ -3,7 +3,9 @@
 
 use echion_cpython_layout::layout::FrameLayout;
 use echion_cpython_layout::linetable::{self, TableFormat};
-use echion_cpython_layout::views::{FrameInfo, FrameVisitor, Target, ThreadInfo, ViewError};
+use echion_cpython_layout::views::{
+    FrameInfo, FrameVisitor, GilInfo, Target, ThreadInfo, ViewError,
+};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 use echion_mojo::{FrameId, FrameSpec, Metric, SampleRef, StackEntry};
 
@@ -111,6 +113,9 @@ pub struct Stats {
     /// ([`MemoryReader::begin_tick`]: in-process, the fault handler was
     /// replaced and reads went through `process_vm_readv`).
     pub fallback_ticks: u64,
+    /// Samples of threads that cannot have run since their last sample
+    /// (see [`Engine::set_hold_unchanged`]), taken without a walk.
+    pub unwalked: u64,
 }
 
 impl Stats {
@@ -132,6 +137,21 @@ struct PerThread {
     captured_tick: u64,
     /// The thread's last sample, held back while its stack stays the same.
     held: Held,
+    /// What the GIL said at the tick of the walk that found the held
+    /// sample's stack, and the frame that walk started at.
+    walked: Option<Walked>,
+}
+
+/// A thread's last walk, as the GIL saw it (see [`Engine::set_hold_unchanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Walked {
+    /// The GIL's state's address.
+    gil: u64,
+    /// Its `switch_number` at the start of that tick's look at the
+    /// interpreter.
+    switch_number: u64,
+    /// The thread's innermost frame then.
+    frame: u64,
 }
 
 /// A sample held back (see [`Engine::set_hold_unchanged`]): written once
@@ -141,6 +161,9 @@ struct PerThread {
 struct Held {
     /// Whether there is one.
     active: bool,
+    /// Whether `threading` named the thread (else the name is made from its
+    /// ids).
+    named: bool,
     iid: i64,
     ids: ThreadIds,
     name: String,
@@ -554,16 +577,17 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             self.cache.forget_codes(&self.freed);
         }
 
+        let gil = self.gil_before_tick();
         let result = if self.reader.reads_are_cheap() {
             // Reads cost no system call: read each thing when it is needed.
-            self.tick_with(self.reader, None, now_ns)
+            self.tick_with(self.reader, None, gil, now_ns)
         } else {
             // The regions live in the engine between ticks; taken out for
             // the tick so that the walk can borrow them while the engine
             // changes.
             let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
             self.stats.prefetched_ranges = regions.copy_last_tick() as u64;
-            let result = self.tick_with(&regions, Some(&regions), now_ns);
+            let result = self.tick_with(&regions, Some(&regions), gil, now_ns);
             self.regions = regions;
             result
         };
@@ -611,12 +635,33 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         Ok(())
     }
 
+    /// Who can have run Python code since the last tick, as the GIL of a
+    /// process with one interpreter says (with the interpreter's address),
+    /// read before anything else of the tick (a prefetched copy of the
+    /// threads' memory is then no older than it). `None` when no sample
+    /// can be held, or with several interpreters: a thread can then switch
+    /// to its thread state of another interpreter without taking the GIL,
+    /// and the GIL's last holder is not the thread state that runs.
+    fn gil_before_tick(&self) -> Option<(Addr, GilInfo)> {
+        if !self.hold_unchanged || self.mode != Mode::Wall || self.native.is_some() {
+            return None;
+        }
+        let target = Target::new(self.reader, self.layout);
+        let head = target.interpreters_head(self.runtime).ok()?;
+        let interp = target.interpreter(head).ok()?;
+        if !interp.next.is_null() {
+            return None;
+        }
+        Some((head, target.gil(self.runtime, &interp).ok()?))
+    }
+
     /// One tick reading through `memory`; `regions` is the prefetch cache
     /// when `memory` is it (to notice reads made past it).
     fn tick_with<M: MemoryReader + ?Sized>(
         &mut self,
         memory: &M,
         regions: Option<&RegionCache<'r, R>>,
+        gil: Option<(Addr, GilInfo)>,
         now_ns: u64,
     ) -> std::io::Result<()> {
         let target = Target::new(memory, self.layout);
@@ -630,6 +675,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     break;
                 }
             };
+            let gil = gil
+                .filter(|(at, _)| *at == interp.addr && interp.next.is_null())
+                .map(|(_, g)| g);
             let mut threads = target.threads(&interp);
             loop {
                 let thread = match threads.next() {
@@ -640,7 +688,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         break;
                     }
                 };
-                match self.sample_thread(memory, regions, interp.id, &thread, now_ns) {
+                match self.sample_thread(memory, regions, interp.id, &thread, gil, now_ns) {
                     Ok(true) => self.stats.samples += 1,
                     Ok(false) => {}
                     Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
@@ -659,6 +707,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         regions: Option<&RegionCache<'r, R>>,
         iid: i64,
         thread: &ThreadInfo,
+        gil: Option<GilInfo>,
         now_ns: u64,
     ) -> Result<bool, Skip> {
         let tick = self.tick;
@@ -687,8 +736,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 seen_tick: tick,
                 captured_tick: 0,
                 held: Held::default(),
+                walked: None,
             });
         per.seen_tick = tick;
+        let walked = per.walked.take();
 
         // CPU mode: the thread and its clock as read before any capture.
         let mut cpu_before = None;
@@ -746,6 +797,40 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             }
         };
 
+        // A thread that is not the GIL's last holder, while the GIL has not
+        // changed hands since the walk that found its held sample, has not
+        // run any Python code since: its stack is the held one. One
+        // comparison instead of a walk (wall mode, where waiting threads
+        // are sampled; without native frames, which move without the GIL;
+        // not for event loops and greenlets, whose tasks' stacks are not
+        // held).
+        if let Some(g) = gil {
+            let now = Walked {
+                gil: g.addr.0,
+                switch_number: g.switch_number,
+                frame: thread.frame.0,
+            };
+            let held = &mut per.held;
+            if walked == Some(now)
+                && g.last_holder != thread.addr
+                && held.active
+                && held.iid == iid
+                && held.ids.native_id == per.native_id
+                && self.native.is_none()
+                && self.names.asyncio().loop_of(thread.thread_id).is_none()
+                && !self.names.greenlets().has_thread(thread.thread_id)
+                && match self.names.get(thread.thread_id) {
+                    Some(meta) => held.named && meta.name == held.name,
+                    None => !held.named,
+                }
+            {
+                held.metric += metric_us as i64;
+                per.walked = walked;
+                self.stats.unwalked += 1;
+                self.tick_stacks += 1;
+                return Ok(true);
+            }
+        }
         let native_id = per.native_id;
         self.stacks.clear();
         self.stack.clear();
@@ -778,6 +863,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             self.walk(memory, thread.frame, want_addrs)?;
         }
         // With direct reads every frame was read live, during the walk.
+        let mut rewalked = false;
         let read_live =
             !captured && (regions.is_none() || regions.map(RegionCache::miss_count) != fresh);
         if read_live {
@@ -790,6 +876,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 .thread(thread.addr)
                 .map_err(|e| Skip::Reason(e.into()))?;
             if now.frame != thread.frame {
+                rewalked = true;
                 self.stack.clear();
                 self.stack_addrs.clear();
                 self.walk(self.reader, now.frame, want_addrs)?;
@@ -863,6 +950,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             native_id,
         };
         self.tick_stacks += self.stacks.len() as u64;
+        let named = self.names.get(thread.thread_id).is_some();
         if let Some(per) = self.threads.get_mut(&(thread.addr.0, thread.thread_id)) {
             let held = &mut per.held;
             let one = (self.stacks.len() == 1 && !by_task)
@@ -889,7 +977,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         held.metric = metric_us as i64;
                         held.since_ns = now_ns;
                         held.cpu_ns = None;
+                        held.named = named;
                     }
+                    // Taken from the frame the tick found (a walk that had
+                    // to start again from a newer one is not).
+                    per.walked = gil.filter(|_| !rewalked).map(|g| Walked {
+                        gil: g.addr.0,
+                        switch_number: g.switch_number,
+                        frame: thread.frame.0,
+                    });
                     return Ok(true);
                 }
                 // Written as they come, after what was held (in order).

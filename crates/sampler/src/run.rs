@@ -426,6 +426,11 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             stats.fallback_ticks.to_string(),
         ));
     }
+    if stats.unwalked > 0 {
+        // Samples of threads the GIL says cannot have run since their last
+        // one: their held stack, found without a walk.
+        meta.push(("unwalked_samples".to_owned(), stats.unwalked.to_string()));
+    }
     let dropped = control.registry.dropped();
     if dropped > 0 {
         meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));

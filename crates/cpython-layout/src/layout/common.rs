@@ -103,6 +103,31 @@ pub struct AsyncGenASend {
     pub ags_gen: Addr,
 }
 
+/// `struct _gil_runtime_state` (Include/internal/pycore_gil.h), up to
+/// `switch_number`: the same in every supported version (without free
+/// threading). It sits in `_PyRuntimeState.ceval.gil` up to 3.11 and is
+/// pointed at by `PyInterpreterState.ceval.gil` from 3.12.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct GilRuntimeState {
+    /// `interval` (`unsigned long`, the switch interval in µs).
+    pub interval: u64,
+    /// `last_holder`: the `PyThreadState *` that took the GIL last.
+    pub last_holder: Addr,
+    /// `locked` (`int`).
+    pub locked: i32,
+    /// Padding.
+    pub _pad0: [u8; 4],
+    /// `switch_number`: how many times the GIL went to another thread.
+    pub switch_number: u64,
+}
+
+/// Offsets in `struct _gil_runtime_state` (every supported version).
+pub const GIL_STATE: (u64, u64) = (
+    core::mem::offset_of!(GilRuntimeState, last_holder) as u64,
+    core::mem::offset_of!(GilRuntimeState, switch_number) as u64,
+);
+
 /// The set, weak reference and awaitable offsets, the same in every
 /// supported version (each version's `LAYOUT` uses this).
 pub const CONTAINERS: super::ContainerLayout = super::ContainerLayout {
@@ -133,6 +158,16 @@ pub fn facts() -> Vec<super::oracle::Fact> {
         size("setentry", size_of::<SetEntry>()),
         field!("PyWeakReference.wr_object", WeakReference, wr_object),
         field!("PyListObject.ob_item", ListObject, ob_item),
+        field!(
+            "_gil_runtime_state.last_holder",
+            GilRuntimeState,
+            last_holder
+        ),
+        field!(
+            "_gil_runtime_state.switch_number",
+            GilRuntimeState,
+            switch_number
+        ),
     ]
 }
 

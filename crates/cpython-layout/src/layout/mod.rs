@@ -90,6 +90,42 @@ pub struct InterpLayout {
     pub threads_head: u64,
 }
 
+/// Where an interpreter's GIL keeps who took it last and how often it
+/// changed hands: while its `switch_number` stays the same, no thread but
+/// its `last_holder` can have run Python code, so the stacks of the others
+/// are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilLayout {
+    /// Where the `struct _gil_runtime_state` is.
+    pub location: GilLocation,
+    /// `last_holder` in it.
+    pub last_holder: u64,
+    /// `switch_number` in it.
+    pub switch_number: u64,
+}
+
+/// Where the GIL's state is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GilLocation {
+    /// At this offset of `_PyRuntimeState` (`ceval.gil`, ≤ 3.11): one GIL
+    /// for every interpreter.
+    Runtime(u64),
+    /// Behind the pointer at this offset of `PyInterpreterState`
+    /// (`ceval.gil`, 3.12+): an interpreter may have a GIL of its own.
+    Interp(u64),
+}
+
+impl GilLayout {
+    /// The layout of a GIL state found at `location`.
+    pub const fn at(location: GilLocation) -> Self {
+        Self {
+            location,
+            last_holder: common::GIL_STATE.0,
+            switch_number: common::GIL_STATE.1,
+        }
+    }
+}
+
 /// How a thread state points at its innermost frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CurrentFrame {
@@ -625,6 +661,8 @@ pub struct Layout {
     pub interp: InterpLayout,
     /// `PyThreadState`.
     pub thread: ThreadLayout,
+    /// The GIL's state.
+    pub gil: GilLayout,
     /// Frames.
     pub frame: FrameLayout,
     /// Code objects.

@@ -13,13 +13,14 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use super::common::GilRuntimeState;
 pub use super::common::{BytesObject, ObjectHead, TypeObject, VarObjectHead};
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
     AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
-    InterpLayout, Layout, LongLayout, LongSize, ObjectFrameLayout, ObjectLayout, RuntimeLayout,
-    ThreadLayout, UnicodeLayout, ValueStack,
+    GilLayout, GilLocation, InterpLayout, Layout, LongLayout, LongSize, ObjectFrameLayout,
+    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout, ValueStack,
 };
 use crate::addr::Addr;
 
@@ -33,7 +34,7 @@ pub struct RuntimeInterpreters {
     pub head: Addr,
 }
 
-/// `_PyRuntimeState` (`struct pyruntimestate`), up to `interpreters.head`.
+/// `_PyRuntimeState` (`struct pyruntimestate`), up to `ceval.gil.switch_number`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RuntimeState {
@@ -41,6 +42,10 @@ pub struct RuntimeState {
     pub _pad0: [u8; 24],
     /// `interpreters`.
     pub interpreters: RuntimeInterpreters,
+    /// `xidregistry` … `ceval.signals_pending`.
+    pub _pad1: [u8; 312],
+    /// `ceval.gil`.
+    pub ceval_gil: GilRuntimeState,
 }
 
 /// `PyInterpreterState` (`struct _is`), up to `id`.
@@ -269,6 +274,7 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: None,
     },
+    gil: GilLayout::at(GilLocation::Runtime(off!(RuntimeState, ceval_gil))),
     interp: InterpLayout {
         next: off!(InterpreterState, next),
         id: off!(InterpreterState, id),
@@ -354,6 +360,18 @@ pub fn mirror_facts() -> Vec<Fact> {
             RuntimeState,
             interpreters.head,
             RuntimeInterpreters
+        ),
+        field!(
+            "_PyRuntimeState.ceval.gil.last_holder",
+            RuntimeState,
+            ceval_gil.last_holder,
+            GilRuntimeState
+        ),
+        field!(
+            "_PyRuntimeState.ceval.gil.switch_number",
+            RuntimeState,
+            ceval_gil.switch_number,
+            GilRuntimeState
         ),
         field!("PyInterpreterState.next", InterpreterState, next),
         field!("PyInterpreterState.id", InterpreterState, id),

@@ -19,13 +19,14 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use super::common::GilRuntimeState;
 pub use super::common::{BytesObject, ObjectHead, TypeObject, VarObjectHead};
 use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
     AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
-    GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ManagedDict,
-    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
+    GenStates, GilLayout, GilLocation, InterpLayout, InterpreterFrameLayout, Layout, LongLayout,
+    LongSize, ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
@@ -39,7 +40,7 @@ pub struct RuntimeInterpreters {
     pub head: Addr,
 }
 
-/// `_PyRuntimeState` (`struct pyruntimestate`), up to `interpreters.head`.
+/// `_PyRuntimeState` (`struct pyruntimestate`), up to `ceval.gil.switch_number`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RuntimeState {
@@ -47,6 +48,10 @@ pub struct RuntimeState {
     pub _pad0: [u8; 32],
     /// `interpreters`.
     pub interpreters: RuntimeInterpreters,
+    /// `xidregistry` … `ceval.signals_pending`.
+    pub _pad1: [u8; 312],
+    /// `ceval.gil`.
+    pub ceval_gil: GilRuntimeState,
 }
 
 /// `PyInterpreterState.threads` (`struct pythreads`), up to `head`.
@@ -338,6 +343,7 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: None,
     },
+    gil: GilLayout::at(GilLocation::Runtime(off!(RuntimeState, ceval_gil))),
     interp: InterpLayout {
         next: off!(InterpreterState, next),
         id: off!(InterpreterState, id),
@@ -437,6 +443,18 @@ pub fn mirror_facts() -> Vec<Fact> {
             RuntimeState,
             interpreters.head,
             RuntimeInterpreters
+        ),
+        field!(
+            "_PyRuntimeState.ceval.gil.last_holder",
+            RuntimeState,
+            ceval_gil.last_holder,
+            GilRuntimeState
+        ),
+        field!(
+            "_PyRuntimeState.ceval.gil.switch_number",
+            RuntimeState,
+            ceval_gil.switch_number,
+            GilRuntimeState
         ),
         field!("PyInterpreterState.next", InterpreterState, next),
         field!("PyInterpreterState.id", InterpreterState, id),

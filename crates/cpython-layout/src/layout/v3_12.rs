@@ -25,8 +25,8 @@ use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
     AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
-    GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ManagedDict,
-    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
+    GenStates, GilLayout, GilLocation, InterpLayout, InterpreterFrameLayout, Layout, LongLayout,
+    LongSize, ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
@@ -72,6 +72,11 @@ pub struct InterpreterState {
     pub _pad0: [u8; 48],
     /// `threads`.
     pub threads: InterpreterThreads,
+    /// `threads.count` … `ceval.recursion_limit`.
+    pub _pad1: [u8; 304],
+    /// `ceval.gil`: the `struct _gil_runtime_state *` this interpreter
+    /// runs under (its own, or the main interpreter's).
+    pub ceval_gil: Addr,
 }
 
 /// `PyThreadState` (`struct _ts`), up to `native_thread_id`.
@@ -343,6 +348,7 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: None,
     },
+    gil: GilLayout::at(GilLocation::Interp(off!(InterpreterState, ceval_gil))),
     interp: InterpLayout {
         next: off!(InterpreterState, next),
         id: off!(InterpreterState, id),
@@ -443,6 +449,7 @@ pub fn mirror_facts() -> Vec<Fact> {
             interpreters.head,
             RuntimeInterpreters
         ),
+        field!("PyInterpreterState.ceval.gil", InterpreterState, ceval_gil),
         field!("PyInterpreterState.next", InterpreterState, next),
         field!("PyInterpreterState.id", InterpreterState, id),
         field!(

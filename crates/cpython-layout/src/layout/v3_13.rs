@@ -30,8 +30,8 @@ use super::oracle::Fact;
 use super::{bits, field, flex, konst, off, size};
 use super::{
     AsyncioLayout, BytesLayout, CodeLayout, CurrentFrame, DictLayout, FrameLayout, GenLayout,
-    GenStates, InterpLayout, InterpreterFrameLayout, Layout, LongLayout, LongSize, ManagedDict,
-    ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
+    GenStates, GilLayout, GilLocation, InterpLayout, InterpreterFrameLayout, Layout, LongLayout,
+    LongSize, ManagedDict, ObjectLayout, RuntimeLayout, ThreadLayout, UnicodeLayout,
 };
 use crate::addr::Addr;
 
@@ -73,9 +73,14 @@ pub struct InterpreterThreads {
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct InterpreterState {
-    /// `ceval` (the per-interpreter eval state, with its pending calls) and
-    /// the fields before `next`.
-    pub _pad0: [u8; 7264],
+    /// `ceval.instrumentation_version`, `ceval.recursion_limit`.
+    pub _pad_ceval: [u8; 16],
+    /// `ceval.gil`: the `struct _gil_runtime_state *` this interpreter
+    /// runs under (its own, or the main interpreter's).
+    pub ceval_gil: Addr,
+    /// The rest of `ceval` (`own_gil`, the pending calls) and the fields
+    /// before `next`.
+    pub _pad0: [u8; 7240],
     /// `next`.
     pub next: Addr,
     /// `id` (`int64_t`).
@@ -350,6 +355,7 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: Some(off!(RuntimeState, debug_offsets)),
     },
+    gil: GilLayout::at(GilLocation::Interp(off!(InterpreterState, ceval_gil))),
     interp: InterpLayout {
         next: off!(InterpreterState, next),
         id: off!(InterpreterState, id),
@@ -453,6 +459,7 @@ pub fn mirror_facts() -> Vec<Fact> {
         ),
         field!("_PyRuntimeState.debug_offsets", RuntimeState, debug_offsets),
         size("_Py_DebugOffsets", core::mem::size_of::<DebugOffsets>()),
+        field!("PyInterpreterState.ceval.gil", InterpreterState, ceval_gil),
         field!("PyInterpreterState.next", InterpreterState, next),
         field!("PyInterpreterState.id", InterpreterState, id),
         field!(

@@ -44,7 +44,7 @@ pub use asyncio::{AsyncioSets, FutureState, GenInfo, GenMark, TaskInfo};
 pub use dicts::{ThreadName, MAX_DICT_ENTRIES};
 pub use frames::{CodeInfo, CodeSource, FrameInfo, FrameKind, FrameVisitor, Frames};
 pub use objects::{pointer_of_hash, SetShape};
-pub use state::{InterpreterInfo, Interpreters, ThreadInfo, Threads};
+pub use state::{GilInfo, InterpreterInfo, Interpreters, ThreadInfo, Threads};
 
 use zerocopy::FromBytes;
 

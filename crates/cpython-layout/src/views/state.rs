@@ -2,7 +2,7 @@
 
 use super::{get, get_addr, CycleGuard, Target, ViewError, MAX_INTERPRETERS, MAX_THREADS, SPAN};
 use crate::addr::Addr;
-use crate::layout::CurrentFrame;
+use crate::layout::{CurrentFrame, GilLocation};
 use crate::reader::{MemError, MemoryReader};
 
 /// One `PyInterpreterState`.
@@ -37,7 +37,40 @@ pub struct ThreadInfo {
     pub frame: Addr,
 }
 
+/// What an interpreter's GIL says of who ran: while `switch_number` stays
+/// the same between two looks, only `last_holder` can have run Python code
+/// (a thread must take the GIL to run any, and taking it from another
+/// thread counts one switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilInfo {
+    /// Where the GIL's state is (the same for every interpreter that shares
+    /// the GIL).
+    pub addr: Addr,
+    /// `last_holder`: the thread state that took it last.
+    pub last_holder: Addr,
+    /// `switch_number`.
+    pub switch_number: u64,
+}
+
 impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
+    /// The GIL the interpreter `interp` of the runtime at `runtime` runs
+    /// under.
+    pub fn gil(&self, runtime: Addr, interp: &InterpreterInfo) -> Result<GilInfo, ViewError> {
+        let l = &self.layout.gil;
+        let addr = match l.location {
+            GilLocation::Runtime(off) => runtime.offset(off).ok_or(MemError::Overflow)?,
+            GilLocation::Interp(off) => self.field_addr(interp.addr, off)?,
+        };
+        let end = l.last_holder.max(l.switch_number) + 8;
+        let mut buf = [0u8; SPAN];
+        let b = self.span(addr, end, &mut buf)?;
+        Ok(GilInfo {
+            addr,
+            last_holder: get_addr(b, l.last_holder)?,
+            switch_number: get(b, l.switch_number)?,
+        })
+    }
+
     /// The head of the interpreter list of the `_PyRuntimeState` at
     /// `runtime`.
     pub fn interpreters_head(&self, runtime: Addr) -> Result<Addr, ViewError> {
