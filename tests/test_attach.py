@@ -237,7 +237,9 @@ def test_gevent_program_attached_twice(tmp_path, targets):
     # (not chained to itself: a RecursionError in the program before).
     t = start(targets, tmp_path, "gevent", python=sys.executable)
     for i in range(2):
-        run, out = attach(tmp_path, t.pid, "-x", "0.4", name="green%d.mojo" % i)
+        # At 1.3 ms: the greenlets wake every 1 ms or so, and a sampler
+        # ticking at the same period can stay in phase with their sleeps.
+        run, out = attach(tmp_path, t.pid, "-x", "0.5", "-i", "1300us", name="green%d.mojo" % i)
         assert run.returncode == 0, (i, run.stderr.decode())
         view = read_all(out, austin1=False).ours
         assert any(contains(s, ["green", "spin"]) for s in view["samples"]), (i, stack_summary(view))
