@@ -243,6 +243,10 @@ def test_gevent_program_attached_twice(tmp_path, targets):
         assert run.returncode == 0, (i, run.stderr.decode())
         view = read_all(out, austin1=False).ours
         assert any(contains(s, ["green", "spin"]) for s in view["samples"]), (i, stack_summary(view))
+        # Each greenlet its own stack, the second time too (the greenlets
+        # the first run had been told about are told about again).
+        named = {f[1] for s in view["samples"] for f in s["frames"] if f[1].startswith("Greenlet-")}
+        assert len(named) >= 2, (i, stack_summary(view))
     rc, report, err = t.finish()
     assert "RecursionError" not in err and "Traceback" not in err, err[-2000:]
     assert rc == 7, err[-2000:]

@@ -115,6 +115,9 @@ def patch():
     if _patched:
         return
     _patched = True
+    # Greenlets told about to an earlier sampler (an attach before this
+    # one): this one knows none of them yet.
+    _tracked.clear()
     for owner in (gevent, gevent.greenlet):
         _set(owner, "Greenlet", Greenlet)
     _set(gevent, "spawn", Greenlet.spawn)
