@@ -5,6 +5,7 @@ The hooks keep echion 0.3's shape: a started thread's stack shows
 as profiles of the C++ echion do.
 """
 
+import sys
 import threading
 from threading import Thread
 
@@ -16,8 +17,26 @@ _original_name = Thread.name
 _patched = False
 
 
-def _track(thread: Thread) -> None:
+def _real_ident(thread: Thread):
+    """The thread's ``pthread_t``, what the sampler knows threads by. Once
+    gevent has patched ``threading``, the main thread's ``ident`` is its
+    main greenlet's id; the real one is known from the main thread itself
+    (where an attach's bootstrap and a forked child's hooks run)."""
     ident = thread.ident
+    monkey = sys.modules.get("gevent.monkey")
+    if (
+        ident is not None
+        and monkey is not None
+        and thread is threading.main_thread()
+        and monkey.is_module_patched("threading")
+        and getattr(thread, "native_id", None) == threading.get_native_id()
+    ):
+        return monkey.get_original("_thread", "get_ident")()
+    return ident
+
+
+def _track(thread: Thread) -> None:
+    ident = _real_ident(thread)
     if ident is not None:
         ec.track_thread(ident, thread.name, getattr(thread, "native_id", None) or 0)
 
