@@ -213,6 +213,13 @@ def main():
         "--workload",
         help="default: benches/workloads/cpu_single.py, or benches/workloads/alloc_heavy.py with --memory",
     )
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="also run the echion installed for PYTHON (another build, say the last release's) at 1 ms and 100 us, labelled LABEL",
+    )
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", help="write the raw results here")
     ap.add_argument(
@@ -257,6 +264,14 @@ def main():
         1000,
         {**os.environ, "ECHION_DIRECT_READS": "0"},
     )
+    for spec in args.compare:
+        tag, _, other = spec.partition("=")
+        if not other:
+            ap.error(f"--compare wants LABEL=PYTHON, got {spec!r}")
+        for interval, label in ((1000, "1ms"), (100, "100us")):
+            configs[f"{tag} {label}"] = (
+                lambda out, i=interval, py=other: ([py, "-m", "echion", "-i", str(i), "-o", str(out), py, wl], i)
+            )
     if args.echion035:
         for interval, label in ((1000, "1ms"), (100, "100us")):
             configs[f"echion 0.3.5 {label}"] = (
