@@ -154,6 +154,17 @@ struct Walked {
     frame: u64,
 }
 
+impl Walked {
+    /// A walk from `frame` while the GIL said `gil`.
+    fn new(gil: &GilInfo, frame: Addr) -> Self {
+        Self {
+            gil: gil.addr.0,
+            switch_number: gil.switch_number,
+            frame: frame.0,
+        }
+    }
+}
+
 /// A sample held back (see [`Engine::set_hold_unchanged`]): written once
 /// the thread's stack changes, the thread ends or it was held long enough,
 /// with the metric of every sample that found the same stack.
@@ -804,19 +815,14 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         // are sampled; without native frames, which move without the GIL;
         // not for event loops and greenlets, whose tasks' stacks are not
         // held).
+        // (`gil` is only read without native frames: see gil_before_tick.)
         if let Some(g) = gil {
-            let now = Walked {
-                gil: g.addr.0,
-                switch_number: g.switch_number,
-                frame: thread.frame.0,
-            };
             let held = &mut per.held;
-            if walked == Some(now)
+            if walked == Some(Walked::new(&g, thread.frame))
                 && g.last_holder != thread.addr
                 && held.active
                 && held.iid == iid
                 && held.ids.native_id == per.native_id
-                && self.native.is_none()
                 && self.names.asyncio().loop_of(thread.thread_id).is_none()
                 && !self.names.greenlets().has_thread(thread.thread_id)
                 && match self.names.get(thread.thread_id) {
@@ -977,15 +983,13 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         held.metric = metric_us as i64;
                         held.since_ns = now_ns;
                         held.cpu_ns = None;
-                        held.named = named;
                     }
+                    held.named = named;
                     // Taken from the frame the tick found (a walk that had
                     // to start again from a newer one is not).
-                    per.walked = gil.filter(|_| !rewalked).map(|g| Walked {
-                        gil: g.addr.0,
-                        switch_number: g.switch_number,
-                        frame: thread.frame.0,
-                    });
+                    per.walked = gil
+                        .filter(|_| !rewalked)
+                        .map(|g| Walked::new(&g, thread.frame));
                     return Ok(true);
                 }
                 // Written as they come, after what was held (in order).
