@@ -13,7 +13,11 @@ Usage: attach_target.py SCENARIO STOPFILE
   gil_in_c      the main thread holds the GIL in C code (6 s), then spins
   subinterp     the main thread spends most of its time running code in
                 subinterpreters it creates and destroys one after another
+  subinterp_churn  the same with next to nothing run in each: the main
+                thread is mostly setting up and tearing down interpreters
   gevent        gevent's monkey patches, greenlets that spin and sleep
+  exit_on_attach  the main thread spins until echion's attach has run in
+                it, then exits at once (status 7, no report)
 """
 
 import ctypes
@@ -219,6 +223,27 @@ elif SCENARIO == "subinterp":
         while time.monotonic() < end:
             spin(1000)
     finish()
+elif SCENARIO == "subinterp_churn":
+    try:
+        import _interpreters as interpreters  # 3.13
+    except ImportError:
+        import _xxsubinterpreters as interpreters  # 3.8 to 3.12
+    ready()
+    while not stopped():
+        iid = interpreters.create()
+        interpreters.run_string(iid, "x = 1\n")
+        interpreters.destroy(iid)
+        end = time.monotonic() + 0.002
+        while time.monotonic() < end:
+            spin(100)
+    finish()
+elif SCENARIO == "exit_on_attach":
+    ready()
+    # The pending call runs between two of these checks: the program exits
+    # before echion's attach thread has had the GIL once.
+    while "echion.attach" not in sys.modules:
+        pass
+    sys.exit(7)
 elif SCENARIO == "gevent":
     from gevent import monkey
 

@@ -51,7 +51,15 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     }
     // Is it a CPython echion can read? (Also the clearest message for no
     // such process, no permission, not Python, an unsupported version.)
-    let session = Session::attach(pid).map_err(|e| fail(e.to_string()))?;
+    // A process that exits meanwhile fails these reads: said as such.
+    let gone = |e: String| {
+        if Path::new(&format!("/proc/{pid}")).exists() && !alive(pid) {
+            fail("the process exited during the attach".to_owned())
+        } else {
+            fail(e)
+        }
+    };
+    let session = Session::attach(pid).map_err(|e| gone(e.to_string()))?;
     let version = session.version();
     let main_modules = session.main_modules().unwrap_or(0);
     drop(session);
@@ -59,7 +67,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     if !entry.is_file() {
         return Err(fail(format!("{} is missing", entry.display())));
     }
-    let mut target = Target::open(pid).map_err(|e| fail(e.to_string()))?;
+    let mut target = Target::open(pid).map_err(|e| gone(e.to_string()))?;
 
     let signals = block_signals().map_err(|e| fail(format!("cannot handle signals: {e}")))?;
     let control = ControlDir::create(pid, fs_uid(pid))
@@ -324,6 +332,10 @@ impl Attached {
                     running = true;
                 } else if line == format!("started {pid}") {
                     started = true;
+                } else if line == "stopped" {
+                    // The program stopped echion before its first sample:
+                    // at its exit (atexit), as it was attached to.
+                    return self.stopped_early(output);
                 } else if line == "busy" {
                     self.cleanup();
                     return Err(self.fail("it is already being profiled by echion".to_owned()));
@@ -335,12 +347,17 @@ impl Attached {
             if started {
                 break began.elapsed();
             }
+            if !again && !running && self.target.ran_elsewhere(&self.injection) {
+                // The pending call came while the main thread ran a
+                // subinterpreter (3.8): it did not run there.
+                again = true;
+                later = Some("the thread runs a subinterpreter".to_owned());
+            }
             if !again && !running && self.target.returned(&self.injection) {
                 // The source ran and returned without a word (twice
                 // looked at: its status may land between the two reads):
-                // it could not run to its end. On 3.8 a pending call may
-                // run in a subinterpreter that is being destroyed. As for
-                // "later": borrowed again.
+                // it could not run to its end. As for "later": borrowed
+                // again.
                 if silent {
                     again = true;
                     later = Some("the bootstrap ran but could not run to its end".to_owned());
@@ -436,6 +453,26 @@ impl Attached {
         }
         self.cleanup();
         eprintln!("echion: detached from pid {pid}; profile in {output}");
+        Ok(0)
+    }
+
+    /// The program stopped echion before its first sample: if it exits
+    /// (its `atexit` stopped echion), the attach is over and the profile,
+    /// closed, is whatever was sampled; otherwise the program stopped it.
+    fn stopped_early(&mut self, output: &str) -> Result<i32, CliError> {
+        let pid = self.pid;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if alive(pid) {
+            self.cleanup();
+            return Err(self.fail(format!(
+                "the program stopped echion (`echion.stop()`?) before its first sample; the \
+                 profile is in {output}"
+            )));
+        }
+        eprintln!("echion: pid {pid} exited as it was attached to; its profile is in {output}");
         Ok(0)
     }
 

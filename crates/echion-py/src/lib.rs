@@ -617,7 +617,8 @@ fn stop_sampling(py: Python<'_>) -> bool {
 /// function to return to Python, `started` included).
 ///
 /// `started`, if given, is called first with whether the sampler took its
-/// first sample within 10 s.
+/// first sample within 10 s (`False` too when the run was stopped before:
+/// the program exited just as it was attached to, say).
 #[pyfunction]
 #[pyo3(signature = (fd, started=None))]
 fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
@@ -648,13 +649,15 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
             }),
             None => false,
         };
-        if STOPS.load(Ordering::Acquire) != run {
-            leave();
-            return Ok(false);
-        }
+        // Told even when the run is over (a stop takes the run away
+        // before it counts in `STOPS`): the command hears why.
         if let Err(e) = started.call1((ok,)) {
             leave();
             return Err(e);
+        }
+        if STOPS.load(Ordering::Acquire) != run {
+            leave();
+            return Ok(false);
         }
     }
     let asked = py.detach(|| loop {

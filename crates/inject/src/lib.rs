@@ -197,8 +197,23 @@ impl Target {
                 .map(|(a, _)| a)
                 .ok_or(InjectError::NoSymbol(name))
         };
+        // 3.9–3.11 have `PyInterpreterState_Get` and no `PyUnstable_`
+        // functions (3.12+): their `Py_AddPendingCall` queues for the
+        // asking thread's interpreter, so the main one is named.
+        let public_get = map.find_function("PyInterpreterState_Get").map(|(a, _)| a);
+        let unstable = map.find_function("PyUnstable_Code_New").is_some();
+        let add_pending_call_to = match (public_get, unstable) {
+            (Some(_), false) => Some(find("_PyEval_AddPendingCall")?),
+            _ => None,
+        };
         let functions = Functions {
             add_pending_call: find("Py_AddPendingCall")?,
+            add_pending_call_to,
+            interp_main: find("PyInterpreterState_Main")?,
+            interp_get: match public_get {
+                Some(a) => a,
+                None => find("_PyInterpreterState_Get")?,
+            },
             run_string: find("PyRun_SimpleString")?,
             ensure: find("PyGILState_Ensure")?,
             release: find("PyGILState_Release")?,
@@ -422,6 +437,16 @@ impl Target {
     pub fn returned(&self, injection: &Injection) -> bool {
         self.word(injection, trampoline::returned_offset())
             .is_some_and(|flag| flag != 0)
+    }
+
+    /// Whether the source of `injection` was not run because the pending
+    /// call came in a subinterpreter (see [`trampoline`]): it returned
+    /// without running, and may be injected again.
+    pub fn ran_elsewhere(&self, injection: &Injection) -> bool {
+        self.returned(injection)
+            && self
+                .word(injection, trampoline::elsewhere_offset())
+                .is_some_and(|flag| flag != 0)
     }
 
     /// The word at `offset` in the page of `injection`.

@@ -277,9 +277,35 @@ fn zeroed_regs() -> libc::user_regs_struct {
 pub fn thread_alive(pid: u32, tid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
         .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-        })
-        .is_some_and(|dead| !dead)
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !stat_says_dead(rest)))
+        .unwrap_or(false)
+}
+
+/// Whether the fields of a `stat` line after the command's `)` say the
+/// task is dead or ending: a zombie (`Z`), dead (`X`), or exiting
+/// (`PF_EXITING` in its flags, the 7th field from there: its memory may
+/// already be gone).
+fn stat_says_dead(rest: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
+    state.starts_with(['Z', 'X']) || flags & PF_EXITING != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_dead_as_a_zombie_or_once_it_is_exiting() {
+        // From `S`, the fields after `)`: state ppid pgrp session tty tpgid flags …
+        let running = "R 1 1 1 0 -1 4194560 100 0 0 0";
+        assert!(!stat_says_dead(running));
+        assert!(stat_says_dead("Z 1 1 1 0 -1 4194560 100 0 0 0"));
+        assert!(stat_says_dead("X 1 1 1 0 -1 4194560 100 0 0 0"));
+        // PF_EXITING (0x4) in the flags: its memory may already be gone.
+        assert!(stat_says_dead("R 1 1 1 0 -1 4194564 100 0 0 0"));
+        assert!(thread_alive(std::process::id(), std::process::id()));
+    }
 }

@@ -24,12 +24,17 @@
 //! jmp [RIP]
 //!
 //! run(source):                                   ; what CPython calls
-//! sub rsp, 8
-//! call [RUN_STRING]                              ; PyRun_SimpleString
+//! push rdi
+//! call [INTERP_GET]; mov [SCRATCH], rax
+//! call [INTERP_MAIN]; cmp rax, [SCRATCH]
+//! jne 2f                                         ; not the main interpreter
+//! mov rdi, [rsp]; call [RUN_STRING]              ; PyRun_SimpleString
 //! test eax, eax; jz 1f
 //! call [SET_INTERRUPT]                           ; a Ctrl-C it swallowed
 //! 1: mov qword [RETURNED], 1
-//! add rsp, 8; xor eax, eax; ret                  ; a pending call never fails
+//! pop rdi; xor eax, eax; ret                     ; a pending call never fails
+//! 2: mov qword [ELSEWHERE], 1; mov qword [RETURNED], 1
+//! pop rdi; xor eax, eax; ret
 //! ```
 //!
 //! `run` always returns 0: a pending call that returned -1 would become a
@@ -65,6 +70,9 @@ enum Slot {
     Done,
     // Call targets.
     AddPendingCall,
+    AddPendingCallTo,
+    InterpMain,
+    InterpGet,
     RunString,
     Ensure,
     Release,
@@ -73,6 +81,8 @@ enum Slot {
     Result,
     GilState,
     Returned,
+    Elsewhere,
+    Scratch,
     // The source's address, `run`'s address.
     SourcePtr,
     RunPtr,
@@ -88,6 +98,7 @@ fn reg_slot(reg: u8) -> usize {
 
 /// Encoding numbers of the general registers.
 const RAX: u8 = 0;
+const RDX: u8 = 2;
 const RSP: u8 = 4;
 const RSI: u8 = 6;
 const RDI: u8 = 7;
@@ -97,7 +108,11 @@ const RDI: u8 = 7;
 pub enum Calls {
     /// `Py_AddPendingCall(run, source)`: the main thread runs the source
     /// at its next check of the eval breaker, with the GIL, between two
-    /// bytecodes. Any thread may ask.
+    /// bytecodes. Any thread may ask. On 3.9–3.11, where that call queues
+    /// for the interpreter the asking thread runs (a subinterpreter's
+    /// queue is lost with it), the call is queued for the main interpreter
+    /// itself: `_PyEval_AddPendingCall(PyInterpreterState_Main(), run,
+    /// source)`.
     PendingCall,
     /// `s = PyGILState_Ensure(); run(source); PyGILState_Release(s)`: for
     /// a thread waiting in a blocking call that released the GIL, at the
@@ -111,6 +126,15 @@ pub enum Calls {
 pub struct Functions {
     /// `Py_AddPendingCall`.
     pub add_pending_call: u64,
+    /// `_PyEval_AddPendingCall(interp, func, arg)` where it has that
+    /// signature and `Py_AddPendingCall` queues for the asking thread's
+    /// interpreter (3.9–3.11); `None` elsewhere.
+    pub add_pending_call_to: Option<u64>,
+    /// `PyInterpreterState_Main`.
+    pub interp_main: u64,
+    /// `PyInterpreterState_Get` (`_PyInterpreterState_Get` on 3.8): the
+    /// calling thread's interpreter.
+    pub interp_get: u64,
     /// `PyRun_SimpleString` (takes a `const char *`, returns an `int`: a
     /// pending call's signature).
     pub run_string: u64,
@@ -201,6 +225,14 @@ pub fn build(
     a.rip_op(false, &[0x0f, 0xae], 2, slot(Slot::Mxcsr), &[]); // ldmxcsr
     a.code.extend_from_slice(&[0xdb, 0xe3]); // fninit
     match calls {
+        Calls::PendingCall if functions.add_pending_call_to.is_some() => {
+            a.call(slot(Slot::InterpMain));
+            a.code.extend_from_slice(&[0x48, 0x89, 0xc7]); // mov rdi, rax
+            a.load(RSI, slot(Slot::RunPtr));
+            a.load(RDX, slot(Slot::SourcePtr));
+            a.call(slot(Slot::AddPendingCallTo));
+            a.store(slot(Slot::Result), RAX);
+        }
         Calls::PendingCall => {
             a.load(RDI, slot(Slot::RunPtr));
             a.load(RSI, slot(Slot::SourcePtr));
@@ -230,13 +262,26 @@ pub fn build(
 
     // run(source), called by CPython (a pending call) or by the code above.
     a.code.resize(RUN, 0xcc);
-    a.code.extend_from_slice(&[0x48, 0x83, 0xec, 0x08]); // sub rsp, 8
+    a.code.push(0x57); // push rdi: the source, and the stack aligned for calls
+    a.call(slot(Slot::InterpGet));
+    a.store(slot(Slot::Scratch), RAX);
+    a.call(slot(Slot::InterpMain));
+    a.rip_op(true, &[0x3b], RAX, slot(Slot::Scratch), &[]); // cmp rax, [SCRATCH]
+    a.code.extend_from_slice(&[0x75, 0x00]); // jne elsewhere (patched below)
+    let jne_end = a.code.len();
+    a.code.extend_from_slice(&[0x48, 0x8b, 0x3c, 0x24]); // mov rdi, [rsp]
     a.call(slot(Slot::RunString));
     a.code.extend_from_slice(&[0x85, 0xc0, 0x74, 0x06]); // test eax, eax; jz +6
     a.call(slot(Slot::SetInterrupt)); // 6 bytes
     a.rip_op(true, &[0xc7], 0, slot(Slot::Returned), &1u32.to_le_bytes());
-    a.code.extend_from_slice(&[0x48, 0x83, 0xc4, 0x08]); // add rsp, 8
-    a.code.extend_from_slice(&[0x31, 0xc0, 0xc3]); // xor eax, eax; ret
+    a.code.extend_from_slice(&[0x5f, 0x31, 0xc0, 0xc3]); // pop rdi; xor eax, eax; ret
+                                                         // elsewhere: a subinterpreter's thread state (3.8 runs pending calls
+                                                         // in whichever interpreter the main thread is in, even one whose
+                                                         // importlib is being set up): the source is not run there.
+    a.code[jne_end - 1] = (a.code.len() - jne_end) as u8;
+    a.rip_op(true, &[0xc7], 0, slot(Slot::Elsewhere), &1u32.to_le_bytes());
+    a.rip_op(true, &[0xc7], 0, slot(Slot::Returned), &1u32.to_le_bytes());
+    a.code.extend_from_slice(&[0x5f, 0x31, 0xc0, 0xc3]); // pop rdi; xor eax, eax; ret
     assert!(a.code.len() <= SLOTS, "run overflows its space");
 
     let mut page = vec![0u8; PAGE_SIZE];
@@ -249,6 +294,12 @@ pub fn build(
     put(slot(Slot::Rip), resume.rip);
     put(slot(Slot::Mxcsr), 0x1f80);
     put(slot(Slot::AddPendingCall), functions.add_pending_call);
+    put(
+        slot(Slot::AddPendingCallTo),
+        functions.add_pending_call_to.unwrap_or(0),
+    );
+    put(slot(Slot::InterpMain), functions.interp_main);
+    put(slot(Slot::InterpGet), functions.interp_get);
     put(slot(Slot::RunString), functions.run_string);
     put(slot(Slot::Ensure), functions.ensure);
     put(slot(Slot::Release), functions.release);
@@ -278,6 +329,12 @@ pub fn returned_offset() -> usize {
     slot(Slot::Returned)
 }
 
+/// The page offset of the flag `run` sets (to 1, with the returned flag)
+/// when it was called in a subinterpreter and did not run the source.
+pub fn elsewhere_offset() -> usize {
+    slot(Slot::Elsewhere)
+}
+
 /// The registers of the [`Resume`] that `regs` describe.
 pub fn resume_of(regs: &libc::user_regs_struct) -> Resume {
     Resume {
@@ -297,6 +354,9 @@ mod tests {
     fn functions() -> Functions {
         Functions {
             add_pending_call: 0x1111,
+            add_pending_call_to: None,
+            interp_main: 0x6666,
+            interp_get: 0x7777,
             run_string: 0x2222,
             ensure: 0x3333,
             release: 0x4444,
@@ -347,5 +407,71 @@ mod tests {
             .unwrap();
         let disp = i32::from_le_bytes(page[jmp + 2..jmp + 6].try_into().unwrap());
         assert_eq!(jmp as i64 + 6 + i64::from(disp), slot(Slot::Rip) as i64);
+    }
+
+    /// Where the rip-relative operand of the instruction ending at `end`
+    /// points (its displacement is the 4 bytes before `end - imm`).
+    fn operand(page: &[u8], end: usize, imm: usize) -> usize {
+        let at = end - imm - 4;
+        let disp = i32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+        (end as i64 + i64::from(disp)) as usize
+    }
+
+    #[test]
+    fn run_leaves_the_source_alone_outside_the_main_interpreter() {
+        let resume = Resume {
+            regs: [0; 16],
+            rflags: 0x246,
+            rip: 0x7777,
+        };
+        let page = build(0x10_0000, Calls::PendingCall, functions(), b"x", resume);
+        let code = &page[RUN..SLOTS];
+        // push rdi; call [INTERP_GET]
+        assert_eq!(code[0], 0x57);
+        assert_eq!(&code[1..3], &[0xff, 0x15]);
+        assert_eq!(operand(&page, RUN + 7, 0), slot(Slot::InterpGet));
+        // The jne after the comparison with the main interpreter lands on
+        // the store to ELSEWHERE, and the path it skips calls RUN_STRING.
+        let jne = code.windows(2).position(|w| w[0] == 0x75).unwrap();
+        assert_eq!(&code[jne - 7..jne - 4], &[0x48, 0x3b, 0x05]);
+        assert_eq!(operand(&page, RUN + jne, 0), slot(Slot::Scratch));
+        let target = jne + 2 + code[jne + 1] as usize;
+        assert_eq!(&code[target..target + 3], &[0x48, 0xc7, 0x05]);
+        assert_eq!(operand(&page, RUN + target + 11, 4), slot(Slot::Elsewhere));
+        assert_eq!(&code[jne + 2..jne + 6], &[0x48, 0x8b, 0x3c, 0x24]);
+        assert_eq!(operand(&page, RUN + jne + 12, 0), slot(Slot::RunString));
+        // Both paths pop what they pushed and return 0.
+        let rets = code
+            .windows(4)
+            .filter(|w| w == &[0x5f, 0x31, 0xc0, 0xc3])
+            .count();
+        assert_eq!(rets, 2);
+    }
+
+    #[test]
+    fn a_pending_call_goes_to_the_main_interpreter_where_asked() {
+        let resume = Resume {
+            regs: [0; 16],
+            rflags: 0x246,
+            rip: 0x7777,
+        };
+        let mut f = functions();
+        let plain = build(0x10_0000, Calls::PendingCall, f, b"x", resume);
+        f.add_pending_call_to = Some(0x8888);
+        let to_main = build(0x10_0000, Calls::PendingCall, f, b"x", resume);
+        let word = |p: &[u8], at: usize| u64::from_le_bytes(p[at..at + 8].try_into().unwrap());
+        assert_eq!(word(&to_main, slot(Slot::AddPendingCallTo)), 0x8888);
+        let calls = |p: &[u8], s: Slot| {
+            (0..RUN - 6)
+                .filter(|&i| p[i..i + 2] == [0xff, 0x15] && operand(p, i + 6, 0) == slot(s))
+                .count()
+        };
+        assert_eq!(calls(&plain, Slot::AddPendingCall), 1);
+        assert_eq!(calls(&plain, Slot::AddPendingCallTo), 0);
+        assert_eq!(calls(&to_main, Slot::AddPendingCall), 0);
+        assert_eq!(calls(&to_main, Slot::AddPendingCallTo), 1);
+        // The main interpreter is asked for first, and is the first argument.
+        assert_eq!(calls(&to_main, Slot::InterpMain), 1);
+        assert!(to_main[..RUN].windows(3).any(|w| w == [0x48, 0x89, 0xc7]));
     }
 }

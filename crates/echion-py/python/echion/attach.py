@@ -5,7 +5,7 @@ process and takes everything out again when the ``echion`` command asks
 The ``echion`` command makes a control directory with ``options`` (the
 ``ECHION_*`` values, one ``name=value`` per line), ``status`` (this side
 appends one line per event: ``started``, ``busy``, ``error: …``,
-``detached``) and ``control``, a FIFO that the command holds open: a byte
+``stopped`` (by the program, before the first sample), ``detached``) and ``control``, a FIFO that the command holds open: a byte
 on it, or its end of file, means detach.
 """
 
@@ -67,8 +67,16 @@ def run(control, report):
 
 def _started(ok):
     report = _report
-    if report is not None:
-        report("started %d" % os.getpid() if ok else "error: the sampler did not start")
+    if report is None:
+        return
+    if ok:
+        report("started %d" % os.getpid())
+    elif not bootstrap._started:
+        # Stopped before its first sample: by the program's exit (atexit),
+        # or by the program itself. The profile is closed.
+        report("stopped")
+    else:
+        report("error: the sampler did not start")
 
 
 def forget_in_child():
