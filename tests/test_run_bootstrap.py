@@ -77,3 +77,28 @@ def test_switching_later_features_off_is_fine_and_bad_settings_are_refused():
     lines = out.stdout.decode().splitlines()
     assert [line.startswith("refused:") for line in lines[:3]] == [True] * 3, lines
     assert lines[3].count(".") == 2, lines
+
+
+def test_start_in_a_thread_then_stop_and_exit(tmp_path):
+    # echion 0.3's way from Python: `start()` in a thread of the program's,
+    # `stop()`, exit. The thread takes the GIL back on its way out of
+    # `start`: had the interpreter begun finalising by then, that would end
+    # it by pthread_exit through echion's frames (a crash in 40 % of the
+    # runs before `stop` waited for it).
+    code = (
+        "import sys, threading\n"
+        "import echion.core as ec\n"
+        "ec.set_output(sys.argv[1])\n"
+        "threading.Thread(target=ec.start, daemon=True).start()\n"
+        "ec.wait_started(1.0)\n"
+        "ec.stop()\n"
+        "print('ok')\n"
+    )
+    failed = []
+    for i in range(20):
+        out = str(tmp_path / ("p.%d.mojo" % i))
+        p = subprocess.run([sys.executable, "-c", code, out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        if p.returncode != 0 or p.stdout.strip() != b"ok":
+            failed.append((p.returncode, p.stderr.decode()[-500:]))
+    assert not failed, f"{len(failed)} of 20 runs failed: {failed[:2]}"
+    assert len(list(tmp_path.glob("p.*.mojo"))) == 20

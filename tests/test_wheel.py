@@ -5,6 +5,7 @@ licence files, project URLs and a description written for users."""
 import os
 import re
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -82,3 +83,32 @@ def test_the_echion_command_is_the_launcher():
     head = command.read_bytes()[:64]
     assert head.startswith(b"#!/bin/sh"), head
     assert os.access(str(command), os.X_OK)
+
+
+def glibc_versions_needed(path):
+    """The GLIBC_x.y versions an ELF file's symbols need."""
+    data = Path(path).read_bytes()
+    return sorted({tuple(int(p) for p in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+(?:\.\d+)?)\x00", data)})
+
+
+def test_the_launcher_runs_the_front_end_executable_with_no_python_first(tmp_path):
+    # The published wheel carries the front end as an executable: the
+    # launcher execs it (a Python started first cost 8 ms of every run).
+    command = Path(sys.executable).parent / "echion"
+    front_end = Path(echion.__file__).parent / "_echion"
+    assert os.access(str(front_end), os.X_OK), front_end
+    sections = elf_sections(front_end)
+    assert not [n for n in sections if n.startswith(".debug")], sections
+    needed = glibc_versions_needed(front_end)
+    assert needed and max(needed) <= (2, 17), needed
+    traced = subprocess.run(["sh", "-x", str(command), "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert traced.returncode == 0, traced.stderr.decode()
+    assert "exec %s --version" % front_end in traced.stderr.decode().replace("/bin/../lib/", "/lib/"), traced.stderr.decode()
+    # No process but the shell's on the way (a dirname would show here).
+    assert not re.search(r"^\+ .*\$\(|^\+ (readlink|dirname|basename) ", traced.stderr.decode(), re.M), traced.stderr.decode()
+    python_front_end = subprocess.run([sys.executable, "-m", "echion", "--version"], stdout=subprocess.PIPE)
+    assert traced.stdout == python_front_end.stdout and traced.stdout.strip(), (traced.stdout, python_front_end.stdout)
+    verbose = subprocess.run([str(command), "-v", "-o", str(tmp_path / "p.mojo"), sys.executable, "-c", "pass"], stderr=subprocess.PIPE)
+    assert verbose.returncode == 0, verbose.stderr.decode()
+    boot = front_end.parent / "bootstrap"
+    assert "bootstrap directory '%s'" % boot in verbose.stderr.decode() or "bootstrap directory %s" % boot in verbose.stderr.decode(), verbose.stderr.decode()

@@ -207,8 +207,9 @@ fn command_line() -> String {
 /// `verbose`, asked, or when stderr is a terminal.
 fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
     SAMPLER_TID.store(
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() },
+        // SAFETY: the gettid system call has no preconditions. (Not libc's
+        // `gettid`: glibc has it from 2.30, the wheel runs on 2.17.)
+        unsafe { libc::syscall(libc::SYS_gettid) } as i32,
         std::sync::atomic::Ordering::Relaxed,
     );
     reserve::arm();
@@ -497,7 +498,13 @@ fn threads_besides_echion() -> i64 {
 #[pyfunction]
 fn start(py: Python<'_>) -> PyResult<()> {
     let (config, control, done, finish) = prepare(py)?;
+    // Counted until it has the GIL back: `stop` waits for that, so that a
+    // program that stops and exits does not finalise with this thread
+    // still to take the GIL (which ends it by pthread_exit, unwinding
+    // through these frames: a crash).
+    watcher_enters();
     py.detach(|| run_to_end(&config, &control, &done, finish));
+    watcher_leaves();
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
     echion_memtrace::uninstall();
@@ -537,8 +544,23 @@ fn wait_started(py: Python<'_>, timeout: f64) -> bool {
 /// ends when it changes.
 static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// How many [`watch_control`] threads wait with the GIL released.
+/// How many threads wait with the GIL released in a function of this
+/// module that a stop ends ([`start`]'s sampling, [`watch_control`]), and
+/// take the GIL back in it: [`stop`] waits for them to be back in Python.
 static WATCHERS: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Counts the calling thread in [`WATCHERS`] (with the GIL held).
+fn watcher_enters() {
+    *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+}
+
+/// Counts the calling thread out of [`WATCHERS`], back with the GIL.
+fn watcher_leaves() {
+    let (lock, cvar) = &WATCHERS;
+    let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+    *n = n.saturating_sub(1);
+    cvar.notify_all();
+}
 
 /// Stops sampling and waits (GIL released, at most 10 s) for the profile to
 /// be closed. Then takes out what sampling put in the process, so that it
@@ -550,10 +572,11 @@ static WATCHERS: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
 fn stop(py: Python<'_>) -> PyResult<()> {
     let finished = stop_sampling(py);
     STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    // A `watch_control` thread sees the stop within 100 ms and goes back to
-    // Python: let it, now (GIL released), not while the interpreter
-    // finalises, where a thread that wants the GIL is ended by pthread_exit
-    // through our frames.
+    // A `watch_control` thread sees the stop within 100 ms, and `start`'s
+    // thread once the sampler is done, and each goes back to Python: let
+    // them, now (GIL released), not while the interpreter finalises, where
+    // a thread that wants the GIL is ended by pthread_exit through our
+    // frames.
     py.detach(|| {
         let (lock, cvar) = &WATCHERS;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -625,13 +648,8 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
     use std::sync::atomic::Ordering;
     let run = STOPS.load(Ordering::Acquire);
     // Counted from here to the last time it takes the GIL back (see `stop`).
-    *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-    let leave = || {
-        let (lock, cvar) = &WATCHERS;
-        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        cvar.notify_all();
-    };
+    watcher_enters();
+    let leave = watcher_leaves;
     if let Some(started) = started {
         let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
         let ok = match control {
@@ -689,8 +707,8 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
 #[pyfunction]
 fn reset_after_fork() {
     codehook::reset_after_fork();
-    // No watcher thread came along (its lock is only taken with the GIL,
-    // which the forking thread held).
+    // No watcher or sampling thread came along (its lock is only taken
+    // with the GIL, which the forking thread held).
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     let mut guard = state();
     if let Some(old) = guard.take() {
