@@ -235,17 +235,23 @@ def test_a_program_that_exits_as_it_is_attached_to(tmp_path, targets):
     assert "duration" in view["metadata"], view["metadata"]
 
 
-def test_a_thread_in_a_subinterpreter_is_borrowed_later(tmp_path, targets):
-    # The main thread runs in a subinterpreter nearly all the time: echion's
-    # start must not run there (the bootstrap says "later" and the command
-    # borrows the thread again until it is back in the main interpreter).
-    t = start(targets, tmp_path, "subinterp")
-    for i in range(3):
-        run, out = attach(tmp_path, t.pid, "-x", "0.3", name="sub%d.mojo" % i)
+def attach_again_and_again(tmp_path, targets, scenario, times, exposure):
+    """Attaches `times` times to a target of `scenario`: each attach starts,
+    samples the main thread and leaves the program as it found it."""
+    t = start(targets, tmp_path, scenario)
+    for i in range(times):
+        run, out = attach(tmp_path, t.pid, "-x", exposure, name="%s%d.mojo" % (scenario, i))
         assert run.returncode == 0, (i, run.stderr.decode())
         view = read_all(out, austin1=False).ours
         assert samples_of(view, "MainThread"), (i, stack_summary(view))
     assert_left_as_found(*t.finish())
+
+
+def test_a_thread_in_a_subinterpreter_is_borrowed_later(tmp_path, targets):
+    # The main thread runs in a subinterpreter nearly all the time: echion's
+    # start must not run there (the bootstrap says "later" and the command
+    # borrows the thread again until it is back in the main interpreter).
+    attach_again_and_again(tmp_path, targets, "subinterp", 3, "0.3")
 
 
 def test_subinterpreters_set_up_back_to_back(tmp_path, targets):
@@ -254,13 +260,7 @@ def test_subinterpreters_set_up_back_to_back(tmp_path, targets):
     # (3.9 to 3.11: lost with it, 40 % of attaches found no safe point on
     # 3.9) or ran in an interpreter whose importlib was being set up (3.8,
     # 3.10: the program died, "failed to initialize importlib").
-    t = start(targets, tmp_path, "subinterp_churn")
-    for i in range(6):
-        run, out = attach(tmp_path, t.pid, "-x", "0.2", name="churn%d.mojo" % i)
-        assert run.returncode == 0, (i, run.stderr.decode())
-        view = read_all(out, austin1=False).ours
-        assert samples_of(view, "MainThread"), (i, stack_summary(view))
-    assert_left_as_found(*t.finish())
+    attach_again_and_again(tmp_path, targets, "subinterp_churn", 6, "0.2")
 
 
 def test_gevent_program_attached_twice(tmp_path, targets):

@@ -207,35 +207,25 @@ elif SCENARIO == "gil_in_c":
     while not stopped():
         spin(10000)
     finish()
-elif SCENARIO == "subinterp":
+elif SCENARIO in ("subinterp", "subinterp_churn"):
     try:
         import _interpreters as interpreters  # 3.13
     except ImportError:
         import _xxsubinterpreters as interpreters  # 3.8 to 3.12
-    CODE = "import time\nend = time.monotonic() + 0.03\nwhile time.monotonic() < end:\n    pass\n"
+    if SCENARIO == "subinterp":
+        CODE = "import time\nend = time.monotonic() + 0.03\nwhile time.monotonic() < end:\n    pass\n"
+        MAIN_SECONDS, MAIN_SPIN = 0.02, 1000
+    else:
+        CODE, MAIN_SECONDS, MAIN_SPIN = "x = 1\n", 0.002, 100
     ready()
     while not stopped():
         iid = interpreters.create()
         interpreters.run_string(iid, CODE)
         interpreters.destroy(iid)
         # A while in the main interpreter too (where echion may start).
-        end = time.monotonic() + 0.02
+        end = time.monotonic() + MAIN_SECONDS
         while time.monotonic() < end:
-            spin(1000)
-    finish()
-elif SCENARIO == "subinterp_churn":
-    try:
-        import _interpreters as interpreters  # 3.13
-    except ImportError:
-        import _xxsubinterpreters as interpreters  # 3.8 to 3.12
-    ready()
-    while not stopped():
-        iid = interpreters.create()
-        interpreters.run_string(iid, "x = 1\n")
-        interpreters.destroy(iid)
-        end = time.monotonic() + 0.002
-        while time.monotonic() < end:
-            spin(100)
+            spin(MAIN_SPIN)
     finish()
 elif SCENARIO == "exit_on_attach":
     ready()

@@ -409,6 +409,15 @@ mod tests {
         assert_eq!(jmp as i64 + 6 + i64::from(disp), slot(Slot::Rip) as i64);
     }
 
+    /// Registers to go back to (their values do not matter here).
+    fn resume() -> Resume {
+        Resume {
+            regs: [0; 16],
+            rflags: 0x246,
+            rip: 0x7777,
+        }
+    }
+
     /// Where the rip-relative operand of the instruction ending at `end`
     /// points (its displacement is the 4 bytes before `end - imm`).
     fn operand(page: &[u8], end: usize, imm: usize) -> usize {
@@ -419,12 +428,7 @@ mod tests {
 
     #[test]
     fn run_leaves_the_source_alone_outside_the_main_interpreter() {
-        let resume = Resume {
-            regs: [0; 16],
-            rflags: 0x246,
-            rip: 0x7777,
-        };
-        let page = build(0x10_0000, Calls::PendingCall, functions(), b"x", resume);
+        let page = build(0x10_0000, Calls::PendingCall, functions(), b"x", resume());
         let code = &page[RUN..SLOTS];
         // push rdi; call [INTERP_GET]
         assert_eq!(code[0], 0x57);
@@ -450,15 +454,10 @@ mod tests {
 
     #[test]
     fn a_pending_call_goes_to_the_main_interpreter_where_asked() {
-        let resume = Resume {
-            regs: [0; 16],
-            rflags: 0x246,
-            rip: 0x7777,
-        };
         let mut f = functions();
-        let plain = build(0x10_0000, Calls::PendingCall, f, b"x", resume);
+        let plain = build(0x10_0000, Calls::PendingCall, f, b"x", resume());
         f.add_pending_call_to = Some(0x8888);
-        let to_main = build(0x10_0000, Calls::PendingCall, f, b"x", resume);
+        let to_main = build(0x10_0000, Calls::PendingCall, f, b"x", resume());
         let word = |p: &[u8], at: usize| u64::from_le_bytes(p[at..at + 8].try_into().unwrap());
         assert_eq!(word(&to_main, slot(Slot::AddPendingCallTo)), 0x8888);
         let calls = |p: &[u8], s: Slot| {

@@ -67,19 +67,24 @@ def _sampler_thread_class():
     return SamplerThread
 
 
-def _start_sampler() -> None:
+def _start_sampler(forked=False) -> None:
     global _sampler_thread
-    if _options.get("stealth") or _gevent_patched("threading"):
+    if forked or _options.get("stealth") or _gevent_patched("threading"):
         # (A thread of a gevent-patched `threading` is a greenlet: the
-        # sampler of an attach to such a program is a native thread.)
+        # sampler of an attach to such a program is a native thread. A
+        # forked child's is too: starting a `threading` thread waits for it
+        # to take the GIL once, a fork's cost many times over.)
         ec.start_async()
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
-    # An attached program goes on at once (echion -p waits elsewhere).
-    if _attached_env is None:
+    # An attached program goes on at once (echion -p waits elsewhere), and
+    # so does a forked child: it goes on with its parent's work, whose
+    # start is in the parent's profile (a child that lives less than that
+    # first sample, one interval, may leave no profile).
+    if _attached_env is None and not forked:
         ec.wait_started(1.0)
 
 
@@ -172,7 +177,7 @@ def _after_fork_in_child() -> None:
     gevent_hooks = sys.modules.get("echion.monkey.gevent")
     if gevent_hooks is not None:
         gevent_hooks.after_fork_in_child()
-    _start_sampler()
+    _start_sampler(forked=True)
 
 
 # --- start and stop ----------------------------------------------------------
