@@ -244,6 +244,9 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
             None => finish_run(summary, &finish, tell, !quiet && (finish.summary || tell)),
         },
     }
+    // Sampling is over: the reserve's address space goes back to the
+    // program before this thread does (see `reserve::release`).
+    reserve::release();
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
     cvar.notify_all();

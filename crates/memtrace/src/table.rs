@@ -11,8 +11,12 @@
 //!
 //! The sampler thread takes what changed with [`Tracker::drain`] once per
 //! interval, as one delta per stack, together with the frames and stacks it
-//! has not seen yet (both lists only grow), and writes them after letting go
-//! of the lock.
+//! has not seen yet (handed over, not copied: the tracker keeps of a stack
+//! only what finds it again), and writes them after letting go of the
+//! lock. A code object freed takes with it its decoded frames and the
+//! stacks that ran it out of the indexes (not the others: a program that
+//! makes and frees code objects all the time would make its other stacks
+//! again at each free).
 //!
 //! Bounded: at most [`MAX_LIVE`] live allocations are linked (those made
 //! past it are counted in [`TrackerStats::untracked`] and their frees
@@ -95,13 +99,18 @@ pub struct TrackerStats {
     pub frameless: u64,
 }
 
-/// A code object's names and line table, kept while it is alive.
+/// A code object's names and line table, kept while it is alive, with
+/// what was found through it: the offsets decoded (keys of
+/// `frame_index`) and the stacks that ran it (in `stack_index`), all
+/// forgotten with it.
 #[derive(Debug)]
 struct CodeRec {
     filename: Arc<str>,
     scope: Arc<str>,
     firstlineno: i32,
     linetable: Vec<u8>,
+    offsets: Vec<u32>,
+    stacks: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -112,8 +121,13 @@ struct Stack {
     raw: Box<[(u64, u32)]>,
     /// The interpreter state it ran in.
     interp: u64,
+    /// Its hash (its key in `stack_index`).
+    hash: u64,
     /// The next stack with the same hash, or `NONE`.
     next: u32,
+    /// Whether it is in `stack_index` (until a code object it ran is
+    /// freed: a new one may take the address).
+    indexed: bool,
     delta: i64,
     dirty: bool,
 }
@@ -126,6 +140,8 @@ pub struct Tracker {
     format: TableFormat,
     codes: HashMap<u64, CodeRec>,
     frame_index: HashMap<(u64, u32), u32>,
+    /// The frames not drained yet: frame `drained_frames + i` is
+    /// `frames[i]` (the sampler keeps those drained).
     frames: Vec<FrameInfo>,
     /// Stack hash → the first stack with that hash.
     stack_index: HashMap<u64, u32>,
@@ -313,13 +329,57 @@ impl Tracker {
 
     /// Forgets what was decoded from the code object at `code`, which is
     /// being freed: a new one may take its address. Stacks already found
-    /// keep their frames; the next allocation in such a stack looks it up
-    /// afresh.
+    /// keep their frames and their live bytes, but those that ran it are
+    /// found no more (the next allocation in such a stack makes a new
+    /// one); every other stack stays found, so that a program that makes
+    /// and frees code objects all the time does not make its other stacks
+    /// again and again.
     pub fn code_freed(&mut self, code: u64) {
-        if self.codes.remove(&code).is_some() {
-            self.frame_index.retain(|&(c, _), _| c != code);
-            self.stack_index.clear();
-            self.recent = [NONE; 8];
+        let Some(rec) = self.codes.remove(&code) else {
+            return;
+        };
+        for offset in rec.offsets {
+            self.frame_index.remove(&(code, offset));
+        }
+        for id in rec.stacks {
+            self.unindex(id);
+        }
+    }
+
+    /// Takes stack `id` out of `stack_index` (and of the recent ones).
+    fn unindex(&mut self, id: u32) {
+        let Some(s) = self.stacks.get_mut(id as usize) else {
+            return;
+        };
+        if !s.indexed {
+            return;
+        }
+        s.indexed = false;
+        // Only compared while indexed.
+        s.raw = Box::new([]);
+        let (hash, next) = (s.hash, s.next);
+        let head = self.stack_index.get(&hash).copied().unwrap_or(NONE);
+        if head == id {
+            if next == NONE {
+                self.stack_index.remove(&hash);
+            } else {
+                self.stack_index.insert(hash, next);
+            }
+        } else {
+            let mut at = head;
+            while at != NONE {
+                let n = self.stacks[at as usize].next;
+                if n == id {
+                    self.stacks[at as usize].next = next;
+                    break;
+                }
+                at = n;
+            }
+        }
+        for r in &mut self.recent {
+            if *r == id {
+                *r = NONE;
+            }
         }
     }
 
@@ -327,14 +387,19 @@ impl Tracker {
     pub fn drain(&mut self, out: &mut Drained) {
         out.clear();
         out.first_frame = self.drained_frames as u32;
-        out.frames
-            .extend_from_slice(&self.frames[self.drained_frames..]);
-        self.drained_frames = self.frames.len();
+        self.drained_frames += self.frames.len();
+        out.frames.append(&mut self.frames);
         out.first_stack = self.drained_stacks as u32;
+        // The sampler keeps the frames of the stacks it is given: here
+        // only what finds a stack again is kept.
         out.stacks.extend(
             self.stacks[self.drained_stacks..]
-                .iter()
-                .map(|s| s.rec.clone()),
+                .iter_mut()
+                .map(|s| StackRec {
+                    iid: s.rec.iid,
+                    thread_id: s.rec.thread_id,
+                    frames: std::mem::take(&mut s.rec.frames),
+                }),
         );
         self.drained_stacks = self.stacks.len();
         for &i in &self.dirty {
@@ -468,11 +533,26 @@ impl Tracker {
             },
             raw: raw.into(),
             interp: interp.0,
+            hash,
             next: head,
+            indexed: true,
             delta: 0,
             dirty: false,
         });
         self.stack_index.insert(hash, id);
+        // Forgotten with any code object it ran (once per code object).
+        let mut last = 0;
+        for &(code, offset) in raw {
+            if offset == NATIVE || offset == GROUP_END || code == last {
+                continue;
+            }
+            last = code;
+            if let Some(c) = self.codes.get_mut(&code) {
+                if c.stacks.last() != Some(&id) {
+                    c.stacks.push(id);
+                }
+            }
+        }
         self.remember(id);
         Ok(id)
     }
@@ -536,7 +616,7 @@ impl Tracker {
                 known: false,
             },
         };
-        let i = self.frames.len() as u32;
+        let i = (self.drained_frames + self.frames.len()) as u32;
         self.frames.push(FrameInfo {
             filename: format!("native@0x{pc:x}").into(),
             scope: sym.name.into(),
@@ -594,10 +674,13 @@ impl Tracker {
                     scope: c.scope.into(),
                     firstlineno: c.firstlineno,
                     linetable: c.linetable,
+                    offsets: Vec::new(),
+                    stacks: Vec::new(),
                 },
             );
         }
-        let c = &self.codes[&code];
+        let c = self.codes.get_mut(&code).expect("inserted above");
+        c.offsets.push(offset);
         let at = linetable::position(
             self.format,
             &c.linetable,
@@ -612,9 +695,107 @@ impl Tracker {
             column: at.column,
             column_end: at.column_end,
         };
-        let i = self.frames.len() as u32;
+        let i = (self.drained_frames + self.frames.len()) as u32;
         self.frames.push(rec);
         self.frame_index.insert((code, offset), i);
         Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echion_cpython_layout::{Layout, PyVersion, SnapshotReader};
+
+    const STR: u64 = 0x1_0000;
+    const BYTES: u64 = 0x2_0000;
+    const INTERP: u64 = 0x3_0000;
+    /// Three code objects, each named "f" in "f" with an empty line table.
+    const CODES: [u64; 3] = [0x4_0000, 0x5_0000, 0x6_0000];
+
+    fn put(buf: &mut [u8], at: u64, bytes: &[u8]) {
+        buf[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// An image, laid out as `layout` says, of the code objects, their
+    /// strings and line table, and an interpreter state with id 0.
+    fn image(layout: &Layout) -> SnapshotReader {
+        let mut snap = SnapshotReader::new();
+        let u = &layout.unicode;
+        let mut s = vec![0u8; 256];
+        put(&mut s, u.length, &1i64.to_ne_bytes());
+        let mut state: u32 = (1 << u.kind_shift) | (1 << u.compact_shift) | (1 << u.ascii_shift);
+        if let Some(r) = u.ready_shift {
+            state |= 1 << r;
+        }
+        put(&mut s, u.state, &state.to_ne_bytes());
+        s[u.ascii_size as usize] = b'f';
+        snap.insert(Addr(STR), &s);
+        snap.insert(Addr(BYTES), &vec![0u8; layout.bytes.ob_sval as usize + 8]);
+        snap.insert(Addr(INTERP), &vec![0u8; 16 * 1024]);
+        let c = &layout.code;
+        for code in CODES {
+            let mut b = vec![0u8; 512];
+            for at in [Some(c.filename), Some(c.name), c.qualname]
+                .into_iter()
+                .flatten()
+            {
+                put(&mut b, at, &STR.to_ne_bytes());
+            }
+            put(&mut b, c.firstlineno, &1i32.to_ne_bytes());
+            put(&mut b, c.linetable, &BYTES.to_ne_bytes());
+            snap.insert(Addr(code), &b);
+        }
+        snap
+    }
+
+    #[test]
+    fn a_freed_code_object_forgets_only_the_stacks_that_ran_it() {
+        let version = PyVersion::new(3, 11, 0);
+        let layout = Layout::for_version(version).unwrap();
+        let snap = image(layout);
+        let target = Target::new(&snap, layout);
+        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
+        let [a, b, c] = CODES;
+        let (ab, only_c) = ([(a, 0), (b, 0)], [(c, 0)]);
+        let thread = (1, INTERP);
+        t.alloc_walked(&target, thread, &ab, 0x100, 10);
+        t.alloc_walked(&target, thread, &only_c, 0x200, 20);
+        t.alloc_walked(&target, thread, &only_c, 0x300, 30);
+        assert_eq!(t.stats().unwalkable, 0);
+        let mut out = Drained::default();
+        t.drain(&mut out);
+        assert_eq!((out.first_stack, out.stacks.len()), (0, 2));
+        assert_eq!((out.first_frame, out.frames.len()), (0, 3));
+        assert_eq!(out.deltas, vec![(0, 10), (1, 50)]);
+
+        // `a` freed: the stack that ran it is found no more, the other
+        // one still is (it was made again at every free before).
+        t.code_freed(a);
+        t.alloc_walked(&target, thread, &only_c, 0x400, 40);
+        t.alloc_walked(&target, thread, &ab, 0x500, 50);
+        t.free(0x100);
+        t.drain(&mut out);
+        assert_eq!((out.first_stack, out.stacks.len()), (2, 1), "one new stack");
+        // `a` decoded again (a new code object may have its address), `b`
+        // still known: frame indices go on from the drained ones.
+        assert_eq!((out.first_frame, out.frames.len()), (3, 1));
+        assert_eq!(out.stacks[0].frames.len(), 2);
+        assert!(out.stacks[0].frames.contains(&3));
+        let mut deltas = out.deltas.clone();
+        deltas.sort_unstable();
+        assert_eq!(deltas, vec![(0, -10), (1, 40), (2, 50)]);
+
+        // Freeing every code object (the new `a` too) leaves the indexes
+        // empty; the live bytes stay with their stacks.
+        t.code_freed(c);
+        t.code_freed(b);
+        t.code_freed(b);
+        t.code_freed(a);
+        assert!(t.stack_index.is_empty() && t.frame_index.is_empty());
+        t.free(0x200);
+        t.drain(&mut out);
+        assert_eq!(out.deltas, vec![(1, -20)]);
+        assert!(out.stacks.is_empty() && out.frames.is_empty());
     }
 }
