@@ -1,0 +1,85 @@
+"""Start-up and fork costs of echion against plain python, side by side in
+one run (issue 14's goals: an empty script at most 1.5x plain; a fork loop
+at least 90 % of plain's forks per second).
+
+    python benches/startup.py --python .venvs/py3.11/bin/python [--compare before=/path/to/other/python]
+
+Rounds interleave every configuration; medians of per-round ratios to the
+plain run are reported. Start-up: an empty script, through the `echion`
+command that pip installed beside --python (the launcher and its front-end
+executable), through `python -m echion`, and the profiled interpreter alone
+(the environment the front end would give it). Forks: benches/workloads/
+fork_loop.py, whose children leave at once (the worst case: every child
+pays the sampler's start and nothing else).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FORK_LOOP = ROOT / "benches" / "workloads" / "fork_loop.py"
+
+
+def timed(cmd, env=None):
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def bootstrap_dir(python):
+    out = subprocess.check_output([python, "-c", "import echion.bootstrap, os; print(os.path.dirname(echion.bootstrap.__file__))"])
+    return out.decode().strip()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", required=True, help="interpreter with our echion installed")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PYTHON", help="also the echion installed for PYTHON (another build)")
+    ap.add_argument("--runs", type=int, default=20, help="start-up rounds (fork rounds: a quarter of it)")
+    ap.add_argument("--seconds", type=float, default=1.5, help="length of one fork loop")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="echion-startup-"))
+    empty = tmp / "empty.py"
+    empty.write_text("")
+    out = str(tmp / "p.mojo")
+    builds = [("echion", args.python)] + [tuple(c.split("=", 1)) for c in args.compare]
+    start = {"python": [args.python, str(empty)]}
+    for label, py in builds:
+        start[f"{label} (command)"] = [str(Path(py).parent / "echion"), "-o", out, args.python, str(empty)]
+        start[f"{label} (python -m echion)"] = [py, "-m", "echion", "-o", out, args.python, str(empty)]
+    child_env = dict(os.environ, PYTHONPATH=bootstrap_dir(args.python), ECHION_OUTPUT=out)
+    times = {k: [] for k in list(start) + ["profiled interpreter alone"]}
+    for _ in range(args.runs):
+        for k, cmd in start.items():
+            times[k].append(timed(cmd))
+        times["profiled interpreter alone"].append(timed([args.python, str(empty)], child_env))
+    print(f"start-up of an empty script, {args.runs} rounds (median; median of per-round ratios to plain)")
+    for k, v in times.items():
+        ratio = statistics.median(x / p for x, p in zip(v, times["python"]))
+        print(f"  {k:32s} {statistics.median(v) * 1e3:7.1f} ms  {ratio:5.2f}x")
+
+    forks = {"python": lambda d: [args.python, str(FORK_LOOP), str(args.seconds)]}
+    for label, py in builds:
+        forks[label] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), str(args.seconds)]
+    rates = {k: [] for k in forks}
+    for i in range(max(1, args.runs // 4)):
+        for k, cmd in forks.items():
+            d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_')}"
+            d.mkdir()
+            rates[k].append(float(subprocess.check_output(cmd(d))))
+    print(f"\nfork loop (children leave at once), {max(1, args.runs // 4)} rounds of {args.seconds} s")
+    for k, v in rates.items():
+        ratio = statistics.median(x / p for x, p in zip(v, rates["python"]))
+        print(f"  {k:32s} {statistics.median(v):7.0f} forks/s  {ratio:5.2f} of plain")
+    subprocess.run(["rm", "-rf", str(tmp)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
