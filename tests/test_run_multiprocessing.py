@@ -4,7 +4,7 @@ with its own samples only."""
 
 import pytest
 
-from harness import contains, marker_line, run_echion, select, stack_summary, target, total
+from harness import contains, marker_line, read_ours, run_echion, select, stack_summary, target, total
 
 # Shapes, bytes and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -43,3 +43,18 @@ def test_each_child_writes_its_own_profile(tmp_path, method):
         else:
             # The parent (and multiprocessing's helpers) never ran it.
             assert working == 0, f"{pid} is no child but has child_work:\n{stack_summary(view)}"
+
+
+def test_children_that_leave_at_once_leave_readable_profiles(tmp_path):
+    # A forked child goes on before its first sample (a fork's cost), but
+    # not before its profile is on disk with its header: one that leaves
+    # right then leaves a profile with no sample, never an empty file (18
+    # of 309 such children did when the child did not wait at all).
+    run = run_echion(tmp_path, target("fork_exit.py"), expect_profile=None, timeout=120)
+    assert run.returncode == 0, run.describe()
+    for pid in run.result["children"]:
+        path = tmp_path / ("profile.%d.mojo" % pid)
+        assert path.exists(), f"no profile for child {pid}"
+        assert path.stat().st_size > 0, f"empty profile for child {pid}"
+        view = read_ours(path)
+        assert view["metadata"]["mode"] == "wall", (pid, view["metadata"])

@@ -533,14 +533,22 @@ fn start_async(py: Python<'_>) -> PyResult<()> {
 /// Waits (GIL released) until the sampler has taken its first sample, or
 /// failed to start, at most `timeout` seconds; returns whether it started.
 /// The bootstrap calls this so that the program's start is in the profile.
+/// With `opened`, only until the profile is on disk with its header (a
+/// forked child: it may end at once, and must leave a readable profile).
 #[pyfunction]
-#[pyo3(signature = (timeout=1.0))]
-fn wait_started(py: Python<'_>, timeout: f64) -> bool {
+#[pyo3(signature = (timeout=1.0, opened=false))]
+fn wait_started(py: Python<'_>, timeout: f64, opened: bool) -> bool {
     let Some(control) = with_state(|s| s.running.as_ref().map(|r| r.control.clone())) else {
         return false;
     };
     let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 60.0));
-    py.detach(|| control.wait_started(timeout))
+    py.detach(|| {
+        if opened {
+            control.wait_opened(timeout)
+        } else {
+            control.wait_started(timeout)
+        }
+    })
 }
 
 /// Counts the runs stopped so far: a [`watch_control`] of an earlier run

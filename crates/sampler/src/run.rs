@@ -178,6 +178,10 @@ pub struct Control {
     /// Set once the first tick is done, or the run failed to start.
     started: Mutex<bool>,
     started_cv: Condvar,
+    /// Set once the profile is on disk with its header (or the run failed
+    /// to start): from then on the process may end at any moment and leave
+    /// a readable profile.
+    opened: AtomicBool,
 }
 
 impl Control {
@@ -202,6 +206,30 @@ impl Control {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         *started = true;
         self.started_cv.notify_all();
+    }
+
+    /// Marks the profile as on disk with its header (see
+    /// [`Control::wait_opened`]).
+    pub fn mark_opened(&self) {
+        let _started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        self.opened.store(true, Ordering::Release);
+        self.started_cv.notify_all();
+    }
+
+    /// Waits until the profile is on disk with its header (or the run has
+    /// started, or failed to), at most `timeout`; returns whether it is.
+    /// A forked child waits for this, not for the first tick: a child
+    /// that ends right after leaves a profile with no sample rather than
+    /// an empty file (or none).
+    pub fn wait_opened(&self, timeout: Duration) -> bool {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, _) = self
+            .started_cv
+            .wait_timeout_while(started, timeout, |s| {
+                !*s && !self.opened.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        *started || self.opened.load(Ordering::Acquire)
     }
 
     /// Waits until the run has taken its first tick (or failed to start),
@@ -331,6 +359,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
     // pool's worker ended by SIGTERM, a child killed at birth) leaves a
     // readable profile with no sample instead of an empty file.
     writer.flush().map_err(write_err)?;
+    control.mark_opened();
 
     let mut session = Session::new(&reader, pid, runtime, layout, version);
     if layout.thread.native_thread_id.is_none() {
@@ -524,4 +553,27 @@ pub fn sidecar_path(path: &std::path::Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".mojo");
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_waiter_for_the_file_is_let_go_once_it_is_opened_or_the_run_started() {
+        let c = Arc::new(Control::new());
+        assert!(!c.wait_opened(Duration::from_millis(5)));
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait_opened(Duration::from_secs(10)))
+        };
+        c.mark_opened();
+        assert!(waiter.join().unwrap());
+        // Opened is not started.
+        assert!(!c.wait_started(Duration::from_millis(5)));
+        let failed = Control::new();
+        failed.mark_started();
+        assert!(failed.wait_opened(Duration::from_millis(5)));
+    }
 }

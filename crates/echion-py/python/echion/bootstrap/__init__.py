@@ -80,12 +80,12 @@ def _start_sampler(forked=False) -> None:
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
-    # An attached program goes on at once (echion -p waits elsewhere), and
-    # so does a forked child: it goes on with its parent's work, whose
-    # start is in the parent's profile (a child that lives less than that
-    # first sample, one interval, may leave no profile).
-    if _attached_env is None and not forked:
-        ec.wait_started(1.0)
+    # An attached program goes on at once (echion -p waits elsewhere). A
+    # forked child goes on once its profile is on disk with its header: it
+    # goes on with its parent's work, whose start is in the parent's
+    # profile, and may end at once (an empty file would be unreadable).
+    if _attached_env is None:
+        ec.wait_started(1.0, forked)
 
 
 # --- fork ------------------------------------------------------------------
