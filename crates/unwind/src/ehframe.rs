@@ -80,10 +80,79 @@ pub fn trim_hdr(hdr: &mut Vec<u8>, hdr_svma: u64, eh_frame_svma: u64, fde_offset
     true
 }
 
+/// Whether an `.eh_frame_hdr` at `hdr_svma` can be handed to the unwinder
+/// with `.eh_frame` at `eh_frame_svma`: the layout every GNU linker
+/// writes (version 1, a `pcrel | sdata4` pointer to `.eh_frame`, a
+/// `udata4` count, a table of `datarel | sdata4` pairs that fits), with
+/// every entry's FDE inside `.eh_frame`. gimli computes an entry's offset
+/// in `.eh_frame` by subtracting, unchecked: an entry before it (a damaged
+/// file, or an input made up by the fuzzer) would overflow. Without the
+/// header the unwinder searches `.eh_frame` itself.
+pub fn hdr_is_sound(hdr: &[u8], hdr_svma: u64, eh_frame_svma: &std::ops::Range<u64>) -> bool {
+    const UDATA4: u8 = 0x03;
+    const SDATA4: u8 = 0x0b;
+    const PCREL: u8 = 0x10;
+    const DATAREL: u8 = 0x30;
+    if hdr.len() < 12
+        || hdr[0] != 1
+        || hdr[1] != (PCREL | SDATA4)
+        || hdr[2] != UDATA4
+        || hdr[3] != (DATAREL | SDATA4)
+    {
+        return false;
+    }
+    let word = |at: usize| {
+        i64::from(i32::from_le_bytes(
+            hdr[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    };
+    let Some(ptr) = hdr_svma.checked_add_signed(4 + word(4)) else {
+        return false;
+    };
+    if ptr != eh_frame_svma.start {
+        return false;
+    }
+    let count = u32::from_le_bytes(hdr[8..12].try_into().expect("4 bytes")) as usize;
+    let Some(table) = count.checked_mul(8).and_then(|n| hdr.get(12..12 + n)) else {
+        return false;
+    };
+    table.chunks_exact(8).all(|pair| {
+        let fde = i64::from(i32::from_le_bytes(pair[4..8].try_into().expect("4 bytes")));
+        hdr_svma
+            .checked_add_signed(fde)
+            .is_some_and(|at| eh_frame_svma.contains(&at))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use object::{Object, ObjectSection};
+
+    #[test]
+    fn a_header_pointing_before_eh_frame_is_not_sound() {
+        let exe = std::fs::read(std::env::current_exe().expect("exe")).expect("read");
+        let file = object::File::parse(&*exe).expect("elf");
+        let eh = file.section_by_name(".eh_frame").expect(".eh_frame");
+        let hdr = file
+            .section_by_name(".eh_frame_hdr")
+            .expect(".eh_frame_hdr");
+        let eh_range = eh.address()..eh.address() + eh.size();
+        let mut bytes = hdr.data().expect("data").to_vec();
+        assert!(hdr_is_sound(&bytes, hdr.address(), &eh_range));
+        // The first entry's FDE moved before .eh_frame (gimli subtracted and
+        // overflowed on such an input, found by the fuzzer).
+        let before = (eh.address() as i64 - 64 - hdr.address() as i64) as i32;
+        bytes[16..20].copy_from_slice(&before.to_le_bytes());
+        assert!(!hdr_is_sound(&bytes, hdr.address(), &eh_range));
+        // A count larger than the table, a table encoding of another kind.
+        let mut long = hdr.data().expect("data").to_vec();
+        long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!hdr_is_sound(&long, hdr.address(), &eh_range));
+        let mut other = hdr.data().expect("data").to_vec();
+        other[3] = 0x1b;
+        assert!(!hdr_is_sound(&other, hdr.address(), &eh_range));
+    }
 
     #[test]
     fn only_the_entries_asked_for_survive() {

@@ -44,6 +44,9 @@ pub struct ModuleStats {
     pub unreadable: u64,
     /// Times the map was read again.
     pub refreshes: u64,
+    /// Modules whose `.eh_frame_hdr` was left out as unsound (see
+    /// [`crate::ehframe::hdr_is_sound`]).
+    pub unsound_headers: u64,
 }
 
 /// The modules of one process, and the framehop unwinder that knows them.
@@ -148,7 +151,23 @@ impl ModuleMap {
         Ok(())
     }
 
-    fn add(&mut self, module: LoadedModule, info: ExplicitModuleSectionInfo<Vec<u8>>) {
+    fn add(&mut self, module: LoadedModule, mut info: ExplicitModuleSectionInfo<Vec<u8>>) {
+        let sound = match (
+            &info.eh_frame_hdr,
+            &info.eh_frame_hdr_svma,
+            &info.eh_frame_svma,
+        ) {
+            (Some(hdr), Some(hdr_svma), Some(eh)) => {
+                crate::ehframe::hdr_is_sound(hdr, hdr_svma.start, eh)
+            }
+            _ => true,
+        };
+        if !sound {
+            // Searched in `.eh_frame` instead (see `hdr_is_sound`).
+            info.eh_frame_hdr = None;
+            info.eh_frame_hdr_svma = None;
+            self.stats.unsound_headers += 1;
+        }
         let fm = Module::new(module.path.clone(), module.range.clone(), module.bias, info);
         self.unwinder.add_module(fm);
         let at = self

@@ -151,3 +151,31 @@ fn a_stack_cut_short_ends_the_unwind_without_a_panic() {
 fn captures_named(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/captures/{name}.capture.gz"))
 }
+
+#[test]
+fn a_header_whose_entries_point_before_eh_frame_is_left_out() {
+    // Found by the fuzzer: gimli subtracts `.eh_frame`'s address from an
+    // entry's FDE address unchecked, and overflowed (a panic in builds with
+    // overflow checks, as this test's) on an entry before `.eh_frame`. Such
+    // a header is left out: the unwind goes on through `.eh_frame` alone.
+    for path in captures() {
+        let mut rec = load(&path);
+        let mut damaged = 0;
+        for m in &mut rec.modules {
+            let (Some(hdr_svma), Some(eh)) = (m.eh_frame_hdr_svma.clone(), m.eh_frame_svma.clone())
+            else {
+                continue;
+            };
+            let count = u32::from_le_bytes(m.eh_frame_hdr[8..12].try_into().unwrap()) as usize;
+            let before = (eh.start as i64 - 64 - hdr_svma.start as i64) as i32;
+            for i in 0..count {
+                let at = 12 + 8 * i + 4;
+                m.eh_frame_hdr[at..at + 4].copy_from_slice(&before.to_le_bytes());
+            }
+            damaged += usize::from(count > 0);
+        }
+        assert!(damaged > 0, "{}: no header to damage", path.display());
+        let (pcs, ..) = unwind(&rec);
+        assert!(!pcs.is_empty(), "{}", path.display());
+    }
+}
