@@ -86,8 +86,10 @@ pub fn trim_hdr(hdr: &mut Vec<u8>, hdr_svma: u64, eh_frame_svma: u64, fde_offset
 /// `udata4` count, a table of `datarel | sdata4` pairs that fits), with
 /// every entry's FDE inside `.eh_frame`. gimli computes an entry's offset
 /// in `.eh_frame` by subtracting, unchecked: an entry before it (a damaged
-/// file, or an input made up by the fuzzer) would overflow. Without the
-/// header the unwinder searches `.eh_frame` itself.
+/// file, or an input made up by the fuzzer) would overflow. Such a header
+/// is left out, and the unwind ends at a frame of that module (framehop
+/// looks FDEs up through the header; a release build, where the
+/// subtraction wraps, found no FDE there either).
 pub fn hdr_is_sound(hdr: &[u8], hdr_svma: u64, eh_frame_svma: &std::ops::Range<u64>) -> bool {
     const UDATA4: u8 = 0x03;
     const SDATA4: u8 = 0x0b;

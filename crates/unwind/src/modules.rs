@@ -163,7 +163,7 @@ impl ModuleMap {
             _ => true,
         };
         if !sound {
-            // Searched in `.eh_frame` instead (see `hdr_is_sound`).
+            // Its frames end the unwind (see `hdr_is_sound`).
             info.eh_frame_hdr = None;
             info.eh_frame_hdr_svma = None;
             self.stats.unsound_headers += 1;

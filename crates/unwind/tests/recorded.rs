@@ -157,7 +157,7 @@ fn a_header_whose_entries_point_before_eh_frame_is_left_out() {
     // Found by the fuzzer: gimli subtracts `.eh_frame`'s address from an
     // entry's FDE address unchecked, and overflowed (a panic in builds with
     // overflow checks, as this test's) on an entry before `.eh_frame`. Such
-    // a header is left out: the unwind goes on through `.eh_frame` alone.
+    // a header is left out: the unwind ends in that module, without a panic.
     for path in captures() {
         let mut rec = load(&path);
         let mut damaged = 0;
