@@ -332,15 +332,15 @@ def test_a_program_at_its_memory_limit_runs_as_without_echion(tmp_path, mode):
             again = run(tmp_path, *mode, "-o", tmp_path / ("again%d.mojo" % i), sys.executable, prog)
             assert again.returncode == 5, (i, again.stderr)
     if "-m" in mode:
-        # The failed allocation is said once, and in the profile.
-        assert int(md["out_of_memory"]) > 0, md
-        assert len(lines) == 1 and "out of memory" in lines[0] and str(out) in lines[0], lines
+        # The allocations made while filling are in the profile.
         fill = marker_line(prog, "fill")
         assert any(f[1] == "<module>" and f[2] == fill for s in prof.ours["samples"] for f in s["frames"]), md
-    elif "out_of_memory" in md:
-        # The sampler alone allocates next to nothing once it runs, but
-        # when it does at the limit, the same holds.
-        assert len(lines) == 1 and "out of memory" in lines[0], lines
+    if "out_of_memory" in md:
+        # A failed allocation of echion's own (memory mode's table growing
+        # at the limit, in most runs of it; the sampler alone allocates next
+        # to nothing once it runs) is said once, and in the profile.
+        assert int(md["out_of_memory"]) > 0, md
+        assert len(lines) == 1 and "out of memory" in lines[0] and str(out) in lines[0], lines
     else:
         assert lines == [], lines
 
