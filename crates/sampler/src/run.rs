@@ -222,14 +222,7 @@ impl Control {
     /// that ends right after leaves a profile with no sample rather than
     /// an empty file (or none).
     pub fn wait_opened(&self, timeout: Duration) -> bool {
-        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        let (started, _) = self
-            .started_cv
-            .wait_timeout_while(started, timeout, |s| {
-                !*s && !self.opened.load(Ordering::Acquire)
-            })
-            .unwrap_or_else(|e| e.into_inner());
-        *started || self.opened.load(Ordering::Acquire)
+        self.wait(timeout, true)
     }
 
     /// Waits until the run has taken its first tick (or failed to start),
@@ -237,12 +230,19 @@ impl Control {
     /// then in the profile, instead of running unobserved while the sampler
     /// sets itself up.
     pub fn wait_started(&self, timeout: Duration) -> bool {
+        self.wait(timeout, false)
+    }
+
+    /// Waits until the run has started (or failed to), or, with `opened`,
+    /// until its profile is on disk too; returns whether that came.
+    fn wait(&self, timeout: Duration, opened: bool) -> bool {
+        let done = |started: bool| started || (opened && self.opened.load(Ordering::Acquire));
         let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         let (started, _) = self
             .started_cv
-            .wait_timeout_while(started, timeout, |s| !*s)
+            .wait_timeout_while(started, timeout, |s| !done(*s))
             .unwrap_or_else(|e| e.into_inner());
-        *started
+        done(*started)
     }
 }
 
