@@ -5,8 +5,9 @@ process and takes everything out again when the ``echion`` command asks
 The ``echion`` command makes a control directory with ``options`` (the
 ``ECHION_*`` values, one ``name=value`` per line), ``status`` (this side
 appends one line per event: ``started``, ``busy``, ``error: …``,
-``stopped`` (by the program, before the first sample), ``detached``) and ``control``, a FIFO that the command holds open: a byte
-on it, or its end of file, means detach.
+``stopped`` (by the program, before the first sample), ``detached``) and
+``control``, a FIFO that the command holds open: a byte on it, or its end
+of file, means detach.
 """
 
 import os
