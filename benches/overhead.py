@@ -186,6 +186,25 @@ def mojo_samples(path, thread="MainThread"):
     return sum(1 for s in data["samples"] if s["thread"] == thread)
 
 
+def sampler_cpu(path):
+    """The sampler thread's own CPU seconds, from the `sampler_cpu`
+    metadata our profiles end with (None for other profilers' files):
+    measured inside the process, so much less noisy than the difference of
+    two whole-process CPU times on a shared machine."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read()
+    except OSError:
+        return None
+    at = tail.rfind(b"sampler_cpu\0")
+    if at < 0:
+        return None
+    value = tail[at + len("sampler_cpu") + 1 :].split(b"\0", 1)[0]
+    return int(value) / 1e6 if value.isdigit() else None
+
+
 def pyspy_samples(path):
     """py-spy --format raw: collapsed stacks with counts."""
     total = 0
@@ -322,6 +341,8 @@ def main():
             results["python"].append({"wall": bare_wall, "cpu": bare_cpu})
             wall, cpu = run(cmd, env)
             row = {"wall": wall, "cpu": cpu}
+            if interval and name.startswith("echion-rs"):
+                row["sampler_cpu"] = sampler_cpu(out)
             if interval and args.no_samples:
                 row["samples"] = row["expected"] = wall * 1e6 / interval
                 row["bytes"] = out.stat().st_size
@@ -356,6 +377,17 @@ def main():
             print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {shown:>15s} | {bps:14.1f} |")
         else:
             print(f"| {name:22s} | {wall:10.3f} | {cpu:9.3f} | {'':>15s} | {'':>14s} |")
+    # The sampler thread's own CPU time over its paired plain run's CPU
+    # time: the CPU ratio without the noise of the program's own CPU time.
+    own = {
+        name: statistics.median(1 + r["sampler_cpu"] / b["cpu"] for r, b in zip(rows, paired[name]))
+        for name, rows in results.items()
+        if rows and all(r.get("sampler_cpu") is not None for r in rows)
+    }
+    if own:
+        print("\n1 + the sampler thread's own CPU time (from the profile's `sampler_cpu`) ÷ the paired plain run's CPU time, median:")
+        for name, ratio in own.items():
+            print(f"  {name:22s} {ratio:.3f}")
     spread = statistics.quantiles([r["wall"] for r in base], n=4) if len(base) >= 4 else []
     if spread:
         print(f"\nplain python wall time, quartiles over all {len(base)} plain runs: " + ", ".join(f"{q:.3f}s" for q in spread))

@@ -53,8 +53,10 @@ def check_metadata(view, mode):
     assert meta["interval"] == "1000"
     assert meta["sampler"] == "echion"
     assert meta["python"].startswith("%d.%d." % PY)
-    for key in ("duration", "ticks", "samples", "skipped", "late_ticks"):
+    for key in ("duration", "ticks", "samples", "skipped", "late_ticks", "sampler_cpu"):
         assert meta.get(key, "").isdigit(), f"closing metadata {key!r} missing: {meta}"
+    # The sampler's own CPU time: some, and less than the run lasted.
+    assert 0 < int(meta["sampler_cpu"]) < int(meta["duration"]), meta
     # Samples taken; the file may hold fewer (an unchanged stack's time is
     # added to its last sample).
     assert 0 < len(view["samples"]) <= int(meta["samples"])

@@ -43,6 +43,14 @@ pub fn minimise_timer_slack() {
     let _ = nix::sys::prctl::set_timerslack(1);
 }
 
+/// CPU time the calling thread has consumed, in nanoseconds (0 if the
+/// clock cannot be read).
+pub fn own_cpu_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| ts_ns(&t))
+        .unwrap_or(0)
+}
+
 /// CPU time consumed by the thread with kernel id `tid` of this process, in
 /// nanoseconds.
 ///

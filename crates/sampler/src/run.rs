@@ -377,6 +377,7 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
 
     clock::minimise_timer_slack();
     let start = clock::now_ns();
+    let cpu_start = clock::own_cpu_ns();
     let end = config
         .exposure
         .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
@@ -442,6 +443,12 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
         ("samples".to_owned(), stats.samples.to_string()),
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
+        // What sampling cost the process: this thread's CPU time from the
+        // first tick to the last (µs), the sleeps' wake-ups included.
+        (
+            "sampler_cpu".to_owned(),
+            (clock::own_cpu_ns().saturating_sub(cpu_start) / 1000).to_string(),
+        ),
     ];
     let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
     if let Some(size) = out_of_memory {
