@@ -446,16 +446,24 @@ pub struct ProcessReader {
 }
 
 impl ProcessReader {
-    /// A reader for the calling process.
+    /// A reader for the calling process. Its probe reads a static of this
+    /// library: no `/proc/self/maps` to read (a forked child's sampler
+    /// starts on the child's way).
     pub fn own() -> Result<Self, AttachError> {
-        Self::new(std::process::id())
+        static PROBE: u8 = 0x45;
+        Self::with_probe(std::process::id(), Addr(std::ptr::addr_of!(PROBE) as u64))
     }
 
     /// A reader for process `pid`. Probes access once, so that a permission
     /// problem is reported here with its remedy rather than on every read.
     pub fn new(pid: u32) -> Result<Self, AttachError> {
+        Self::with_probe(pid, probe_address(pid)?)
+    }
+
+    /// [`ProcessReader::new`], probing at `probe` (an address readable in
+    /// `pid`).
+    fn with_probe(pid: u32, probe: Addr) -> Result<Self, AttachError> {
         let raw = i32::try_from(pid).map_err(|_| AttachError::BadPid { pid })?;
-        let probe = probe_address(pid)?;
         let vm = Self {
             pid: Pid::from_raw(raw),
             backend: Backend::VmReadv,

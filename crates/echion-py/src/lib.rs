@@ -205,7 +205,13 @@ fn command_line() -> String {
 /// when its output is another format (the MOJO file beside it stays if
 /// that fails), and says where the profile went (with a summary) when
 /// `verbose`, asked, or when stderr is a terminal.
-fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
+fn run_to_end(
+    config: &Config,
+    control: &Control,
+    done: &Done,
+    finish: Finish,
+    opened: Option<Result<echion_sampler::run::Opened, SamplerError>>,
+) {
     SAMPLER_TID.store(
         // SAFETY: the gettid system call has no preconditions. (Not libc's
         // `gettid`: glibc has it from 2.30, the wheel runs on 2.17.)
@@ -213,7 +219,8 @@ fn run_to_end(config: &Config, control: &Control, done: &Done, finish: Finish) {
         std::sync::atomic::Ordering::Relaxed,
     );
     reserve::arm();
-    let result: Result<Summary, SamplerError> = echion_sampler::run(config, control);
+    let result: Result<Summary, SamplerError> =
+        echion_sampler::run::run_opened(config, control, opened);
     let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
     let tell = !quiet && (finish.verbose || stderr_is_terminal());
     match result {
@@ -506,7 +513,7 @@ fn start(py: Python<'_>) -> PyResult<()> {
     // still to take the GIL (which ends it by pthread_exit, unwinding
     // through these frames: a crash).
     watcher_enters();
-    py.detach(|| run_to_end(&config, &control, &done, finish));
+    py.detach(|| run_to_end(&config, &control, &done, finish, None));
     watcher_leaves();
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
@@ -515,12 +522,27 @@ fn start(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Samples in a native thread that Python does not know about (stealth).
+/// With `open_first`, the profile is made (its header on disk) before this
+/// returns, on the calling thread: a forked child goes on at once, and
+/// leaves a readable profile even if it ends before the sampler thread
+/// runs.
 #[pyfunction]
-fn start_async(py: Python<'_>) -> PyResult<()> {
+#[pyo3(signature = (open_first=false))]
+fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
     let (config, control, done, finish) = prepare(py)?;
+    let opened = match config.python {
+        Some(version) if open_first => {
+            let opened = py.detach(|| echion_sampler::run::open(&config, version));
+            if opened.is_ok() {
+                control.mark_opened();
+            }
+            Some(opened)
+        }
+        _ => None,
+    };
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
-        .spawn(move || run_to_end(&config, &control, &done, finish))
+        .spawn(move || run_to_end(&config, &control, &done, finish, opened))
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}")))?;
     with_state(|s| {
         if let Some(r) = s.running.as_mut() {

@@ -282,15 +282,94 @@ pub struct Summary {
 /// whatever the interval.
 const MAX_NAP_NS: u64 = 50_000_000;
 
+/// A profile opened before its run: the file with its header on disk, and
+/// with [`Config::sidecar`] the output the conversion writes at the end.
+/// [`open`] makes it on the thread that asks (a forked child goes on as
+/// soon as its profile exists, without waiting for a sampler thread to be
+/// scheduled); [`run_opened`] samples into it.
+#[derive(Debug)]
+pub struct Opened {
+    writer: MojoWriter<Output>,
+    target: Option<Output>,
+    path: PathBuf,
+}
+
+/// Opens the profile of `config` for this process, running `version`
+/// (see [`Opened`]; the version [`run_opened`] finds must be the same:
+/// `config.python` when set).
+pub fn open(config: &Config, version: PyVersion) -> Result<Opened, SamplerError> {
+    let pid = std::process::id();
+    let mut file = Output::open(&config.output, pid)?;
+    let mut target = None;
+    if config.sidecar {
+        let mojo = sidecar_path(file.path());
+        let sidecar = Output::create_beside(&mojo)?;
+        target = Some(std::mem::replace(&mut file, sidecar));
+    }
+    let path = file.path().to_path_buf();
+    let write_err = |source| SamplerError::Write {
+        path: path.clone(),
+        source,
+        kept: false,
+    };
+    // The writer hands the file whole events, 64 KiB at a time.
+    let mut writer = MojoWriter::with_options(
+        file,
+        i64::from(pid),
+        WriterOptions {
+            version: config.mojo_version,
+        },
+    )
+    .map_err(write_err)?;
+    writer
+        .metadata("mode", config.mode.name())
+        .map_err(write_err)?;
+    writer
+        .metadata("interval", &(interval_ns(config) / 1000).to_string())
+        .map_err(write_err)?;
+    writer.metadata("sampler", "echion").map_err(write_err)?;
+    writer
+        .metadata("python", &version.to_string())
+        .map_err(write_err)?;
+    // On disk at once: a process killed before its first tick's flush (a
+    // pool's worker ended by SIGTERM, a child killed at birth) leaves a
+    // readable profile with no sample instead of an empty file.
+    writer.flush().map_err(write_err)?;
+    Ok(Opened {
+        writer,
+        target,
+        path,
+    })
+}
+
+/// The sampling interval of `config` in nanoseconds (at least 1 µs).
+fn interval_ns(config: &Config) -> u64 {
+    u64::try_from(config.interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1000)
+}
+
 /// Samples this process until `control` asks to stop or the exposure time
 /// is over, writing the profile of `config`. Blocks the calling thread,
 /// which must not hold the GIL.
 pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> {
+    run_opened(config, control, None)
+}
+
+/// [`run`] into a profile [`open`] made (`Some`: its result, an error
+/// ending the run as if `run` had met it), or into one it opens itself
+/// (`None`).
+pub fn run_opened(
+    config: &Config,
+    control: &Control,
+    opened: Option<Result<Opened, SamplerError>>,
+) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
     OUT_OF_MEMORY.store(0, Ordering::Relaxed);
     // Sampling starts now: no thread's first sample counts from before.
     let origin_ns = clock::now_ns();
     let pid = std::process::id();
+    let opened = opened.transpose()?;
     guarded::prepare_thread();
     let reader = if config.direct_reads {
         GuardedReader::new()?
@@ -320,45 +399,20 @@ pub fn run(config: &Config, control: &Control) -> Result<Summary, SamplerError> 
             (python.runtime, python.layout, version)
         }
     };
-    let mut file = Output::open(&config.output, pid)?;
-    let mut target = None;
-    if config.sidecar {
-        let mojo = sidecar_path(file.path());
-        let sidecar = Output::create_beside(&mojo)?;
-        target = Some(std::mem::replace(&mut file, sidecar));
-    }
-    let path = file.path().to_path_buf();
+    let Opened {
+        writer,
+        target,
+        path,
+    } = match opened {
+        Some(o) => o,
+        None => open(config, version)?,
+    };
     let write_err = |source| SamplerError::Write {
         path: path.clone(),
         source,
         kept: false,
     };
-    // The writer hands the file whole events, 64 KiB at a time.
-    let mut writer = MojoWriter::with_options(
-        file,
-        i64::from(pid),
-        WriterOptions {
-            version: config.mojo_version,
-        },
-    )
-    .map_err(write_err)?;
-    let interval_ns = u64::try_from(config.interval.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1000);
-    writer
-        .metadata("mode", config.mode.name())
-        .map_err(write_err)?;
-    writer
-        .metadata("interval", &(interval_ns / 1000).to_string())
-        .map_err(write_err)?;
-    writer.metadata("sampler", "echion").map_err(write_err)?;
-    writer
-        .metadata("python", &version.to_string())
-        .map_err(write_err)?;
-    // On disk at once: a process killed before its first tick's flush (a
-    // pool's worker ended by SIGTERM, a child killed at birth) leaves a
-    // readable profile with no sample instead of an empty file.
-    writer.flush().map_err(write_err)?;
+    let interval_ns = interval_ns(config);
     control.mark_opened();
 
     let mut session = Session::new(&reader, pid, runtime, layout, version);
@@ -582,5 +636,39 @@ mod tests {
         let failed = Control::new();
         failed.mark_started();
         assert!(failed.wait_opened(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_profile_opened_first_is_on_disk_at_once_and_its_error_ends_the_run() {
+        let dir = std::env::temp_dir().join(format!("echion-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config {
+            output: dir.join("p.mojo"),
+            ..Config::default()
+        };
+        let version = PyVersion::new(3, 12, 1);
+        let opened = open(&config, version).unwrap();
+        // Header and metadata are on disk before any sampling.
+        let data = std::fs::read(&opened.path).unwrap();
+        let profile = echion_mojo::Profile::parse(&data).unwrap();
+        let meta: std::collections::HashMap<_, _> = profile.metadata.into_iter().collect();
+        assert_eq!(meta["python"], "3.12.1");
+        assert_eq!(meta["sampler"], "echion");
+        assert_eq!(meta["interval"], config.interval.as_micros().to_string());
+        drop(opened);
+        // A failed open hands its error to the run, which ends with it and
+        // lets any waiter go.
+        let control = Control::new();
+        let failed = open(
+            &Config {
+                output: dir.join("missing").join("p.mojo"),
+                ..Config::default()
+            },
+            version,
+        );
+        assert!(failed.is_err());
+        assert!(run_opened(&config, &control, Some(failed)).is_err());
+        assert!(control.wait_started(Duration::from_millis(1)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

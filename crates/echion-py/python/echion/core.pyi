@@ -7,8 +7,10 @@ __version__: str
 def start() -> None:
     """Sample in the calling thread until ``stop()``; releases the GIL."""
 
-def start_async() -> None:
-    """Sample in a native thread that Python does not see (stealth mode)."""
+def start_async(open_first: bool = False) -> None:
+    """Sample in a native thread that Python does not see (stealth mode).
+    With ``open_first`` the profile file is made, header on disk, before
+    this returns (a forked child)."""
 
 def stop() -> None:
     """Stop sampling, write the closing metadata and close the profile."""

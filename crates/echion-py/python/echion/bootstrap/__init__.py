@@ -73,17 +73,20 @@ def _start_sampler(forked=False) -> None:
         # (A thread of a gevent-patched `threading` is a greenlet: the
         # sampler of an attach to such a program is a native thread. A
         # forked child's is too: starting a `threading` thread waits for it
-        # to take the GIL once, a fork's cost many times over.)
-        ec.start_async()
+        # to take the GIL once, a fork's cost many times over. A forked
+        # child makes its profile file itself, on its way: it need not wait
+        # for the sampler thread to be scheduled.)
+        ec.start_async(open_first=forked)
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
     # An attached program goes on at once (echion -p waits elsewhere). A
-    # forked child goes on once its profile is on disk with its header: it
-    # goes on with its parent's work, whose start is in the parent's
-    # profile, and may end at once (an empty file would be unreadable).
+    # forked child goes on once its profile is on disk with its header (at
+    # once: `start_async` made it): it goes on with its parent's work, whose
+    # start is in the parent's profile, and may end at once (an empty file
+    # would be unreadable).
     if _attached_env is None:
         ec.wait_started(1.0, forked)
 
