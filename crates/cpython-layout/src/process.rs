@@ -279,14 +279,18 @@ pub fn find_python<R: MemoryReader + ?Sized>(
             push_unique(&mut files, p);
         }
     }
+    // Why each file was passed over, for the error.
+    let mut why: Vec<&str> = Vec::with_capacity(files.len());
     for path in &files {
         // Read the file as the target sees it (it may live in another mount
         // namespace), falling back to our own view.
         let rooted = PathBuf::from(format!("/proc/{pid}/root{}", path.display()));
         let Some(syms) = elf_symbols(&rooted).or_else(|| elf_symbols(path)) else {
+            why.push("not a readable ELF file");
             continue;
         };
         let Some(runtime_sym) = syms.runtime else {
+            why.push("no _PyRuntime symbol");
             continue;
         };
         let Some(base) = maps
@@ -295,6 +299,7 @@ pub fn find_python<R: MemoryReader + ?Sized>(
             .map(|m| m.start)
             .min()
         else {
+            why.push("its first page is not mapped");
             continue;
         };
         let bias = base.0.wrapping_sub(syms.first_load_vaddr.unwrap_or(0));
@@ -336,7 +341,8 @@ pub fn find_python<R: MemoryReader + ?Sized>(
         } else {
             files
                 .iter()
-                .map(|p| p.display().to_string())
+                .zip(&why)
+                .map(|(p, why)| format!("{}: {why}", p.display()))
                 .collect::<Vec<_>>()
                 .join(", ")
         },

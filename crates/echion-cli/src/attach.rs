@@ -46,14 +46,17 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     if pid == std::process::id() {
         return Err(fail("that is echion itself".to_owned()));
     }
-    if Path::new(&format!("/proc/{pid}")).exists() && !alive(pid) {
+    let proc_dir = format!("/proc/{pid}");
+    let existed = Path::new(&proc_dir).exists();
+    if existed && !alive(pid) {
         return Err(fail("the process has exited".to_owned()));
     }
     // Is it a CPython echion can read? (Also the clearest message for no
     // such process, no permission, not Python, an unsupported version.)
-    // A process that exits meanwhile fails these reads: said as such.
+    // A process that exits meanwhile fails these reads: said as such,
+    // whether it is still a zombie or already reaped by its parent.
     let gone = |e: String| {
-        if Path::new(&format!("/proc/{pid}")).exists() && !alive(pid) {
+        if existed && (!Path::new(&proc_dir).exists() || !alive(pid)) {
             fail("the process exited during the attach".to_owned())
         } else {
             fail(e)
