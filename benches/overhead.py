@@ -180,10 +180,30 @@ def memory_main(args, tmp):
 
 
 def mojo_samples(path, thread="MainThread"):
-    """Samples of one thread in a MOJO file, read by our reader."""
+    """Samples of one thread in a MOJO file, read by our reader: its time
+    over the profile's interval. (Our profiles write a stack that did not
+    change once with the time of all its ticks, so records undercount the
+    ticks; a tick missed shows as time missing.)"""
     out = subprocess.run([str(MOJO_TOOL), "dump", str(path)], check=True, stdout=subprocess.PIPE)
     data = json.loads(out.stdout)
-    return sum(1 for s in data["samples"] if s["thread"] == thread)
+    mine = [s for s in data["samples"] if s["thread"] == thread]
+    interval = int(data.get("metadata", {}).get("interval", 0) or 0)
+    if interval and all(s.get("time") is not None for s in mine):
+        return sum(s["time"] for s in mine) / interval
+    return len(mine)
+
+
+def tick_share(path):
+    """Ticks taken over ticks asked while our sampler ran (`ticks` ÷
+    `duration` / `interval` from the profile's metadata): the share of
+    samples asked that were taken, without the interpreter's start and end
+    that the wall time holds. None for other profilers' files."""
+    out = subprocess.run([str(MOJO_TOOL), "dump", str(path)], check=True, stdout=subprocess.PIPE)
+    md = json.loads(out.stdout).get("metadata", {})
+    try:
+        return int(md["ticks"]) / (int(md["duration"]) / int(md["interval"]))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
 
 
 def sampler_cpu(path):
@@ -343,6 +363,7 @@ def main():
             row = {"wall": wall, "cpu": cpu}
             if interval and name.startswith("echion-rs"):
                 row["sampler_cpu"] = sampler_cpu(out)
+                row["tick_share"] = tick_share(out)
             if interval and args.no_samples:
                 row["samples"] = row["expected"] = wall * 1e6 / interval
                 row["bytes"] = out.stat().st_size
@@ -385,9 +406,12 @@ def main():
         if rows and all(r.get("sampler_cpu") is not None for r in rows)
     }
     if own:
-        print("\n1 + the sampler thread's own CPU time (from the profile's `sampler_cpu`) ÷ the paired plain run's CPU time, median:")
+        print("\n1 + the sampler thread's own CPU time (from the profile's `sampler_cpu`) ÷ the paired plain run's CPU time, median;")
+        print("ticks taken ÷ ticks asked while it ran (`ticks` ÷ `duration` / `interval`), median:")
         for name, ratio in own.items():
-            print(f"  {name:22s} {ratio:.3f}")
+            shares = [r["tick_share"] for r in results[name] if r.get("tick_share") is not None]
+            taken = f"{statistics.median(shares):.1%}" if shares else "-"
+            print(f"  {name:22s} {ratio:.3f}   {taken}")
     spread = statistics.quantiles([r["wall"] for r in base], n=4) if len(base) >= 4 else []
     if spread:
         print(f"\nplain python wall time, quartiles over all {len(base)} plain runs: " + ", ".join(f"{q:.3f}s" for q in spread))
