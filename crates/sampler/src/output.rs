@@ -54,12 +54,18 @@ pub struct Output {
     /// Whether [`ROOM`] bytes past `whole` may be (or are) kept allocated:
     /// a regular file of this process's own, on a file system that can.
     room: bool,
+    /// Where the space kept allocated ends (0: none yet).
+    room_end: u64,
 }
 
 /// Disk space kept allocated past the end of the profile (`fallocate`,
 /// the size unchanged), so that when the disk fills up a failed write,
 /// once cut back, leaves room for the end metadata that says so.
 const ROOM: u64 = 8192;
+
+/// How far past the end space is asked for when the room runs short: most
+/// writes (a flush every 10 ms) then need no `fallocate` of their own.
+const ROOM_AHEAD: u64 = 16 * ROOM;
 
 #[derive(Debug)]
 enum Handle {
@@ -79,6 +85,7 @@ impl Output {
             Some(file) => Ok(Output {
                 path: plain,
                 room: may_keep_room(&file),
+                room_end: 0,
                 file,
                 whole: 0,
             }),
@@ -91,6 +98,7 @@ impl Output {
                             return Ok(Output {
                                 path,
                                 room: may_keep_room(&file),
+                                room_end: 0,
                                 file,
                                 whole: 0,
                             })
@@ -127,6 +135,7 @@ impl Output {
         Ok(Output {
             path: path.to_path_buf(),
             room: may_keep_room(&file),
+            room_end: 0,
             file,
             whole: 0,
         })
@@ -198,24 +207,39 @@ impl Output {
     }
 
     /// Keeps [`ROOM`] bytes allocated past `end`, where the file is about
-    /// to end. `Err` when the file system is full (the room is not there);
-    /// a file system that cannot is not asked again.
+    /// to end: when less is kept, asks for [`ROOM_AHEAD`] (or, on a disk
+    /// that has not that much, for [`ROOM`]). `Err` when the file system is
+    /// full (the room is not there); a file system that cannot is not
+    /// asked again.
     fn keep_room(&mut self, end: u64) -> io::Result<()> {
-        use nix::fcntl::{fallocate, FallocateFlags};
-        if !self.room {
+        if !self.room || end.saturating_add(ROOM) <= self.room_end {
             return Ok(());
         }
-        let (Ok(at), Ok(len)) = (i64::try_from(end), i64::try_from(ROOM)) else {
-            return Ok(());
+        let full = |e| matches!(e, nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT);
+        let asked = match self.allocate(end, ROOM_AHEAD) {
+            Err(e) if full(e) => self.allocate(end, ROOM).map(|()| ROOM),
+            other => other.map(|()| ROOM_AHEAD),
         };
-        match fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len) {
-            Ok(()) => Ok(()),
-            Err(e @ (nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT)) => Err(e.into()),
+        match asked {
+            Ok(len) => {
+                self.room_end = end + len;
+                Ok(())
+            }
+            Err(e) if full(e) => Err(e.into()),
             Err(_) => {
                 self.room = false;
                 Ok(())
             }
         }
+    }
+
+    /// `fallocate` of `len` bytes at `at`, the file's size unchanged.
+    fn allocate(&self, at: u64, len: u64) -> nix::Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
+            return Ok(());
+        };
+        fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len)
     }
 
     /// Gives back the space kept past the end (the file's end from now on
@@ -224,11 +248,18 @@ impl Output {
         use nix::fcntl::{fallocate, FallocateFlags};
         if std::mem::take(&mut self.room) {
             // Past the end the kept blocks may run into one more (the room
-            // starts mid-block): punch twice the room.
-            if let (Ok(at), Ok(len)) = (i64::try_from(self.whole), i64::try_from(2 * ROOM)) {
+            // starts mid-block): punch a room more than was kept.
+            let kept = self.room_end.saturating_sub(self.whole).max(ROOM);
+            if let (Ok(at), Ok(len)) = (i64::try_from(self.whole), i64::try_from(kept + ROOM)) {
                 let flags =
                     FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
                 let _ = fallocate(self.file(), flags, at, len);
+            }
+            // ext4 punches nothing past the end of the file; cutting the
+            // file to its own size frees what was kept there.
+            let file = self.file();
+            if file.metadata().is_ok_and(|m| m.len() == self.whole) {
+                let _ = file.set_len(self.whole);
             }
         }
     }
@@ -392,6 +423,46 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         dir
+    }
+
+    #[test]
+    fn room_is_kept_ahead_in_one_call_for_many_small_writes_and_given_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tmp();
+        let mut out = Output::open(&dir.join("p.mojo"), std::process::id()).unwrap();
+        assert!(out.room, "a regular file of our own may keep room");
+        out.write_all(&[1; 100]).unwrap();
+        if !out.room {
+            // This file system cannot keep room: nothing more to check.
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+        let first = out.room_end;
+        assert_eq!(first, 100 + ROOM_AHEAD);
+        let allocated = |out: &Output| out.file().metadata().unwrap().blocks() * 512;
+        assert!(allocated(&out) >= 100 + ROOM);
+        // Small writes (a flush every 10 ms) go on in the room kept: no
+        // call of their own until less than ROOM is left past the end.
+        let small = (ROOM_AHEAD - ROOM - 100) / 512;
+        for _ in 0..small {
+            out.write_all(&[2; 512]).unwrap();
+        }
+        assert_eq!(out.room_end, first);
+        out.write_all(&[3; 1024]).unwrap();
+        assert!(out.room_end > first && out.room_end >= out.whole + ROOM);
+        assert!(allocated(&out) >= out.whole + ROOM);
+        // Given back at the end: what stays allocated is about the file.
+        let size = out.whole;
+        let path = out.path().to_path_buf();
+        drop(out);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), size);
+        assert!(
+            meta.blocks() * 512 < size + ROOM,
+            "{} blocks for {size} bytes",
+            meta.blocks()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
