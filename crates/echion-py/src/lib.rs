@@ -218,6 +218,7 @@ fn run_to_end(
         unsafe { libc::syscall(libc::SYS_gettid) } as i32,
         std::sync::atomic::Ordering::Relaxed,
     );
+    SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
     reserve::arm();
     let result: Result<Summary, SamplerError> =
         echion_sampler::run::run_opened(config, control, opened);
@@ -480,6 +481,11 @@ fn set_quiet(quiet: bool) {
 /// The kernel id of the thread that runs (or ran) the sampler, 0 if none.
 static SAMPLER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// Whether a sampler thread was spawned that has not said its id yet (a
+/// forked child goes on before its sampler thread runs, and may fork
+/// again at once): it is one of the process's threads, and echion's.
+static SAMPLER_SPAWNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The threads of this process that are not echion's, as the kernel counts
 /// them (what `os.fork()` counts from 3.12 to decide to warn), or -1 if
 /// they cannot be counted.
@@ -498,8 +504,10 @@ fn threads_besides_echion() -> i64 {
         return -1;
     };
     let tid = SAMPLER_TID.load(std::sync::atomic::Ordering::Relaxed);
-    let ours =
-        i64::from(tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists());
+    let ours = i64::from(
+        SAMPLER_SPAWNED.load(std::sync::atomic::Ordering::Acquire)
+            || (tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()),
+    );
     n - ours
 }
 
@@ -540,10 +548,14 @@ fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
         }
         _ => None,
     };
+    SAMPLER_SPAWNED.store(true, std::sync::atomic::Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
         .spawn(move || run_to_end(&config, &control, &done, finish, opened))
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}")))?;
+        .map_err(|e| {
+            SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
+            PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}"))
+        })?;
     with_state(|s| {
         if let Some(r) = s.running.as_mut() {
             r.native = Some(handle);
@@ -740,6 +752,9 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
 #[pyfunction]
 fn reset_after_fork() {
     codehook::reset_after_fork();
+    // The parent's sampler thread is not here.
+    SAMPLER_TID.store(0, std::sync::atomic::Ordering::Relaxed);
+    SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
     // No watcher or sampling thread came along (its lock is only taken
     // with the GIL, which the forking thread held).
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;

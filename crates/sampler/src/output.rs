@@ -63,8 +63,11 @@ pub struct Output {
 /// once cut back, leaves room for the end metadata that says so.
 const ROOM: u64 = 8192;
 
-/// How far past the end space is asked for when the room runs short: most
-/// writes (a flush every 10 ms) then need no `fallocate` of their own.
+/// How far past the end space is asked for, at most, when the room runs
+/// short: as far as the file is long (a file left by a process that never
+/// gives its room back, ended by `os._exit` or a signal, keeps no more than
+/// its own size), up to this. Most writes of a long profile (a flush every
+/// 10 ms) then need no `fallocate` of their own.
 const ROOM_AHEAD: u64 = 16 * ROOM;
 
 #[derive(Debug)]
@@ -207,18 +210,19 @@ impl Output {
     }
 
     /// Keeps [`ROOM`] bytes allocated past `end`, where the file is about
-    /// to end: when less is kept, asks for [`ROOM_AHEAD`] (or, on a disk
-    /// that has not that much, for [`ROOM`]). `Err` when the file system is
-    /// full (the room is not there); a file system that cannot is not
-    /// asked again.
+    /// to end: when less is kept, asks for as much as the file is long,
+    /// between [`ROOM`] and [`ROOM_AHEAD`] (on a disk that has not that
+    /// much, for [`ROOM`]). `Err` when the file system is full (the room is
+    /// not there); a file system that cannot is not asked again.
     fn keep_room(&mut self, end: u64) -> io::Result<()> {
         if !self.room || end.saturating_add(ROOM) <= self.room_end {
             return Ok(());
         }
         let full = |e| matches!(e, nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT);
-        let asked = match self.allocate(end, ROOM_AHEAD) {
-            Err(e) if full(e) => self.allocate(end, ROOM).map(|()| ROOM),
-            other => other.map(|()| ROOM_AHEAD),
+        let ahead = end.clamp(ROOM, ROOM_AHEAD);
+        let asked = match self.allocate(end, ahead) {
+            Err(e) if full(e) && ahead > ROOM => self.allocate(end, ROOM).map(|()| ROOM),
+            other => other.map(|()| ahead),
         };
         match asked {
             Ok(len) => {
@@ -426,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn room_is_kept_ahead_in_one_call_for_many_small_writes_and_given_back() {
+    fn room_is_kept_ahead_as_far_as_the_file_is_long_and_given_back() {
         use std::os::unix::fs::MetadataExt;
         let dir = tmp();
         let mut out = Output::open(&dir.join("p.mojo"), std::process::id()).unwrap();
@@ -437,13 +441,18 @@ mod tests {
             std::fs::remove_dir_all(&dir).unwrap();
             return;
         }
-        let first = out.room_end;
-        assert_eq!(first, 100 + ROOM_AHEAD);
+        // A short file keeps no more room than the end metadata needs.
+        assert_eq!(out.room_end, 100 + ROOM);
         let allocated = |out: &Output| out.file().metadata().unwrap().blocks() * 512;
         assert!(allocated(&out) >= 100 + ROOM);
+        // A long one is kept room as far ahead as it is long, up to
+        // ROOM_AHEAD.
+        out.write_all(&vec![1; ROOM_AHEAD as usize]).unwrap();
+        let first = out.room_end;
+        assert_eq!(first, out.whole + ROOM_AHEAD);
         // Small writes (a flush every 10 ms) go on in the room kept: no
         // call of their own until less than ROOM is left past the end.
-        let small = (ROOM_AHEAD - ROOM - 100) / 512;
+        let small = (ROOM_AHEAD - ROOM) / 512;
         for _ in 0..small {
             out.write_all(&[2; 512]).unwrap();
         }

@@ -497,8 +497,9 @@ pub fn run_opened(
         ("samples".to_owned(), stats.samples.to_string()),
         ("skipped".to_owned(), stats.skipped_total().to_string()),
         ("late_ticks".to_owned(), late_ticks.to_string()),
-        // What sampling cost the process: this thread's CPU time from the
-        // first tick to the last (µs), the sleeps' wake-ups included.
+        // This thread's CPU time from the first tick to the last (µs), the
+        // sleeps' wake-ups included (not the hooks that run on the
+        // program's threads: memory mode's, native mode's captures).
         (
             "sampler_cpu".to_owned(),
             (clock::own_cpu_ns().saturating_sub(cpu_start) / 1000).to_string(),
