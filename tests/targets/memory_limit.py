@@ -1,9 +1,8 @@
 """Runs at its memory limit: sets RLIMIT_AS 64 MiB above what it uses,
 fills it with 1 MiB blocks until MemoryError, lets go of 4 of them, then
 for a second keeps making small objects (new code too, each called),
-giving them all back whenever an allocation fails, then makes stacks up
-to 900 frames deep (memory mode's table grows with them). Prints what it
-did; exits with 5."""
+giving them all back whenever an allocation fails. Prints what it did;
+exits with 5."""
 
 import resource
 import sys
@@ -17,13 +16,6 @@ def vm_size():
                 return int(line.split()[1]) * 1024
 
 
-def deep(d):
-    return deep(d - 1) if d else [d] * 4
-
-
-# The main thread's stack grows on demand, which the limit forbids as well:
-# grow it first, as deep as the program will go.
-deep(950)
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), hard))
 held = []
@@ -55,14 +47,5 @@ while time.monotonic() < end:
         failures += 1
         small.clear()
     n += 1
-
-
-deep_ok = 0
-for d in range(100, 901, 200):
-    try:
-        small.append(deep(d))
-        deep_ok += 1
-    except (MemoryError, RecursionError):
-        small.clear()
 print("done", n > 10, flush=True)
 sys.exit(5)
