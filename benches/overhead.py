@@ -193,36 +193,44 @@ def mojo_samples(path, thread="MainThread"):
     return len(mine)
 
 
-def tick_share(path):
-    """Ticks taken over ticks asked while our sampler ran (`ticks` ÷
-    `duration` / `interval` from the profile's metadata): the share of
-    samples asked that were taken, without the interpreter's start and end
-    that the wall time holds. None for other profilers' files."""
-    out = subprocess.run([str(MOJO_TOOL), "dump", str(path)], check=True, stdout=subprocess.PIPE)
-    md = json.loads(out.stdout).get("metadata", {})
-    try:
-        return int(md["ticks"]) / (int(md["duration"]) / int(md["interval"]))
-    except (KeyError, ValueError, ZeroDivisionError):
-        return None
-
-
-def sampler_cpu(path):
-    """The sampler thread's own CPU seconds, from the `sampler_cpu`
-    metadata our profiles end with (None for other profilers' files):
-    measured inside the process, so much less noisy than the difference of
-    two whole-process CPU times on a shared machine."""
+def our_metadata(path, keys=("interval", "ticks", "duration", "sampler_cpu")):
+    """Values of metadata `keys` of one of our profiles, read from its first
+    4 KiB (where `interval` is) and last 8 KiB (the closing metadata), not
+    by decoding the whole file (a profile of many asyncio tasks holds
+    millions of samples). A key not found is left out."""
     try:
         with open(path, "rb") as f:
+            head = f.read(4096)
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 8192))
             tail = f.read()
     except OSError:
+        return {}
+    found = {}
+    for key in keys:
+        # A metadata event: its id (1), the key, NUL, the value, NUL.
+        name = b"\1" + key.encode() + b"\0"
+        at = tail.rfind(name)
+        chunk = tail
+        if at < 0:
+            at, chunk = head.find(name), head
+        if at < 0:
+            continue
+        value = chunk[at + len(name) :].split(b"\0", 1)[0]
+        if value.isdigit():
+            found[key] = int(value)
+    return found
+
+
+def tick_share(md):
+    """Ticks taken over ticks asked while our sampler ran (`ticks` ÷
+    `duration` / `interval` of its metadata `md`): the share of samples
+    asked that were taken, without the interpreter's start and end that the
+    wall time holds. None when `md` does not say."""
+    try:
+        return md["ticks"] / (md["duration"] / md["interval"])
+    except (KeyError, ZeroDivisionError):
         return None
-    at = tail.rfind(b"sampler_cpu\0")
-    if at < 0:
-        return None
-    value = tail[at + len("sampler_cpu") + 1 :].split(b"\0", 1)[0]
-    return int(value) / 1e6 if value.isdigit() else None
 
 
 def pyspy_samples(path):
@@ -362,8 +370,12 @@ def main():
             wall, cpu = run(cmd, env)
             row = {"wall": wall, "cpu": cpu}
             if interval and name.startswith("echion-rs"):
-                row["sampler_cpu"] = sampler_cpu(out)
-                row["tick_share"] = tick_share(out)
+                # The sampler thread's own CPU seconds, measured inside the
+                # process: much less noisy than the difference of two
+                # whole-process CPU times on a shared machine.
+                md = our_metadata(out)
+                row["sampler_cpu"] = md["sampler_cpu"] / 1e6 if "sampler_cpu" in md else None
+                row["tick_share"] = tick_share(md)
             if interval and args.no_samples:
                 row["samples"] = row["expected"] = wall * 1e6 / interval
                 row["bytes"] = out.stat().st_size
