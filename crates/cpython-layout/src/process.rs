@@ -418,4 +418,36 @@ mod tests {
         );
         assert_eq!(version_without_symbol(Path::new("/x/python"), &[]), None);
     }
+
+    #[test]
+    fn a_python_named_program_without_the_runtime_says_why_it_was_passed_over() {
+        // `sleep` copied under a python-like name: an ELF file found by its
+        // name, without `_PyRuntime`.
+        let dir = std::env::temp_dir().join(format!("echion-notpy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("python3-not-really");
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+        let reader = crate::reader::ProcessReader::new(child.id()).unwrap();
+        // The exec may not be done at once: its maps name the file then.
+        let mut said = String::new();
+        for _ in 0..200 {
+            match find_python(child.id(), &reader) {
+                Err(e @ ProcessError::NotPython { .. })
+                    if e.to_string().contains("python3-not-really") =>
+                {
+                    said = e.to_string();
+                    break;
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            said.contains("python3-not-really: no _PyRuntime symbol"),
+            "{said}"
+        );
+    }
 }
