@@ -1,3 +1,4 @@
+import signal
 import sys
 from pathlib import Path
 
@@ -10,3 +11,11 @@ def pytest_configure(config):
         "parallel: the file's tests weigh no share of samples or time, so they may run beside others "
         "(scripts/test runs them two at a time, the rest one at a time)",
     )
+
+    # A pytest started in the background by a shell without job control
+    # (`pytest ... &` in a script) has SIGINT and SIGQUIT ignored, and every
+    # program it starts inherits that: the tests of what a program does on
+    # Ctrl-C or Ctrl-\ would then see it ignore them. The programs start with
+    # the actions a terminal gives them (a caught signal is reset at exec).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)

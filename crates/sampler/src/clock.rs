@@ -1,10 +1,8 @@
 //! Clocks and sleeping: monotonic time, per-thread CPU time, the scheduler
 //! state of a thread, and absolute-deadline sleeps.
 
-use std::time::Duration;
-
 use nix::sys::time::TimeSpec;
-use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use nix::time::{clock_gettime, ClockId};
 
 /// Monotonic time in nanoseconds.
 pub fn now_ns() -> u64 {
@@ -17,23 +15,6 @@ fn ts_ns(t: &TimeSpec) -> u64 {
     (t.tv_sec() as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec() as u64)
-}
-
-/// Sleeps until the monotonic clock reads `deadline_ns`: an absolute
-/// deadline, so that the time spent sampling does not push the next tick
-/// later (no drift). Returns at once if the deadline has passed.
-pub fn sleep_until(deadline_ns: u64) {
-    let ts = TimeSpec::from(Duration::from_nanos(deadline_ns));
-    loop {
-        match clock_nanosleep(
-            ClockId::CLOCK_MONOTONIC,
-            ClockNanosleepFlags::TIMER_ABSTIME,
-            &ts,
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return,
-        }
-    }
 }
 
 /// Asks the kernel for the smallest timer slack for the calling thread, so
@@ -122,19 +103,6 @@ mod tests {
         assert!(thread_is_running(tid));
         assert_eq!(thread_cpu_ns(0), None);
         assert!(!thread_is_running(u64::from(u32::MAX)));
-    }
-
-    #[test]
-    fn sleep_until_is_absolute() {
-        minimise_timer_slack();
-        let start = now_ns();
-        sleep_until(start + 5_000_000);
-        let slept = now_ns() - start;
-        assert!(slept >= 5_000_000, "{slept}");
-        // A deadline in the past returns at once.
-        let t = now_ns();
-        sleep_until(start);
-        assert!(now_ns() - t < 5_000_000);
     }
 }
 

@@ -182,6 +182,10 @@ pub struct Control {
     /// to start): from then on the process may end at any moment and leave
     /// a readable profile.
     opened: AtomicBool,
+    /// The thread that runs the loop, while it runs: a stop wakes it from
+    /// its sleep instead of waiting for the next tick (up to an interval at
+    /// the program's exit; 50 ms with `-i 1s`).
+    sleeper: Mutex<Option<std::thread::Thread>>,
 }
 
 impl Control {
@@ -193,6 +197,24 @@ impl Control {
     /// Asks the loop to stop after the current tick.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        let sleeper = self.sleeper.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(thread) = sleeper.as_ref() {
+            thread.unpark();
+        }
+    }
+
+    /// Sleeps until the monotonic clock reads `deadline_ns` (`now_ns` is
+    /// now), or until [`Control::request_stop`] wakes the loop's thread;
+    /// may return early (the caller looks at the clock again).
+    fn nap(&self, now_ns: u64, deadline_ns: u64) {
+        std::thread::park_timeout(Duration::from_nanos(deadline_ns.saturating_sub(now_ns)));
+    }
+
+    /// Names the calling thread as the one a stop wakes (`true`), or no
+    /// thread (`false`).
+    fn set_sleeper(&self, this_thread: bool) {
+        let mut sleeper = self.sleeper.lock().unwrap_or_else(|e| e.into_inner());
+        *sleeper = this_thread.then(std::thread::current);
     }
 
     /// Whether stopping was asked.
@@ -438,6 +460,7 @@ pub fn run_opened(
     let mut next = start;
     let mut late_ticks = 0;
     let mut failed = None;
+    control.set_sleeper(true);
     while !control.stop_requested() {
         let now = clock::now_ns();
         if end.is_some_and(|end| now >= end) || OUT_OF_MEMORY.load(Ordering::Relaxed) != 0 {
@@ -471,9 +494,10 @@ pub fn run_opened(
             if now >= next {
                 break;
             }
-            clock::sleep_until(next.min(now + MAX_NAP_NS));
+            control.nap(now, next.min(now + MAX_NAP_NS));
         }
     }
+    control.set_sleeper(false);
     if config.mode == Mode::Memory {
         // Tracking ends with sampling (the exposure is over, or the program
         // stops us): what changed since the last flush is the last sample
@@ -637,6 +661,43 @@ mod tests {
         let failed = Control::new();
         failed.mark_started();
         assert!(failed.wait_opened(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_stop_wakes_the_loop_from_its_sleep() {
+        let c = Arc::new(Control::new());
+        let sleeper = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.set_sleeper(true);
+                let start = clock::now_ns();
+                // A tick ten seconds away, as `-i 10s` would sleep.
+                let deadline = start + 10_000_000_000;
+                while !c.stop_requested() {
+                    let now = clock::now_ns();
+                    if now >= deadline {
+                        break;
+                    }
+                    c.nap(now, deadline);
+                }
+                c.set_sleeper(false);
+                clock::now_ns() - start
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        c.request_stop();
+        let slept = sleeper.join().unwrap();
+        assert!(
+            slept < 5_000_000_000,
+            "the stop waited for the tick: {slept} ns"
+        );
+        // Without a stop, a nap lasts until its deadline.
+        let start = clock::now_ns();
+        let quiet = Control::new();
+        while clock::now_ns() < start + 5_000_000 {
+            quiet.nap(clock::now_ns(), start + 5_000_000);
+        }
+        assert!(clock::now_ns() - start >= 5_000_000);
     }
 
     #[test]
