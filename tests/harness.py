@@ -253,7 +253,7 @@ def read_profiles(directory, check=True) -> Dict[int, "Profiles"]:
 
 def echion_command() -> List[str]:
     """The real ``echion`` command as pip installed it beside this
-    interpreter (a launcher that runs no site code of its own)."""
+    interpreter (the front-end executable: no site code of its own)."""
     command = Path(sys.executable).parent / "echion"
     assert command.is_file(), f"{command} missing: install the echion wheel in this venv"
     return [str(command)]

@@ -103,6 +103,46 @@ pub(crate) fn ask_interpreter(python: &Path) -> Result<PathBuf, CliError> {
     Ok(PathBuf::from(OsString::from_vec(stdout)))
 }
 
+/// Where an installed echion package keeps its packages under an install
+/// prefix (`PREFIX/bin/echion` is the command): a venv's or `--user`'s
+/// `lib/python3.X/site-packages`, Debian's `dist-packages`.
+const PACKAGE_DIRS: [(&str, &str); 3] = [
+    ("lib", "site-packages"),
+    ("lib", "dist-packages"),
+    ("local/lib", "dist-packages"),
+];
+
+/// The bootstrap directory of the echion package that the executable
+/// `exe` came with: for the `echion` command that pip installed as
+/// `PREFIX/bin/echion`, the package of this same version
+/// (`echion-VERSION.dist-info` beside it) under `PREFIX`'s packages. `None`
+/// for an executable installed otherwise (`cargo install`): the program's
+/// interpreter is then asked.
+pub fn beside_executable(exe: &Path) -> Option<PathBuf> {
+    let prefix = exe.parent()?.parent()?;
+    let record = format!("echion-{}.dist-info", env!("CARGO_PKG_VERSION"));
+    for (lib, packages) in PACKAGE_DIRS {
+        let lib = prefix.join(lib);
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
+        let mut pythons: Vec<OsString> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|n| n.as_encoded_bytes().starts_with(b"python3"))
+            .collect();
+        pythons.sort();
+        for python in pythons {
+            let site = lib.join(python).join(packages);
+            let bootstrap = site.join("echion").join("bootstrap");
+            if site.join(&record).is_dir() && bootstrap.join("sitecustomize.py").is_file() {
+                return Some(bootstrap);
+            }
+        }
+    }
+    None
+}
+
 /// Checks that `dir` is a directory with a `sitecustomize.py`.
 pub(crate) fn check_bootstrap_dir(dir: &Path) -> Result<(), CliError> {
     let bad = |reason| CliError::BadBootstrapDir {
@@ -116,4 +156,48 @@ pub(crate) fn check_bootstrap_dir(dir: &Path) -> Result<(), CliError> {
         return Err(bad("has no sitecustomize.py"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+
+    #[test]
+    fn the_command_finds_its_own_package_under_its_prefix() {
+        let root = std::env::temp_dir().join(format!("echion-beside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // PREFIX/bin/echion: a package without this version's record (another
+        // version, installed for another Python) is passed over.
+        let venv = root.join("venv");
+        let exe = venv.join("bin/echion");
+        let other = venv.join("lib/python3.10/site-packages");
+        touch(&other.join("echion/bootstrap/sitecustomize.py"));
+        std::fs::create_dir_all(other.join("echion-0.0.1.dist-info")).unwrap();
+        assert_eq!(beside_executable(&exe), None);
+        let ours = venv.join("lib/python3.12/site-packages");
+        touch(&ours.join("echion/bootstrap/sitecustomize.py"));
+        std::fs::create_dir_all(
+            ours.join(format!("echion-{}.dist-info", env!("CARGO_PKG_VERSION"))),
+        )
+        .unwrap();
+        assert_eq!(beside_executable(&exe), Some(ours.join("echion/bootstrap")));
+        // Debian's layout.
+        let system = root.join("usr");
+        let debian = system.join("local/lib/python3.11/dist-packages");
+        touch(&debian.join("echion/bootstrap/sitecustomize.py"));
+        std::fs::create_dir_all(
+            debian.join(format!("echion-{}.dist-info", env!("CARGO_PKG_VERSION"))),
+        )
+        .unwrap();
+        assert_eq!(
+            beside_executable(&system.join("bin/echion")),
+            Some(debian.join("echion/bootstrap"))
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use bootstrap::{find_bootstrap_dir, BOOTSTRAP_QUERY};
+pub use bootstrap::{beside_executable, find_bootstrap_dir, BOOTSTRAP_QUERY};
 pub use config::{
     expand_pid, parse, parse_exposure, parse_interval, Config, DEFAULT_INTERVAL_US, DEFAULT_OUTPUT,
     PID_PLACEHOLDER,

@@ -1,8 +1,8 @@
 //! The `echion` command: see the `echion_cli` crate.
 //!
-//! Built into the Python package as `echion/_echion`, where the package's
-//! `echion` launcher runs it (no Python starts before the profiled one):
-//! the bootstrap directory is then its sibling.
+//! The published wheel installs it as the `echion` command itself
+//! (`PREFIX/bin/echion`: no shell and no Python start before the profiled
+//! program); the bootstrap directory is that of the package it came with.
 
 #![forbid(unsafe_code)]
 
@@ -15,11 +15,9 @@ fn main() {
     ))
 }
 
-/// `bootstrap/` next to this executable, when it has the `sitecustomize.py`
-/// of an installed echion package; `None` elsewhere (`cargo install`: the
-/// front end asks the program's interpreter where echion is).
+/// The bootstrap directory of the package this executable came with
+/// ([`echion_cli::beside_executable`]); `None` elsewhere (`cargo install`:
+/// the front end asks the program's interpreter where echion is).
 fn package_bootstrap() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.join("bootstrap");
-    dir.join("sitecustomize.py").is_file().then_some(dir)
+    echion_cli::beside_executable(&std::env::current_exe().ok()?)
 }
