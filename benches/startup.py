@@ -6,8 +6,8 @@ at least 90 % of plain's forks per second).
 
 Rounds interleave every configuration; medians of per-round ratios to the
 plain run are reported. Start-up: an empty script, through the `echion`
-command that pip installed beside --python (the launcher and its front-end
-executable), through `python -m echion`, and the profiled interpreter alone
+command that pip installed beside --python (the front-end executable, from
+the published wheel), through `python -m echion`, and the profiled interpreter alone
 (the environment the front end would give it). Forks: benches/workloads/
 fork_loop.py, whose children leave at once (the worst case: every child
 pays the sampler's start and nothing else).

@@ -13,8 +13,14 @@ import pytest
 
 from harness import assert_readers_agree, contains, echion_command, echion_env, marker_line, read_all, run_echion, select, target
 
-# Shapes, bytes and exit statuses only: may run beside other tests.
-pytestmark = pytest.mark.parallel
+# Shapes, bytes and exit statuses only: most may run beside other tests
+# (marked one by one). Not the two below whose programs allocate while
+# another thread or interpreter starts: on a machine that two test
+# workers load, 2 runs of 16 lost allocations there (a subinterpreter's
+# 3 MB, a thread's share), with this build and the one before it alike;
+# not explained yet (see the closing note of session 20), so they run
+# alone, where they have not failed.
+parallel = pytest.mark.parallel
 
 TARGET = target("memory.py")
 
@@ -40,6 +46,7 @@ def run_memory(tmp_path, scenario, *extra, timeout=120):
     return run
 
 
+@parallel
 def test_held_memory_is_on_the_stack_that_holds_it(tmp_path):
     run = run_memory(tmp_path, "hold")
     view = run.view
@@ -76,6 +83,7 @@ def test_each_thread_holds_its_own(tmp_path):
     assert held(view, [("keep", line)], thread="MainThread") == 0, summary(view)
 
 
+@parallel
 def test_realloc_growth_nets_to_the_final_size(tmp_path):
     run = run_memory(tmp_path, "realloc")
     view = run.view
@@ -86,6 +94,7 @@ def test_realloc_growth_nets_to_the_final_size(tmp_path):
     assert len(select(view, lambda s: contains(s, [("grow", marker_line(TARGET, "grow"))]))) >= 1
 
 
+@parallel
 def test_a_forked_child_has_its_own_profile(tmp_path):
     run = run_memory(tmp_path, "fork")
     child = run.result["child"]
@@ -102,6 +111,7 @@ def test_a_forked_child_has_its_own_profile(tmp_path):
     assert {s["pid"] for s in kid["samples"]} == {child}
 
 
+@parallel
 def test_raw_allocations_without_the_gil(tmp_path):
     # Four threads compress at once: zlib's state and buffers come from the
     # raw domain while the GIL is released. The program's results are
@@ -135,6 +145,7 @@ def test_a_subinterpreter_allocates_under_its_id(tmp_path):
     assert not any(s["iid"] == got["main"] and sub_code(s) for s in view["samples"]), summary(view)
 
 
+@parallel
 def test_upstream_leak_shape(tmp_path):
     # echion's tests/test_memory.py (v0.3.0 and HEAD): one thread, at least
     # 1 MB in all, the leaking function's stack found.
@@ -150,6 +161,7 @@ def test_upstream_leak_shape(tmp_path):
     assert sum(s["memory"] for s in leak) >= 100_000 * 48, summary(view)
 
 
+@parallel
 def test_exposure_stops_tracking_and_the_program_goes_on(tmp_path):
     run = run_echion(tmp_path, TARGET, "-m", "-x", "0.1", args=["late"], timeout=120)
     assert run.returncode == 0, run.describe()
@@ -161,6 +173,7 @@ def test_exposure_stops_tracking_and_the_program_goes_on(tmp_path):
     assert int(run.view["metadata"]["duration"]) < 400_000, run.view["metadata"]
 
 
+@parallel
 @pytest.mark.parametrize("scenario,code", [("empty", 0), ("exit", 3)])
 def test_200_runs_end_as_without_echion(tmp_path, scenario, code):
     # echion 0.3.5 segfaulted on an empty script in about half its runs.
@@ -178,6 +191,7 @@ def test_200_runs_end_as_without_echion(tmp_path, scenario, code):
     assert len(list(tmp_path.glob("p.*.mojo"))) == 200
 
 
+@parallel
 def test_echion_core_tracks_memory_in_process(tmp_path):
     # The functions of echion 0.3 (set_memory, start_async, stop) from the
     # program itself, without the echion command.
@@ -203,6 +217,7 @@ def test_echion_core_tracks_memory_in_process(tmp_path):
     assert not any(s["frames"] and s["frames"][-1][2] == 6 for s in view["samples"]), summary(view)
 
 
+@parallel
 def test_native_frames_of_the_allocating_stack(tmp_path):
     # -m -n: each allocation's native frames are interleaved with its Python
     # frames, as in the time modes.

@@ -103,7 +103,7 @@ def test_the_echion_command_is_the_front_end_executable(tmp_path):
     no_python = dict(os.environ, PATH="/usr/bin:/bin")
     verbose = subprocess.run([str(command), "-v", "-o", str(tmp_path / "p.mojo"), "/bin/true"], stderr=subprocess.PIPE, env=no_python)
     assert verbose.returncode == 0, verbose.stderr.decode()
-    boot = Path(echion.__file__).parent / "bootstrap"
+    boot = Path(os.path.realpath(echion.__file__)).parent / "bootstrap"
     assert "bootstrap directory '%s'" % boot in verbose.stderr.decode() or "bootstrap directory %s" % boot in verbose.stderr.decode(), verbose.stderr.decode()
 
 

@@ -103,14 +103,38 @@ pub(crate) fn ask_interpreter(python: &Path) -> Result<PathBuf, CliError> {
     Ok(PathBuf::from(OsString::from_vec(stdout)))
 }
 
-/// Where an installed echion package keeps its packages under an install
-/// prefix (`PREFIX/bin/echion` is the command): a venv's or `--user`'s
-/// `lib/python3.X/site-packages`, Debian's `dist-packages`.
-const PACKAGE_DIRS: [(&str, &str); 3] = [
+/// Where pip puts packages under an install prefix (`PREFIX/bin/echion`
+/// is the command): a venv's or `--user`'s `lib/python3.X/site-packages`,
+/// Fedora's `lib64` (platform wheels), Debian's `dist-packages`.
+const PACKAGE_DIRS: [(&str, &str); 4] = [
     ("lib", "site-packages"),
+    ("lib64", "site-packages"),
     ("lib", "dist-packages"),
     ("local/lib", "dist-packages"),
 ];
+
+/// Whether the packages directory `site` holds the record of this version
+/// of echion (`echion-VERSION.dist-info`).
+fn has_own_record(site: &Path) -> bool {
+    let version = env!("CARGO_PKG_VERSION");
+    match version.split_once(['-', '+']) {
+        None => site.join(format!("echion-{version}.dist-info")).is_dir(),
+        Some((release, _)) => {
+            // pip spells a pre-release as PEP 440 does (0.5.0-rc.1 is
+            // 0.5.0rc1): the release is what is compared.
+            let prefix = format!("echion-{release}");
+            std::fs::read_dir(site)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .any(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(&prefix) && name.ends_with(".dist-info")
+                })
+        }
+    }
+}
 
 /// The bootstrap directory of the echion package that the executable
 /// `exe` came with: for the `echion` command that pip installed as
@@ -120,7 +144,6 @@ const PACKAGE_DIRS: [(&str, &str); 3] = [
 /// interpreter is then asked.
 pub fn beside_executable(exe: &Path) -> Option<PathBuf> {
     let prefix = exe.parent()?.parent()?;
-    let record = format!("echion-{}.dist-info", env!("CARGO_PKG_VERSION"));
     for (lib, packages) in PACKAGE_DIRS {
         let lib = prefix.join(lib);
         let Ok(entries) = std::fs::read_dir(&lib) else {
@@ -135,7 +158,7 @@ pub fn beside_executable(exe: &Path) -> Option<PathBuf> {
         for python in pythons {
             let site = lib.join(python).join(packages);
             let bootstrap = site.join("echion").join("bootstrap");
-            if site.join(&record).is_dir() && bootstrap.join("sitecustomize.py").is_file() {
+            if bootstrap.join("sitecustomize.py").is_file() && has_own_record(&site) {
                 return Some(bootstrap);
             }
         }

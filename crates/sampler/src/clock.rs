@@ -1,5 +1,5 @@
-//! Clocks and sleeping: monotonic time, per-thread CPU time, the scheduler
-//! state of a thread, and absolute-deadline sleeps.
+//! Clocks: monotonic time, per-thread CPU time, the scheduler state of a
+//! thread, and the timer slack of the sampler's sleeps.
 
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, ClockId};

@@ -1,4 +1,5 @@
-"""The ``echion`` command: ``python -m echion`` and the console script.
+"""The ``echion`` command: ``python -m echion``, and what the shell launcher
+of a source build runs.
 
 The front end is the Rust one (crates/echion-cli), reached through the
 native module so that ``pip install echion`` and ``cargo install`` give the
