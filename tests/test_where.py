@@ -402,6 +402,20 @@ def test_sigquit_under_echion_prints_the_dump_and_goes_on(spawn, tmp_path):
     assert any(s["thread"] == "sleeper" for s in p.ours["samples"])
 
 
+def test_sigquit_dump_comes_between_ticks_of_a_long_interval(spawn, tmp_path):
+    # With -i 10s the next tick is seconds away: the dump does not wait for
+    # it (the loop looks at the request after every nap, 50 ms at most).
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "wb") as err:
+        t = spawn("threads", under_echion=True, stderr=err, echion_args=["-i", "10s"])
+        _wait_reading_stdin(t.pid)
+        os.kill(t.pid, signal.SIGQUIT)
+        text = _wait_for(err_path, "🧵 spinner:", timeout=5)
+        rc, out, _ = t.finish()
+    assert (rc, out) == (0, b"done\n")
+    assert text.count(HEADER) == 1, text
+
+
 def test_sigquit_under_echion_n_shows_native_frames(spawn, tmp_path):
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
