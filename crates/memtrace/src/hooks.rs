@@ -35,7 +35,7 @@ use echion_cpython_layout::linetable::TableFormat;
 use echion_cpython_layout::views::Target;
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 
-use crate::table::{Drained, Tracker, TrackerStats};
+use crate::table::{AllocThread, Drained, Tracker, TrackerStats};
 use crate::HookError;
 
 /// `PyMemAllocatorEx` (Include/cpython/pymem.h, the same in 3.8–3.13).
@@ -204,6 +204,8 @@ fn fresh(layout: &'static Layout, format: TableFormat) -> *mut Shared {
 }
 
 extern "C" fn after_fork_in_child() {
+    // The child's only thread has a kernel id of its own.
+    let _ = KERNEL_ID.try_with(|id| id.set(0));
     if let Some(s) = shared() {
         // The parent's table (and its lock, which a thread that does not
         // exist here may hold) is left behind.
@@ -242,12 +244,37 @@ unsafe fn link_to_stack(
     let native = t.native();
     // SAFETY: per the contract, the state and the frames it reaches are
     // alive and unchanging meanwhile.
-    let thread = unsafe { walk_own_stack(target.layout(), tstate, &mut keys, native) };
+    let (thread_id, interp) = unsafe { walk_own_stack(target.layout(), tstate, &mut keys, native) };
     if native && !keys.is_empty() {
         append_own_native_frames(t, &mut keys);
     }
+    let thread = AllocThread {
+        thread_id,
+        native_id: own_kernel_id(),
+        interp,
+    };
     t.alloc_walked(target, thread, &keys, ptr, size);
     t.put_keys(keys);
+}
+
+thread_local! {
+    /// This thread's kernel id, 0 until first asked.
+    static KERNEL_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The calling thread's kernel id (one system call per thread: kept in a
+/// thread-local; a forked child's is forgotten by the fork handler). 0 if
+/// it cannot be known (the thread-local is gone: the thread is ending).
+fn own_kernel_id() -> u64 {
+    KERNEL_ID
+        .try_with(|id| {
+            if id.get() == 0 {
+                // SAFETY: gettid takes no arguments and cannot fail.
+                id.set(unsafe { libc::syscall(libc::SYS_gettid) } as u64);
+            }
+            id.get()
+        })
+        .unwrap_or(0)
 }
 
 thread_local! {

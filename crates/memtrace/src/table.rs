@@ -10,7 +10,10 @@
 //! that is still allocated.
 //!
 //! The sampler thread takes what changed with [`Tracker::drain`] once per
-//! interval, as one delta per stack, together with the frames and stacks it
+//! interval, as what each stack allocated and what of it was freed (two
+//! entries, not their sum: a block made and freed between two drains, as
+//! when the sampler is not scheduled for longer than the block lives,
+//! still shows where it was made), together with the frames and stacks it
 //! has not seen yet (handed over, not copied: the tracker keeps of a stack
 //! only what finds it again), and writes them after letting go of the
 //! lock. A code object freed takes with it its decoded frames and the
@@ -56,8 +59,23 @@ pub struct StackRec {
     pub iid: i64,
     /// The thread's `threading.get_ident()`.
     pub thread_id: u64,
+    /// The thread's kernel id (0: unknown). A thread's `get_ident()` is
+    /// taken again by a thread started after it ended: the two threads'
+    /// stacks are told apart by this, and so named apart.
+    pub native_id: u64,
     /// Indices into the frame list, outermost first.
     pub frames: Box<[u32]>,
+}
+
+/// The thread an allocation was made on, as the hook found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocThread {
+    /// `threading.get_ident()` (the thread state's `thread_id`).
+    pub thread_id: u64,
+    /// The kernel thread id (0: unknown).
+    pub native_id: u64,
+    /// The address of the interpreter state it runs in.
+    pub interp: u64,
 }
 
 /// What changed since the last [`Tracker::drain`].
@@ -72,7 +90,10 @@ pub struct Drained {
     pub stacks: Vec<StackRec>,
     /// Index of `stacks[0]`.
     pub first_stack: u32,
-    /// Each stack whose live bytes changed, and by how much.
+    /// Each stack whose live bytes changed: the bytes it allocated since
+    /// (positive) and the bytes of it freed since (negative), as separate
+    /// entries, the allocation first; their sum is how its live bytes
+    /// changed.
     pub deltas: Vec<(u32, i64)>,
 }
 
@@ -128,7 +149,9 @@ struct Stack {
     /// Whether it is in `stack_index` (until a code object it ran is
     /// freed: a new one may take the address).
     indexed: bool,
-    delta: i64,
+    /// Bytes allocated and bytes freed since the last drain.
+    allocated: u64,
+    freed: u64,
     dirty: bool,
 }
 
@@ -268,12 +291,12 @@ impl Tracker {
 
     /// Links the `size` bytes at `ptr` to the stack `raw` (as
     /// [`Tracker::alloc`] would walk it: Python frames only, innermost
-    /// first, (code, offset or `u32::MAX`)) of the thread `thread_id` of the
-    /// interpreter state at `interp`; `target` decodes frames not seen yet.
+    /// first, (code, offset or `u32::MAX`)) of `thread`; `target` decodes
+    /// frames not seen yet.
     pub fn alloc_walked<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
-        (thread_id, interp): (u64, u64),
+        thread: AllocThread,
         raw: &[(u64, u32)],
         ptr: u64,
         size: u64,
@@ -282,7 +305,7 @@ impl Tracker {
             self.stats.frameless += 1;
             return;
         }
-        match self.find_or_add(target, thread_id, Addr(interp), raw) {
+        match self.find_or_add(target, thread, raw) {
             Ok(stack) => self.link(ptr, stack, size),
             Err(_) => self.stats.unwalkable += 1,
         }
@@ -398,6 +421,7 @@ impl Tracker {
                 .map(|s| StackRec {
                     iid: s.rec.iid,
                     thread_id: s.rec.thread_id,
+                    native_id: s.rec.native_id,
                     frames: std::mem::take(&mut s.rec.frames),
                 }),
         );
@@ -405,10 +429,15 @@ impl Tracker {
         for &i in &self.dirty {
             let s = &mut self.stacks[i as usize];
             s.dirty = false;
-            if s.delta != 0 {
-                out.deltas.push((i, s.delta));
-                s.delta = 0;
+            if s.allocated != 0 {
+                out.deltas
+                    .push((i, i64::try_from(s.allocated).unwrap_or(i64::MAX)));
             }
+            if s.freed != 0 {
+                out.deltas
+                    .push((i, -i64::try_from(s.freed).unwrap_or(i64::MAX)));
+            }
+            (s.allocated, s.freed) = (0, 0);
         }
         self.dirty.clear();
     }
@@ -442,7 +471,11 @@ impl Tracker {
 
     fn add(&mut self, stack: u32, bytes: i64) {
         let s = &mut self.stacks[stack as usize];
-        s.delta += bytes;
+        if bytes >= 0 {
+            s.allocated = s.allocated.saturating_add(bytes.unsigned_abs());
+        } else {
+            s.freed = s.freed.saturating_add(bytes.unsigned_abs());
+        }
         if !s.dirty {
             s.dirty = true;
             self.dirty.push(stack);
@@ -466,7 +499,15 @@ impl Tracker {
         let found = match walked {
             Ok(_) if raw.is_empty() => Ok(None),
             Ok(_) => self
-                .find_or_add(target, thread.thread_id, thread.interp, &raw)
+                .find_or_add(
+                    target,
+                    AllocThread {
+                        thread_id: thread.thread_id,
+                        native_id: thread.native_thread_id.unwrap_or(0),
+                        interp: thread.interp.0,
+                    },
+                    &raw,
+                )
                 .map(Some),
             Err(e) => Err(e),
         };
@@ -477,10 +518,14 @@ impl Tracker {
     fn find_or_add<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
-        thread_id: u64,
-        interp: Addr,
+        thread: AllocThread,
         raw: &[(u64, u32)],
     ) -> Result<u32, ViewError> {
+        let AllocThread {
+            thread_id,
+            native_id,
+            interp,
+        } = thread;
         // Most allocations come from a few stacks in turn: those are
         // compared first, without hashing the whole stack.
         for &id in &self.recent {
@@ -491,13 +536,14 @@ impl Tracker {
             if s.raw.len() == raw.len()
                 && s.raw[0] == raw[0]
                 && s.rec.thread_id == thread_id
-                && s.interp == interp.0
+                && s.rec.native_id == native_id
+                && s.interp == interp
                 && *s.raw == *raw
             {
                 return Ok(id);
             }
         }
-        let mut hash = thread_id ^ interp.0.rotate_left(17);
+        let mut hash = thread_id ^ interp.rotate_left(17) ^ native_id.rotate_left(41);
         for &(code, offset) in raw {
             hash = (hash ^ code ^ (u64::from(offset) << 40))
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -507,13 +553,17 @@ impl Tracker {
         let head = at;
         while at != NONE {
             let s = &self.stacks[at as usize];
-            if s.rec.thread_id == thread_id && s.interp == interp.0 && *s.raw == *raw {
+            if s.rec.thread_id == thread_id
+                && s.rec.native_id == native_id
+                && s.interp == interp
+                && *s.raw == *raw
+            {
                 self.remember(at);
                 return Ok(at);
             }
             at = s.next;
         }
-        let iid = self.interpreter_id(target, interp)?;
+        let iid = self.interpreter_id(target, Addr(interp))?;
         let frames = if raw.iter().any(|&(_, o)| o == NATIVE || o == GROUP_END) {
             self.interleaved(target, raw)?
         } else {
@@ -529,14 +579,16 @@ impl Tracker {
             rec: StackRec {
                 iid,
                 thread_id,
+                native_id,
                 frames: frames.into_boxed_slice(),
             },
             raw: raw.into(),
-            interp: interp.0,
+            interp,
             hash,
             next: head,
             indexed: true,
-            delta: 0,
+            allocated: 0,
+            freed: 0,
             dirty: false,
         });
         self.stack_index.insert(hash, id);
@@ -758,7 +810,11 @@ mod tests {
         let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
         let [a, b, c] = CODES;
         let (ab, only_c) = ([(a, 0), (b, 0)], [(c, 0)]);
-        let thread = (1, INTERP);
+        let thread = AllocThread {
+            thread_id: 1,
+            native_id: 7,
+            interp: INTERP,
+        };
         t.alloc_walked(&target, thread, &ab, 0x100, 10);
         t.alloc_walked(&target, thread, &only_c, 0x200, 20);
         t.alloc_walked(&target, thread, &only_c, 0x300, 30);
@@ -797,5 +853,47 @@ mod tests {
         t.drain(&mut out);
         assert_eq!(out.deltas, vec![(1, -20)]);
         assert!(out.stacks.is_empty() && out.frames.is_empty());
+    }
+
+    #[test]
+    fn a_block_made_and_freed_between_two_drains_still_shows() {
+        // The sampler may not run for longer than a block lives (a busy
+        // machine): the drain after it must still say where it was made.
+        let version = PyVersion::new(3, 12, 0);
+        let layout = Layout::for_version(version).unwrap();
+        let snap = image(layout);
+        let target = Target::new(&snap, layout);
+        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
+        let [a, b, _] = CODES;
+        let thread = AllocThread {
+            thread_id: 1,
+            native_id: 7,
+            interp: INTERP,
+        };
+        t.alloc_walked(&target, thread, &[(a, 0)], 0x100, 3_000_000);
+        t.alloc_walked(&target, thread, &[(b, 0)], 0x200, 7);
+        t.free(0x100);
+        let mut out = Drained::default();
+        t.drain(&mut out);
+        assert_eq!(out.deltas, vec![(0, 3_000_000), (0, -3_000_000), (1, 7)]);
+        // Nothing changed since: nothing to say.
+        t.drain(&mut out);
+        assert!(out.deltas.is_empty(), "{:?}", out.deltas);
+        // A reallocation that moves the block: the old block freed, the new
+        // one made, by the same stack; the live bytes net to the new size.
+        t.unlink(0x200);
+        t.alloc_walked(&target, thread, &[(b, 0)], 0x300, 20);
+        t.drain(&mut out);
+        assert_eq!(out.deltas, vec![(1, 20), (1, -7)]);
+        // Another thread that got the ended one's `get_ident()`: a stack of
+        // its own (named after it), though its frames are the same.
+        let next = AllocThread {
+            native_id: 8,
+            ..thread
+        };
+        t.alloc_walked(&target, next, &[(b, 0)], 0x400, 5);
+        t.drain(&mut out);
+        assert_eq!(out.deltas, vec![(2, 5)]);
+        assert_eq!((out.stacks[0].thread_id, out.stacks[0].native_id), (1, 8));
     }
 }

@@ -398,10 +398,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     }
 
     /// Memory mode's tick: takes from the allocation table
-    /// ([`echion_memtrace::drain`]) how the live bytes of each stack changed
-    /// since the last flush and writes one sample per changed stack, its
-    /// thread named as in the other modes, with `METRIC_MEMORY` the change
-    /// in bytes. Returns how many samples it wrote.
+    /// ([`echion_memtrace::drain`]) what each stack allocated since the last
+    /// flush and what of it was freed, and writes a sample for each (its
+    /// thread named as in the other modes, `METRIC_MEMORY` the bytes,
+    /// negative for the freed). Returns how many samples it wrote.
     pub fn flush_memory(&mut self, registry: &RegistryQueue) -> std::io::Result<u64> {
         self.tick += 1;
         self.stats.ticks += 1;
@@ -430,11 +430,12 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             // Each stack is named once, when it is first seen: its thread
             // may end (and its id be reused) before the stack's last change.
             for rec in &m.drained.stacks {
-                m.names
-                    .push(match self.names.get_or_retired(rec.thread_id) {
+                m.names.push(
+                    match self.names.get_or_retired(rec.thread_id, rec.native_id) {
                         Some(meta) => meta.name.as_str().into(),
                         None => format!("Thread-{}", rec.thread_id).into(),
-                    });
+                    },
+                );
             }
             m.stacks.append(&mut m.drained.stacks);
         }

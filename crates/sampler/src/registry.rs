@@ -152,7 +152,9 @@ pub struct ThreadNames {
     map: AddrMap<u64, ThreadMeta>,
     /// Threads untracked by the last refresh: memory mode names the stacks
     /// a thread made just before it ended.
-    retired: AddrMap<u64, ThreadMeta>,
+    /// (A thread started and ended since may have had the same
+    /// `get_ident()`: all of them are kept, with their kernel ids.)
+    retired: Vec<(u64, ThreadMeta)>,
     bootstrap_codes: Vec<u64>,
     scratch: Vec<Update>,
     asyncio: AsyncioKnown,
@@ -176,7 +178,7 @@ impl ThreadNames {
                 }
                 Update::Untrack { thread_id } => {
                     if let Some(meta) = self.map.remove(&thread_id) {
-                        self.retired.insert(thread_id, meta);
+                        self.retired.push((thread_id, meta));
                     }
                     self.asyncio.loops.remove(&thread_id);
                 }
@@ -254,12 +256,21 @@ impl ThreadNames {
         self.map.get(&thread_id)
     }
 
-    /// What [`ThreadNames::get`] says, or for a thread that ended since
-    /// the refresh before the last, what it said then.
-    pub fn get_or_retired(&self, thread_id: u64) -> Option<&ThreadMeta> {
-        self.map
-            .get(&thread_id)
-            .or_else(|| self.retired.get(&thread_id))
+    /// The thread `thread_id` whose kernel id is `native_id` (0: either
+    /// unknown, any fits): what [`ThreadNames::get`] says, or for a thread
+    /// that ended since the refresh before the last, what it said then.
+    /// `get_ident()` values are taken again by threads started after others
+    /// ended: the kernel id tells which of them is meant.
+    pub fn get_or_retired(&self, thread_id: u64, native_id: u64) -> Option<&ThreadMeta> {
+        let fits = |m: &ThreadMeta| native_id == 0 || m.native_id == 0 || m.native_id == native_id;
+        self.map.get(&thread_id).filter(|m| fits(m)).or_else(|| {
+            // The latest first: the one a refresh's updates left last.
+            self.retired
+                .iter()
+                .rev()
+                .find(|(id, m)| *id == thread_id && fits(m))
+                .map(|(_, m)| m)
+        })
     }
 
     /// Whether a stack whose outermost Python frame runs the code object at
@@ -342,6 +353,37 @@ mod tests {
         names.refresh(&q);
         assert_eq!(names.get(2), None);
         assert_eq!(names.get(1).map(|m| m.native_id), Some(100));
+    }
+
+    #[test]
+    fn threads_that_took_the_same_ident_in_turn_keep_their_names() {
+        // Between two refreshes (a sampler the machine did not run), three
+        // threads ran one after the other and got the same `get_ident()`.
+        let q = RegistryQueue::default();
+        let mut names = ThreadNames::default();
+        for (name, tid) in [("alloc-a", 201), ("alloc-b", 202), ("alloc-c", 203)] {
+            q.post(Update::Track {
+                thread_id: 7,
+                name: name.into(),
+                native_id: tid,
+            });
+            if name != "alloc-c" {
+                q.post(Update::Untrack { thread_id: 7 });
+            }
+        }
+        names.refresh(&q);
+        let name =
+            |names: &ThreadNames, native| names.get_or_retired(7, native).map(|m| m.name.clone());
+        assert_eq!(name(&names, 201).as_deref(), Some("alloc-a"));
+        assert_eq!(name(&names, 202).as_deref(), Some("alloc-b"));
+        assert_eq!(name(&names, 203).as_deref(), Some("alloc-c"));
+        // Unknown kernel id: the thread that has the ident now.
+        assert_eq!(name(&names, 0).as_deref(), Some("alloc-c"));
+        // A thread none of them was: no name rather than a wrong one.
+        assert_eq!(name(&names, 999), None);
+        // The next refresh forgets the ended ones.
+        names.refresh(&q);
+        assert_eq!(name(&names, 201), None);
     }
 
     #[test]
