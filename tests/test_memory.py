@@ -109,6 +109,8 @@ def test_a_forked_child_has_its_own_profile(tmp_path):
     assert held(kid, [("child_keep", c_line)]) >= 3000 * 1000, summary(kid)
     assert held(kid, [("parent_keep", p_line)]) == 0, summary(kid)
     assert {s["pid"] for s in kid["samples"]} == {child}
+    # The child's thread is named as the parent's was.
+    assert held(kid, [("child_keep", c_line)], thread="MainThread") >= 3000 * 1000, summary(kid)
 
 
 @parallel

@@ -227,7 +227,8 @@ fn on_alloc(domain: &Domain, ptr: *mut c_void, size: usize) {
     });
 }
 
-/// Links the block to the current stack of the thread at `tstate`.
+/// Links the block to the current stack of the thread at `tstate`, made
+/// on the calling thread (whose kernel id the stack gets).
 ///
 /// # Safety
 /// `tstate` is the calling thread's own thread state, or that of a thread

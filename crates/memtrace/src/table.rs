@@ -90,10 +90,10 @@ pub struct Drained {
     pub stacks: Vec<StackRec>,
     /// Index of `stacks[0]`.
     pub first_stack: u32,
-    /// Each stack whose live bytes changed: the bytes it allocated since
-    /// (positive) and the bytes of it freed since (negative), as separate
-    /// entries, the allocation first; their sum is how its live bytes
-    /// changed.
+    /// Each stack that allocated or had bytes freed since: the bytes it
+    /// allocated (positive) and the bytes of it freed (negative), as
+    /// separate entries, the allocation first, none for a zero; their sum
+    /// is how its live bytes changed.
     pub deltas: Vec<(u32, i64)>,
 }
 
@@ -344,10 +344,28 @@ impl Tracker {
 
     /// Links the block at `ptr` to `stack` again (what
     /// [`Tracker::unlink`] returned).
+    ///
+    /// The free is taken back, not made up for by an allocation: what the
+    /// stack allocated does not grow (unless the free was drained already).
     pub fn relink(&mut self, ptr: u64, (stack, size): (u32, u64)) {
-        if (stack as usize) < self.stacks.len() {
+        let Some(s) = self.stacks.get_mut(stack as usize) else {
+            return;
+        };
+        if s.freed < size {
+            // Drained meanwhile: it was written freed; now it is made again.
             self.link(ptr, stack, size);
+            return;
         }
+        s.freed -= size;
+        // The block was linked until `unlink` took it out of the table a
+        // moment ago, in the failed reallocation that gives it back.
+        let packed = if size >= 0xffff_ffff {
+            self.big.insert(ptr, size);
+            0xffff_ffff
+        } else {
+            size
+        };
+        self.live.insert(ptr, (u64::from(stack) << 32) | packed);
     }
 
     /// Forgets what was decoded from the code object at `code`, which is
@@ -448,7 +466,6 @@ impl Tracker {
             return;
         }
         let packed_size = if size >= 0xffff_ffff {
-            self.big.insert(ptr, size);
             0xffff_ffff
         } else {
             size
@@ -460,10 +477,14 @@ impl Tracker {
             // An address handed out twice without a free in between (a
             // free we did not see): the old link is gone.
             let old_stack = (old >> 32) as u32;
-            let old_size = old & 0xffff_ffff;
-            if old_size != 0xffff_ffff {
-                self.add(old_stack, -(old_size as i64));
+            let mut old_size = old & 0xffff_ffff;
+            if old_size == 0xffff_ffff {
+                old_size = self.big.remove(&ptr).unwrap_or(0);
             }
+            self.add(old_stack, -(old_size as i64));
+        }
+        if packed_size == 0xffff_ffff {
+            self.big.insert(ptr, size);
         }
         self.stats.tracked += 1;
         self.add(stack, size as i64);
@@ -895,5 +916,21 @@ mod tests {
         t.drain(&mut out);
         assert_eq!(out.deltas, vec![(2, 5)]);
         assert_eq!((out.stacks[0].thread_id, out.stacks[0].native_id), (1, 8));
+
+        // A reallocation that fails: the block was taken off and is given
+        // back; nothing was allocated or freed.
+        let taken = t.unlink(0x400).expect("linked");
+        t.relink(0x400, taken);
+        t.drain(&mut out);
+        assert!(out.deltas.is_empty(), "{:?}", out.deltas);
+        assert_eq!(t.unlink(0x400), Some((2, 5)));
+
+        // A block too big for the packed size, its address handed out
+        // again without a free seen: its bytes leave its stack.
+        t.alloc_walked(&target, next, &[(b, 0)], 0x600, 5 << 32);
+        t.alloc_walked(&target, thread, &[(a, 0)], 0x600, 3);
+        t.drain(&mut out);
+        assert_eq!(out.deltas, vec![(2, 5 << 32), (2, -5 - (5 << 32)), (0, 3)]);
+        assert!(t.big.is_empty());
     }
 }

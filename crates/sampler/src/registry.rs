@@ -174,7 +174,16 @@ impl ThreadNames {
                     name,
                     native_id,
                 } => {
-                    self.map.insert(thread_id, ThreadMeta { name, native_id });
+                    let meta = ThreadMeta { name, native_id };
+                    if let Some(old) = self.map.insert(thread_id, meta) {
+                        if old.native_id != 0 && native_id != 0 && old.native_id != native_id {
+                            // Another thread that took the ident of one
+                            // that ended unseen (a thread of C code never
+                            // says it ends): the old one's stacks keep
+                            // its name.
+                            self.retired.push((thread_id, old));
+                        }
+                    }
                 }
                 Update::Untrack { thread_id } => {
                     if let Some(meta) = self.map.remove(&thread_id) {
@@ -384,6 +393,16 @@ mod tests {
         // The next refresh forgets the ended ones.
         names.refresh(&q);
         assert_eq!(name(&names, 201), None);
+        // A thread that never said it ended (C code's) and another that took
+        // its ident: both named.
+        q.post(Update::Track {
+            thread_id: 7,
+            name: "next".into(),
+            native_id: 204,
+        });
+        names.refresh(&q);
+        assert_eq!(name(&names, 203).as_deref(), Some("alloc-c"));
+        assert_eq!(name(&names, 204).as_deref(), Some("next"));
     }
 
     #[test]

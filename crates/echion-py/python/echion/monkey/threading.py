@@ -38,7 +38,15 @@ def _real_ident(thread: Thread):
 def _track(thread: Thread) -> None:
     ident = _real_ident(thread)
     if ident is not None:
-        ec.track_thread(ident, thread.name, getattr(thread, "native_id", None) or 0)
+        native_id = getattr(thread, "native_id", None) or 0
+        # (Not `current_thread()`: called while a thread starts, it would
+        # make a dummy thread, whose start calls this again.)
+        if native_id and ident == threading.get_ident():
+            # A forked child's thread keeps the `native_id` its parent's
+            # had (`threading` does not set it again after a fork): the
+            # kernel's own is what the sampler tells threads apart by.
+            native_id = threading.get_native_id()
+        ec.track_thread(ident, thread.name, native_id)
 
 
 def thread_set_native_id(self, *args, **kwargs):
