@@ -156,7 +156,7 @@ def scenario_raw():
 
 SUB_CODE = """data = [bytearray(1000) for _ in range(3000)]
 import time
-time.sleep(0.05)
+time.sleep(0.3)
 """
 
 

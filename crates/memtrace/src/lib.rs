@@ -5,10 +5,9 @@
 //! what echion 0.3 tracks) with hooks that call the original allocator and
 //! then account the block to the Python stack of the thread that allocated
 //! it ([`table::Tracker`]); a free takes the block's bytes off the same
-//! stack. The sampler thread [`drain`]s what every stack allocated and had
-//! freed once per interval and writes both as MOJO `METRIC_MEMORY` samples
-//! (the freed negative), so a profile holds, per stack, what it allocated
-//! and, summed, the bytes it allocated and did not free.
+//! stack. The sampler thread [`drain`]s the change of every stack once per
+//! interval and writes it as MOJO `METRIC_MEMORY` samples, so a profile
+//! holds, per stack, the bytes it allocated and did not free.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), echion_memtrace::HookError> {

@@ -10,10 +10,7 @@
 //! that is still allocated.
 //!
 //! The sampler thread takes what changed with [`Tracker::drain`] once per
-//! interval, as what each stack allocated and what of it was freed (two
-//! entries, not their sum: a block made and freed between two drains, as
-//! when the sampler is not scheduled for longer than the block lives,
-//! still shows where it was made), together with the frames and stacks it
+//! interval, as one delta per stack, together with the frames and stacks it
 //! has not seen yet (handed over, not copied: the tracker keeps of a stack
 //! only what finds it again), and writes them after letting go of the
 //! lock. A code object freed takes with it its decoded frames and the
@@ -90,10 +87,7 @@ pub struct Drained {
     pub stacks: Vec<StackRec>,
     /// Index of `stacks[0]`.
     pub first_stack: u32,
-    /// Each stack that allocated or had bytes freed since: the bytes it
-    /// allocated (positive) and the bytes of it freed (negative), as
-    /// separate entries, the allocation first, none for a zero; their sum
-    /// is how its live bytes changed.
+    /// Each stack whose live bytes changed, and by how much.
     pub deltas: Vec<(u32, i64)>,
 }
 
@@ -149,9 +143,7 @@ struct Stack {
     /// Whether it is in `stack_index` (until a code object it ran is
     /// freed: a new one may take the address).
     indexed: bool,
-    /// Bytes allocated and bytes freed since the last drain.
-    allocated: u64,
-    freed: u64,
+    delta: i64,
     dirty: bool,
 }
 
@@ -345,18 +337,12 @@ impl Tracker {
     /// Links the block at `ptr` to `stack` again (what
     /// [`Tracker::unlink`] returned).
     ///
-    /// The free is taken back, not made up for by an allocation: what the
-    /// stack allocated does not grow (unless the free was drained already).
+    /// The free is taken back: it does not count as a new allocation.
     pub fn relink(&mut self, ptr: u64, (stack, size): (u32, u64)) {
-        let Some(s) = self.stacks.get_mut(stack as usize) else {
-            return;
-        };
-        if s.freed < size {
-            // Drained meanwhile: it was written freed; now it is made again.
-            self.link(ptr, stack, size);
+        if (stack as usize) >= self.stacks.len() {
             return;
         }
-        s.freed -= size;
+        self.add(stack, size as i64);
         // The block was linked until `unlink` took it out of the table a
         // moment ago, in the failed reallocation that gives it back.
         let packed = if size >= 0xffff_ffff {
@@ -447,15 +433,10 @@ impl Tracker {
         for &i in &self.dirty {
             let s = &mut self.stacks[i as usize];
             s.dirty = false;
-            if s.allocated != 0 {
-                out.deltas
-                    .push((i, i64::try_from(s.allocated).unwrap_or(i64::MAX)));
+            if s.delta != 0 {
+                out.deltas.push((i, s.delta));
+                s.delta = 0;
             }
-            if s.freed != 0 {
-                out.deltas
-                    .push((i, -i64::try_from(s.freed).unwrap_or(i64::MAX)));
-            }
-            (s.allocated, s.freed) = (0, 0);
         }
         self.dirty.clear();
     }
@@ -492,11 +473,7 @@ impl Tracker {
 
     fn add(&mut self, stack: u32, bytes: i64) {
         let s = &mut self.stacks[stack as usize];
-        if bytes >= 0 {
-            s.allocated = s.allocated.saturating_add(bytes.unsigned_abs());
-        } else {
-            s.freed = s.freed.saturating_add(bytes.unsigned_abs());
-        }
+        s.delta += bytes;
         if !s.dirty {
             s.dirty = true;
             self.dirty.push(stack);
@@ -608,8 +585,7 @@ impl Tracker {
             hash,
             next: head,
             indexed: true,
-            allocated: 0,
-            freed: 0,
+            delta: 0,
             dirty: false,
         });
         self.stack_index.insert(hash, id);
@@ -877,9 +853,7 @@ mod tests {
     }
 
     #[test]
-    fn a_block_made_and_freed_between_two_drains_still_shows() {
-        // The sampler may not run for longer than a block lives (a busy
-        // machine): the drain after it must still say where it was made.
+    fn threads_with_one_ident_have_their_own_stacks_and_links_stay_exact() {
         let version = PyVersion::new(3, 12, 0);
         let layout = Layout::for_version(version).unwrap();
         let snap = image(layout);
@@ -896,16 +870,15 @@ mod tests {
         t.free(0x100);
         let mut out = Drained::default();
         t.drain(&mut out);
-        assert_eq!(out.deltas, vec![(0, 3_000_000), (0, -3_000_000), (1, 7)]);
-        // Nothing changed since: nothing to say.
-        t.drain(&mut out);
-        assert!(out.deltas.is_empty(), "{:?}", out.deltas);
+        // One net change per stack (a block made and freed between two
+        // drains nets to nothing).
+        assert_eq!(out.deltas, vec![(1, 7)]);
         // A reallocation that moves the block: the old block freed, the new
         // one made, by the same stack; the live bytes net to the new size.
         t.unlink(0x200);
         t.alloc_walked(&target, thread, &[(b, 0)], 0x300, 20);
         t.drain(&mut out);
-        assert_eq!(out.deltas, vec![(1, 20), (1, -7)]);
+        assert_eq!(out.deltas, vec![(1, 13)]);
         // Another thread that got the ended one's `get_ident()`: a stack of
         // its own (named after it), though its frames are the same.
         let next = AllocThread {
@@ -918,7 +891,7 @@ mod tests {
         assert_eq!((out.stacks[0].thread_id, out.stacks[0].native_id), (1, 8));
 
         // A reallocation that fails: the block was taken off and is given
-        // back; nothing was allocated or freed.
+        // back; nothing changed.
         let taken = t.unlink(0x400).expect("linked");
         t.relink(0x400, taken);
         t.drain(&mut out);
@@ -930,7 +903,7 @@ mod tests {
         t.alloc_walked(&target, next, &[(b, 0)], 0x600, 5 << 32);
         t.alloc_walked(&target, thread, &[(a, 0)], 0x600, 3);
         t.drain(&mut out);
-        assert_eq!(out.deltas, vec![(2, 5 << 32), (2, -5 - (5 << 32)), (0, 3)]);
+        assert_eq!(out.deltas, vec![(2, -5), (0, 3)]);
         assert!(t.big.is_empty());
     }
 }

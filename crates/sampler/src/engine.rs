@@ -398,10 +398,10 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     }
 
     /// Memory mode's tick: takes from the allocation table
-    /// ([`echion_memtrace::drain`]) what each stack allocated since the last
-    /// flush and what of it was freed, and writes a sample for each (its
-    /// thread named as in the other modes, `METRIC_MEMORY` the bytes,
-    /// negative for the freed). Returns how many samples it wrote.
+    /// ([`echion_memtrace::drain`]) how the live bytes of each stack changed
+    /// since the last flush and writes one sample per changed stack, its
+    /// thread named as in the other modes, with `METRIC_MEMORY` the change
+    /// in bytes. Returns how many samples it wrote.
     pub fn flush_memory(&mut self, registry: &RegistryQueue) -> std::io::Result<u64> {
         self.tick += 1;
         self.stats.ticks += 1;
