@@ -339,19 +339,10 @@ impl Tracker {
     ///
     /// The free is taken back: it does not count as a new allocation.
     pub fn relink(&mut self, ptr: u64, (stack, size): (u32, u64)) {
-        if (stack as usize) >= self.stacks.len() {
-            return;
+        if (stack as usize) < self.stacks.len() {
+            self.link(ptr, stack, size);
+            self.stats.tracked = self.stats.tracked.saturating_sub(1);
         }
-        self.add(stack, size as i64);
-        // The block was linked until `unlink` took it out of the table a
-        // moment ago, in the failed reallocation that gives it back.
-        let packed = if size >= 0xffff_ffff {
-            self.big.insert(ptr, size);
-            0xffff_ffff
-        } else {
-            size
-        };
-        self.live.insert(ptr, (u64::from(stack) << 32) | packed);
     }
 
     /// Forgets what was decoded from the code object at `code`, which is
@@ -892,8 +883,10 @@ mod tests {
 
         // A reallocation that fails: the block was taken off and is given
         // back; nothing changed.
+        let tracked = t.stats().tracked;
         let taken = t.unlink(0x400).expect("linked");
         t.relink(0x400, taken);
+        assert_eq!(t.stats().tracked, tracked, "not a new allocation");
         t.drain(&mut out);
         assert!(out.deltas.is_empty(), "{:?}", out.deltas);
         assert_eq!(t.unlink(0x400), Some((2, 5)));
