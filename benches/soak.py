@@ -127,7 +127,8 @@ def validate(python, directory, killed):
         return ["no profile"]
     r = subprocess.run([python, "-c", VALIDATE, *files], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
     if r.returncode != 0:
-        return ["validation failed: " + r.stderr.decode(errors="replace").strip().splitlines()[-1]]
+        lines = r.stderr.decode(errors="replace").strip().splitlines()
+        return [f"validation failed (status {r.returncode}): " + (lines[-1] if lines else "no message")]
     problems = []
     cut_allowed = killed
     for path, v in json.loads(r.stdout).items():

@@ -254,6 +254,29 @@ def test_a_thread_in_a_subinterpreter_is_borrowed_later(tmp_path, targets):
     attach_again_and_again(tmp_path, targets, "subinterp", 3, "0.3")
 
 
+@pytest.mark.parametrize("module", ["os", "site", "posixpath"])
+def test_an_attach_while_the_interpreter_starts_comes_back_later(tmp_path, module):
+    # `echion -p` right after the program started borrowed it while `site`
+    # imported `os` (the soak, 3.10): the bootstrap's `import os` found it
+    # half made ("partially initialized module 'os' has no attribute
+    # 'path'") and the attach failed. A module the bootstrap uses being
+    # imported is no moment to start: the entry says "later".
+    code = (
+        "import sys, types, os\n"
+        "half = types.ModuleType(%(name)r)\n"
+        "half.__spec__ = types.SimpleNamespace(_initializing=True)\n"
+        "sys.modules[%(name)r] = half\n"
+        "import echion.bootstrap\n"
+        "path = os.path.join(os.path.dirname(echion.bootstrap.__file__), 'attach_entry.py')\n"
+        "ns = {'CONTROL': %(control)r, 'MAIN_MODULES': 0, '__name__': 'echion_attach'}\n"
+        "exec(compile(open(path).read(), path, 'exec'), ns)\n"
+    ) % {"name": module + "._half_made", "control": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], env=echion_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    status = (tmp_path / "status").read_text()
+    assert status == "later: %s._half_made is being imported\n" % module, status
+
+
 def test_subinterpreters_set_up_back_to_back(tmp_path, targets):
     # The main thread is mostly creating and destroying interpreters. A
     # pending call asked for there went to the subinterpreter's queue

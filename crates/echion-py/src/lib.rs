@@ -269,13 +269,18 @@ fn finish_run(mut summary: Summary, finish: &Finish, tell: bool, show_summary: b
     if let (Some(format), Some(target)) = (finish.format, summary.target.as_mut()) {
         let name = target.path().to_path_buf();
         let options = options_titled(finish);
-        match echion_convert::convert_into(
-            std::slice::from_ref(&mojo),
-            target.file_mut(),
-            &name,
-            format,
-            &options,
-        ) {
+        let converted = match target.file_mut() {
+            Ok(file) => echion_convert::convert_into(
+                std::slice::from_ref(&mojo),
+                file,
+                &name,
+                format,
+                &options,
+            )
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot write {}: {e}", name.display())),
+        };
+        match converted {
             Ok(a) => {
                 let _ = std::fs::remove_file(&mojo);
                 written = name;
@@ -530,17 +535,20 @@ fn start(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Samples in a native thread that Python does not know about (stealth).
-/// With `open_first`, the profile is made (its header on disk) before this
-/// returns, on the calling thread: a forked child goes on at once, and
-/// leaves a readable profile even if it ends before the sampler thread
-/// runs.
+/// With `open_first`, the profile's writer is made, its header buffered,
+/// before this returns, on the calling thread, and the file on disk at the
+/// run's first flush (10 ms) or its end (`run::open_deferred`): a forked
+/// child goes on at once, and one that ends by `os._exit` before then
+/// leaves no file and costs none (a file made costs more than a fork).
 #[pyfunction]
 #[pyo3(signature = (open_first=false))]
 fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
     let (config, control, done, finish) = prepare(py)?;
     let opened = match config.python {
         Some(version) if open_first => {
-            let opened = py.detach(|| echion_sampler::run::open(&config, version));
+            // Made on disk at the run's first flush: a child that ends
+            // before then (by `os._exit`) costs no file.
+            let opened = echion_sampler::run::open_deferred(&config, version);
             if opened.is_ok() {
                 control.mark_opened();
             }
@@ -748,7 +756,8 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
 }
 
 /// Forgets the parent's sampler in a forked child, without writing
-/// anything of it: the child starts its own run with its own file.
+/// anything of it: the child starts its own run with its own file, with
+/// the parent's settings (kept: the same variables would give the same).
 #[pyfunction]
 fn reset_after_fork() {
     codehook::reset_after_fork();
@@ -760,10 +769,16 @@ fn reset_after_fork() {
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     let mut guard = state();
     if let Some(old) = guard.take() {
+        let settings = old.settings.clone();
         // The parent's sampler thread does not exist here; its handle, its
         // locks and its buffers must not be touched (dropping them could
         // write the parent's data or detach a thread that is not there).
         std::mem::forget(old);
+        *guard = Some(State {
+            settings,
+            control: Arc::new(Control::new()),
+            running: None,
+        });
     }
     drop(guard);
     drop(state());

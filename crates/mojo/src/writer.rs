@@ -404,6 +404,13 @@ impl<W: Write> MojoWriter<W> {
         }
     }
 
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        self.out
+            .as_ref()
+            .expect("only finish and abandon take the writer")
+    }
+
     /// Returns the underlying writer without writing what is buffered:
     /// after a write failed, to end the stream by other means.
     pub fn abandon(mut self) -> W {

@@ -518,6 +518,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
     /// thread never counts from before it, whatever the interval.
     pub fn start_at(&mut self, now_ns: u64) {
         self.since_ns = now_ns;
+        // The first flush comes a window after the start, as every other.
+        self.flushed_ns = now_ns;
     }
 
     /// The counters so far.

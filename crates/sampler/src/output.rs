@@ -76,6 +76,9 @@ enum Handle {
     Locked(Flock<File>),
     /// A special file every process of the family shares.
     Shared(File),
+    /// Not opened yet: [`Output::deferred`]'s, opened by the first write
+    /// (of the template, for the pid).
+    Deferred(PathBuf, u32),
 }
 
 impl Output {
@@ -118,6 +121,142 @@ impl Output {
         }
     }
 
+    /// [`Output::open`] at the first write, not now: nothing is made on
+    /// disk until there is something to write. A forked child that ends
+    /// (by `os._exit`, a signal) before its first flush leaves no file
+    /// instead of paying for making one: creating a file costs more than a
+    /// fork (ext4, 100-300 us), and a fork loop's children live less. Until
+    /// then [`Output::path`] is the name the template gives the pid (the
+    /// file may get a derived one), and a flush is a no-op; the open's
+    /// error, if any, is the first write's.
+    pub fn deferred(template: &Path, pid: u32) -> Self {
+        Output {
+            path: expand(template, pid),
+            file: Handle::Deferred(template.to_path_buf(), pid),
+            whole: 0,
+            room: false,
+            room_end: 0,
+        }
+    }
+
+    /// Whether the file is made: always but for a [`Output::deferred`]
+    /// output not written yet.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.file, Handle::Deferred(..))
+    }
+
+    /// Opens a [`Output::deferred`] output now (a no-op once open), with
+    /// `first` in it.
+    fn open_now(&mut self, first: &[u8]) -> io::Result<()> {
+        if let Handle::Deferred(template, pid) = &self.file {
+            let opened = Output::open_with(template, *pid, first).map_err(io::Error::other)?;
+            *self = opened;
+        }
+        Ok(())
+    }
+
+    /// [`Output::open`] for the first write of a [`Output::deferred`]
+    /// output, `first` written. Made on the sampler's thread while the
+    /// program may end at any moment (`os._exit`), the file appears under
+    /// its name with `first` in it or not at all: written unnamed
+    /// (`O_TMPFILE`), then linked. Where that cannot be done (no
+    /// `O_TMPFILE` on the file system, no `/proc`; the name taken by a
+    /// special file or an empty one to take over), as [`Output::open`]
+    /// does, then written.
+    fn open_with(template: &Path, pid: u32, first: &[u8]) -> Result<Self, OutputError> {
+        let plain = expand(template, pid);
+        if let Some(made) = Self::link_new(template, &plain, pid, first)? {
+            return Ok(made);
+        }
+        let mut out = Output::open(template, pid)?;
+        out.write_all(first).map_err(|source| OutputError::Create {
+            path: out.path.clone(),
+            source,
+        })?;
+        Ok(out)
+    }
+
+    /// The `O_TMPFILE` way of [`Output::open_with`]; `None` where it cannot
+    /// be taken.
+    fn link_new(
+        template: &Path,
+        plain: &Path,
+        pid: u32,
+        first: &[u8],
+    ) -> Result<Option<Self>, OutputError> {
+        use nix::errno::Errno;
+        use nix::fcntl::{AtFlags, AT_FDCWD};
+        use std::os::fd::AsRawFd;
+        let plain_taken = match std::fs::metadata(plain) {
+            // A profile of its own (an earlier process's, with this pid):
+            // a derived name.
+            Ok(m) if m.is_file() && m.len() > 0 => true,
+            // A special file, or an empty file to take over if unlocked.
+            Ok(_) => return Ok(None),
+            Err(_) => false,
+        };
+        let dir = match plain.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let Ok(file) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o666)
+            .open(dir)
+        else {
+            return Ok(None);
+        };
+        let Some(locked) = lock(file) else {
+            return Ok(None);
+        };
+        let handle = Handle::Locked(locked);
+        let mut out = Output {
+            path: plain.to_path_buf(),
+            room: may_keep_room(&handle),
+            file: handle,
+            whole: 0,
+            room_end: 0,
+        };
+        out.write_all(first).map_err(|source| OutputError::Create {
+            path: plain.to_path_buf(),
+            source,
+        })?;
+        let unnamed = format!("/proc/self/fd/{}", out.file().expect("open").as_raw_fd());
+        let pid_in_name = template.to_string_lossy().contains(PID_PLACEHOLDER);
+        for n in u32::from(plain_taken)..=MAX_DERIVED {
+            let path = match n {
+                0 => plain.to_path_buf(),
+                n => derive(plain, (!pid_in_name).then_some(pid), n),
+            };
+            match nix::unistd::linkat(
+                AT_FDCWD,
+                unnamed.as_str(),
+                AT_FDCWD,
+                &path,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            ) {
+                Ok(()) => {
+                    out.path = path;
+                    return Ok(Some(out));
+                }
+                Err(Errno::EEXIST) => continue,
+                // No /proc: the other way (what was written goes).
+                Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => return Ok(None),
+                Err(e) => {
+                    return Err(OutputError::Create {
+                        path,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        Err(OutputError::Create {
+            path: derive(plain, (!pid_in_name).then_some(pid), MAX_DERIVED),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "too many profiles"),
+        })
+    }
+
     /// Creates (or empties) the file `path` for this process alone, locked:
     /// the MOJO file beside an output this process holds.
     pub fn create_beside(path: &Path) -> Result<Self, OutputError> {
@@ -144,12 +283,15 @@ impl Output {
         })
     }
 
-    /// The file, to write a conversion into.
-    pub fn file_mut(&mut self) -> &mut File {
+    /// The file, to write a conversion into (a [`Output::deferred`] output
+    /// is opened first).
+    pub fn file_mut(&mut self) -> io::Result<&mut File> {
+        self.open_now(&[])?;
         self.release_room();
         match &mut self.file {
-            Handle::Locked(f) => f,
-            Handle::Shared(f) => f,
+            Handle::Locked(f) => Ok(f),
+            Handle::Shared(f) => Ok(f),
+            Handle::Deferred(..) => unreachable!("opened above"),
         }
     }
 
@@ -158,10 +300,12 @@ impl Output {
         &self.path
     }
 
-    fn file(&self) -> &File {
+    /// The file; `None` while a [`Output::deferred`] output is not open.
+    fn file(&self) -> Option<&File> {
         match &self.file {
-            Handle::Locked(f) => f,
-            Handle::Shared(f) => f,
+            Handle::Locked(f) => Some(f),
+            Handle::Shared(f) => Some(f),
+            Handle::Deferred(..) => None,
         }
     }
 
@@ -169,7 +313,7 @@ impl Output {
     /// (or its directory) was removed while it was written, so that what
     /// was written is gone.
     pub fn still_there(&self) -> bool {
-        let Ok(mine) = self.file().metadata() else {
+        let Some(Ok(mine)) = self.file().map(File::metadata) else {
             return true;
         };
         if !mine.is_file() {
@@ -240,28 +384,31 @@ impl Output {
     /// `fallocate` of `len` bytes at `at`, the file's size unchanged.
     fn allocate(&self, at: u64, len: u64) -> nix::Result<()> {
         use nix::fcntl::{fallocate, FallocateFlags};
-        let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
+        let (Some(file), Ok(at), Ok(len)) = (self.file(), i64::try_from(at), i64::try_from(len))
+        else {
             return Ok(());
         };
-        fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len)
+        fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len)
     }
 
     /// Gives back the space kept past the end (the file's end from now on
     /// may move by other means than [`Write`]).
     fn release_room(&mut self) {
         use nix::fcntl::{fallocate, FallocateFlags};
-        if std::mem::take(&mut self.room) {
+        if !std::mem::take(&mut self.room) {
+            return;
+        }
+        if let Some(file) = self.file() {
             // Past the end the kept blocks may run into one more (the room
             // starts mid-block): punch a room more than was kept.
             let kept = self.room_end.saturating_sub(self.whole).max(ROOM);
             if let (Ok(at), Ok(len)) = (i64::try_from(self.whole), i64::try_from(kept + ROOM)) {
                 let flags =
                     FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-                let _ = fallocate(self.file(), flags, at, len);
+                let _ = fallocate(file, flags, at, len);
             }
             // ext4 punches nothing past the end of the file; cutting the
             // file to its own size frees what was kept there.
-            let file = self.file();
             if file.metadata().is_ok_and(|m| m.len() == self.whole) {
                 let _ = file.set_len(self.whole);
             }
@@ -281,7 +428,14 @@ impl Write for Output {
     /// which the disk has no room left for the end metadata fails too
     /// (with `ENOSPC`), so that the cut gives that room back.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut file = self.file();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.is_open() {
+            self.open_now(buf)?;
+            return Ok(buf.len());
+        }
+        let mut file = self.file().expect("open");
         file.write_all(buf)?;
         let end = self.whole + buf.len() as u64;
         self.keep_room(end)?;
@@ -290,7 +444,10 @@ impl Write for Output {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file().flush()
+        match self.file() {
+            Some(mut file) => file.flush(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -443,7 +600,7 @@ mod tests {
         }
         // A short file keeps no more room than the end metadata needs.
         assert_eq!(out.room_end, 100 + ROOM);
-        let allocated = |out: &Output| out.file().metadata().unwrap().blocks() * 512;
+        let allocated = |out: &Output| out.file().unwrap().metadata().unwrap().blocks() * 512;
         assert!(allocated(&out) >= 100 + ROOM);
         // A long one is kept room as far ahead as it is long, up to
         // ROOM_AHEAD.
@@ -471,6 +628,61 @@ mod tests {
             "{} blocks for {size} bytes",
             meta.blocks()
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deferred_output_appears_whole_at_its_first_write_or_never() {
+        let dir = tmp();
+        let name = dir.join("p.%(pid).mojo");
+        // Nothing is written: no file.
+        drop(Output::deferred(&name, 7));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        let mut out = Output::deferred(&name, 8);
+        assert!(!out.is_open());
+        out.flush().unwrap();
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "a flush makes no file"
+        );
+        // The first write makes it with its bytes, locked, under its name.
+        out.write_all(b"first").unwrap();
+        assert!(out.is_open());
+        assert_eq!(out.path(), dir.join("p.8.mojo"));
+        assert_eq!(std::fs::read(out.path()).unwrap(), b"first");
+        assert!(!reset(out.path()), "a file being written is not taken over");
+        out.write_all(b" second").unwrap();
+        assert!(out.still_there());
+        drop(out);
+        assert_eq!(
+            std::fs::read(dir.join("p.8.mojo")).unwrap(),
+            b"first second"
+        );
+        // An earlier process's profile under the name: a name of its own.
+        let mut again = Output::deferred(&name, 8);
+        again.write_all(b"x").unwrap();
+        assert_eq!(again.path(), dir.join("p.8.1.mojo"));
+        // The family's file (held by the parent): the pid in the name.
+        let family = dir.join("app.mojo");
+        let parent = Output::open(&family, 1).unwrap();
+        let mut child = Output::deferred(&family, 9);
+        child.write_all(b"child").unwrap();
+        assert_eq!(child.path(), dir.join("app.9.mojo"));
+        drop((parent, child));
+        // An empty file under the name (the echion command's): taken over,
+        // as Output::open does.
+        std::fs::write(dir.join("empty.mojo"), b"").unwrap();
+        let mut takes = Output::deferred(&dir.join("empty.mojo"), 10);
+        takes.write_all(b"mine").unwrap();
+        assert_eq!(takes.path(), dir.join("empty.mojo"));
+        drop(takes);
+        assert_eq!(std::fs::read(dir.join("empty.mojo")).unwrap(), b"mine");
+        // Its directory gone: the first write says why, naming the path.
+        let mut lost = Output::deferred(&dir.join("gone").join("p.mojo"), 11);
+        let e = lost.write_all(b"x").unwrap_err();
+        let inner = e.into_inner().unwrap().downcast::<OutputError>().unwrap();
+        assert!(inner.to_string().contains("gone/p.mojo"), "{inner}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

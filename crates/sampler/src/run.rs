@@ -305,8 +305,9 @@ pub struct Summary {
 /// noticed at least this often (a stop wakes the loop at once).
 const MAX_NAP_NS: u64 = 50_000_000;
 
-/// A profile opened before its run: the file with its header on disk, and
-/// with [`Config::sidecar`] the output the conversion writes at the end.
+/// A profile opened before its run: the file with its header on disk (or,
+/// from [`open_deferred`], in memory until the first flush), and with
+/// [`Config::sidecar`] the output the conversion writes at the end.
 /// [`open`] makes it on the thread that asks (a forked child goes on as
 /// soon as its profile exists, without waiting for a sampler thread to be
 /// scheduled); [`run_opened`] samples into it.
@@ -314,7 +315,6 @@ const MAX_NAP_NS: u64 = 50_000_000;
 pub struct Opened {
     writer: MojoWriter<Output>,
     target: Option<Output>,
-    path: PathBuf,
 }
 
 /// Opens the profile of `config` for this process, running `version`
@@ -329,40 +329,82 @@ pub fn open(config: &Config, version: PyVersion) -> Result<Opened, SamplerError>
         let sidecar = Output::create_beside(&mojo)?;
         target = Some(std::mem::replace(&mut file, sidecar));
     }
-    let path = file.path().to_path_buf();
-    let write_err = |source| SamplerError::Write {
-        path: path.clone(),
-        source,
-        kept: false,
-    };
-    // The writer hands the file whole events, 64 KiB at a time.
+    let mut opened = with_header(file, target, config, version);
+    // On disk at once: a process killed before its first tick's flush (a
+    // pool's worker ended by SIGTERM, a child killed at birth) leaves a
+    // readable profile with no sample instead of an empty file.
+    opened
+        .writer
+        .flush()
+        .map_err(|e| write_error(opened.writer.get_ref().path(), e, false))?;
+    Ok(opened)
+}
+
+/// [`open`] with nothing done on disk: the file is made (by the rule of
+/// [`Output::open`]) when the run first writes, at its first flush (10 ms)
+/// or its end, whichever comes first. For a forked child: one that ends by
+/// `os._exit` or a signal before then leaves no file (where [`open`]'s
+/// would hold a header and no sample), and a fork costs no file made.
+/// With [`Config::sidecar`], the same as [`open`] (the conversion needs
+/// its output held from the start).
+pub fn open_deferred(config: &Config, version: PyVersion) -> Result<Opened, SamplerError> {
+    if config.sidecar {
+        return open(config, version);
+    }
+    let file = Output::deferred(&config.output, std::process::id());
+    Ok(with_header(file, None, config, version))
+}
+
+/// A writer into `file` with the run's first metadata buffered.
+fn with_header(
+    file: Output,
+    target: Option<Output>,
+    config: &Config,
+    version: PyVersion,
+) -> Opened {
     let mut writer = MojoWriter::with_options(
         file,
-        i64::from(pid),
+        i64::from(std::process::id()),
         WriterOptions {
             version: config.mojo_version,
         },
     )
-    .map_err(write_err)?;
-    writer
-        .metadata("mode", config.mode.name())
-        .map_err(write_err)?;
-    writer
-        .metadata("interval", &(interval_ns(config) / 1000).to_string())
-        .map_err(write_err)?;
-    writer.metadata("sampler", "echion").map_err(write_err)?;
-    writer
-        .metadata("python", &version.to_string())
-        .map_err(write_err)?;
-    // On disk at once: a process killed before its first tick's flush (a
-    // pool's worker ended by SIGTERM, a child killed at birth) leaves a
-    // readable profile with no sample instead of an empty file.
-    writer.flush().map_err(write_err)?;
-    Ok(Opened {
-        writer,
-        target,
-        path,
-    })
+    .expect("a new writer only buffers");
+    // Buffered: no write can fail here (the writer hands the file whole
+    // events, 64 KiB at a time).
+    for (key, value) in [
+        ("mode", config.mode.name().to_owned()),
+        ("interval", (interval_ns(config) / 1000).to_string()),
+        ("sampler", "echion".to_owned()),
+        ("python", version.to_string()),
+    ] {
+        writer
+            .metadata(key, &value)
+            .expect("metadata below the flush size is buffered");
+    }
+    Opened { writer, target }
+}
+
+/// The error of a write to the profile at `path`: the open's own when a
+/// deferred output could not be made ([`Output::deferred`]).
+fn write_error(path: &std::path::Path, source: std::io::Error, kept: bool) -> SamplerError {
+    if source
+        .get_ref()
+        .is_some_and(|inner| inner.is::<OutputError>())
+    {
+        if let Some(Ok(e)) = source
+            .into_inner()
+            .map(|inner| inner.downcast::<OutputError>())
+        {
+            return SamplerError::Output(*e);
+        }
+        unreachable!("checked above");
+    }
+    SamplerError::Write {
+        path: path.to_path_buf(),
+        source,
+        kept,
+    }
 }
 
 /// The sampling interval of `config` in nanoseconds (at least 1 µs).
@@ -422,18 +464,9 @@ pub fn run_opened(
             (python.runtime, python.layout, version)
         }
     };
-    let Opened {
-        writer,
-        target,
-        path,
-    } = match opened {
+    let Opened { writer, target } = match opened {
         Some(o) => o,
         None => open(config, version)?,
-    };
-    let write_err = |source| SamplerError::Write {
-        path: path.clone(),
-        source,
-        kept: false,
     };
     let interval_ns = interval_ns(config);
     control.mark_opened();
@@ -620,10 +653,16 @@ pub fn run_opened(
         for (key, value) in &meta {
             echion_mojo::Event::Metadata { key, value }.encode(config.mojo_version, &mut tail);
         }
-        let kept = engine.into_sink().abandon().recover(&tail);
-        return Err(SamplerError::Write { path, source, kept });
+        let mut file = engine.into_sink().abandon();
+        let kept = file.recover(&tail);
+        return Err(write_error(file.path(), source, kept));
     }
-    let file = engine.into_sink().finish().map_err(write_err)?;
+    let path = engine.sink().get_ref().path().to_path_buf();
+    let file = engine
+        .into_sink()
+        .finish()
+        .map_err(|e| write_error(&path, e, false))?;
+    let path = file.path().to_path_buf();
     if !file.still_there() {
         return Err(SamplerError::Removed(path));
     }
@@ -709,6 +748,35 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_profile_that_cannot_be_made_says_so_as_an_open_would() {
+        let path = std::path::Path::new("/nowhere/p.mojo");
+        let failed_open = std::io::Error::other(OutputError::NoReader(path.to_path_buf()));
+        assert!(matches!(
+            write_error(path, failed_open, false),
+            SamplerError::Output(OutputError::NoReader(_))
+        ));
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(
+            write_error(path, full, true),
+            SamplerError::Write { kept: true, .. }
+        ));
+        // Nothing is made on disk until the run writes.
+        let dir = std::env::temp_dir().join(format!("echion-deferred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config {
+            output: dir.join("p.mojo"),
+            ..Config::default()
+        };
+        let opened = open_deferred(&config, PyVersion::new(3, 12, 1)).unwrap();
+        assert!(!opened.writer.get_ref().is_open());
+        drop(opened);
+        // (Dropped, the writer flushes: the header alone, readable.)
+        let data = std::fs::read(dir.join("p.mojo")).unwrap();
+        assert!(echion_mojo::Profile::parse(&data).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_profile_opened_first_is_on_disk_at_once_and_its_error_ends_the_run() {
         let dir = std::env::temp_dir().join(format!("echion-open-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -719,7 +787,7 @@ mod tests {
         let version = PyVersion::new(3, 12, 1);
         let opened = open(&config, version).unwrap();
         // Header and metadata are on disk before any sampling.
-        let data = std::fs::read(&opened.path).unwrap();
+        let data = std::fs::read(opened.writer.get_ref().path()).unwrap();
         let profile = echion_mojo::Profile::parse(&data).unwrap();
         let meta: std::collections::HashMap<_, _> = profile.metadata.into_iter().collect();
         assert_eq!(meta["python"], "3.12.1");

@@ -168,8 +168,8 @@ def _after_fork_in_child() -> None:
             attach.forget_in_child()
         return
     os.environ[PROFILED_PID] = str(os.getpid())
-    # Sample this process into its own file.
-    _configure()
+    # Sample this process into its own file, with the parent's settings
+    # (`reset_after_fork` kept them).
     # The names posted before this point went to the parent's registry.
     from echion.monkey import threading as threading_hooks
 

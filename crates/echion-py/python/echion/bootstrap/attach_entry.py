@@ -18,9 +18,13 @@ borrows the process again a moment later.
 """
 
 #: Packages the bootstrap and its hooks import or patch: none may be half
-#: imported when it runs.
+#: imported when it runs. With those the bootstrap imports on its way (3.8-
+#: 3.13), and ``site``: an attach while the interpreter starts (``site``
+#: importing ``os``) waits until it has.
 _USED = frozenset(
     ("asyncio", "threading", "_threading_local", "gevent", "greenlet", "uvloop", "importlib", "weakref", "warnings", "atexit", "echion")
+    + ("os", "posixpath", "genericpath", "stat", "_collections_abc", "collections", "functools", "keyword", "operator")
+    + ("reprlib", "types", "_weakrefset", "linecache", "abc", "io", "codecs", "encodings", "site", "sitecustomize")
 )
 
 
