@@ -575,8 +575,9 @@ fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
 /// Waits (GIL released) until the sampler has taken its first sample, or
 /// failed to start, at most `timeout` seconds; returns whether it started.
 /// The bootstrap calls this so that the program's start is in the profile.
-/// With `opened`, only until the profile is on disk with its header (a
-/// forked child: it may end at once, and must leave a readable profile).
+/// With `opened`, only until the profile's writer is ready (a forked
+/// child: at once, `start_async(open_first=True)` made it; the child may
+/// end at any moment and leaves a readable profile or none).
 #[pyfunction]
 #[pyo3(signature = (timeout=1.0, opened=false))]
 fn wait_started(py: Python<'_>, timeout: f64, opened: bool) -> bool {

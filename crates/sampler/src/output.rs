@@ -77,8 +77,9 @@ enum Handle {
     /// A special file every process of the family shares.
     Shared(File),
     /// Not opened yet: [`Output::deferred`]'s, opened by the first write
-    /// (of the template, for the pid).
-    Deferred(PathBuf, u32),
+    /// (of the template, for the pid, with the permissions the umask gave
+    /// when it was deferred).
+    Deferred(PathBuf, u32, u32),
 }
 
 impl Output {
@@ -129,10 +130,28 @@ impl Output {
     /// then [`Output::path`] is the name the template gives the pid (the
     /// file may get a derived one), and a flush is a no-op; the open's
     /// error, if any, is the first write's.
+    ///
+    /// The file is made as it would be now: a relative template is taken
+    /// from the working directory of now, and the file gets the permissions
+    /// the umask of now gives (a daemon's child may `chdir` or `umask(0)`
+    /// before its first flush). To read the umask this sets it and sets it
+    /// back: call it where no other thread makes files (a just-forked
+    /// child). What cannot be kept is the right to make the file: a child
+    /// that gives up its rights to the directory within the first 10 ms
+    /// (`setuid` in a pre-fork server's worker) cannot make it, and its
+    /// first write says so.
     pub fn deferred(template: &Path, pid: u32) -> Self {
+        use nix::sys::stat::{umask, Mode};
+        let template = match std::env::current_dir() {
+            Ok(cwd) if template.is_relative() => cwd.join(template),
+            _ => template.to_path_buf(),
+        };
+        let mask = umask(Mode::empty());
+        umask(mask);
+        let mode = 0o666 & !mask.bits();
         Output {
-            path: expand(template, pid),
-            file: Handle::Deferred(template.to_path_buf(), pid),
+            path: expand(&template, pid),
+            file: Handle::Deferred(template, pid, mode),
             whole: 0,
             room: false,
             room_end: 0,
@@ -148,8 +167,9 @@ impl Output {
     /// Opens a [`Output::deferred`] output now (a no-op once open), with
     /// `first` in it.
     fn open_now(&mut self, first: &[u8]) -> io::Result<()> {
-        if let Handle::Deferred(template, pid) = &self.file {
-            let opened = Output::open_with(template, *pid, first).map_err(io::Error::other)?;
+        if let Handle::Deferred(template, pid, mode) = &self.file {
+            let opened =
+                Output::open_with(template, *pid, *mode, first).map_err(io::Error::other)?;
             *self = opened;
         }
         Ok(())
@@ -161,11 +181,13 @@ impl Output {
     /// its name with `first` in it or not at all: written unnamed
     /// (`O_TMPFILE`), then linked. Where that cannot be done (no
     /// `O_TMPFILE` on the file system, no `/proc`; the name taken by a
-    /// special file or an empty one to take over), as [`Output::open`]
-    /// does, then written.
-    fn open_with(template: &Path, pid: u32, first: &[u8]) -> Result<Self, OutputError> {
+    /// special file or an empty one to take over; a link refused), as
+    /// [`Output::open`] does, then written: there a program that ends
+    /// between the two may leave an empty file. `mode`: the new file's
+    /// permissions.
+    fn open_with(template: &Path, pid: u32, mode: u32, first: &[u8]) -> Result<Self, OutputError> {
         let plain = expand(template, pid);
-        if let Some(made) = Self::link_new(template, &plain, pid, first)? {
+        if let Some(made) = Self::link_new(template, &plain, pid, mode, first)? {
             return Ok(made);
         }
         let mut out = Output::open(template, pid)?;
@@ -182,6 +204,7 @@ impl Output {
         template: &Path,
         plain: &Path,
         pid: u32,
+        mode: u32,
         first: &[u8],
     ) -> Result<Option<Self>, OutputError> {
         use nix::errno::Errno;
@@ -207,6 +230,10 @@ impl Output {
         else {
             return Ok(None);
         };
+        // The permissions of the umask the output was deferred under.
+        if nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(mode)).is_err() {
+            return Ok(None);
+        }
         let Some(locked) = lock(file) else {
             return Ok(None);
         };
@@ -238,17 +265,14 @@ impl Output {
             ) {
                 Ok(()) => {
                     out.path = path;
+                    #[cfg(test)]
+                    LINKED.with(|n| n.set(n.get() + 1));
                     return Ok(Some(out));
                 }
                 Err(Errno::EEXIST) => continue,
-                // No /proc: the other way (what was written goes).
-                Err(Errno::ENOENT) if !Path::new("/proc/self/fd").exists() => return Ok(None),
-                Err(e) => {
-                    return Err(OutputError::Create {
-                        path,
-                        source: e.into(),
-                    })
-                }
+                // No /proc, a link refused (a sandbox, a file system that
+                // has no links): the other way (what was written goes).
+                Err(_) => return Ok(None),
             }
         }
         Err(OutputError::Create {
@@ -451,6 +475,13 @@ impl Write for Output {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Deferred outputs made unnamed and linked on this thread (the tests
+    /// check that the atomic way was the one taken).
+    static LINKED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// `template` with every [`PID_PLACEHOLDER`] replaced by `pid`.
 pub fn expand(template: &Path, pid: u32) -> PathBuf {
     let text = template.to_string_lossy();
@@ -573,6 +604,7 @@ pub fn reset(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
     fn tmp() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -633,6 +665,7 @@ mod tests {
 
     #[test]
     fn a_deferred_output_appears_whole_at_its_first_write_or_never() {
+        LINKED.with(|n| n.set(0));
         let dir = tmp();
         let name = dir.join("p.%(pid).mojo");
         // Nothing is written: no file.
@@ -663,13 +696,16 @@ mod tests {
         let mut again = Output::deferred(&name, 8);
         again.write_all(b"x").unwrap();
         assert_eq!(again.path(), dir.join("p.8.1.mojo"));
-        // The family's file (held by the parent): the pid in the name.
+        // The family's file (held and written by the parent): the pid in
+        // the name.
         let family = dir.join("app.mojo");
-        let parent = Output::open(&family, 1).unwrap();
+        let mut parent = Output::open(&family, 1).unwrap();
+        parent.write_all(b"parent").unwrap();
         let mut child = Output::deferred(&family, 9);
         child.write_all(b"child").unwrap();
         assert_eq!(child.path(), dir.join("app.9.mojo"));
         drop((parent, child));
+        assert_eq!(LINKED.with(Cell::get), 3, "made unnamed and linked");
         // An empty file under the name (the echion command's): taken over,
         // as Output::open does.
         std::fs::write(dir.join("empty.mojo"), b"").unwrap();
@@ -678,6 +714,21 @@ mod tests {
         assert_eq!(takes.path(), dir.join("empty.mojo"));
         drop(takes);
         assert_eq!(std::fs::read(dir.join("empty.mojo")).unwrap(), b"mine");
+        assert_eq!(LINKED.with(Cell::get), 3, "taken over, not linked");
+        // Made under the umask it was deferred under, whatever the umask
+        // at the first write.
+        {
+            use nix::sys::stat::{umask, Mode};
+            use std::os::unix::fs::PermissionsExt;
+            let before = umask(Mode::from_bits_truncate(0o027));
+            let mut out = Output::deferred(&dir.join("mode.mojo"), 12);
+            umask(Mode::empty());
+            out.write_all(b"x").unwrap();
+            umask(before);
+            let mode = std::fs::metadata(out.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o640);
+            assert_eq!(LINKED.with(Cell::get), 4);
+        }
         // Its directory gone: the first write says why, naming the path.
         let mut lost = Output::deferred(&dir.join("gone").join("p.mojo"), 11);
         let e = lost.write_all(b"x").unwrap_err();

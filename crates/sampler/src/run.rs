@@ -178,9 +178,10 @@ pub struct Control {
     /// Set once the first tick is done, or the run failed to start.
     started: Mutex<bool>,
     started_cv: Condvar,
-    /// Set once the profile is on disk with its header (or the run failed
-    /// to start): from then on the process may end at any moment and leave
-    /// a readable profile.
+    /// Set once the profile is opened (on disk with its header, or ready to
+    /// be made whole at the first flush: [`open_deferred`]) or the run
+    /// failed to start: from then on the process may end at any moment and
+    /// leave a readable profile (or, deferred, none).
     opened: AtomicBool,
     /// The thread that runs the loop, while it runs: a stop wakes it from
     /// its sleep instead of waiting for the next tick (up to an interval at
@@ -230,19 +231,17 @@ impl Control {
         self.started_cv.notify_all();
     }
 
-    /// Marks the profile as on disk with its header (see
-    /// [`Control::wait_opened`]).
+    /// Marks the profile as opened (see [`Control::wait_opened`]).
     pub fn mark_opened(&self) {
         let _started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         self.opened.store(true, Ordering::Release);
         self.started_cv.notify_all();
     }
 
-    /// Waits until the profile is on disk with its header (or the run has
-    /// started, or failed to), at most `timeout`; returns whether it is.
-    /// A forked child waits for this, not for the first tick: a child
-    /// that ends right after leaves a profile with no sample rather than
-    /// an empty file (or none).
+    /// Waits until the profile is opened (or the run has started, or
+    /// failed to), at most `timeout`; returns whether it is. A forked
+    /// child waits for this, not for the first tick: a child that ends
+    /// right after leaves a readable profile or none, never an empty file.
     pub fn wait_opened(&self, timeout: Duration) -> bool {
         self.wait(timeout, true)
     }
@@ -308,9 +307,9 @@ const MAX_NAP_NS: u64 = 50_000_000;
 /// A profile opened before its run: the file with its header on disk (or,
 /// from [`open_deferred`], in memory until the first flush), and with
 /// [`Config::sidecar`] the output the conversion writes at the end.
-/// [`open`] makes it on the thread that asks (a forked child goes on as
-/// soon as its profile exists, without waiting for a sampler thread to be
-/// scheduled); [`run_opened`] samples into it.
+/// [`open`] makes it on the thread that asks, [`open_deferred`] only gets it
+/// ready there (a forked child goes on at once, without waiting for a
+/// sampler thread to be scheduled); [`run_opened`] samples into it.
 #[derive(Debug)]
 pub struct Opened {
     writer: MojoWriter<Output>,
@@ -748,7 +747,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deferred_profile_that_cannot_be_made_says_so_as_an_open_would() {
+    fn a_deferred_profile_makes_nothing_until_written_and_its_open_error_stays_one() {
         let path = std::path::Path::new("/nowhere/p.mojo");
         let failed_open = std::io::Error::other(OutputError::NoReader(path.to_path_buf()));
         assert!(matches!(
@@ -762,6 +761,7 @@ mod tests {
         ));
         // Nothing is made on disk until the run writes.
         let dir = std::env::temp_dir().join(format!("echion-deferred-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let config = Config {
             output: dir.join("p.mojo"),

@@ -237,6 +237,35 @@ fn wall_mode_replays_stacks_names_and_deltas() {
 }
 
 #[test]
+fn the_first_flush_comes_a_window_after_the_start() {
+    // A forked child's file is made by the first flush: one at the first
+    // tick would make a file for every child that lives a tick.
+    for img in images() {
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Wall);
+        let t0 = 5_000_000_000;
+        engine.start_at(t0);
+        for ms in [1, 5, 9] {
+            engine
+                .tick(t0 + ms * 1_000_000, &names, &freed)
+                .expect("tick");
+            assert!(
+                engine.sink().get_ref().is_empty(),
+                "{}: written at {ms} ms",
+                img.name
+            );
+        }
+        engine.tick(t0 + 11_000_000, &names, &freed).expect("tick");
+        assert!(
+            !engine.sink().get_ref().is_empty(),
+            "{}: nothing written at 11 ms",
+            img.name
+        );
+    }
+}
+
+#[test]
 fn unchanged_stacks_are_held_into_one_sample_with_every_tick_s_time() {
     for img in images() {
         let (worker_tid, _, raw_tid) = img.native_ids();

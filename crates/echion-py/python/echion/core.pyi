@@ -9,8 +9,10 @@ def start() -> None:
 
 def start_async(open_first: bool = False) -> None:
     """Sample in a native thread that Python does not see (stealth mode).
-    With ``open_first`` the profile file is made, header on disk, before
-    this returns (a forked child)."""
+    With ``open_first`` the profile's writer is ready, header buffered,
+    when this returns, and the file is made at the first flush (10 ms) or
+    the end (a forked child: one that leaves sooner by ``os._exit`` makes
+    no file)."""
 
 def stop() -> None:
     """Stop sampling, write the closing metadata and close the profile."""

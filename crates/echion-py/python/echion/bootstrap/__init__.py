@@ -74,8 +74,8 @@ def _start_sampler(forked=False) -> None:
         # sampler of an attach to such a program is a native thread. A
         # forked child's is too: starting a `threading` thread waits for it
         # to take the GIL once, a fork's cost many times over. A forked
-        # child makes its profile file itself, on its way: it need not wait
-        # for the sampler thread to be scheduled.)
+        # child's profile is made whole at its first flush or its end: it
+        # need not wait for the sampler thread to be scheduled.)
         ec.start_async(open_first=forked)
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
@@ -83,10 +83,10 @@ def _start_sampler(forked=False) -> None:
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
     # An attached program goes on at once (echion -p waits elsewhere). A
-    # forked child goes on once its profile is on disk with its header (at
-    # once: `start_async` made it): it goes on with its parent's work, whose
-    # start is in the parent's profile, and may end at once (an empty file
-    # would be unreadable).
+    # forked child goes on at once too (`start_async` got its profile
+    # ready): it goes on with its parent's work, whose start is in the
+    # parent's profile, and may end at any moment, leaving a readable
+    # profile or, before its first flush, none.
     if _attached_env is None:
         ec.wait_started(1.0, forked)
 
