@@ -189,9 +189,7 @@ class Soak:
 
     def limit(self, python, program, rounds):
         """Seconds after which a run under echion is a hang: --timeout, or
-        --slowdown times the plain run's, whichever is longer (on 3.8-3.10 a
-        GIL convoy makes threads.py take 30 s plain and several times that
-        when every allocation is traced)."""
+        --slowdown times the plain run's, whichever is longer."""
         return max(self.args.timeout, self.args.slowdown * self.plain_seconds[(python, program.stem, rounds)])
 
     def one(self, python, program, mode, rounds):
