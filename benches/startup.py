@@ -2,7 +2,8 @@
 one run (issue 14's goals: an empty script at most 1.5x plain; a fork loop
 at least 90 % of plain's forks per second).
 
-    python benches/startup.py --python .venvs/py3.11/bin/python [--compare before=/path/to/other/python]
+    python benches/startup.py --python .venvs/py3.11/bin/python [--compare before=/path/to/other/python] \
+        [--echion035 .venvs/bench-echion035/bin/python] [--py-spy .venvs/bench-tools/bin/py-spy]
 
 Rounds interleave every configuration; medians of per-round ratios to the
 plain run are reported. Start-up: an empty script, through the `echion`
@@ -10,7 +11,12 @@ command that pip installed beside --python (the front-end executable, from
 the published wheel), through `python -m echion`, and the profiled interpreter alone
 (the environment the front end would give it). Forks: benches/workloads/
 fork_loop.py, whose children leave at once (the worst case: every child
-pays the sampler's start and nothing else).
+pays the sampler's start and nothing else), also plain with `threading`
+imported first (as any program that uses `subprocess` has: its after-fork
+hook runs in every child), and, when given, under echion 0.3.5 and under
+`py-spy record --subprocesses` at 1 ms. A fork loop that has not ended
+after 30 s is killed with its children and counted as hung (echion 0.3.5's
+children hang).
 """
 
 import argparse
@@ -32,6 +38,25 @@ def timed(cmd, env=None):
     return time.perf_counter() - t
 
 
+def forks_per_second(cmd, timeout=30.0):
+    """The fork loop's own count, or None when it hung (killed, with every
+    process of its group, after `timeout` seconds)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        return None
+    finally:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+    numbers = [line for line in out.decode().split() if line.replace(".", "", 1).isdigit()]
+    return float(numbers[-1]) if numbers else None
+
+
 def bootstrap_dir(python):
     out = subprocess.check_output([python, "-c", "import echion.bootstrap, os; print(os.path.dirname(echion.bootstrap.__file__))"])
     return out.decode().strip()
@@ -43,6 +68,8 @@ def main():
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PYTHON", help="also the echion installed for PYTHON (another build)")
     ap.add_argument("--runs", type=int, default=20, help="start-up rounds (fork rounds: a quarter of it)")
     ap.add_argument("--seconds", type=float, default=1.5, help="length of one fork loop")
+    ap.add_argument("--echion035", help="an interpreter with echion 0.3.5 installed (fork loop)")
+    ap.add_argument("--py-spy", dest="py_spy", help="py-spy's executable (fork loop)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="echion-startup-"))
@@ -65,19 +92,37 @@ def main():
         ratio = statistics.median(x / p for x, p in zip(v, times["python"]))
         print(f"  {k:32s} {statistics.median(v) * 1e3:7.1f} ms  {ratio:5.2f}x")
 
-    forks = {"python": lambda d: [args.python, str(FORK_LOOP), str(args.seconds)]}
+    seconds = str(args.seconds)
+    forks = {
+        "python": lambda d: [args.python, str(FORK_LOOP), seconds],
+        "python, threading imported": lambda d: [
+            args.python,
+            "-c",
+            "import sys, threading; sys.argv = ['fork_loop', %r]; exec(compile(open(%r).read(), %r, 'exec'))" % (seconds, str(FORK_LOOP), str(FORK_LOOP)),
+        ],
+    }
     for label, py in builds:
-        forks[label] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), str(args.seconds)]
+        forks[label] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), seconds]
+    if args.echion035:
+        forks["echion 0.3.5"] = lambda d: [str(Path(args.echion035).parent / "echion"), "-o", str(d / "p.mojo"), args.echion035, str(FORK_LOOP), seconds]
+    if args.py_spy:
+        forks["py-spy --subprocesses, 1 ms"] = lambda d: [args.py_spy, "record", "-s", "-r", "1000", "-f", "raw", "-o", str(d / "p.txt"), "--", args.python, str(FORK_LOOP), seconds]
     rates = {k: [] for k in forks}
     for i in range(max(1, args.runs // 4)):
         for k, cmd in forks.items():
-            d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_')}"
+            d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_').replace(',', '')}"
             d.mkdir()
-            rates[k].append(float(subprocess.check_output(cmd(d))))
+            rates[k].append(forks_per_second(cmd(d)))
     print(f"\nfork loop (children leave at once), {max(1, args.runs // 4)} rounds of {args.seconds} s")
     for k, v in rates.items():
-        ratio = statistics.median(x / p for x, p in zip(v, rates["python"]))
-        print(f"  {k:32s} {statistics.median(v):7.0f} forks/s  {ratio:5.2f} of plain")
+        pairs = [(x, p) for x, p in zip(v, rates["python"]) if x is not None and p is not None]
+        hung = sum(x is None for x in v)
+        if not pairs:
+            print(f"  {k:32s} hung in every round")
+            continue
+        ratio = statistics.median(x / p for x, p in pairs)
+        note = f"  (hung in {hung} of {len(v)} rounds)" if hung else ""
+        print(f"  {k:32s} {statistics.median(x for x, _ in pairs):7.0f} forks/s  {ratio:5.2f} of plain{note}")
     subprocess.run(["rm", "-rf", str(tmp)])
 
 
