@@ -53,7 +53,9 @@ def forks_per_second(cmd, timeout=30.0):
             os.killpg(proc.pid, 9)
         except ProcessLookupError:
             pass
-    numbers = [line for line in out.decode().split() if line.replace(".", "", 1).isdigit()]
+    # The loop prints one number on a line of its own (a profiler may print
+    # more around it).
+    numbers = [line.strip() for line in out.decode().splitlines() if line.strip().replace(".", "", 1).isdigit()]
     return float(numbers[-1]) if numbers else None
 
 
