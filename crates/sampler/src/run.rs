@@ -387,22 +387,13 @@ fn with_header(
 /// The error of a write to the profile at `path`: the open's own when a
 /// deferred output could not be made ([`Output::deferred`]).
 fn write_error(path: &std::path::Path, source: std::io::Error, kept: bool) -> SamplerError {
-    if source
-        .get_ref()
-        .is_some_and(|inner| inner.is::<OutputError>())
-    {
-        if let Some(Ok(e)) = source
-            .into_inner()
-            .map(|inner| inner.downcast::<OutputError>())
-        {
-            return SamplerError::Output(*e);
-        }
-        unreachable!("checked above");
-    }
-    SamplerError::Write {
-        path: path.to_path_buf(),
-        source,
-        kept,
+    match source.downcast::<OutputError>() {
+        Ok(open) => SamplerError::Output(open),
+        Err(source) => SamplerError::Write {
+            path: path.to_path_buf(),
+            source,
+            kept,
+        },
     }
 }
 
