@@ -38,10 +38,11 @@ def timed(cmd, env=None):
     return time.perf_counter() - t
 
 
-def forks_per_second(cmd, timeout=30.0):
+def forks_per_second(cmd, cwd, timeout=30.0):
     """The fork loop's own count, or None when it hung (killed, with every
-    process of its group, after `timeout` seconds)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    process of its group, after `timeout` seconds). It runs in `cwd`: a
+    profiler may write a file per child where it runs (echion 0.3.5 does)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -114,7 +115,7 @@ def main():
         for k, cmd in forks.items():
             d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_').replace(',', '')}"
             d.mkdir()
-            rates[k].append(forks_per_second(cmd(d)))
+            rates[k].append(forks_per_second(cmd(d), d))
     print(f"\nfork loop (children leave at once), {max(1, args.runs // 4)} rounds of {args.seconds} s")
     for k, v in rates.items():
         pairs = [(x, p) for x, p in zip(v, rates["python"]) if x is not None and p is not None]

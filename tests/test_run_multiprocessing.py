@@ -69,3 +69,27 @@ def test_children_that_leave_at_once_leave_readable_profiles_or_none(tmp_path):
         assert "duration" in read_ours(path)["metadata"], f"child {pid}'s profile was not closed"
     made = sum((tmp_path / ("profile.%d.mojo" % pid)).exists() for pid in got["instant"])
     assert made < 10, f"{made} of 100 children that left at once made a file"
+
+@pytest.mark.parametrize("imported", ["plain", "asyncio"])
+def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported):
+    # A child pays for every page it writes to (each is the parent's until
+    # then): the sampler restarts in native code, which runs no Python and
+    # touches no object of the program's. Where asyncio's hooks are in, the
+    # bootstrap's Python hook tells the new sampler about asyncio.
+    run = run_echion(tmp_path, target("fork_native.py"), args=[imported], timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    child = got["child"]
+    if imported == "plain":
+        assert got["ran"] == [], f"echion's Python code ran in the child: {got['ran']}"
+    else:
+        assert "_after_fork_in_child" in got["ran"], got["ran"]
+    # Subinterpreters of the child read the C environment: they know the
+    # process is profiled (and do not start a sampler of their own).
+    assert got["env"] == str(child), got
+    assert child in run.profiles, f"no profile for child {child}; {run.describe()}"
+    view = run.profiles[child].ours
+    line = marker_line(target("fork_native.py"), "child-work")
+    # The forking thread keeps its name in the child.
+    working = total(select(view, lambda s: contains(s, [("child_work", line)]), thread="forker"))
+    assert working >= 0.15e6, f"child in child_work as 'forker': {working} µs\n{stack_summary(view)}"

@@ -54,6 +54,17 @@ struct State {
     settings: Options,
     control: Arc<Control>,
     running: Option<Running>,
+    /// What the hooks said of the threads alive now (ident → name, kernel
+    /// id) and of `threading`'s bootstrap code: a forked child tells its
+    /// own sampler about its one thread from here, without Python.
+    threads: Threads,
+}
+
+/// The thread names the hooks posted, kept for a forked child.
+#[derive(Default)]
+struct Threads {
+    names: std::collections::HashMap<u64, String>,
+    bootstrap_code: Option<u64>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -67,6 +78,7 @@ fn state() -> MutexGuard<'static, Option<State>> {
             settings: Options::default(),
             control: Arc::new(Control::new()),
             running: None,
+            threads: Threads::default(),
         });
     }
     guard
@@ -656,6 +668,7 @@ fn stop_sampling(py: Python<'_>) -> bool {
         // hooks of that run.
         if r.is_some() {
             s.control = Arc::new(Control::new());
+            s.threads.names.clear();
         }
         r
     }) else {
@@ -761,6 +774,12 @@ fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> 
 /// the parent's settings (kept: the same variables would give the same).
 #[pyfunction]
 fn reset_after_fork() {
+    forget_parent();
+}
+
+/// What [`reset_after_fork`] does; returns the name the forking thread
+/// had (the child's one thread), if a hook posted one.
+fn forget_parent() -> Option<String> {
     codehook::reset_after_fork();
     // The parent's sampler thread is not here.
     SAMPLER_TID.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -769,8 +788,15 @@ fn reset_after_fork() {
     // with the GIL, which the forking thread held).
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     let mut guard = state();
-    if let Some(old) = guard.take() {
+    let mut name = None;
+    if let Some(mut old) = guard.take() {
         let settings = old.settings.clone();
+        let ident = current_ident();
+        name = old.threads.names.remove(&ident);
+        let threads = Threads {
+            names: name.iter().map(|n| (ident, n.clone())).collect(),
+            bootstrap_code: old.threads.bootstrap_code,
+        };
         // The parent's sampler thread does not exist here; its handle, its
         // locks and its buffers must not be touched (dropping them could
         // write the parent's data or detach a thread that is not there).
@@ -779,16 +805,129 @@ fn reset_after_fork() {
             settings,
             control: Arc::new(Control::new()),
             running: None,
+            threads,
         });
     }
-    drop(guard);
-    drop(state());
+    name
+}
+
+/// The calling thread's `threading.get_ident()`: its `pthread_t`.
+fn current_ident() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    (unsafe { libc::pthread_self() }) as u64
+}
+
+/// Whether a forked child restarts the sampler here, natively (run mode,
+/// with no asyncio or gevent hooks to tell the new sampler about), rather
+/// than through the bootstrap's Python hook ([`set_after_fork`]).
+static FORK_NATIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The bootstrap's hooks for a forked child: its Python one (what runs
+/// when the child may not restart natively) and the warnings filter it
+/// puts first before a fork (3.12+), which the child takes out.
+static AFTER_FORK: Mutex<Option<AfterFork>> = Mutex::new(None);
+
+/// The bootstrap's Python hook for a forked child, and its fork-warning
+/// filter.
+struct AfterFork {
+    hook: Py<PyAny>,
+    fork_filter: Option<Py<PyAny>>,
+}
+
+/// Gives the bootstrap's Python hook for a forked child, and the warnings
+/// filter it may put first before a fork (see [`after_fork_in_child`]).
+#[pyfunction]
+#[pyo3(signature = (hook, fork_filter=None))]
+fn set_after_fork(hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) {
+    *AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(AfterFork { hook, fork_filter });
+}
+
+/// Whether a forked child restarts the sampler natively from now on (the
+/// bootstrap says no once asyncio or gevent are hooked, or when attached).
+#[pyfunction]
+fn set_fork_native(native: bool) {
+    FORK_NATIVE.store(native, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registered with `os.register_at_fork(after_in_child=...)`: restarts the
+/// sampler in a forked child without running any Python code, where it
+/// may ([`set_fork_native`]); else calls the bootstrap's Python hook.
+///
+/// A child pays for every page it writes to (each is the parent's until
+/// then, copied on the first write): Python code writes the reference
+/// counts of every object it touches, and may start a collection that
+/// touches them all. This path writes the module's own state, the
+/// environment, and the new sampler's.
+#[pyfunction]
+fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
+    let hooks = AFTER_FORK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|a| {
+            let filter = a.fork_filter.as_ref().map(|f| f.clone_ref(py));
+            (a.hook.clone_ref(py), filter)
+        });
+    let Some((hook, fork_filter)) = hooks else {
+        return Ok(());
+    };
+    if !FORK_NATIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        return hook.call0(py).map(drop);
+    }
+    if let Some(filter) = fork_filter {
+        drop_fork_filter(py, filter.bind(py));
+    }
+    let name = forget_parent();
+    // Subinterpreters of this child know it is profiled from here (the
+    // bootstrap's check; `os.environ` of the main interpreter is left as
+    // it was: writing it is Python code).
+    let pid = std::process::id().to_string();
+    if let Ok(value) = std::ffi::CString::new(pid) {
+        // SAFETY: both strings are NUL-terminated; a forked child has one
+        // thread until the sampler starts below, so no other thread reads
+        // the environment meanwhile.
+        unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr(), 1) };
+    }
+    with_state(|s| {
+        if let Some(code) = s.threads.bootstrap_code {
+            s.control.registry.post(Update::BootstrapCode { code });
+        }
+        if let Some(name) = name {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+            s.control.registry.post(Update::Track {
+                thread_id: current_ident(),
+                name,
+                native_id: u64::try_from(tid).unwrap_or(0),
+            });
+        }
+    });
+    start_async(py, true)
+}
+
+/// Takes the bootstrap's fork-warning filter out of `warnings.filters`
+/// (the list the C `_warnings` module reads), where it is.
+fn drop_fork_filter(py: Python<'_>, filter: &Bound<'_, PyAny>) {
+    let filters = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("modules"))
+        .and_then(|m| m.get_item("warnings"))
+        .or_else(|_| py.import("_warnings").map(|m| m.into_any()))
+        .and_then(|w| w.getattr("filters"));
+    let Ok(filters) = filters else { return };
+    let Ok(list) = filters.cast::<pyo3::types::PyList>() else {
+        return;
+    };
+    if let Some(i) = list.iter().position(|f| f.is(filter)) {
+        let _ = list.del_item(i);
+    }
 }
 
 /// Tells the sampler the name and kernel id of a thread.
 #[pyfunction]
 fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
     with_state(|s| {
+        s.threads.names.insert(thread_id, thread_name.clone());
         s.control.registry.post(Update::Track {
             thread_id,
             name: thread_name,
@@ -803,13 +942,19 @@ fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
 /// thread starting or ending, and is not shown.
 #[pyfunction]
 fn set_thread_bootstrap(code: u64) {
-    with_state(|s| s.control.registry.post(Update::BootstrapCode { code }));
+    with_state(|s| {
+        s.threads.bootstrap_code = Some(code);
+        s.control.registry.post(Update::BootstrapCode { code })
+    });
 }
 
 /// Tells the sampler that a thread is ending.
 #[pyfunction]
 fn untrack_thread(thread_id: u64) {
-    with_state(|s| s.control.registry.post(Update::Untrack { thread_id }));
+    with_state(|s| {
+        s.threads.names.remove(&thread_id);
+        s.control.registry.post(Update::Untrack { thread_id })
+    });
 }
 
 /// Sets the sampling interval, in microseconds.
@@ -1065,6 +1210,9 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(wait_started, m)?)?;
     m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(set_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(set_fork_native, m)?)?;
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;
     m.add_function(wrap_pyfunction!(set_thread_bootstrap, m)?)?;

@@ -147,9 +147,11 @@ def _unhide_fork_warning() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _sampler_thread, _stop_lock
-    # Another thread of the parent may have held it at the fork.
-    _stop_lock = _thread_allocate_lock()
+    # The Python half of `echion.core.after_fork_in_child`: what a child
+    # does when the sampler may not restart natively (attached, or asyncio
+    # or gevent hooked: they tell the new sampler what they know).
+    global _sampler_thread
+    _renew_stop_lock()
     _unhide_fork_warning()
     _sampler_thread = None
     if not _started:
@@ -199,7 +201,9 @@ def in_profiled_process() -> bool:
 
 
 def _hook_gevent() -> None:
-    # Imports gevent itself: only once the program has.
+    # Imports gevent itself: only once the program has. A forked child
+    # tells its new sampler about the greenlets, from Python.
+    ec.set_fork_native(False)
     from echion.monkey import gevent as gevent_hooks
 
     gevent_hooks.patch()
@@ -237,6 +241,12 @@ def start(env=None) -> None:
     from echion.monkey import asyncio as asyncio_hooks
     from echion.monkey import when_imported
 
+    # A forked child restarts the sampler natively, without a line of
+    # Python (see `echion.core.after_fork_in_child`), unless it has more
+    # to tell it than its thread's name: asyncio's and gevent's hooks say
+    # no when they go in (which may be just below); an attached run's
+    # children are not profiled.
+    ec.set_fork_native(env is None)
     asyncio_hooks.install_when_imported()
     when_imported("gevent", _hook_gevent)
     _started = True
@@ -244,10 +254,14 @@ def start(env=None) -> None:
         # Hooks cannot be unregistered: once per process, inert while
         # echion is not sampling (an attached process may be attached again).
         _fork_hooks = True
-        os.register_at_fork(
-            before=_hide_fork_warning,
-            after_in_child=_after_fork_in_child,
-        )
+        if sys.version_info >= (3, 12):
+            ec.set_after_fork(_after_fork_in_child, _FORK_FILTER)
+            os.register_at_fork(before=_hide_fork_warning, after_in_child=ec.after_fork_in_child)
+        else:
+            # (No warning to hide: no Python code of ours in the parent's
+            # fork either.)
+            ec.set_after_fork(_after_fork_in_child)
+            os.register_at_fork(after_in_child=ec.after_fork_in_child)
     atexit.register(stop)
     _start_sampler()
 
@@ -257,6 +271,15 @@ def start(env=None) -> None:
 #: the GIL back from native code while the interpreter finalises (it would
 #: be ended by pthread_exit, unwinding through frames that must not be).
 _stop_lock = _thread_allocate_lock()
+_stop_lock_pid = os.getpid()
+
+
+def _renew_stop_lock() -> None:
+    # In a forked child: another thread of the parent may have held it at
+    # the fork.
+    global _stop_lock, _stop_lock_pid
+    if _stop_lock_pid != os.getpid():
+        _stop_lock, _stop_lock_pid = _thread_allocate_lock(), os.getpid()
 
 
 def watch_control(fd, started, detach) -> None:
@@ -269,6 +292,7 @@ def watch_control(fd, started, detach) -> None:
 
 def stop() -> None:
     """Stop sampling and close the profile."""
+    _renew_stop_lock()
     with _stop_lock:
         _stop()
 
@@ -295,6 +319,7 @@ def _unhook() -> None:
     global _started, _sampler_thread
     _started = False
     _sampler_thread = None
+    ec.set_fork_native(False)
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.unpatch()

@@ -68,6 +68,9 @@ def patch():
     if _patched:
         return
     _patched = True
+    # A forked child tells its new sampler about asyncio again, from
+    # Python (`after_fork_in_child` below).
+    ec.set_fork_native(False)
     import asyncio
     from asyncio import events, tasks
 
