@@ -74,6 +74,10 @@ def main():
     ap.add_argument("--echion035", help="an interpreter with echion 0.3.5 installed (fork loop)")
     ap.add_argument("--py-spy", dest="py_spy", help="py-spy's executable (fork loop)")
     args = ap.parse_args()
+    # (The fork loops run in directories of their own.)
+    for name in ("python", "echion035", "py_spy"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
 
     tmp = Path(tempfile.mkdtemp(prefix="echion-startup-"))
     empty = tmp / "empty.py"

@@ -176,9 +176,9 @@ def _after_fork_in_child() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.track_all()
-    from echion.monkey import asyncio as asyncio_hooks
-
-    asyncio_hooks.after_fork_in_child()
+    asyncio_hooks = sys.modules.get("echion.monkey.asyncio")
+    if asyncio_hooks is not None:
+        asyncio_hooks.after_fork_in_child()
     gevent_hooks = sys.modules.get("echion.monkey.gevent")
     if gevent_hooks is not None:
         gevent_hooks.after_fork_in_child()
@@ -198,6 +198,14 @@ def in_profiled_process() -> bool:
     from echion._interpreters import is_main_interpreter
 
     return not is_main_interpreter()
+
+
+def _hook_asyncio() -> None:
+    # Loaded once the program has imported asyncio (a program that never
+    # does starts sooner).
+    from echion.monkey import asyncio as asyncio_hooks
+
+    asyncio_hooks.patch()
 
 
 def _hook_gevent() -> None:
@@ -238,7 +246,6 @@ def start(env=None) -> None:
     threading_hooks.patch()
     # asyncio and gevent are hooked when the program imports them, never
     # imported here.
-    from echion.monkey import asyncio as asyncio_hooks
     from echion.monkey import when_imported
 
     # A forked child restarts the sampler natively, without a line of
@@ -247,7 +254,7 @@ def start(env=None) -> None:
     # no when they go in (which may be just below); an attached run's
     # children are not profiled.
     ec.set_fork_native(env is None)
-    asyncio_hooks.install_when_imported()
+    when_imported("asyncio", _hook_asyncio)
     when_imported("gevent", _hook_gevent)
     _started = True
     if not _fork_hooks:
@@ -323,10 +330,12 @@ def _unhook() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.unpatch()
-    from echion.monkey import asyncio as asyncio_hooks
     from echion.monkey import forget
 
-    asyncio_hooks.uninstall()
+    forget("asyncio")
+    asyncio_hooks = sys.modules.get("echion.monkey.asyncio")
+    if asyncio_hooks is not None:
+        asyncio_hooks.unpatch()
     forget("gevent")
     gevent_hooks = sys.modules.get("echion.monkey.gevent")
     if gevent_hooks is not None:

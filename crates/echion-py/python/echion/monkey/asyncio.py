@@ -3,8 +3,8 @@ where asyncio keeps its tasks, which thread runs which event loop, and which
 task waits on which where no field of theirs says so (``gather``, ``wait``,
 ``as_completed``, ``shield``, ``wait_for`` before 3.12, ``TaskGroup``).
 
-echion never imports asyncio: ``echion.bootstrap`` installs these hooks when
-the program imports it (see ``install_when_imported``). Every hook calls the
+echion never imports asyncio: ``echion.bootstrap`` loads this module and
+installs these hooks when the program imports it. Every hook calls the
 original and passes its result and exceptions through unchanged; links are
 posted as addresses only, so no task is kept alive by them.
 """
@@ -184,18 +184,3 @@ def after_fork_in_child():
     if _patched:
         track()
 
-
-def install_when_imported():
-    """Patches asyncio now if the program has imported it, or else when it
-    does."""
-    from echion.monkey import when_imported
-
-    when_imported("asyncio", patch)
-
-
-def uninstall():
-    """Removes the import hook and the patches."""
-    from echion.monkey import forget
-
-    forget("asyncio")
-    unpatch()
