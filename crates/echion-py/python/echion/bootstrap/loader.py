@@ -26,8 +26,8 @@ def load_echion(package_dir):
                 name="echion",
             )
         return loaded
+    from importlib._bootstrap import module_from_spec  # (importlib.util's)
     from importlib.machinery import PathFinder
-    from importlib.util import module_from_spec
 
     # The finder is asked about this one directory: nothing else of the
     # site-packages that holds echion becomes importable.

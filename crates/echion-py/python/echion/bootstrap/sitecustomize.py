@@ -36,11 +36,18 @@ def _load_own_echion() -> None:
     # interpreter has echion installed (one abi3 build serves 3.8 and up).
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "loader.py")
-    with open(path, "rb") as f:
-        code = compile(f.read(), path, "exec")
-    namespace = {"__name__": "echion_loader"}
-    exec(code, namespace)
-    namespace["load_echion"](os.path.dirname(here))
+    # Run through its loader, from the bytecode cached beside it: in an
+    # interpreter that found every module's cache fresh, the first
+    # compile() warms up the compiler, a millisecond of start-up.
+    # (importlib's own bootstrap functions: importlib.util imports
+    # contextlib and more.)
+    from importlib import _bootstrap
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("echion_loader", path)
+    module = _bootstrap.module_from_spec(_bootstrap.spec_from_loader("echion_loader", loader))
+    loader.exec_module(module)
+    module.load_echion(os.path.dirname(here))
 
 
 def _chain_to_user_sitecustomize() -> None:
