@@ -63,7 +63,8 @@ struct State {
 /// The thread names the hooks posted, kept for a forked child.
 #[derive(Default)]
 struct Threads {
-    names: std::collections::HashMap<u64, String>,
+    /// Ident → name and kernel id (0: not known).
+    names: std::collections::HashMap<u64, (String, u64)>,
     bootstrap_code: Option<u64>,
 }
 
@@ -778,7 +779,10 @@ fn reset_after_fork() {
 }
 
 /// What [`reset_after_fork`] does; returns the name the forking thread
-/// had (the child's one thread), if a hook posted one.
+/// had (the child's one thread), if a hook posted one for it: for the
+/// same ident and the kernel id the forking thread had ([`FORKING_TID`]),
+/// not for an ended thread whose ident it reuses (a `threading` thread
+/// made for a foreign thread is never untracked).
 fn forget_parent() -> Option<String> {
     codehook::reset_after_fork();
     // The parent's sampler thread is not here.
@@ -792,9 +796,15 @@ fn forget_parent() -> Option<String> {
     if let Some(mut old) = guard.take() {
         let settings = old.settings.clone();
         let ident = current_ident();
-        name = old.threads.names.remove(&ident);
+        let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
+        name = old
+            .threads
+            .names
+            .remove(&ident)
+            .filter(|(_, tid)| Ok(*tid) == forking && *tid != 0)
+            .map(|(name, _)| name);
         let threads = Threads {
-            names: name.iter().map(|n| (ident, n.clone())).collect(),
+            names: Default::default(),
             bootstrap_code: old.threads.bootstrap_code,
         };
         // The parent's sampler thread does not exist here; its handle, its
@@ -815,6 +825,17 @@ fn forget_parent() -> Option<String> {
 fn current_ident() -> u64 {
     // SAFETY: pthread_self has no preconditions.
     (unsafe { libc::pthread_self() }) as u64
+}
+
+/// The kernel id of the thread that forked last, as the parent knew it
+/// (set by a `pthread_atfork` prepare handler, [`note_forking_thread`]).
+static FORKING_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// `pthread_atfork`'s prepare handler: notes which thread forks.
+extern "C" fn note_forking_thread() {
+    // SAFETY: gettid has no preconditions and is async-signal-safe.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    FORKING_TID.store(tid, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a forked child restarts the sampler here, natively (run mode,
@@ -839,7 +860,13 @@ struct AfterFork {
 #[pyfunction]
 #[pyo3(signature = (hook, fork_filter=None))]
 fn set_after_fork(hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) {
-    *AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(AfterFork { hook, fork_filter });
+    let mut slot = AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        // SAFETY: registers a handler with no arguments that only stores
+        // an integer; once per process (the bootstrap sets the hook once).
+        unsafe { libc::pthread_atfork(Some(note_forking_thread), None, None) };
+    }
+    *slot = Some(AfterFork { hook, fork_filter });
 }
 
 /// Whether a forked child restarts the sampler natively from now on (the
@@ -877,30 +904,46 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     if let Some(filter) = fork_filter {
         drop_fork_filter(py, filter.bind(py));
     }
-    let name = forget_parent();
+    let Some(name) = forget_parent() else {
+        // A thread no hook named (a `_thread` thread): `threading` names
+        // it in the child, and the Python hook tells the sampler.
+        return hook.call0(py).map(drop);
+    };
     // Subinterpreters of this child know it is profiled from here (the
-    // bootstrap's check; `os.environ` of the main interpreter is left as
-    // it was: writing it is Python code).
+    // bootstrap's check reads `_ECHION_PROFILED_PID`).
     let pid = std::process::id().to_string();
-    if let Ok(value) = std::ffi::CString::new(pid) {
+    if let Ok(value) = std::ffi::CString::new(pid.as_str()) {
         // SAFETY: both strings are NUL-terminated; a forked child has one
         // thread until the sampler starts below, so no other thread reads
         // the environment meanwhile.
         unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr(), 1) };
     }
+    // And in `posix.environ`, the dict behind `os.environ` (bytes to
+    // bytes), which 3.8's subinterpreters share with the main one (3.9
+    // and later read the C environment anew): a dict store, no Python
+    // code.
+    let _ = py
+        .import("posix")
+        .and_then(|posix| posix.getattr("environ"))
+        .and_then(|env| {
+            let key = pyo3::types::PyBytes::new(py, b"_ECHION_PROFILED_PID");
+            let value = pyo3::types::PyBytes::new(py, pid.as_bytes());
+            env.set_item(key, value)
+        });
     with_state(|s| {
         if let Some(code) = s.threads.bootstrap_code {
             s.control.registry.post(Update::BootstrapCode { code });
         }
-        if let Some(name) = name {
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-            s.control.registry.post(Update::Track {
-                thread_id: current_ident(),
-                name,
-                native_id: u64::try_from(tid).unwrap_or(0),
-            });
-        }
+        // SAFETY: gettid has no preconditions.
+        let tid = u64::try_from(unsafe { libc::syscall(libc::SYS_gettid) }).unwrap_or(0);
+        let ident = current_ident();
+        // (Known again if this child forks in turn.)
+        s.threads.names.insert(ident, (name.clone(), tid));
+        s.control.registry.post(Update::Track {
+            thread_id: ident,
+            name,
+            native_id: tid,
+        });
     });
     start_async(py, true)
 }
@@ -927,7 +970,9 @@ fn drop_fork_filter(py: Python<'_>, filter: &Bound<'_, PyAny>) {
 #[pyfunction]
 fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
     with_state(|s| {
-        s.threads.names.insert(thread_id, thread_name.clone());
+        s.threads
+            .names
+            .insert(thread_id, (thread_name.clone(), native_id.unwrap_or(0)));
         s.control.registry.post(Update::Track {
             thread_id,
             name: thread_name,

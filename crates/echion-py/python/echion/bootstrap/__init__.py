@@ -309,6 +309,9 @@ def _stop() -> None:
     if not _started:
         return
     _started = False
+    # A thread that forks while the sampler finishes (the GIL is let go
+    # below) must not restart it in the child: nothing would stop it there.
+    ec.set_fork_native(False)
     ec.stop()
     # The sampler's Python thread takes the GIL once more to return: let it
     # end now, not while the interpreter finalises (where a thread that
