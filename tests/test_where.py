@@ -140,6 +140,27 @@ def test_plain_target_named_threads_ten_times(spawn):
     assert (rc, out, err) == (0, b"done\n", b"")
 
 
+def test_a_second_libpython_never_started_is_passed_over(spawn, monkeypatch):
+    # A process may map another version's libpython (a plugin linked with
+    # it): its _PyRuntime lists no interpreter, the one that runs does.
+    other = next(p for p in all_pythons() if "/%d.%d." % sys.version_info[:2] not in p)
+    lib = subprocess.run(
+        [other, "-c", "import os, sysconfig as s; print(os.path.join(s.get_config_var('LIBDIR'), s.get_config_var('INSTSONAME')))"],
+        stdout=subprocess.PIPE,
+        check=True,
+    ).stdout.decode().strip()
+    assert os.path.exists(lib), lib
+    monkeypatch.setenv("WHERE_OTHER_LIBPYTHON", lib)
+    t = spawn("other-libpython")
+    maps = open("/proc/%d/maps" % t.pid).read()
+    assert os.path.realpath(lib) in maps or lib in maps, "the other libpython is not mapped"
+    r = where(t.pid)
+    assert r.returncode == 0, r.stderr.decode()
+    threads = parse(r.stdout.decode())
+    assert {n for _, n in threads} == {"MainThread", "sleeper", "spinner"}, r.stdout.decode()
+    assert t.finish()[0] == 0
+
+
 def test_any_supported_version_from_this_interpreter(spawn):
     # The echion of this interpreter reads targets of every version.
     for python in all_pythons():

@@ -90,6 +90,10 @@ def run_loop():
 
 
 def main():
+    if mode == "other-libpython":
+        # Another version's libpython, loaded as a plugin would (its own
+        # symbols, never started): mapped before ours in the address space.
+        ctypes.CDLL(os.environ["WHERE_OTHER_LIBPYTHON"], mode=os.RTLD_LOCAL)
     if mode == "private":
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
     quits = []

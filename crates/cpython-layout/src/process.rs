@@ -9,6 +9,8 @@
 //! the `PY_VERSION` string in the binary's read-only data, cross-checked with
 //! the `python3.X` / `libpython3.X` file name. On 3.13 the `_Py_DebugOffsets`
 //! at the start of `_PyRuntime` are checked against the built-in layout.
+//! A runtime that lists no interpreter (a libpython of another version that
+//! a plugin loaded, never started) gives way to one that does.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -281,6 +283,8 @@ pub fn find_python<R: MemoryReader + ?Sized>(
     }
     // Why each file was passed over, for the error.
     let mut why: Vec<&str> = Vec::with_capacity(files.len());
+    // The first runtime found with no interpreter yet.
+    let mut unstarted = None;
     for path in &files {
         // Read the file as the target sees it (it may live in another mount
         // namespace), falling back to our own view.
@@ -325,14 +329,25 @@ pub fn find_python<R: MemoryReader + ?Sized>(
         };
         let layout = Layout::for_version(version)?;
         check_runtime(reader, runtime, layout)?;
-        return Ok(PythonProcess {
+        let found = PythonProcess {
             pid,
             runtime,
             version,
             layout,
             binary: path.to_path_buf(),
             load_bias: bias,
-        });
+        };
+        if has_interpreter(reader, runtime, layout) {
+            return Ok(found);
+        }
+        // Loaded but not started: another version's libpython that a
+        // plugin loaded (`RTLD_LOCAL`), or an interpreter still starting.
+        why.push("its _PyRuntime has no interpreter");
+        unstarted.get_or_insert(found);
+    }
+    if let Some(found) = unstarted {
+        // None has one yet: the first (a process caught as it starts).
+        return Ok(found);
     }
     Err(ProcessError::NotPython {
         pid,
@@ -347,6 +362,15 @@ pub fn find_python<R: MemoryReader + ?Sized>(
                 .join(", ")
         },
     })
+}
+
+/// Whether the `_PyRuntime` at `runtime` lists an interpreter.
+fn has_interpreter<R: MemoryReader + ?Sized>(reader: &R, runtime: Addr, layout: &Layout) -> bool {
+    reader
+        .read_pod::<u64>(Addr(
+            runtime.0.wrapping_add(layout.runtime.interpreters_head),
+        ))
+        .is_ok_and(|head| head != 0)
 }
 
 fn push_unique<'a>(files: &mut Vec<&'a Path>, p: &'a Path) {
