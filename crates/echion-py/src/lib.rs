@@ -710,14 +710,29 @@ fn stop_sampling(py: Python<'_>) -> bool {
 /// `started`, if given, is called first with whether the sampler took its
 /// first sample within 10 s (`False` too when the run was stopped before:
 /// the program exited just as it was attached to, say).
+///
+/// `entered`, if given, is a lock released once this thread is counted:
+/// the thread that started it waits for that, so that a program that
+/// exits at once has its exit wait for this thread's last word.
 #[pyfunction]
-#[pyo3(signature = (fd, started=None))]
-fn watch_control(py: Python<'_>, fd: i32, started: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+#[pyo3(signature = (fd, started=None, entered=None))]
+fn watch_control(
+    py: Python<'_>,
+    fd: i32,
+    started: Option<Bound<'_, PyAny>>,
+    entered: Option<Bound<'_, PyAny>>,
+) -> PyResult<bool> {
     use std::sync::atomic::Ordering;
     let run = STOPS.load(Ordering::Acquire);
     // Counted from here to the last time it takes the GIL back (see `stop`).
     watcher_enters();
     let leave = watcher_leaves;
+    if let Some(entered) = entered {
+        if let Err(e) = entered.call_method0("release") {
+            leave();
+            return Err(e);
+        }
+    }
     if let Some(started) = started {
         let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
         let ok = match control {

@@ -289,11 +289,12 @@ def _renew_stop_lock() -> None:
         _stop_lock, _stop_lock_pid = _thread_allocate_lock(), os.getpid()
 
 
-def watch_control(fd, started, detach) -> None:
+def watch_control(fd, started, detach, entered=None) -> None:
     """The thread of an attach (``echion -p``): waits until the command
     asks to detach, then detaches, from Python with no native frame of
-    echion's below (see ``echion.core.watch_control``)."""
-    if ec.watch_control(fd, started):
+    echion's below (see ``echion.core.watch_control``; ``entered`` is
+    released once the program's exit would wait for this thread)."""
+    if ec.watch_control(fd, started, entered):
         detach()
 
 
