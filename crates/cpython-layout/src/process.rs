@@ -283,8 +283,10 @@ pub fn find_python<R: MemoryReader + ?Sized>(
     }
     // Why each file was passed over, for the error.
     let mut why: Vec<&str> = Vec::with_capacity(files.len());
-    // The first runtime found with no interpreter yet.
+    // The first runtime found with no interpreter yet, and the first file
+    // that failed (what is said when no file gives a runtime).
     let mut unstarted = None;
+    let mut first_error = None;
     for path in &files {
         // Read the file as the target sees it (it may live in another mount
         // namespace), falling back to our own view.
@@ -307,37 +309,17 @@ pub fn find_python<R: MemoryReader + ?Sized>(
             continue;
         };
         let bias = base.0.wrapping_sub(syms.first_load_vaddr.unwrap_or(0));
-        let runtime = Addr(bias.wrapping_add(runtime_sym));
-        let version = match syms.py_version {
-            Some(v) => {
-                // why: `const unsigned long Py_Version = PY_VERSION_HEX`
-                // (Python/getversion.c, v3.11.7+).
-                let hex = reader
-                    .read_pod::<u64>(Addr(bias.wrapping_add(v)))
-                    .map_err(|source| ProcessError::Read {
-                        pid,
-                        what: "Py_Version",
-                        source,
-                    })?;
-                PyVersion::from_hex(hex as u32)
+        let found = match runtime_of(pid, reader, path, &syms, runtime_sym, bias) {
+            Ok(found) => found,
+            Err(e) => {
+                // Not one we can read (an unsupported or unknown version, a
+                // plugin's libpython): the others may be.
+                why.push("not usable");
+                first_error.get_or_insert(e);
+                continue;
             }
-            None => version_without_symbol(path, &syms.rodata_versions).ok_or_else(|| {
-                ProcessError::UnknownVersion {
-                    path: path.to_path_buf(),
-                }
-            })?,
         };
-        let layout = Layout::for_version(version)?;
-        check_runtime(reader, runtime, layout)?;
-        let found = PythonProcess {
-            pid,
-            runtime,
-            version,
-            layout,
-            binary: path.to_path_buf(),
-            load_bias: bias,
-        };
-        if has_interpreter(reader, runtime, layout) {
+        if has_interpreter(reader, found.runtime, found.layout) {
             return Ok(found);
         }
         // Loaded but not started: another version's libpython that a
@@ -348,6 +330,9 @@ pub fn find_python<R: MemoryReader + ?Sized>(
     if let Some(found) = unstarted {
         // None has one yet: the first (a process caught as it starts).
         return Ok(found);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     Err(ProcessError::NotPython {
         pid,
@@ -361,6 +346,48 @@ pub fn find_python<R: MemoryReader + ?Sized>(
                 .collect::<Vec<_>>()
                 .join(", ")
         },
+    })
+}
+
+/// The runtime, version and layout of the CPython in `path` (whose
+/// `_PyRuntime` symbol is at `runtime_sym`, loaded with `bias`).
+fn runtime_of<R: MemoryReader + ?Sized>(
+    pid: u32,
+    reader: &R,
+    path: &Path,
+    syms: &Symbols,
+    runtime_sym: u64,
+    bias: u64,
+) -> Result<PythonProcess, ProcessError> {
+    let runtime = Addr(bias.wrapping_add(runtime_sym));
+    let version = match syms.py_version {
+        Some(v) => {
+            // why: `const unsigned long Py_Version = PY_VERSION_HEX`
+            // (Python/getversion.c, v3.11.7+).
+            let hex = reader
+                .read_pod::<u64>(Addr(bias.wrapping_add(v)))
+                .map_err(|source| ProcessError::Read {
+                    pid,
+                    what: "Py_Version",
+                    source,
+                })?;
+            PyVersion::from_hex(hex as u32)
+        }
+        None => version_without_symbol(path, &syms.rodata_versions).ok_or_else(|| {
+            ProcessError::UnknownVersion {
+                path: path.to_path_buf(),
+            }
+        })?,
+    };
+    let layout = Layout::for_version(version)?;
+    check_runtime(reader, runtime, layout)?;
+    Ok(PythonProcess {
+        pid,
+        runtime,
+        version,
+        layout,
+        binary: path.to_path_buf(),
+        load_bias: bias,
     })
 }
 

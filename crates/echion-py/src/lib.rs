@@ -616,6 +616,21 @@ static STOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 /// take the GIL back in it: [`stop`] waits for them to be back in Python.
 static WATCHERS: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
 
+/// Counts a [`watch_control`] thread about to be started (with the GIL
+/// held): a stop from now on waits for it. Returns the run it watches,
+/// for `watch_control(run=...)`.
+#[pyfunction]
+fn count_watcher() -> u64 {
+    watcher_enters();
+    STOPS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Takes back a [`count_watcher`] whose thread could not be started.
+#[pyfunction]
+fn uncount_watcher() {
+    watcher_leaves();
+}
+
 /// Counts the calling thread in [`WATCHERS`] (with the GIL held).
 fn watcher_enters() {
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -711,28 +726,29 @@ fn stop_sampling(py: Python<'_>) -> bool {
 /// first sample within 10 s (`False` too when the run was stopped before:
 /// the program exited just as it was attached to, say).
 ///
-/// `entered`, if given, is a lock released once this thread is counted:
-/// the thread that started it waits for that, so that a program that
-/// exits at once has its exit wait for this thread's last word.
+/// `run`, if given, is what [`count_watcher`] returned to the thread that
+/// started this one: the thread was counted from then on, so that a
+/// program that exits before it runs has its exit (`stop`) wait for its
+/// last word.
 #[pyfunction]
-#[pyo3(signature = (fd, started=None, entered=None))]
+#[pyo3(signature = (fd, started=None, run=None))]
 fn watch_control(
     py: Python<'_>,
     fd: i32,
     started: Option<Bound<'_, PyAny>>,
-    entered: Option<Bound<'_, PyAny>>,
+    run: Option<u64>,
 ) -> PyResult<bool> {
     use std::sync::atomic::Ordering;
-    let run = STOPS.load(Ordering::Acquire);
-    // Counted from here to the last time it takes the GIL back (see `stop`).
-    watcher_enters();
-    let leave = watcher_leaves;
-    if let Some(entered) = entered {
-        if let Err(e) = entered.call_method0("release") {
-            leave();
-            return Err(e);
+    let run = match run {
+        Some(run) => run,
+        None => {
+            // Counted from here to the last time it takes the GIL back
+            // (see `stop`).
+            watcher_enters();
+            STOPS.load(Ordering::Acquire)
         }
-    }
+    };
+    let leave = watcher_leaves;
     if let Some(started) = started {
         let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
         let ok = match control {
@@ -1295,6 +1311,8 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(link_greenlets, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_greenlet, m)?)?;
     m.add_function(wrap_pyfunction!(watch_control, m)?)?;
+    m.add_function(wrap_pyfunction!(count_watcher, m)?)?;
+    m.add_function(wrap_pyfunction!(uncount_watcher, m)?)?;
     m.add_function(wrap_pyfunction!(set_quiet, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;

@@ -52,14 +52,16 @@ def run(control, report):
         # first sample; the program goes on meanwhile.
         # (The system's, where gevent patched `_thread`.)
         start_new_thread = bootstrap._original("_thread", "start_new_thread")
-        # The program may exit as soon as this returns: its exit (atexit's
-        # stop) waits only for a watch thread that has begun, which then
-        # says `stopped`. Without this wait a new thread could still be
-        # waiting for the GIL, and be ended with the interpreter, unheard.
-        entered = bootstrap._thread_allocate_lock()
-        entered.acquire()
-        start_new_thread(bootstrap.watch_control, (fd, _started, _detach, entered))
-        entered.acquire(True, 5.0)
+        # Counted before it starts: the program may exit as soon as this
+        # returns, and its exit (atexit's stop) waits for the threads
+        # counted, which then say `stopped`. A thread still waiting for the
+        # GIL would be ended with the interpreter, unheard.
+        run_no = ec.count_watcher()
+        try:
+            start_new_thread(bootstrap.watch_control, (fd, _started, _detach, run_no))
+        except BaseException:
+            ec.uncount_watcher()
+            raise
     except BaseException:
         os.close(fd)
         if bootstrap._started:

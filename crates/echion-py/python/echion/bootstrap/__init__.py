@@ -289,12 +289,12 @@ def _renew_stop_lock() -> None:
         _stop_lock, _stop_lock_pid = _thread_allocate_lock(), os.getpid()
 
 
-def watch_control(fd, started, detach, entered=None) -> None:
+def watch_control(fd, started, detach, run=None) -> None:
     """The thread of an attach (``echion -p``): waits until the command
     asks to detach, then detaches, from Python with no native frame of
-    echion's below (see ``echion.core.watch_control``; ``entered`` is
-    released once the program's exit would wait for this thread)."""
-    if ec.watch_control(fd, started, entered):
+    echion's below (see ``echion.core.watch_control``; ``run`` is what
+    ``echion.core.count_watcher`` gave the thread that started it)."""
+    if ec.watch_control(fd, started, run):
         detach()
 
 
@@ -309,10 +309,12 @@ def _stop() -> None:
     global _started, _sampler_thread
     if not _started:
         return
-    _started = False
     # A thread that forks while the sampler finishes (the GIL is let go
-    # below) must not restart it in the child: nothing would stop it there.
+    # below) must not restart it natively in the child: nothing would stop
+    # it there. First, so that a fork between these two lines takes the
+    # Python hook with `_started` still true (and stops at its exit).
     ec.set_fork_native(False)
+    _started = False
     ec.stop()
     # The sampler's Python thread takes the GIL once more to return: let it
     # end now, not while the interpreter finalises (where a thread that
