@@ -225,12 +225,7 @@ fn run_to_end(
     finish: Finish,
     opened: Option<Result<echion_sampler::run::Opened, SamplerError>>,
 ) {
-    SAMPLER_TID.store(
-        // SAFETY: the gettid system call has no preconditions. (Not libc's
-        // `gettid`: glibc has it from 2.30, the wheel runs on 2.17.)
-        unsafe { libc::syscall(libc::SYS_gettid) } as i32,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    SAMPLER_TID.store(current_tid() as i32, std::sync::atomic::Ordering::Relaxed);
     SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
     reserve::arm();
     let result: Result<Summary, SamplerError> =
@@ -858,15 +853,21 @@ fn current_ident() -> u64 {
     (unsafe { libc::pthread_self() }) as u64
 }
 
+/// The calling thread's kernel id.
+fn current_tid() -> i64 {
+    // SAFETY: the gettid system call has no preconditions and is
+    // async-signal-safe. (Not libc's `gettid`: glibc has it from 2.30, the
+    // wheel runs on 2.17.)
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
 /// The kernel id of the thread that forked last, as the parent knew it
 /// (set by a `pthread_atfork` prepare handler, [`note_forking_thread`]).
 static FORKING_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// `pthread_atfork`'s prepare handler: notes which thread forks.
 extern "C" fn note_forking_thread() {
-    // SAFETY: gettid has no preconditions and is async-signal-safe.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    FORKING_TID.store(tid, std::sync::atomic::Ordering::Relaxed);
+    FORKING_TID.store(current_tid(), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a forked child restarts the sampler here, natively (run mode,
@@ -965,8 +966,7 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
         if let Some(code) = s.threads.bootstrap_code {
             s.control.registry.post(Update::BootstrapCode { code });
         }
-        // SAFETY: gettid has no preconditions.
-        let tid = u64::try_from(unsafe { libc::syscall(libc::SYS_gettid) }).unwrap_or(0);
+        let tid = u64::try_from(current_tid()).unwrap_or(0);
         let ident = current_ident();
         // (Known again if this child forks in turn.)
         s.threads.names.insert(ident, (name.clone(), tid));

@@ -261,13 +261,13 @@ def start(env=None) -> None:
         # Hooks cannot be unregistered: once per process, inert while
         # echion is not sampling (an attached process may be attached again).
         _fork_hooks = True
-        if sys.version_info >= (3, 12):
-            ec.set_after_fork(_after_fork_in_child, _FORK_FILTER)
+        # (Before 3.12 no warning to hide: no Python code of ours in the
+        # parent's fork either.)
+        hides = sys.version_info >= (3, 12)
+        ec.set_after_fork(_after_fork_in_child, _FORK_FILTER if hides else None)
+        if hides:
             os.register_at_fork(before=_hide_fork_warning, after_in_child=ec.after_fork_in_child)
         else:
-            # (No warning to hide: no Python code of ours in the parent's
-            # fork either.)
-            ec.set_after_fork(_after_fork_in_child)
             os.register_at_fork(after_in_child=ec.after_fork_in_child)
     atexit.register(stop)
     _start_sampler()
