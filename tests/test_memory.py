@@ -85,6 +85,49 @@ def test_each_thread_holds_its_own(tmp_path):
 
 
 @parallel
+def test_code_made_all_the_time_keeps_the_table_small_and_every_stack_exact(tmp_path):
+    def table(count):
+        (tmp_path / str(count)).mkdir()
+        run = run_echion(tmp_path / str(count), TARGET, "-m", args=["code", str(count)], timeout=120)
+        assert run.returncode == 0, run.describe()
+        return run, int(run.view["metadata"]["stack_table"])
+
+    # Code objects made and freed, each allocating: the table holds the
+    # stacks that are live (start-up's modules' objects among them), not
+    # every stack the program ran. Before, 8,000 more code objects took
+    # 8,000 slots more (3 stacks each: more than 20,000).
+    _, small = table(1000)
+    run, big = table(N_CODE)
+    assert big - small < 500, (small, big)
+    view = run.view
+    by_file = {}
+    for s in view["samples"]:
+        files = {f[0] for f in s["frames"] if f[0].startswith("<gen-")}
+        for name in files:
+            by_file[name] = by_file.get(name, 0) + (s["memory"] or 0)
+    held_sizes = {int(i): n for i, n in run.result["held"].items()}
+    # Slots are given again: a change put on the wrong stack would leave
+    # bytes on a code object whose bytearray was freed, or take them off
+    # one that is held. Every block held to the end is on its own stack;
+    # every other one nets to nothing.
+    wrong = []
+    for i in range(N_CODE):
+        got = by_file.get(f"<gen-{i}>", 0)
+        if i in held_sizes:
+            if not held_sizes[i] <= got <= held_sizes[i] + 256:
+                wrong.append((i, got, held_sizes[i]))
+        elif got != 0:
+            wrong.append((i, got, 0))
+    assert not wrong, f"(i, bytes on <gen-i>, held): {wrong[:20]}\n{summary(view)}"
+    # The freed ones were seen allocating (their stacks were written).
+    seen = sum(1 for i in range(N_CODE) if i not in held_sizes and f"<gen-{i}>" in by_file)
+    assert seen >= 300, f"{seen} freed code objects seen"
+
+
+N_CODE = 9000
+
+
+@parallel
 def test_realloc_growth_nets_to_the_final_size(tmp_path):
     run = run_memory(tmp_path, "realloc")
     view = run.view

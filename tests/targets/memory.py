@@ -13,6 +13,9 @@ late      waits half a second, then keeps 5 MB
 raw       threads compress with zlib, which allocates in the raw domain
           without the GIL
 subinterp a subinterpreter allocates 3 MB (line 1 of its code)
+code N    N code objects made by exec (file "<gen-I>"), each
+          allocating a bytearray(1000 + I) held for eight rounds (every
+          hundredth is held to the end), then freed with their code
 exit      sys.exit(3) after a few allocations
 empty     nothing at all
 """
@@ -171,6 +174,34 @@ def scenario_subinterp():
     if isinstance(main_id, tuple):  # 3.13: (id, whence)
         main_id = main_id[0]
     report(sub=int(iid), main=int(main_id))
+
+
+GEN_SOURCE = """
+def make(n):
+    return bytearray(n)
+kept = make(SIZE)
+"""
+
+
+def scenario_code():
+    window, sizes = [], {}
+    for i in range(int(sys.argv[2])):
+        ns = {"SIZE": 1000 + i}
+        exec(compile(GEN_SOURCE, "<gen-%d>" % i, "exec"), ns)
+        kept = ns["kept"]
+        if i % 100 == 0:
+            HELD.append(kept)
+            sizes[i] = sys.getsizeof(kept)
+            # Let the sampler in: its drains write the stacks' changes.
+            time.sleep(0.002)
+        window.append(kept)
+        if len(window) > 8:
+            window.pop(0)
+        # `make` and `ns` refer to each other: freed now, not by a
+        # collection at some later time.
+        ns.clear()
+        del ns, kept
+    report(held=sizes)
 
 
 def scenario_exit():

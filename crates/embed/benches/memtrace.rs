@@ -81,7 +81,7 @@ fn bench_embedded(lib: &std::path::Path) {
     let mut drained = echion_memtrace::Drained::default();
     echion_memtrace::drain(&mut drained).expect("table");
     assert_eq!(drained.stacks.len(), 1, "{version}: one stack");
-    assert_eq!(drained.stacks[0].frames.len(), 20, "{version}: 20 frames");
+    assert_eq!(drained.stacks[0].1.frames.len(), 20, "{version}: 20 frames");
     assert_eq!(drained.deltas, vec![(0, 64)], "{version}: 64 bytes on it");
     let scopes: Vec<_> = drained.frames.iter().map(|f| &*f.scope).collect();
     assert_eq!(scopes[0], "<module>", "{version}: {scopes:?}");
@@ -104,11 +104,13 @@ fn bench_embedded(lib: &std::path::Path) {
         "{version}: the views' walk found the stack"
     );
     let fast: Vec<_> = drained.stacks[0]
+        .1
         .frames
         .iter()
         .map(|&i| drained.frames[i as usize].clone())
         .collect();
     let views: Vec<_> = by_views.stacks[0]
+        .1
         .frames
         .iter()
         .map(|&i| by_views.frames[i as usize].clone())

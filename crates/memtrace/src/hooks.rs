@@ -35,7 +35,7 @@ use echion_cpython_layout::linetable::TableFormat;
 use echion_cpython_layout::views::Target;
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion};
 
-use crate::table::{AllocThread, Drained, Tracker, TrackerStats};
+use crate::table::{AllocThread, Drained, Taken, Tracker, TrackerStats};
 use crate::HookError;
 
 /// `PyMemAllocatorEx` (Include/cpython/pymem.h, the same in 3.8–3.13).
@@ -611,7 +611,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, old: *mut c_void, n: usize) 
 
 /// Unlinks the block at `ptr` (a reallocation's old block), returning what
 /// it was linked to.
-fn take_back(ptr: *mut c_void) -> Option<(u32, u64)> {
+fn take_back(ptr: *mut c_void) -> Option<Taken> {
     if ptr.is_null() || !TRACKING.load(Ordering::Relaxed) {
         return None;
     }

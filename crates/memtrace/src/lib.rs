@@ -32,7 +32,7 @@ pub use hooks::{bench_alloc, bench_free, bench_prepare};
 pub use hooks::{
     code_freed, drain, install, reset, set_native, stop_tracking, tracking, uninstall,
 };
-pub use table::{AllocThread, Drained, StackRec, Tracker, TrackerStats};
+pub use table::{AllocThread, Drained, StackRec, Taken, Tracker, TrackerStats};
 
 use echion_cpython_layout::PyVersion;
 

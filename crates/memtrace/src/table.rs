@@ -16,7 +16,12 @@
 //! lock. A code object freed takes with it its decoded frames and the
 //! stacks that ran it out of the indexes (not the others: a program that
 //! makes and frees code objects all the time would make its other stacks
-//! again at each free).
+//! again at each free). A stack out of the index that no live allocation
+//! is linked to any more is done with: its id is given to a new stack at
+//! once if no change of its waits to be drained, else after the drain that
+//! hands over its last change, so that a program that makes new code all
+//! the time (`exec`, subinterpreters) keeps a table as big as what is
+//! live, not as all it ran.
 //!
 //! Bounded: at most [`MAX_LIVE`] live allocations are linked (those made
 //! past it are counted in [`TrackerStats::untracked`] and their frees
@@ -83,11 +88,13 @@ pub struct Drained {
     pub frames: Vec<FrameInfo>,
     /// Index of `frames[0]`.
     pub first_frame: u32,
-    /// Stacks first seen since, in order, starting at `first_stack`.
-    pub stacks: Vec<StackRec>,
-    /// Index of `stacks[0]`.
-    pub first_stack: u32,
-    /// Each stack whose live bytes changed, and by how much.
+    /// Stacks first seen since, with their ids, in the order they were
+    /// made. An id is either new (one more than the largest handed so
+    /// far) or that of a stack done with at an earlier drain, which this
+    /// one replaces (see the module docs).
+    pub stacks: Vec<(u32, StackRec)>,
+    /// Each stack whose live bytes changed, and by how much (the stacks
+    /// of this drain's `stacks` by their new meaning).
     pub deltas: Vec<(u32, i64)>,
 }
 
@@ -98,6 +105,19 @@ impl Drained {
         self.stacks.clear();
         self.deltas.clear();
     }
+}
+
+/// A block [`Tracker::unlink`] took off its stack, to give back with
+/// [`Tracker::relink`] if the reallocation that freed it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The stack's id.
+    pub stack: u32,
+    /// The block's size.
+    pub size: u64,
+    /// Which use of the id it was (an id done with is given to another
+    /// stack: the block is not given back to that one).
+    generation: u32,
 }
 
 /// Counters of the tracker.
@@ -112,6 +132,9 @@ pub struct TrackerStats {
     /// Allocations made by a thread with no Python frame (they belong to
     /// no stack: the interpreter starting or ending a thread, C code).
     pub frameless: u64,
+    /// The most stacks the table held at once (the ids it has: a stack
+    /// done with gives its id to a new one).
+    pub stack_table: u64,
 }
 
 /// A code object's names and line table, kept while it is alive, with
@@ -125,7 +148,13 @@ struct CodeRec {
     firstlineno: i32,
     linetable: Vec<u8>,
     offsets: Vec<u32>,
-    stacks: Vec<u32>,
+    /// The stacks that ran it, with their ids' generations (an id given
+    /// to another stack is passed over), pruned of those out of the index
+    /// when it reaches `prune_at`: a code object that is never freed (a
+    /// module's, 3.11's static ones, which every subinterpreter runs)
+    /// lists no more than twice the stacks found through it.
+    stacks: Vec<(u32, u32)>,
+    prune_at: usize,
 }
 
 #[derive(Debug)]
@@ -145,9 +174,19 @@ struct Stack {
     indexed: bool,
     delta: i64,
     dirty: bool,
+    /// How many live blocks are linked to it.
+    links: u32,
+    /// Bumped each time its id is given to another stack.
+    generation: u32,
+    /// Whether its id is in `Tracker::free` (done with).
+    free: bool,
+    /// Whether its id is in `Tracker::fresh` (not drained yet).
+    fresh: bool,
 }
 
 const NONE: u32 = u32::MAX;
+/// The shortest list of a code object's stacks that is pruned.
+const PRUNE_AT_LEAST: usize = 64;
 
 /// Live allocations and the stacks that made them (see the module docs).
 #[derive(Debug)]
@@ -166,10 +205,15 @@ pub struct Tracker {
     live: HashMap<u64, u64>,
     big: HashMap<u64, u64>,
     dirty: Vec<u32>,
+    /// Stacks made (or ids given again) since the last drain.
+    fresh: Vec<u32>,
+    /// Stacks done with whose last change waits to be drained.
+    orphans: Vec<u32>,
+    /// Ids of stacks done with, for new stacks.
+    free: Vec<u32>,
     interps: Vec<(u64, i64)>,
     raw: Vec<(u64, u32)>,
     drained_frames: usize,
-    drained_stacks: usize,
     stats: TrackerStats,
     /// The stacks found last, compared before hashing.
     recent: [u32; 8],
@@ -216,10 +260,12 @@ impl Tracker {
             live: HashMap::new(),
             big: HashMap::new(),
             dirty: Vec::new(),
+            fresh: Vec::new(),
+            orphans: Vec::new(),
+            free: Vec::new(),
             interps: Vec::new(),
             raw: Vec::with_capacity(MAX_FRAMES),
             drained_frames: 0,
-            drained_stacks: 0,
             stats: TrackerStats::default(),
             recent: [NONE; 8],
             recent_at: 0,
@@ -256,12 +302,21 @@ impl Tracker {
 
     /// The counters so far.
     pub fn stats(&self) -> TrackerStats {
-        self.stats
+        TrackerStats {
+            stack_table: self.stacks.len() as u64,
+            ..self.stats
+        }
     }
 
     /// How many allocations are linked to a stack now.
     pub fn live(&self) -> usize {
         self.live.len()
+    }
+
+    /// How many stacks are kept now (those done with, waiting for their
+    /// ids to be given again, not counted).
+    pub fn stacks(&self) -> usize {
+        self.stacks.len() - self.free.len()
     }
 
     /// Links the `size` bytes at `ptr` to the current Python stack of the
@@ -323,7 +378,7 @@ impl Tracker {
     /// [`Tracker::free`], returning the stack and size the block had, so
     /// that a reallocation that fails can put them back
     /// ([`Tracker::relink`]).
-    pub fn unlink(&mut self, ptr: u64) -> Option<(u32, u64)> {
+    pub fn unlink(&mut self, ptr: u64) -> Option<Taken> {
         let packed = self.live.remove(&ptr)?;
         let stack = (packed >> 32) as u32;
         let mut size = packed & 0xffff_ffff;
@@ -331,17 +386,48 @@ impl Tracker {
             size = self.big.remove(&ptr).unwrap_or(0);
         }
         self.add(stack, -(size as i64));
-        Some((stack, size))
+        self.unlinked(stack);
+        Some(Taken {
+            stack,
+            size,
+            generation: self.stacks[stack as usize].generation,
+        })
     }
 
-    /// Links the block at `ptr` to `stack` again (what
-    /// [`Tracker::unlink`] returned).
+    /// Links the block at `ptr` again to the stack [`Tracker::unlink`]
+    /// took it off, unless that stack has been done with since (a drain
+    /// in between found it out of the index with nothing linked).
     ///
     /// The free is taken back: it does not count as a new allocation.
-    pub fn relink(&mut self, ptr: u64, (stack, size): (u32, u64)) {
-        if (stack as usize) < self.stacks.len() {
-            self.link(ptr, stack, size);
+    pub fn relink(&mut self, ptr: u64, taken: Taken) {
+        let Some(s) = self.stacks.get(taken.stack as usize) else {
+            return;
+        };
+        if s.generation == taken.generation && !s.free {
+            self.link(ptr, taken.stack, taken.size);
             self.stats.tracked = self.stats.tracked.saturating_sub(1);
+        }
+    }
+
+    /// One block fewer on `stack`: done with at the next drain if it was
+    /// the last one of a stack out of the index.
+    fn unlinked(&mut self, stack: u32) {
+        let s = &mut self.stacks[stack as usize];
+        s.links -= 1;
+        if s.links == 0 && !s.indexed {
+            self.orphaned(stack);
+        }
+    }
+
+    /// Stack `id` is out of the index and holds no block: its id is free
+    /// now if it has no change to drain, else after the next drain.
+    fn orphaned(&mut self, id: u32) {
+        let s = &mut self.stacks[id as usize];
+        if s.delta == 0 {
+            s.free = true;
+            self.free.push(id);
+        } else {
+            self.orphans.push(id);
         }
     }
 
@@ -359,8 +445,10 @@ impl Tracker {
         for offset in rec.offsets {
             self.frame_index.remove(&(code, offset));
         }
-        for id in rec.stacks {
-            self.unindex(id);
+        for (id, generation) in rec.stacks {
+            if self.stacks[id as usize].generation == generation {
+                self.unindex(id);
+            }
         }
     }
 
@@ -375,6 +463,7 @@ impl Tracker {
         s.indexed = false;
         // Only compared while indexed.
         s.raw = Box::new([]);
+        let orphan = s.links == 0;
         let (hash, next) = (s.hash, s.next);
         let head = self.stack_index.get(&hash).copied().unwrap_or(NONE);
         if head == id {
@@ -399,28 +488,34 @@ impl Tracker {
                 *r = NONE;
             }
         }
+        if orphan {
+            self.orphaned(id);
+        }
     }
 
-    /// Hands what changed since the last call to `out` (cleared first).
+    /// Hands what changed since the last call to `out` (cleared first),
+    /// then gives up the stacks done with, whose last change it handed.
     pub fn drain(&mut self, out: &mut Drained) {
         out.clear();
         out.first_frame = self.drained_frames as u32;
         self.drained_frames += self.frames.len();
         out.frames.append(&mut self.frames);
-        out.first_stack = self.drained_stacks as u32;
         // The sampler keeps the frames of the stacks it is given: here
         // only what finds a stack again is kept.
-        out.stacks.extend(
-            self.stacks[self.drained_stacks..]
-                .iter_mut()
-                .map(|s| StackRec {
-                    iid: s.rec.iid,
-                    thread_id: s.rec.thread_id,
-                    native_id: s.rec.native_id,
-                    frames: std::mem::take(&mut s.rec.frames),
-                }),
-        );
-        self.drained_stacks = self.stacks.len();
+        for &id in &self.fresh {
+            self.stacks[id as usize].fresh = false;
+            let rec = &mut self.stacks[id as usize].rec;
+            out.stacks.push((
+                id,
+                StackRec {
+                    iid: rec.iid,
+                    thread_id: rec.thread_id,
+                    native_id: rec.native_id,
+                    frames: std::mem::take(&mut rec.frames),
+                },
+            ));
+        }
+        self.fresh.clear();
         for &i in &self.dirty {
             let s = &mut self.stacks[i as usize];
             s.dirty = false;
@@ -430,6 +525,14 @@ impl Tracker {
             }
         }
         self.dirty.clear();
+        for id in self.orphans.drain(..) {
+            let s = &mut self.stacks[id as usize];
+            // Linked again since (a failed reallocation given back)?
+            if !s.free && !s.indexed && s.links == 0 {
+                s.free = true;
+                self.free.push(id);
+            }
+        }
     }
 
     fn link(&mut self, ptr: u64, stack: u32, size: u64) {
@@ -454,11 +557,13 @@ impl Tracker {
                 old_size = self.big.remove(&ptr).unwrap_or(0);
             }
             self.add(old_stack, -(old_size as i64));
+            self.unlinked(old_stack);
         }
         if packed_size == 0xffff_ffff {
             self.big.insert(ptr, size);
         }
         self.stats.tracked += 1;
+        self.stacks[stack as usize].links += 1;
         self.add(stack, size as i64);
     }
 
@@ -562,9 +667,7 @@ impl Tracker {
             }
             frames
         };
-        let id =
-            u32::try_from(self.stacks.len()).map_err(|_| ViewError::TooMany(u32::MAX as usize))?;
-        self.stacks.push(Stack {
+        let mut stack = Stack {
             rec: StackRec {
                 iid,
                 thread_id,
@@ -578,9 +681,36 @@ impl Tracker {
             indexed: true,
             delta: 0,
             dirty: false,
-        });
+            links: 0,
+            generation: 0,
+            free: false,
+            fresh: true,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                let old = &mut self.stacks[id as usize];
+                stack.generation = old.generation.wrapping_add(1);
+                // Given up with no change waiting (its delta is 0), but
+                // maybe still listed: listed once, for the new stack.
+                stack.dirty = old.dirty;
+                let listed = old.fresh;
+                *old = stack;
+                if !listed {
+                    self.fresh.push(id);
+                }
+                id
+            }
+            None => {
+                let id = u32::try_from(self.stacks.len())
+                    .map_err(|_| ViewError::TooMany(u32::MAX as usize))?;
+                self.stacks.push(stack);
+                self.fresh.push(id);
+                id
+            }
+        };
         self.stack_index.insert(hash, id);
         // Forgotten with any code object it ran (once per code object).
+        let generation = self.stacks[id as usize].generation;
         let mut last = 0;
         for &(code, offset) in raw {
             if offset == NATIVE || offset == GROUP_END || code == last {
@@ -588,8 +718,16 @@ impl Tracker {
             }
             last = code;
             if let Some(c) = self.codes.get_mut(&code) {
-                if c.stacks.last() != Some(&id) {
-                    c.stacks.push(id);
+                if c.stacks.last() != Some(&(id, generation)) {
+                    c.stacks.push((id, generation));
+                }
+                if c.stacks.len() >= c.prune_at {
+                    let stacks = &self.stacks;
+                    c.stacks.retain(|&(id, generation)| {
+                        let s = &stacks[id as usize];
+                        s.generation == generation && s.indexed
+                    });
+                    c.prune_at = (2 * c.stacks.len()).max(PRUNE_AT_LEAST);
                 }
             }
         }
@@ -716,6 +854,7 @@ impl Tracker {
                     linetable: c.linetable,
                     offsets: Vec::new(),
                     stacks: Vec::new(),
+                    prune_at: PRUNE_AT_LEAST,
                 },
             );
         }
@@ -809,7 +948,8 @@ mod tests {
         assert_eq!(t.stats().unwalkable, 0);
         let mut out = Drained::default();
         t.drain(&mut out);
-        assert_eq!((out.first_stack, out.stacks.len()), (0, 2));
+        let ids: Vec<u32> = out.stacks.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [0, 1]);
         assert_eq!((out.first_frame, out.frames.len()), (0, 3));
         assert_eq!(out.deltas, vec![(0, 10), (1, 50)]);
 
@@ -820,12 +960,14 @@ mod tests {
         t.alloc_walked(&target, thread, &ab, 0x500, 50);
         t.free(0x100);
         t.drain(&mut out);
-        assert_eq!((out.first_stack, out.stacks.len()), (2, 1), "one new stack");
+        // Stack 0 still holds 10 bytes when `a` goes: kept, a new id.
+        assert_eq!(out.stacks.len(), 1, "one new stack");
+        assert_eq!(out.stacks[0].0, 2);
         // `a` decoded again (a new code object may have its address), `b`
         // still known: frame indices go on from the drained ones.
         assert_eq!((out.first_frame, out.frames.len()), (3, 1));
-        assert_eq!(out.stacks[0].frames.len(), 2);
-        assert!(out.stacks[0].frames.contains(&3));
+        assert_eq!(out.stacks[0].1.frames.len(), 2);
+        assert!(out.stacks[0].1.frames.contains(&3));
         let mut deltas = out.deltas.clone();
         deltas.sort_unstable();
         assert_eq!(deltas, vec![(0, -10), (1, 40), (2, 50)]);
@@ -841,6 +983,118 @@ mod tests {
         t.drain(&mut out);
         assert_eq!(out.deltas, vec![(1, -20)]);
         assert!(out.stacks.is_empty() && out.frames.is_empty());
+    }
+
+    #[test]
+    fn a_stack_done_with_gives_its_id_to_a_new_one_after_its_last_change() {
+        let version = PyVersion::new(3, 11, 0);
+        let layout = Layout::for_version(version).unwrap();
+        let snap = image(layout);
+        let target = Target::new(&snap, layout);
+        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
+        let [a, b, c] = CODES;
+        let thread = AllocThread {
+            thread_id: 1,
+            native_id: 7,
+            interp: INTERP,
+        };
+        let mut out = Drained::default();
+        // A program that makes new code all the time: each round's code
+        // object takes the last one's address once that one is freed.
+        for round in 0..1000u64 {
+            t.alloc_walked(&target, thread, &[(a, 0), (b, 0)], 0x100 + round, 10);
+            t.alloc_walked(&target, thread, &[(c, 0)], 0x10_0000 + round, 1);
+            t.drain(&mut out);
+            t.free(0x100 + round);
+            t.code_freed(a);
+            t.drain(&mut out);
+        }
+        // The stack of `c` (its blocks live) and one id waiting.
+        assert_eq!(t.stacks(), 1);
+        assert_eq!(t.stacks.len(), 2);
+        assert_eq!(t.live(), 1000);
+        // `b`, never freed, ran a thousand stacks: it lists the few found.
+        assert!(t.codes[&b].stacks.len() < PRUNE_AT_LEAST);
+
+        // Its last change is drained with it, under its old meaning; the
+        // id is given again only after that drain.
+        t.alloc_walked(&target, thread, &[(a, 0)], 0x200, 5);
+        t.drain(&mut out);
+        let (id, _) = out.stacks[0];
+        t.code_freed(a);
+        t.free(0x200);
+        t.alloc_walked(&target, thread, &[(a, 0), (a, 0)], 0x300, 7);
+        t.drain(&mut out);
+        assert_ne!(out.stacks[0].0, id, "not given while its change waits");
+        let mut deltas = out.deltas.clone();
+        deltas.sort_unstable();
+        assert!(deltas.contains(&(id, -5)), "{deltas:?}");
+        t.code_freed(a);
+        t.free(0x300);
+        t.alloc_walked(&target, thread, &[(b, 0), (a, 0)], 0x400, 9);
+        t.drain(&mut out);
+        assert_eq!(out.stacks.len(), 1);
+        assert_eq!(out.stacks[0].0, id, "given after the drain");
+        assert_eq!(out.stacks[0].1.frames.len(), 2);
+        assert!(out.deltas.contains(&(id, 9)), "{:?}", out.deltas);
+
+        // A failed reallocation's block is not given back to a stack done
+        // with meanwhile, nor to the stack its id went to.
+        t.code_freed(a);
+        let taken = t.unlink(0x400).expect("linked");
+        t.drain(&mut out);
+        assert!(out.deltas.contains(&(id, -9)), "{:?}", out.deltas);
+        t.relink(0x400, taken);
+        assert_eq!(t.unlink(0x400), None, "not linked to a stack done with");
+        t.alloc_walked(&target, thread, &[(a, 0)], 0x500, 3);
+        t.drain(&mut out);
+        assert_eq!(out.stacks[0].0, id);
+        t.relink(0x400, taken);
+        assert_eq!(t.unlink(0x400), None, "not linked to the id's new stack");
+        // A relink before the next drain still counts.
+        t.code_freed(a);
+        let taken = t.unlink(0x500).expect("linked");
+        t.relink(0x500, taken);
+        t.drain(&mut out);
+        assert!(out.deltas.is_empty(), "{:?}", out.deltas);
+        assert_eq!(t.unlink(0x500).map(|k| (k.stack, k.size)), Some((id, 3)));
+
+        // A code object's list names an id by its use: freeing `b` does not
+        // take out of the index the stack its old stack's id went to.
+        t.alloc_walked(&target, thread, &[(b, 0), (a, 0)], 0x600, 1);
+        t.drain(&mut out);
+        let (old, _) = out.stacks[0];
+        t.code_freed(a);
+        t.free(0x600);
+        t.drain(&mut out);
+        t.alloc_walked(&target, thread, &[(c, 0), (c, 0)], 0x700, 1);
+        t.drain(&mut out);
+        assert_eq!(out.stacks[0].0, old, "the id given again");
+        t.code_freed(b);
+        t.alloc_walked(&target, thread, &[(c, 0), (c, 0)], 0x800, 1);
+        t.drain(&mut out);
+        assert!(out.stacks.is_empty(), "found again: {:?}", out.stacks);
+        assert_eq!(out.deltas, vec![(old, 1)]);
+
+        // A stack done with that has no change waiting gives its id at
+        // once, without a drain: between two drains of a loaded machine a
+        // program may make thousands. One never drained is handed once,
+        // as the stack its id went to.
+        let before = t.stacks.len();
+        for i in 0..100 {
+            t.alloc_walked(&target, thread, &[(a, 0), (b, 0), (a, 0)], 0x900, 4);
+            t.free(0x900);
+            t.code_freed(a);
+            t.alloc_walked(&target, thread, &[(b, 0), (b, 0), (a, 0)], 0xa00 + i, 2);
+            t.free(0xa00 + i);
+            t.code_freed(a);
+        }
+        assert!(t.stacks.len() <= before + 1, "{} ids", t.stacks.len());
+        t.alloc_walked(&target, thread, &[(c, 0), (a, 0)], 0xb00, 6);
+        t.drain(&mut out);
+        assert_eq!(out.stacks.len(), 1, "{:?}", out.stacks);
+        assert_eq!(out.stacks[0].1.frames.len(), 2);
+        assert_eq!(out.deltas, vec![(out.stacks[0].0, 6)]);
     }
 
     #[test]
@@ -879,7 +1133,11 @@ mod tests {
         t.alloc_walked(&target, next, &[(b, 0)], 0x400, 5);
         t.drain(&mut out);
         assert_eq!(out.deltas, vec![(2, 5)]);
-        assert_eq!((out.stacks[0].thread_id, out.stacks[0].native_id), (1, 8));
+        assert_eq!(out.stacks[0].0, 2);
+        assert_eq!(
+            (out.stacks[0].1.thread_id, out.stacks[0].1.native_id),
+            (1, 8)
+        );
 
         // A reallocation that fails: the block was taken off and is given
         // back; nothing changed.
@@ -889,7 +1147,7 @@ mod tests {
         assert_eq!(t.stats().tracked, tracked, "not a new allocation");
         t.drain(&mut out);
         assert!(out.deltas.is_empty(), "{:?}", out.deltas);
-        assert_eq!(t.unlink(0x400), Some((2, 5)));
+        assert_eq!(t.unlink(0x400).map(|k| (k.stack, k.size)), Some((2, 5)));
 
         // A block too big for the packed size, its address handed out
         // again without a free seen: its bytes leave its stack.

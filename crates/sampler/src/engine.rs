@@ -426,18 +426,22 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 }));
             }
         }
-        if m.drained.first_stack as usize == m.stacks.len() {
+        for (id, rec) in m.drained.stacks.drain(..) {
             // Each stack is named once, when it is first seen: its thread
             // may end (and its id be reused) before the stack's last change.
-            for rec in &m.drained.stacks {
-                m.names.push(
-                    match self.names.get_or_retired(rec.thread_id, rec.native_id) {
-                        Some(meta) => meta.name.as_str().into(),
-                        None => format!("Thread-{}", rec.thread_id).into(),
-                    },
-                );
+            let name: Box<str> = match self.names.get_or_retired(rec.thread_id, rec.native_id) {
+                Some(meta) => meta.name.as_str().into(),
+                None => format!("Thread-{}", rec.thread_id).into(),
+            };
+            // A new id, or one the table gave up and now gives this stack.
+            let id = id as usize;
+            if id == m.stacks.len() {
+                m.stacks.push(rec);
+                m.names.push(name);
+            } else if id < m.stacks.len() {
+                m.stacks[id] = rec;
+                m.names[id] = name;
             }
-            m.stacks.append(&mut m.drained.stacks);
         }
         let mut written = 0;
         for &(stack, delta) in &m.drained.deltas {

@@ -593,6 +593,7 @@ pub fn run_opened(
     if config.mode == Mode::Memory {
         let m = memory_stats;
         meta.push(("tracked_allocations".to_owned(), m.tracked.to_string()));
+        meta.push(("stack_table".to_owned(), m.stack_table.to_string()));
         for (key, n) in [
             // Past the table's bound: not linked to a stack.
             ("untracked_allocations", m.untracked),
