@@ -12,4 +12,5 @@ pub use event::{Event, Version};
 pub use profile::{Frame, FrameInfo, Profile, Sample, SampleReader};
 pub use writer::{
     FrameId, FrameSpec, Metric, MojoWriter, SampleRef, StackEntry, StringId, WriterOptions,
+    INTERN_LIMIT,
 };

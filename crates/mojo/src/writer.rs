@@ -16,6 +16,13 @@ const FIRST_STRING_KEY: u32 = 2;
 /// First key given to a frame.
 const FIRST_FRAME_KEY: u32 = 1;
 
+/// Default of [`MojoWriter::set_intern_limit`]: distinct strings kept
+/// interned (some 15 MB of tables at most, with the frames that use them).
+pub const INTERN_LIMIT: usize = 1 << 15;
+
+/// Threads whose last stack is kept for v4's `STACK_REPEAT`.
+const PREVIOUS_LIMIT: usize = 4096;
+
 /// A string interned by a [`MojoWriter`]: its key in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StringId(u32);
@@ -124,7 +131,12 @@ struct FrameKey {
 /// returns a small key, assigned in order and never reused, and the `STRING`
 /// and `FRAME` events that define it are written once, right after the
 /// `STACK` of the first sample that follows (Austin's readers resolve keys
-/// per process, so definitions must follow a `STACK`). Output is buffered
+/// per process, so definitions must follow a `STACK`). Its memory is
+/// bounded: past [`MojoWriter::set_intern_limit`] distinct strings it
+/// forgets what it interned and defines again, under new keys, what is
+/// used after (a key handed out stays valid: readers keep every
+/// definition), so a program that makes new names all the time (`exec` of
+/// generated files) costs the file bytes, not the writer memory. Output is buffered
 /// and handed to the underlying writer in large chunks; call
 /// [`MojoWriter::flush`] to push it out and [`MojoWriter::finish`] at the
 /// end (dropping the writer flushes too, ignoring errors).
@@ -136,10 +148,14 @@ pub struct MojoWriter<W: Write> {
     version: Version,
     pid: i64,
     strings: HashMap<Box<str>, StringId>,
+    /// The text of the strings interned since the last time the writer
+    /// forgot: `string_values[i]` is key `string_base + i`.
     string_values: Vec<Box<str>>,
+    string_base: u32,
     frames: HashMap<FrameKey, FrameId>,
     frame_native: Vec<bool>,
     previous: HashMap<Box<str>, Vec<StackEntry>>,
+    intern_limit: usize,
 }
 
 impl<W: Write> MojoWriter<W> {
@@ -160,9 +176,11 @@ impl<W: Write> MojoWriter<W> {
             pid,
             strings: HashMap::new(),
             string_values: Vec::new(),
+            string_base: FIRST_STRING_KEY,
             frames: HashMap::new(),
             frame_native: Vec::new(),
             previous: HashMap::new(),
+            intern_limit: INTERN_LIMIT,
         })
     }
 
@@ -176,14 +194,31 @@ impl<W: Write> MojoWriter<W> {
         self.pid
     }
 
-    /// Number of distinct strings interned so far.
+    /// Number of string keys handed out so far (a string defined again
+    /// after the writer forgot it counts again).
     pub fn string_count(&self) -> usize {
-        self.string_values.len()
+        (self.string_base - FIRST_STRING_KEY) as usize + self.string_values.len()
     }
 
-    /// Number of distinct frames interned so far.
+    /// Number of frame keys handed out so far.
     pub fn frame_count(&self) -> usize {
         self.frame_native.len()
+    }
+
+    /// How many distinct strings are kept interned (at least 1; default
+    /// [`INTERN_LIMIT`]); past it the writer forgets every string and frame
+    /// and defines them again when they are used.
+    pub fn set_intern_limit(&mut self, strings: usize) {
+        self.intern_limit = strings.max(1);
+    }
+
+    /// Forgets every string and frame interned: the next use of each
+    /// defines it again under a new key.
+    fn forget_interned(&mut self) {
+        self.string_base += self.string_values.len() as u32;
+        self.string_values.clear();
+        self.strings.clear();
+        self.frames.clear();
     }
 
     /// Writes a `key: value` metadata pair.
@@ -204,7 +239,10 @@ impl<W: Write> MojoWriter<W> {
         if let Some(&id) = self.strings.get(s) {
             return id;
         }
-        let id = StringId(FIRST_STRING_KEY + self.string_values.len() as u32);
+        if self.strings.len() >= self.intern_limit {
+            self.forget_interned();
+        }
+        let id = StringId(self.string_base + self.string_values.len() as u32);
         let value: Box<str> = clean(s).into();
         Event::String {
             key: id.key(),
@@ -216,9 +254,10 @@ impl<W: Write> MojoWriter<W> {
         id
     }
 
-    /// The text of an interned string.
+    /// The text of an interned string (`None` for a key from before the
+    /// writer last forgot, see [`MojoWriter::set_intern_limit`]).
     pub fn string(&self, id: StringId) -> Option<&str> {
-        let index = id.0.checked_sub(FIRST_STRING_KEY)? as usize;
+        let index = id.0.checked_sub(self.string_base)? as usize;
         self.string_values.get(index).map(|s| &**s)
     }
 
@@ -235,6 +274,11 @@ impl<W: Write> MojoWriter<W> {
         };
         if let Some(&id) = self.frames.get(&key) {
             return id;
+        }
+        if self.frames.len() >= 2 * self.intern_limit {
+            // Many lines of few files: the frames are forgotten alone (the
+            // strings' keys stay good).
+            self.frames.clear();
         }
         let id = FrameId(FIRST_FRAME_KEY + self.frame_native.len() as u32);
         Event::Frame {
@@ -319,7 +363,7 @@ impl<W: Write> MojoWriter<W> {
                 }
                 StackEntry::Kernel(s) => {
                     let name =
-                        s.0.checked_sub(FIRST_STRING_KEY)
+                        s.0.checked_sub(self.string_base)
                             .and_then(|i| self.string_values.get(i as usize))
                             .map_or("<unknown>", |s| &**s);
                     Event::FrameKernel { scope: name }.encode(self.version, &mut self.buf);
@@ -370,6 +414,11 @@ impl<W: Write> MojoWriter<W> {
                 prev.extend_from_slice(stack);
             }
             None => {
+                if self.previous.len() >= PREVIOUS_LIMIT {
+                    // Threads come and go: the next sample of each is
+                    // written whole, which the reader needs nothing for.
+                    self.previous.clear();
+                }
                 self.previous.insert(thread.into(), stack.to_vec());
             }
         }
@@ -442,5 +491,61 @@ fn clean(s: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
     } else {
         std::borrow::Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Frame, Profile};
+
+    fn frame(w: &mut MojoWriter<Vec<u8>>, file: &str) -> StackEntry {
+        StackEntry::Frame(w.intern_frame(&FrameSpec {
+            filename: file,
+            scope: "f",
+            line: 1,
+            line_end: 1,
+            column: 0,
+            column_end: 0,
+        }))
+    }
+
+    #[test]
+    fn new_names_all_the_time_keep_the_tables_bounded_and_the_profile_exact() {
+        let mut w = MojoWriter::new(Vec::new(), 1).expect("vec");
+        w.set_intern_limit(100);
+        let main = frame(&mut w, "main.py");
+        for i in 0..10_000 {
+            let gen = frame(&mut w, &format!("<gen-{i}>"));
+            let thread = format!("Thread-{i}");
+            w.sample(&SampleRef {
+                iid: 0,
+                thread: &thread,
+                stack: &[main, gen],
+                metrics: &[Metric::Memory(i)],
+                gc: false,
+                idle: false,
+            })
+            .expect("vec");
+            assert!(w.strings.len() <= 100 && w.string_values.len() <= 100);
+            assert!(w.frames.len() <= 200 && w.previous.len() <= PREVIOUS_LIMIT);
+        }
+        // `main.py` was forgotten and defined again, `f` too: more keys
+        // than names.
+        assert!(w.string_count() > 10_002, "{}", w.string_count());
+        let p = Profile::parse(&w.finish().expect("vec")).expect("parses");
+        assert_eq!(p.samples.len(), 10_000);
+        for (i, s) in p.samples.iter().enumerate() {
+            let names: Vec<_> = s
+                .frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Frame(f) => format!("{}:{}", f.filename, f.scope),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(names, ["main.py:f".to_owned(), format!("<gen-{i}>:f")]);
+            assert_eq!(s.memory, Some(i as i64));
+        }
     }
 }

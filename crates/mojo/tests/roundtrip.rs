@@ -216,6 +216,41 @@ proptest! {
         }
     }
 
+    /// A writer that keeps only a few strings interned (it forgets them
+    /// all, and defines again under new keys what is used after, while
+    /// samples are being written) writes what the reader reads back.
+    #[test]
+    fn forgetting_writer_round_trip(s in script(), v4 in any::<bool>(), limit in 1usize..6) {
+        let version = if v4 { Version::V4 } else { Version::V3 };
+        let mut w = MojoWriter::with_options(Vec::new(), 77, WriterOptions { version }).expect("vec");
+        w.set_intern_limit(limit);
+        let threads = ["MainThread", "worker", "計算", "café"];
+        for (t, iid, stack, metric, gc) in &s.samples {
+            let stack: Vec<_> = stack.iter().map(|&i| {
+                let (f, sc, n) = &s.frames[i];
+                StackEntry::Frame(w.intern_frame(&FrameSpec {
+                    filename: f, scope: sc, line: n[0], line_end: n[1], column: n[2], column_end: n[3],
+                }))
+            }).collect();
+            w.sample(&SampleRef {
+                iid: *iid, thread: threads[*t as usize], stack: &stack,
+                metrics: &[Metric::Time(*metric)], gc: *gc, idle: false,
+            }).expect("vec");
+        }
+        let bytes = w.finish().expect("vec");
+        let p = Profile::parse(&bytes).expect("our own output parses");
+        prop_assert_eq!(p.samples.len(), s.samples.len());
+        for (got, (_, _, stack, metric, _)) in p.samples.iter().zip(&s.samples) {
+            prop_assert_eq!(got.time, Some(*metric));
+            let frames: Vec<_> = got.frames.iter().map(|f| match f {
+                Frame::Frame(i) => (i.filename.to_string(), i.scope.to_string(), [i.line, i.line_end, i.column, i.column_end]),
+                other => panic!("unexpected {other:?}"),
+            }).collect();
+            let want: Vec<_> = stack.iter().map(|&i| s.frames[i].clone()).collect();
+            prop_assert_eq!(frames, want);
+        }
+    }
+
     /// No input makes the readers panic, and errors name an offset inside
     /// the input.
     #[test]
