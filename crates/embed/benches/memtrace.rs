@@ -83,7 +83,8 @@ fn bench_embedded(lib: &std::path::Path) {
     assert_eq!(drained.stacks.len(), 1, "{version}: one stack");
     assert_eq!(drained.stacks[0].1.frames.len(), 20, "{version}: 20 frames");
     assert_eq!(drained.deltas, vec![(0, 64)], "{version}: 64 bytes on it");
-    let scopes: Vec<_> = drained.frames.iter().map(|f| &*f.scope).collect();
+    // A fresh table: frame indices 0, 1, ... in order.
+    let scopes: Vec<_> = drained.frames.iter().map(|(_, f)| &*f.scope).collect();
     assert_eq!(scopes[0], "<module>", "{version}: {scopes:?}");
     assert!(
         scopes[1..].iter().all(|s| *s == "f"),
@@ -107,13 +108,13 @@ fn bench_embedded(lib: &std::path::Path) {
         .1
         .frames
         .iter()
-        .map(|&i| drained.frames[i as usize].clone())
+        .map(|&i| drained.frames[i as usize].1.clone())
         .collect();
     let views: Vec<_> = by_views.stacks[0]
         .1
         .frames
         .iter()
-        .map(|&i| by_views.frames[i as usize].clone())
+        .map(|&i| by_views.frames[i as usize].1.clone())
         .collect();
     assert_eq!(
         fast, views,

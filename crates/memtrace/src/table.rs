@@ -21,7 +21,8 @@
 //! once if no change of its waits to be drained, else after the drain that
 //! hands over its last change, so that a program that makes new code all
 //! the time (`exec`, subinterpreters) keeps a table as big as what is
-//! live, not as all it ran.
+//! live, not as all it ran. A decoded frame's index is given again the
+//! same way, once its code object is freed and no stack kept uses it.
 //!
 //! Bounded: at most [`MAX_LIVE`] live allocations are linked (those made
 //! past it are counted in [`TrackerStats::untracked`] and their frees
@@ -83,11 +84,11 @@ pub struct AllocThread {
 /// What changed since the last [`Tracker::drain`].
 #[derive(Debug, Default)]
 pub struct Drained {
-    /// Frames first seen since, in order: frame `first_frame + i` is
-    /// `frames[i]`.
-    pub frames: Vec<FrameInfo>,
-    /// Index of `frames[0]`.
-    pub first_frame: u32,
+    /// Frames first seen since, with their indices, in the order they
+    /// were decoded. An index is either new (one more than the largest
+    /// handed so far) or that of a frame no stack uses any more, which
+    /// this one replaces.
+    pub frames: Vec<(u32, FrameInfo)>,
     /// Stacks first seen since, with their ids, in the order they were
     /// made. An id is either new (one more than the largest handed so
     /// far) or that of a stack done with at an earlier drain, which this
@@ -185,6 +186,8 @@ struct Stack {
 }
 
 const NONE: u32 = u32::MAX;
+/// The use count of a frame index that is free.
+const FREE_FRAME: u32 = u32::MAX;
 /// The shortest list of a code object's stacks that is pruned.
 const PRUNE_AT_LEAST: usize = 64;
 
@@ -194,9 +197,15 @@ pub struct Tracker {
     format: TableFormat,
     codes: HashMap<u64, CodeRec>,
     frame_index: HashMap<(u64, u32), u32>,
-    /// The frames not drained yet: frame `drained_frames + i` is
-    /// `frames[i]` (the sampler keeps those drained).
-    frames: Vec<FrameInfo>,
+    /// The frames not drained yet, with their indices (the sampler keeps
+    /// those drained).
+    frames: Vec<(u32, FrameInfo)>,
+    /// Per frame index: how many kept stacks use it, and whether it can
+    /// still be found (its code object alive, or a native frame named).
+    frame_refs: Vec<u32>,
+    frame_found: Vec<bool>,
+    /// Frame indices no stack uses and nothing finds, for new frames.
+    free_frames: Vec<u32>,
     /// Stack hash → the first stack with that hash.
     stack_index: HashMap<u64, u32>,
     stacks: Vec<Stack>,
@@ -213,7 +222,6 @@ pub struct Tracker {
     free: Vec<u32>,
     interps: Vec<(u64, i64)>,
     raw: Vec<(u64, u32)>,
-    drained_frames: usize,
     stats: TrackerStats,
     /// The stacks found last, compared before hashing.
     recent: [u32; 8],
@@ -255,6 +263,9 @@ impl Tracker {
             codes: HashMap::new(),
             frame_index: HashMap::new(),
             frames: Vec::new(),
+            frame_refs: Vec::new(),
+            frame_found: Vec::new(),
+            free_frames: Vec::new(),
             stack_index: HashMap::new(),
             stacks: Vec::new(),
             live: HashMap::new(),
@@ -265,7 +276,6 @@ impl Tracker {
             free: Vec::new(),
             interps: Vec::new(),
             raw: Vec::with_capacity(MAX_FRAMES),
-            drained_frames: 0,
             stats: TrackerStats::default(),
             recent: [NONE; 8],
             recent_at: 0,
@@ -330,7 +340,9 @@ impl Tracker {
         size: u64,
     ) {
         match self.stack_of(target, tstate) {
-            Ok(Some(stack)) => self.link(ptr, stack, size),
+            Ok(Some(stack)) => {
+                self.link(ptr, stack, size);
+            }
             Ok(None) => self.stats.frameless += 1,
             Err(_) => self.stats.unwalkable += 1,
         }
@@ -353,7 +365,9 @@ impl Tracker {
             return;
         }
         match self.find_or_add(target, thread, raw) {
-            Ok(stack) => self.link(ptr, stack, size),
+            Ok(stack) => {
+                self.link(ptr, stack, size);
+            }
             Err(_) => self.stats.unwalkable += 1,
         }
     }
@@ -403,8 +417,7 @@ impl Tracker {
         let Some(s) = self.stacks.get(taken.stack as usize) else {
             return;
         };
-        if s.generation == taken.generation && !s.free {
-            self.link(ptr, taken.stack, taken.size);
+        if s.generation == taken.generation && !s.free && self.link(ptr, taken.stack, taken.size) {
             self.stats.tracked = self.stats.tracked.saturating_sub(1);
         }
     }
@@ -422,13 +435,49 @@ impl Tracker {
     /// Stack `id` is out of the index and holds no block: its id is free
     /// now if it has no change to drain, else after the next drain.
     fn orphaned(&mut self, id: u32) {
-        let s = &mut self.stacks[id as usize];
-        if s.delta == 0 {
-            s.free = true;
-            self.free.push(id);
+        if self.stacks[id as usize].delta == 0 {
+            self.give_up(id);
         } else {
             self.orphans.push(id);
         }
+    }
+
+    /// Gives stack `id`'s id to the next new stack, and lets go of its
+    /// frames.
+    fn give_up(&mut self, id: u32) {
+        let s = &mut self.stacks[id as usize];
+        s.free = true;
+        let frames = std::mem::take(&mut s.rec.frames);
+        self.free.push(id);
+        for &f in frames.iter() {
+            self.frame_refs[f as usize] -= 1;
+            self.release_frame(f);
+        }
+    }
+
+    /// Frees frame index `i` if no kept stack uses it and nothing finds it.
+    fn release_frame(&mut self, i: u32) {
+        if self.frame_refs[i as usize] == 0 && !self.frame_found[i as usize] {
+            self.frame_refs[i as usize] = FREE_FRAME;
+            self.free_frames.push(i);
+        }
+    }
+
+    /// A new frame index for `info`, found again (by its code and offset,
+    /// or its address) while `found`.
+    fn new_frame(&mut self, info: FrameInfo, found: bool) -> u32 {
+        let i = match self.free_frames.pop() {
+            Some(i) => i,
+            None => {
+                self.frame_refs.push(0);
+                self.frame_found.push(false);
+                (self.frame_refs.len() - 1) as u32
+            }
+        };
+        self.frame_refs[i as usize] = 0;
+        self.frame_found[i as usize] = found;
+        self.frames.push((i, info));
+        i
     }
 
     /// Forgets what was decoded from the code object at `code`, which is
@@ -443,7 +492,10 @@ impl Tracker {
             return;
         };
         for offset in rec.offsets {
-            self.frame_index.remove(&(code, offset));
+            if let Some(i) = self.frame_index.remove(&(code, offset)) {
+                self.frame_found[i as usize] = false;
+                self.release_frame(i);
+            }
         }
         for (id, generation) in rec.stacks {
             if self.stacks[id as usize].generation == generation {
@@ -497,23 +549,11 @@ impl Tracker {
     /// then gives up the stacks done with, whose last change it handed.
     pub fn drain(&mut self, out: &mut Drained) {
         out.clear();
-        out.first_frame = self.drained_frames as u32;
-        self.drained_frames += self.frames.len();
         out.frames.append(&mut self.frames);
-        // The sampler keeps the frames of the stacks it is given: here
-        // only what finds a stack again is kept.
         for &id in &self.fresh {
-            self.stacks[id as usize].fresh = false;
-            let rec = &mut self.stacks[id as usize].rec;
-            out.stacks.push((
-                id,
-                StackRec {
-                    iid: rec.iid,
-                    thread_id: rec.thread_id,
-                    native_id: rec.native_id,
-                    frames: std::mem::take(&mut rec.frames),
-                },
-            ));
+            let s = &mut self.stacks[id as usize];
+            s.fresh = false;
+            out.stacks.push((id, s.rec.clone()));
         }
         self.fresh.clear();
         for &i in &self.dirty {
@@ -525,21 +565,26 @@ impl Tracker {
             }
         }
         self.dirty.clear();
-        for id in self.orphans.drain(..) {
-            let s = &mut self.stacks[id as usize];
+        let orphans = std::mem::take(&mut self.orphans);
+        for &id in &orphans {
+            let s = &self.stacks[id as usize];
             // Linked again since (a failed reallocation given back)?
             if !s.free && !s.indexed && s.links == 0 {
-                s.free = true;
-                self.free.push(id);
+                self.give_up(id);
             }
         }
+        self.orphans = orphans;
+        self.orphans.clear();
     }
 
-    fn link(&mut self, ptr: u64, stack: u32, size: u64) {
+    /// Links the block; false if it could not be (`MAX_LIVE`).
+    fn link(&mut self, ptr: u64, stack: u32, size: u64) -> bool {
         if self.live.len() >= MAX_LIVE && !self.live.contains_key(&ptr) {
             self.stats.untracked += 1;
-            return;
+            return false;
         }
+        // Counted first: the old link below may be this stack's last one.
+        self.stacks[stack as usize].links += 1;
         let packed_size = if size >= 0xffff_ffff {
             0xffff_ffff
         } else {
@@ -563,8 +608,8 @@ impl Tracker {
             self.big.insert(ptr, size);
         }
         self.stats.tracked += 1;
-        self.stacks[stack as usize].links += 1;
         self.add(stack, size as i64);
+        true
     }
 
     fn add(&mut self, stack: u32, bytes: i64) {
@@ -667,6 +712,9 @@ impl Tracker {
             }
             frames
         };
+        for &f in &frames {
+            self.frame_refs[f as usize] += 1;
+        }
         let mut stack = Stack {
             rec: StackRec {
                 iid,
@@ -773,7 +821,19 @@ impl Tracker {
         let mut frames = Vec::with_capacity(pieces.len());
         for piece in pieces {
             frames.push(match piece {
-                echion_unwind::Piece::Python(i) => self.frame(target, python[i].0, python[i].1)?,
+                echion_unwind::Piece::Python(i) => {
+                    match self.frame(target, python[i].0, python[i].1) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            // No stack: the native frames named for it alone
+                            // (at addresses in no known module) are let go.
+                            for &id in &ids {
+                                self.release_frame(id);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
                 echion_unwind::Piece::Native(n) => ids[n],
             });
         }
@@ -794,16 +854,18 @@ impl Tracker {
                 known: false,
             },
         };
-        let i = (self.drained_frames + self.frames.len()) as u32;
-        self.frames.push(FrameInfo {
-            filename: format!("native@0x{pc:x}").into(),
-            scope: sym.name.into(),
-            line: 0,
-            line_end: 0,
-            column: 0,
-            column_end: 0,
-        });
         // An address in no known module is named again next time.
+        let i = self.new_frame(
+            FrameInfo {
+                filename: format!("native@0x{pc:x}").into(),
+                scope: sym.name.into(),
+                line: 0,
+                line_end: 0,
+                column: 0,
+                column_end: 0,
+            },
+            sym.known,
+        );
         if sym.known {
             self.native_index.insert(pc, (i, sym.eval));
         }
@@ -874,8 +936,7 @@ impl Tracker {
             column: at.column,
             column_end: at.column_end,
         };
-        let i = (self.drained_frames + self.frames.len()) as u32;
-        self.frames.push(rec);
+        let i = self.new_frame(rec, true);
         self.frame_index.insert((code, offset), i);
         Ok(i)
     }
@@ -950,7 +1011,8 @@ mod tests {
         t.drain(&mut out);
         let ids: Vec<u32> = out.stacks.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [0, 1]);
-        assert_eq!((out.first_frame, out.frames.len()), (0, 3));
+        let frames: Vec<u32> = out.frames.iter().map(|(i, _)| *i).collect();
+        assert_eq!(frames, [0, 1, 2]);
         assert_eq!(out.deltas, vec![(0, 10), (1, 50)]);
 
         // `a` freed: the stack that ran it is found no more, the other
@@ -964,8 +1026,10 @@ mod tests {
         assert_eq!(out.stacks.len(), 1, "one new stack");
         assert_eq!(out.stacks[0].0, 2);
         // `a` decoded again (a new code object may have its address), `b`
-        // still known: frame indices go on from the drained ones.
-        assert_eq!((out.first_frame, out.frames.len()), (3, 1));
+        // still known: the old `a` frame is used by stack 0, kept, so the
+        // new one takes a new index.
+        assert_eq!(out.frames.len(), 1);
+        assert_eq!(out.frames[0].0, 3);
         assert_eq!(out.stacks[0].1.frames.len(), 2);
         assert!(out.stacks[0].1.frames.contains(&3));
         let mut deltas = out.deltas.clone();
@@ -1015,6 +1079,13 @@ mod tests {
         assert_eq!(t.live(), 1000);
         // `b`, never freed, ran a thousand stacks: it lists the few found.
         assert!(t.codes[&b].stacks.len() < PRUNE_AT_LEAST);
+        // Each round decoded `a` again: its index is given again once the
+        // stack that used it is done with (`b`, `c` and one `a`).
+        assert!(
+            t.frame_refs.len() <= 4,
+            "{} frame indices",
+            t.frame_refs.len()
+        );
 
         // Its last change is drained with it, under its old meaning; the
         // id is given again only after that drain.

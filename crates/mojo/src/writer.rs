@@ -152,6 +152,8 @@ pub struct MojoWriter<W: Write> {
     /// forgot: `string_values[i]` is key `string_base + i`.
     string_values: Vec<Box<str>>,
     string_base: u32,
+    /// The text of the keys [`MojoWriter::intern_string`] handed out.
+    kept: HashMap<u32, Box<str>>,
     frames: HashMap<FrameKey, FrameId>,
     frame_native: Vec<bool>,
     previous: HashMap<Box<str>, Vec<StackEntry>>,
@@ -177,6 +179,7 @@ impl<W: Write> MojoWriter<W> {
             strings: HashMap::new(),
             string_values: Vec::new(),
             string_base: FIRST_STRING_KEY,
+            kept: HashMap::new(),
             frames: HashMap::new(),
             frame_native: Vec::new(),
             previous: HashMap::new(),
@@ -235,7 +238,21 @@ impl<W: Write> MojoWriter<W> {
 
     /// Interns a string and returns its key. NUL characters, which would end
     /// the string early in the stream, are replaced by U+FFFD.
+    ///
+    /// Meant for the few names a caller keeps keys of (a
+    /// [`StackEntry::Kernel`]'s): the writer keeps their text for as long
+    /// as it lives, past any forgetting of its tables.
     pub fn intern_string(&mut self, s: &str) -> StringId {
+        let id = self.intern(s);
+        if self.string(id).is_some() && !self.kept.contains_key(&id.0) {
+            let value = self.string(id).unwrap_or_default().into();
+            self.kept.insert(id.0, value);
+        }
+        id
+    }
+
+    /// Interns a string for a frame (forgotten with the tables).
+    fn intern(&mut self, s: &str) -> StringId {
         if let Some(&id) = self.strings.get(s) {
             return id;
         }
@@ -254,19 +271,18 @@ impl<W: Write> MojoWriter<W> {
         id
     }
 
-    /// The text of an interned string (`None` for a key from before the
-    /// writer last forgot, see [`MojoWriter::set_intern_limit`]).
+    /// The text of an interned string (`None` for a frame's string from
+    /// before the writer last forgot, see [`MojoWriter::set_intern_limit`]).
     pub fn string(&self, id: StringId) -> Option<&str> {
-        let index = id.0.checked_sub(self.string_base)? as usize;
-        self.string_values.get(index).map(|s| &**s)
+        text(&self.string_values, self.string_base, &self.kept, id)
     }
 
     /// Interns a frame (and its strings) and returns its key. The same
     /// description always gives the same key.
     pub fn intern_frame(&mut self, frame: &FrameSpec<'_>) -> FrameId {
         let key = FrameKey {
-            filename: self.intern_string(frame.filename),
-            scope: self.intern_string(frame.scope),
+            filename: self.intern(frame.filename),
+            scope: self.intern(frame.scope),
             line: frame.line,
             line_end: frame.line_end,
             column: frame.column,
@@ -362,10 +378,8 @@ impl<W: Write> MojoWriter<W> {
                     }
                 }
                 StackEntry::Kernel(s) => {
-                    let name =
-                        s.0.checked_sub(self.string_base)
-                            .and_then(|i| self.string_values.get(i as usize))
-                            .map_or("<unknown>", |s| &**s);
+                    let name = text(&self.string_values, self.string_base, &self.kept, s)
+                        .unwrap_or("<unknown>");
                     Event::FrameKernel { scope: name }.encode(self.version, &mut self.buf);
                 }
                 StackEntry::Invalid => self.buf.push(id::FRAME_INVALID),
@@ -494,6 +508,18 @@ fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The text of string `id`: among the `values` interned since the tables
+/// were last forgotten (the first has key `base`), or those `kept`.
+fn text<'a>(
+    values: &'a [Box<str>],
+    base: u32,
+    kept: &'a HashMap<u32, Box<str>>,
+    id: StringId,
+) -> Option<&'a str> {
+    let recent = id.0.checked_sub(base).and_then(|i| values.get(i as usize));
+    recent.or_else(|| kept.get(&id.0)).map(|s| &**s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,12 +556,34 @@ mod tests {
             assert!(w.strings.len() <= 100 && w.string_values.len() <= 100);
             assert!(w.frames.len() <= 200 && w.previous.len() <= PREVIOUS_LIMIT);
         }
+        // A kernel frame's name, interned before the tables were forgotten
+        // (many times since), is still written.
+        let kernel = StackEntry::Kernel(w.intern_string("do_syscall_64"));
+        for i in 0..300 {
+            let gen = frame(&mut w, &format!("<late-{i}>"));
+            w.sample(&SampleRef {
+                iid: 0,
+                thread: "MainThread",
+                stack: &[main, gen, kernel],
+                metrics: &[Metric::Memory(1)],
+                gc: false,
+                idle: false,
+            })
+            .expect("vec");
+        }
         // `main.py` was forgotten and defined again, `f` too: more keys
         // than names.
         assert!(w.string_count() > 10_002, "{}", w.string_count());
         let p = Profile::parse(&w.finish().expect("vec")).expect("parses");
-        assert_eq!(p.samples.len(), 10_000);
-        for (i, s) in p.samples.iter().enumerate() {
+        assert_eq!(p.samples.len(), 10_300);
+        for s in &p.samples[10_000..] {
+            assert!(
+                matches!(s.frames.last(), Some(Frame::Kernel(k)) if &**k == "do_syscall_64"),
+                "{:?}",
+                s.frames.last()
+            );
+        }
+        for (i, s) in p.samples[..10_000].iter().enumerate() {
             let names: Vec<_> = s
                 .frames
                 .iter()

@@ -308,7 +308,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
 }
 
 /// What the engine keeps of the allocation table between flushes: the
-/// writer's id of every frame the table decoded, and every stack it found.
+/// writer's id of each frame index of the table, and each stack id's
+/// stack (both given again by the table to new ones).
 #[derive(Debug, Default)]
 struct MemoryMirror {
     drained: echion_memtrace::Drained,
@@ -414,16 +415,22 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         // (the other order misses a thread that names itself in between).
         self.names.refresh(registry);
         let m = &mut self.memory;
-        if m.drained.first_frame as usize == m.frames.len() {
-            for f in &m.drained.frames {
-                m.frames.push(self.sink.intern_frame(&FrameSpec {
-                    filename: &f.filename,
-                    scope: &f.scope,
-                    line: f.line,
-                    line_end: f.line_end,
-                    column: f.column,
-                    column_end: f.column_end,
-                }));
+        for (i, f) in &m.drained.frames {
+            let id = self.sink.intern_frame(&FrameSpec {
+                filename: &f.filename,
+                scope: &f.scope,
+                line: f.line,
+                line_end: f.line_end,
+                column: f.column,
+                column_end: f.column_end,
+            });
+            // A new index, or one the table gave up and now gives this
+            // frame (no stack kept uses the old one).
+            let i = *i as usize;
+            if i == m.frames.len() {
+                m.frames.push(id);
+            } else if i < m.frames.len() {
+                m.frames[i] = id;
             }
         }
         for (id, rec) in m.drained.stacks.drain(..) {
