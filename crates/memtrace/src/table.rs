@@ -340,9 +340,7 @@ impl Tracker {
         size: u64,
     ) {
         match self.stack_of(target, tstate) {
-            Ok(Some(stack)) => {
-                self.link(ptr, stack, size);
-            }
+            Ok(Some(stack)) => self.link(ptr, stack, size),
             Ok(None) => self.stats.frameless += 1,
             Err(_) => self.stats.unwalkable += 1,
         }
@@ -365,9 +363,7 @@ impl Tracker {
             return;
         }
         match self.find_or_add(target, thread, raw) {
-            Ok(stack) => {
-                self.link(ptr, stack, size);
-            }
+            Ok(stack) => self.link(ptr, stack, size),
             Err(_) => self.stats.unwalkable += 1,
         }
     }
@@ -417,7 +413,10 @@ impl Tracker {
         let Some(s) = self.stacks.get(taken.stack as usize) else {
             return;
         };
-        if s.generation == taken.generation && !s.free && self.link(ptr, taken.stack, taken.size) {
+        // (Not linked past `MAX_LIVE` either: it was counted already.)
+        let room = self.live.len() < MAX_LIVE || self.live.contains_key(&ptr);
+        if s.generation == taken.generation && !s.free && room {
+            self.link(ptr, taken.stack, taken.size);
             self.stats.tracked = self.stats.tracked.saturating_sub(1);
         }
     }
@@ -577,11 +576,10 @@ impl Tracker {
         self.orphans.clear();
     }
 
-    /// Links the block; false if it could not be (`MAX_LIVE`).
-    fn link(&mut self, ptr: u64, stack: u32, size: u64) -> bool {
+    fn link(&mut self, ptr: u64, stack: u32, size: u64) {
         if self.live.len() >= MAX_LIVE && !self.live.contains_key(&ptr) {
             self.stats.untracked += 1;
-            return false;
+            return;
         }
         // Counted first: the old link below may be this stack's last one.
         self.stacks[stack as usize].links += 1;
@@ -609,7 +607,6 @@ impl Tracker {
         }
         self.stats.tracked += 1;
         self.add(stack, size as i64);
-        true
     }
 
     fn add(&mut self, stack: u32, bytes: i64) {

@@ -152,8 +152,9 @@ pub struct MojoWriter<W: Write> {
     /// forgot: `string_values[i]` is key `string_base + i`.
     string_values: Vec<Box<str>>,
     string_base: u32,
-    /// The text of the keys [`MojoWriter::intern_string`] handed out.
+    /// The keys [`MojoWriter::intern_string`] handed out, both ways.
     kept: HashMap<u32, Box<str>>,
+    kept_keys: HashMap<Box<str>, StringId>,
     frames: HashMap<FrameKey, FrameId>,
     frame_native: Vec<bool>,
     previous: HashMap<Box<str>, Vec<StackEntry>>,
@@ -180,6 +181,7 @@ impl<W: Write> MojoWriter<W> {
             string_values: Vec::new(),
             string_base: FIRST_STRING_KEY,
             kept: HashMap::new(),
+            kept_keys: HashMap::new(),
             frames: HashMap::new(),
             frame_native: Vec::new(),
             previous: HashMap::new(),
@@ -243,11 +245,12 @@ impl<W: Write> MojoWriter<W> {
     /// [`StackEntry::Kernel`]'s): the writer keeps their text for as long
     /// as it lives, past any forgetting of its tables.
     pub fn intern_string(&mut self, s: &str) -> StringId {
-        let id = self.intern(s);
-        if self.string(id).is_some() && !self.kept.contains_key(&id.0) {
-            let value = self.string(id).unwrap_or_default().into();
-            self.kept.insert(id.0, value);
+        if let Some(&id) = self.kept_keys.get(s) {
+            return id;
         }
+        let id = self.intern(s);
+        self.kept_keys.insert(s.into(), id);
+        self.kept.insert(id.0, clean(s).into());
         id
     }
 

@@ -427,6 +427,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             // A new index, or one the table gave up and now gives this
             // frame (no stack kept uses the old one).
             let i = *i as usize;
+            debug_assert!(
+                i <= m.frames.len(),
+                "frame index {i} past {}",
+                m.frames.len()
+            );
             if i == m.frames.len() {
                 m.frames.push(id);
             } else if i < m.frames.len() {
@@ -442,6 +447,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             };
             // A new id, or one the table gave up and now gives this stack.
             let id = id as usize;
+            debug_assert!(
+                id <= m.stacks.len(),
+                "stack id {id} past {}",
+                m.stacks.len()
+            );
             if id == m.stacks.len() {
                 m.stacks.push(rec);
                 m.names.push(name);
