@@ -432,6 +432,26 @@ def test_the_target_exiting_during_the_attach(tmp_path, targets):
     assert err.strip().splitlines() == ["echion: cannot attach to pid %d: the process exited during the attach" % t.pid], err
 
 
+def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
+    # The soak (3.12, 1 run in 40): an attach borrowed the main thread as
+    # the interpreter was being deleted, and its pending call took a lock
+    # that was no more: the program crashed (SIGSEGV) at its exit. A
+    # program whose interpreter is finalizing is now asked nothing.
+    t = start(targets, tmp_path, "finalizing")
+    assert t.proc.stdout.readline() == b"finalizing\n"
+    run, _ = attach(tmp_path, t.pid, "-x", "0.2")
+    err = run.stderr.decode()
+    assert run.returncode == 1, err
+    assert err.strip().splitlines() == [
+        "echion: cannot attach to pid %d: the process exited during the attach (its interpreter was "
+        "already finalizing); nothing was left running in it" % t.pid
+    ], err
+    out_t, err_t = t.proc.communicate(timeout=30)
+    assert t.proc.returncode == 0, err_t.decode()[-2000:]
+    assert out_t == b"done\n", out_t
+    assert b"echion" not in err_t, err_t.decode()[-2000:]
+
+
 def test_a_process_traced_by_a_debugger(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     gdb = subprocess.Popen(

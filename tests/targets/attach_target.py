@@ -18,6 +18,9 @@ Usage: attach_target.py SCENARIO STOPFILE
   gevent        gevent's monkey patches, greenlets that spin and sleep
   exit_on_attach  the main thread spins until echion's attach has run in
                 it, then exits at once (status 7, no report)
+  finalizing    ends at once (status 0, no report); as the interpreter
+                finalizes, an object's __del__ prints "finalizing", sleeps
+                3 s and prints "done"
 """
 
 import ctypes
@@ -234,6 +237,18 @@ elif SCENARIO == "exit_on_attach":
     while "echion.attach" not in sys.modules:
         pass
     sys.exit(7)
+elif SCENARIO == "finalizing":
+
+    class Late:
+        # Runs once the interpreter is finalizing (as `__main__` is
+        # cleared), with what it uses bound beforehand.
+        def __del__(self, write=os.write, sleep=time.sleep):
+            write(1, b"finalizing\n")
+            sleep(3)
+            write(1, b"done\n")
+
+    late = Late()
+    ready()
 elif SCENARIO == "gevent":
     from gevent import monkey
 

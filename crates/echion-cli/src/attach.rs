@@ -350,6 +350,16 @@ impl Attached {
             if started {
                 break began.elapsed();
             }
+            if !running && self.target.exiting(&self.injection) {
+                // Borrowed as its interpreter was finalizing: asked
+                // nothing, it ends as it would have.
+                self.cleanup();
+                return Err(self.fail(
+                    "the process exited during the attach (its interpreter was already \
+                     finalizing); nothing was left running in it"
+                        .to_owned(),
+                ));
+            }
             if !again && !running && self.target.ran_elsewhere(&self.injection) {
                 // The pending call came while the main thread ran a
                 // subinterpreter (3.8): it did not run there.

@@ -218,6 +218,10 @@ impl Target {
             ensure: find("PyGILState_Ensure")?,
             release: find("PyGILState_Release")?,
             set_interrupt: find("PyErr_SetInterrupt")?,
+            is_finalizing: map
+                .find_function("Py_IsFinalizing")
+                .or_else(|| map.find_function("_Py_IsFinalizing"))
+                .map(|(a, _)| a),
         };
         if !cpu_has_xsave() {
             return Err(InjectError::Unsupported("the CPU has no xsave instruction"));
@@ -437,6 +441,15 @@ impl Target {
     pub fn returned(&self, injection: &Injection) -> bool {
         self.word(injection, trampoline::returned_offset())
             .is_some_and(|flag| flag != 0)
+    }
+
+    /// Whether the trampoline of `injection` asked nothing of the program
+    /// because its interpreter is finalizing (the program is ending).
+    pub fn exiting(&self, injection: &Injection) -> bool {
+        self.done(injection).is_some()
+            && self
+                .word(injection, trampoline::exiting_offset())
+                .is_some_and(|flag| flag != 0)
     }
 
     /// Whether the source of `injection` was not run because the pending

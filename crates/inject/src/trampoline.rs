@@ -15,8 +15,12 @@
 //! cld
 //! mov eax, 0x2e7; xor edx, edx; xsave64 [XSAVE] ; x87, SSE, AVX, AVX-512, PKRU
 //! ldmxcsr [MXCSR]; fninit                        ; the ABI's defaults
+//! call [IS_FINALIZING]; test eax, eax; jnz 3f    ; where it has one
+//! call [INTERP_MAIN]; test rax, rax; jz 3f       ; the interpreter is going
 //! <calls>                                        ; see `Calls`
-//! mov eax, 0x2e7; xor edx, edx; xrstor64 [XSAVE]
+//! jmp 4f
+//! 3: mov qword [EXITING], 1                      ; the program is ending
+//! 4: mov eax, 0x2e7; xor edx, edx; xrstor64 [XSAVE]
 //! mov qword [DONE], 1
 //! push qword [RFLAGS]; popfq
 //! mov rax, [RAX] … mov r15, [R15]                ; all but rsp
@@ -36,6 +40,11 @@
 //! 2: mov qword [ELSEWHERE], 1; mov qword [RETURNED], 1
 //! pop rdi; xor eax, eax; ret
 //! ```
+//!
+//! A program whose interpreter is finalizing (or gone) is not asked for
+//! anything: its pending calls are torn down with it (a `Py_AddPendingCall`
+//! once the main interpreter was deleted took a lock that was no more, and
+//! crashed the program), and a thread that took the GIL would be ended.
 //!
 //! `run` always returns 0: a pending call that returned -1 would become a
 //! `SystemError` in the program. The source lets only `KeyboardInterrupt`
@@ -77,11 +86,13 @@ enum Slot {
     Ensure,
     Release,
     SetInterrupt,
+    IsFinalizing,
     // Results.
     Result,
     GilState,
     Returned,
     Elsewhere,
+    Exiting,
     Scratch,
     // The source's address, `run`'s address.
     SourcePtr,
@@ -144,6 +155,9 @@ pub struct Functions {
     pub release: u64,
     /// `PyErr_SetInterrupt`.
     pub set_interrupt: u64,
+    /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8–3.12), where
+    /// the interpreter exports one.
+    pub is_finalizing: Option<u64>,
 }
 
 /// Where the borrowed thread goes back to, with which registers.
@@ -224,6 +238,18 @@ pub fn build(
     a.rip_op(true, &[0x0f, 0xae], 4, XSAVE, &[]); // xsave64
     a.rip_op(false, &[0x0f, 0xae], 2, slot(Slot::Mxcsr), &[]); // ldmxcsr
     a.code.extend_from_slice(&[0xdb, 0xe3]); // fninit
+                                             // Jumps to `exiting` (rel32 ends, patched below).
+    let mut to_exiting = Vec::new();
+    if functions.is_finalizing.is_some() {
+        a.call(slot(Slot::IsFinalizing));
+        a.code.extend_from_slice(&[0x85, 0xc0]); // test eax, eax
+        a.code.extend_from_slice(&[0x0f, 0x85, 0, 0, 0, 0]); // jnz exiting
+        to_exiting.push(a.code.len());
+    }
+    a.call(slot(Slot::InterpMain));
+    a.code.extend_from_slice(&[0x48, 0x85, 0xc0]); // test rax, rax
+    a.code.extend_from_slice(&[0x0f, 0x84, 0, 0, 0, 0]); // jz exiting
+    to_exiting.push(a.code.len());
     match calls {
         Calls::PendingCall if functions.add_pending_call_to.is_some() => {
             a.call(slot(Slot::InterpMain));
@@ -248,6 +274,16 @@ pub fn build(
             a.call(slot(Slot::Release));
         }
     }
+    a.code.extend_from_slice(&[0xe9, 0, 0, 0, 0]); // jmp after
+    let jmp_end = a.code.len();
+    let exiting = a.code.len();
+    a.rip_op(true, &[0xc7], 0, slot(Slot::Exiting), &1u32.to_le_bytes());
+    let after = a.code.len();
+    let rel = |from: usize, to: usize| ((to as i64 - from as i64) as i32).to_le_bytes();
+    for end in to_exiting {
+        a.code[end - 4..end].copy_from_slice(&rel(end, exiting));
+    }
+    a.code[jmp_end - 4..jmp_end].copy_from_slice(&rel(jmp_end, after));
     a.xsave_mask();
     a.rip_op(true, &[0x0f, 0xae], 5, XSAVE, &[]); // xrstor64
     a.rip_op(true, &[0xc7], 0, slot(Slot::Done), &1u32.to_le_bytes()); // mov qword [DONE], 1
@@ -304,6 +340,10 @@ pub fn build(
     put(slot(Slot::Ensure), functions.ensure);
     put(slot(Slot::Release), functions.release);
     put(slot(Slot::SetInterrupt), functions.set_interrupt);
+    put(
+        slot(Slot::IsFinalizing),
+        functions.is_finalizing.unwrap_or(0),
+    );
     put(slot(Slot::SourcePtr), base + SOURCE as u64);
     put(slot(Slot::RunPtr), base + RUN as u64);
     page[SOURCE..SOURCE + source.len()].copy_from_slice(source);
@@ -335,6 +375,12 @@ pub fn elsewhere_offset() -> usize {
     slot(Slot::Elsewhere)
 }
 
+/// The page offset of the flag the trampoline sets (to 1) when it asked
+/// nothing of the program because its interpreter is finalizing.
+pub fn exiting_offset() -> usize {
+    slot(Slot::Exiting)
+}
+
 /// The registers of the [`Resume`] that `regs` describe.
 pub fn resume_of(regs: &libc::user_regs_struct) -> Resume {
     Resume {
@@ -361,6 +407,7 @@ mod tests {
             ensure: 0x3333,
             release: 0x4444,
             set_interrupt: 0x5555,
+            is_finalizing: Some(0x9999),
         }
     }
 
@@ -452,6 +499,55 @@ mod tests {
         assert_eq!(rets, 2);
     }
 
+    /// Follows the rel32 jump whose opcode bytes are `op` and that ends
+    /// `at`: where it lands.
+    fn lands(page: &[u8], at: usize) -> usize {
+        let disp = i32::from_le_bytes(page[at - 4..at].try_into().unwrap());
+        (at as i64 + i64::from(disp)) as usize
+    }
+
+    #[test]
+    fn a_finalizing_program_is_asked_nothing() {
+        for calls in [Calls::PendingCall, Calls::Directly] {
+            let page = build(0x10_0000, calls, functions(), b"x", resume());
+            let code = &page[..RUN];
+            let call_to = |s: Slot| {
+                (0..RUN - 6)
+                    .find(|&i| {
+                        code[i..i + 2] == [0xff, 0x15] && operand(&page, i + 6, 0) == slot(s)
+                    })
+                    .unwrap()
+            };
+            // Asked first whether it is finalizing, then for the main
+            // interpreter; either jumps past every call of `calls`.
+            let fin = call_to(Slot::IsFinalizing);
+            assert_eq!(&code[fin + 6..fin + 10], &[0x85, 0xc0, 0x0f, 0x85]);
+            let main = call_to(Slot::InterpMain);
+            assert!(fin < main);
+            assert_eq!(&code[main + 6..main + 11], &[0x48, 0x85, 0xc0, 0x0f, 0x84]);
+            let exiting = lands(&page, fin + 14);
+            assert_eq!(exiting, lands(&page, main + 15));
+            let first = match calls {
+                Calls::PendingCall => Slot::AddPendingCall,
+                Calls::Directly => Slot::Ensure,
+            };
+            assert!(main < call_to(first) && call_to(first) < exiting);
+            // It says so, and goes on to put everything back; the calls'
+            // path jumps over the saying.
+            assert_eq!(&code[exiting..exiting + 3], &[0x48, 0xc7, 0x05]);
+            assert_eq!(operand(&page, exiting + 11, 4), exiting_offset());
+            assert_eq!(code[exiting - 5], 0xe9);
+            assert_eq!(lands(&page, exiting), exiting + 11);
+            assert_eq!(&code[exiting + 11..exiting + 16], &[0xb8, 0xe7, 0x02, 0, 0]);
+        }
+        // Without the function, only the main interpreter is asked for.
+        let mut f = functions();
+        f.is_finalizing = None;
+        let page = build(0x10_0000, Calls::PendingCall, f, b"x", resume());
+        assert!(!(0..RUN - 6).any(|i| page[i..i + 2] == [0xff, 0x15]
+            && operand(&page, i + 6, 0) == slot(Slot::IsFinalizing)));
+    }
+
     #[test]
     fn a_pending_call_goes_to_the_main_interpreter_where_asked() {
         let mut f = functions();
@@ -469,8 +565,9 @@ mod tests {
         assert_eq!(calls(&plain, Slot::AddPendingCallTo), 0);
         assert_eq!(calls(&to_main, Slot::AddPendingCall), 0);
         assert_eq!(calls(&to_main, Slot::AddPendingCallTo), 1);
-        // The main interpreter is asked for first, and is the first argument.
-        assert_eq!(calls(&to_main, Slot::InterpMain), 1);
+        // The main interpreter is asked for (first whether there is one),
+        // and is the first argument.
+        assert_eq!(calls(&to_main, Slot::InterpMain), 2);
         assert!(to_main[..RUN].windows(3).any(|w| w == [0x48, 0x89, 0xc7]));
     }
 }
