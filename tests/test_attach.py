@@ -452,6 +452,19 @@ def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
     assert b"echion" not in err_t, err_t.decode()[-2000:]
 
 
+def test_a_pending_call_run_as_the_program_ends_starts_nothing(monkeypatch):
+    # Queued before the interpreter began to finalize, run after: the entry
+    # does nothing ("later"; the command then sees the exit).
+    import echion
+
+    entry = Path(echion.__file__).parent / "bootstrap" / "attach_entry.py"
+    namespace = {"MAIN_MODULES": 0, "CONTROL": "/nonexistent"}
+    exec(compile(entry.read_text(), str(entry), "exec"), namespace)
+    assert namespace["_bad_moment"]() is None
+    monkeypatch.setattr(sys, "is_finalizing", lambda: True)
+    assert namespace["_bad_moment"]() == "the interpreter is finalizing"
+
+
 def test_a_process_traced_by_a_debugger(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     gdb = subprocess.Popen(

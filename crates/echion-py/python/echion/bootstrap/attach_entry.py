@@ -32,6 +32,10 @@ def _bad_moment():
     """Why this is no moment to start echion, or None."""
     import sys
 
+    if sys.is_finalizing():
+        # (A pending call queued just before the program's exit.) The
+        # command sees the exit, or its next borrow is told.
+        return "the interpreter is finalizing"
     if MAIN_MODULES and id(sys.modules) != MAIN_MODULES:  # noqa: F821
         return "the thread runs a subinterpreter"
     for name, module in list(sys.modules.items()):
