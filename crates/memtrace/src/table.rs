@@ -986,20 +986,28 @@ mod tests {
         snap
     }
 
+    /// Thread 1 (kernel id 7) of the image's interpreter.
+    const THREAD: AllocThread = AllocThread {
+        thread_id: 1,
+        native_id: 7,
+        interp: INTERP,
+    };
+
+    /// CPython 3.`minor`'s layout, the image of it and an empty table.
+    fn table(minor: u8) -> (&'static Layout, SnapshotReader, Tracker) {
+        let version = PyVersion::new(3, minor, 0);
+        let layout = Layout::for_version(version).unwrap();
+        let format = TableFormat::for_version(version).unwrap();
+        (layout, image(layout), Tracker::new(format))
+    }
+
     #[test]
     fn a_freed_code_object_forgets_only_the_stacks_that_ran_it() {
-        let version = PyVersion::new(3, 11, 0);
-        let layout = Layout::for_version(version).unwrap();
-        let snap = image(layout);
+        let (layout, snap, mut t) = table(11);
         let target = Target::new(&snap, layout);
-        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
         let [a, b, c] = CODES;
         let (ab, only_c) = ([(a, 0), (b, 0)], [(c, 0)]);
-        let thread = AllocThread {
-            thread_id: 1,
-            native_id: 7,
-            interp: INTERP,
-        };
+        let thread = THREAD;
         t.alloc_walked(&target, thread, &ab, 0x100, 10);
         t.alloc_walked(&target, thread, &only_c, 0x200, 20);
         t.alloc_walked(&target, thread, &only_c, 0x300, 30);
@@ -1048,17 +1056,10 @@ mod tests {
 
     #[test]
     fn a_stack_done_with_gives_its_id_to_a_new_one_after_its_last_change() {
-        let version = PyVersion::new(3, 11, 0);
-        let layout = Layout::for_version(version).unwrap();
-        let snap = image(layout);
+        let (layout, snap, mut t) = table(11);
         let target = Target::new(&snap, layout);
-        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
         let [a, b, c] = CODES;
-        let thread = AllocThread {
-            thread_id: 1,
-            native_id: 7,
-            interp: INTERP,
-        };
+        let thread = THREAD;
         let mut out = Drained::default();
         // A program that makes new code all the time: each round's code
         // object takes the last one's address once that one is freed.
@@ -1167,17 +1168,10 @@ mod tests {
 
     #[test]
     fn threads_with_one_ident_have_their_own_stacks_and_links_stay_exact() {
-        let version = PyVersion::new(3, 12, 0);
-        let layout = Layout::for_version(version).unwrap();
-        let snap = image(layout);
+        let (layout, snap, mut t) = table(12);
         let target = Target::new(&snap, layout);
-        let mut t = Tracker::new(TableFormat::for_version(version).unwrap());
         let [a, b, _] = CODES;
-        let thread = AllocThread {
-            thread_id: 1,
-            native_id: 7,
-            interp: INTERP,
-        };
+        let thread = THREAD;
         t.alloc_walked(&target, thread, &[(a, 0)], 0x100, 3_000_000);
         t.alloc_walked(&target, thread, &[(b, 0)], 0x200, 7);
         t.free(0x100);

@@ -314,10 +314,21 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
 struct MemoryMirror {
     drained: echion_memtrace::Drained,
     frames: Vec<FrameId>,
-    stacks: Vec<echion_memtrace::StackRec>,
-    /// The name of each stack's thread, when the stack was first seen.
-    names: Vec<Box<str>>,
+    /// Each stack, with the name of its thread when it was first seen.
+    stacks: Vec<(echion_memtrace::StackRec, Box<str>)>,
     stats: echion_memtrace::TrackerStats,
+}
+
+/// Puts `value` at `i` of a table the allocation table hands indices of:
+/// a new one (the next) or one given again (its old value replaced).
+fn put_at<T>(v: &mut Vec<T>, i: u32, value: T) {
+    let i = i as usize;
+    debug_assert!(i <= v.len(), "index {i} past {}", v.len());
+    if i == v.len() {
+        v.push(value);
+    } else if let Some(slot) = v.get_mut(i) {
+        *slot = value;
+    }
 }
 
 impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
@@ -424,19 +435,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 column: f.column,
                 column_end: f.column_end,
             });
-            // A new index, or one the table gave up and now gives this
-            // frame (no stack kept uses the old one).
-            let i = *i as usize;
-            debug_assert!(
-                i <= m.frames.len(),
-                "frame index {i} past {}",
-                m.frames.len()
-            );
-            if i == m.frames.len() {
-                m.frames.push(id);
-            } else if i < m.frames.len() {
-                m.frames[i] = id;
-            }
+            // (No stack kept uses the frame an index had before.)
+            put_at(&mut m.frames, *i, id);
         }
         for (id, rec) in m.drained.stacks.drain(..) {
             // Each stack is named once, when it is first seen: its thread
@@ -445,24 +445,11 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 Some(meta) => meta.name.as_str().into(),
                 None => format!("Thread-{}", rec.thread_id).into(),
             };
-            // A new id, or one the table gave up and now gives this stack.
-            let id = id as usize;
-            debug_assert!(
-                id <= m.stacks.len(),
-                "stack id {id} past {}",
-                m.stacks.len()
-            );
-            if id == m.stacks.len() {
-                m.stacks.push(rec);
-                m.names.push(name);
-            } else if id < m.stacks.len() {
-                m.stacks[id] = rec;
-                m.names[id] = name;
-            }
+            put_at(&mut m.stacks, id, (rec, name));
         }
         let mut written = 0;
         for &(stack, delta) in &m.drained.deltas {
-            let Some(rec) = m.stacks.get(stack as usize) else {
+            let Some((rec, name)) = m.stacks.get(stack as usize) else {
                 continue;
             };
             self.stack.clear();
@@ -472,7 +459,6 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     .filter_map(|&f| m.frames.get(f as usize))
                     .map(|&id| StackEntry::Frame(id)),
             );
-            let name: &str = &m.names[stack as usize];
             self.sink.sample(
                 ThreadIds {
                     thread_id: rec.thread_id,
