@@ -1,5 +1,6 @@
 """Threads by their threading names: 200 at once, one that starts and ends
-while the program runs on, and one that renames itself."""
+while the program runs on, one that renames itself, and 400 started one
+after another (none of them its creator while it starts)."""
 
 from harness import (
     SAMPLER_THREAD,
@@ -8,6 +9,7 @@ from harness import (
     is_stack,
     marker_line,
     run_echion,
+    samples_of,
     scope,
     select,
     stack_summary,
@@ -20,6 +22,7 @@ from harness import (
 
 MANY = target("many_threads.py")
 LIFECYCLE = target("thread_lifecycle.py")
+STARTS = target("thread_starts.py")
 
 
 def test_200_threads(tmp_path):
@@ -51,6 +54,27 @@ def test_200_threads(tmp_path):
     assert seen == expected, f"missing {sorted(expected - seen)[:10]}, unexpected {unexpected[:10]}:\n" + "\n".join(
         stack_summary(view, name, top=2) for name in unexpected[:5]
     )
+
+
+def test_a_thread_that_starts_is_not_its_creator_twice(tmp_path):
+    # Up to 3.11 a new thread's state carries its creator's ids until it
+    # runs: sampled, it was a second MainThread with no frames, and the
+    # main thread's wall time counted twice while it started threads (3.8:
+    # 46 ms in a 25 ms run, 21 ms of them empty).
+    run = run_echion(tmp_path, STARTS, "-i", "100us")
+    assert run.returncode == 0, run.describe()
+    view = run.view
+    ctx = stack_summary(view, "MainThread", top=8)
+    main = samples_of(view, "MainThread")
+    empty = sum(s["time"] for s in main if not s["frames"])
+    assert empty < 1000, f"{empty} µs of MainThread samples with no frame\n{ctx}"
+    duration = int(view["metadata"]["duration"])
+    assert total(main) <= duration + 1000, f"MainThread {total(main)} µs in a {duration} µs run\n{ctx}"
+    # Its time in `Thread.start` is where it is.
+    starting = total(select(view, lambda s: contains(s, (("main", marker_line(STARTS, "start")),)), "MainThread"))
+    assert starting > 0, ctx
+    expected = {"MainThread", SAMPLER_THREAD} | {"brief-%03d" % i for i in range(400)}
+    assert threads(view) <= expected, sorted(threads(view) - expected)[:5]
 
 
 def test_thread_started_and_finished_while_sampling(tmp_path):

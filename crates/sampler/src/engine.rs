@@ -272,6 +272,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     greenlet_chains: Vec<u64>,
     greenlet_ends: Vec<usize>,
     greenlet_walk: Vec<StackEntry>,
+    /// Scratch of a tick: one interpreter's thread states.
+    tick_states: Vec<ThreadInfo>,
     freed: Vec<u64>,
     name_buf: String,
     regions: RegionCache<'r, R>,
@@ -317,6 +319,24 @@ struct MemoryMirror {
     /// Each stack, with the name of its thread when it was first seen.
     stacks: Vec<(echion_memtrace::StackRec, Box<str>)>,
     stats: echion_memtrace::TrackerStats,
+}
+
+/// Whether the first of `states` (an interpreter's thread states from it
+/// on, newest first) is one made for a thread that has not started yet:
+/// up to 3.11 `_thread.start_new_thread` makes it on the creating thread,
+/// with that thread's ids, and the new thread sets its own when it starts.
+/// Until then it has no frame, and an older thread state (its creator's)
+/// has the same thread id: sampled, it would be a second, empty, creating
+/// thread, whose time counted twice. (From 3.12 its thread id is 0 until
+/// it starts.) Of two thread states with one id and no frame, the older
+/// (the creator's) is kept.
+fn not_started(states: &[ThreadInfo]) -> bool {
+    match states.split_first() {
+        Some((first, older)) => {
+            first.frame.is_null() && older.iter().any(|o| o.thread_id == first.thread_id)
+        }
+        None => false,
+    }
 }
 
 /// Puts `value` at `i` of a table the allocation table hands indices of:
@@ -368,6 +388,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             greenlet_chains: Vec::new(),
             greenlet_ends: Vec::new(),
             greenlet_walk: Vec::new(),
+            tick_states: Vec::new(),
             freed: Vec::new(),
             name_buf: String::new(),
             regions: RegionCache::new(reader),
@@ -699,23 +720,36 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             let gil = gil
                 .filter(|(at, _)| *at == interp.addr && interp.next.is_null())
                 .map(|(_, g)| g);
-            let mut threads = target.threads(&interp);
-            loop {
-                let thread = match threads.next() {
-                    None => break,
-                    Some(Ok(t)) => t,
-                    Some(Err(e)) => {
+            // The interpreter's thread states first, newest first as
+            // CPython lists them, then their samples.
+            let mut states = std::mem::take(&mut self.tick_states);
+            states.clear();
+            for thread in target.threads(&interp) {
+                match thread {
+                    Ok(t) => states.push(t),
+                    Err(e) => {
                         self.stats.skipped[SkipReason::from(e).index()] += 1;
                         break;
                     }
-                };
-                match self.sample_thread(memory, regions, interp.id, &thread, gil, now_ns) {
+                }
+            }
+            let mut result = Ok(());
+            for (i, thread) in states.iter().enumerate() {
+                if not_started(&states[i..]) {
+                    continue;
+                }
+                match self.sample_thread(memory, regions, interp.id, thread, gil, now_ns) {
                     Ok(true) => self.stats.samples += 1,
                     Ok(false) => {}
                     Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
-                    Err(Skip::Io(e)) => return Err(e),
+                    Err(Skip::Io(e)) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
+            self.tick_states = states;
+            result?;
         }
         Ok(())
     }
@@ -1394,6 +1428,36 @@ mod tests {
         set.open().extend_from_slice(&[a, a]);
         set.close();
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![&[b][..], &[a, a][..]]);
+    }
+
+    #[test]
+    fn a_thread_state_made_for_a_thread_not_started_yet_is_not_its_creators() {
+        let state = |addr: u64, thread_id: u64, frame: u64| ThreadInfo {
+            addr: Addr(addr),
+            next: Addr::NULL,
+            interp: Addr(1),
+            thread_id,
+            native_thread_id: None,
+            frame: Addr(frame),
+        };
+        // Newest first: a state made by the thread 7 for a new one, then
+        // the creator's own (in a call), then another thread's.
+        let made = [state(30, 7, 0), state(20, 7, 0x500), state(10, 9, 0x600)];
+        let left: Vec<u64> = (0..made.len())
+            .filter(|&i| !not_started(&made[i..]))
+            .map(|i| made[i].addr.0)
+            .collect();
+        assert_eq!(left, [20, 10]);
+        // Once started it has its own id (and frames): both are shown.
+        let started = [state(30, 8, 0), state(20, 7, 0x500)];
+        assert!(!not_started(&started));
+        // Its creator with no frame of its own either: the creator stays.
+        let both = [state(30, 7, 0), state(20, 7, 0)];
+        assert!(not_started(&both));
+        assert!(!not_started(&both[1..]));
+        // A lone thread state with no frame (one a C thread made) stays.
+        assert!(!not_started(&[state(40, 5, 0)]));
+        assert!(!not_started(&[]));
     }
 
     #[test]
