@@ -272,8 +272,8 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     greenlet_chains: Vec<u64>,
     greenlet_ends: Vec<usize>,
     greenlet_walk: Vec<StackEntry>,
-    /// Scratch of a tick: one interpreter's thread states.
-    tick_states: Vec<ThreadInfo>,
+    /// Scratch of a tick: the thread states it found.
+    tick_states: Vec<TickState>,
     freed: Vec<u64>,
     name_buf: String,
     regions: RegionCache<'r, R>,
@@ -321,22 +321,41 @@ struct MemoryMirror {
     stats: echion_memtrace::TrackerStats,
 }
 
-/// Whether the first of `states` (an interpreter's thread states from it
-/// on, newest first) is one made for a thread that has not started yet:
-/// up to 3.11 `_thread.start_new_thread` makes it on the creating thread,
-/// with that thread's ids, and the new thread sets its own when it starts.
-/// Until then it has no frame, and an older thread state (its creator's)
-/// has the same thread id: sampled, it would be a second, empty, creating
-/// thread, whose time counted twice. (From 3.12 its thread id is 0 until
-/// it starts.) Of two thread states with one id and no frame, the older
-/// (the creator's) is kept.
-fn not_started(states: &[ThreadInfo]) -> bool {
-    match states.split_first() {
-        Some((first, older)) => {
-            first.frame.is_null() && older.iter().any(|o| o.thread_id == first.thread_id)
-        }
-        None => false,
+/// A thread state a tick found, with its interpreter's id and GIL (see
+/// [`Engine::gil_before_tick`]).
+#[derive(Debug, Clone, Copy)]
+struct TickState {
+    iid: i64,
+    gil: Option<GilInfo>,
+    thread: ThreadInfo,
+}
+
+/// Whether the thread state `states[i]` (of every interpreter's, each
+/// interpreter's newest first) is not where its thread is, and so is not
+/// sampled. Only one with no frame can be:
+/// - one made for a thread that has not started yet: up to 3.11
+///   `_thread.start_new_thread` makes it on the creating thread, with
+///   that thread's ids, which the new thread replaces when it starts (from
+///   3.12 its thread id is 0 until then). An older thread state of the
+///   same interpreter (its creator's) has its thread id; sampled, it
+///   would be a second, empty, creating thread whose time counted twice.
+///   Of two such with no frame, the older is kept.
+/// - with `across` (profiles, not where mode): one of a thread that runs
+///   code in another interpreter (a thread that ran a subinterpreter keeps
+///   a thread state there): its time is that one's.
+fn hidden(states: &[TickState], i: usize, across: bool) -> bool {
+    let Some(me) = states.get(i) else {
+        return false;
+    };
+    if !me.thread.frame.is_null() {
+        return false;
     }
+    let same = |o: &TickState| o.thread.thread_id == me.thread.thread_id;
+    states[i + 1..].iter().any(|o| o.iid == me.iid && same(o))
+        || (across
+            && states
+                .iter()
+                .any(|o| o.iid != me.iid && same(o) && !o.thread.frame.is_null()))
 }
 
 /// Puts `value` at `i` of a table the allocation table hands indices of:
@@ -707,12 +726,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         now_ns: u64,
     ) -> std::io::Result<()> {
         let target = Target::new(memory, self.layout);
-        let mut interps = target.interpreters(self.runtime);
-        loop {
-            let interp = match interps.next() {
-                None => break,
-                Some(Ok(i)) => i,
-                Some(Err(_)) => {
+        // Every interpreter's thread states first (newest first, as
+        // CPython lists them), then their samples: whether a thread state
+        // is where its thread is depends on the others (`hidden`).
+        let mut states = std::mem::take(&mut self.tick_states);
+        states.clear();
+        for interp in target.interpreters(self.runtime) {
+            let interp = match interp {
+                Ok(i) => i,
+                Err(_) => {
                     self.stats.interpreter_errors += 1;
                     break;
                 }
@@ -720,38 +742,39 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             let gil = gil
                 .filter(|(at, _)| *at == interp.addr && interp.next.is_null())
                 .map(|(_, g)| g);
-            // The interpreter's thread states first, newest first as
-            // CPython lists them, then their samples.
-            let mut states = std::mem::take(&mut self.tick_states);
-            states.clear();
             for thread in target.threads(&interp) {
                 match thread {
-                    Ok(t) => states.push(t),
+                    Ok(thread) => states.push(TickState {
+                        iid: interp.id,
+                        gil,
+                        thread,
+                    }),
                     Err(e) => {
                         self.stats.skipped[SkipReason::from(e).index()] += 1;
                         break;
                     }
                 }
             }
-            let mut result = Ok(());
-            for (i, thread) in states.iter().enumerate() {
-                if not_started(&states[i..]) {
-                    continue;
-                }
-                match self.sample_thread(memory, regions, interp.id, thread, gil, now_ns) {
-                    Ok(true) => self.stats.samples += 1,
-                    Ok(false) => {}
-                    Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
-                    Err(Skip::Io(e)) => {
-                        result = Err(e);
-                        break;
-                    }
+        }
+        let across = self.filter == ThreadFilter::Profile;
+        let mut result = Ok(());
+        for i in 0..states.len() {
+            if hidden(&states, i, across) {
+                continue;
+            }
+            let TickState { iid, gil, thread } = states[i];
+            match self.sample_thread(memory, regions, iid, &thread, gil, now_ns) {
+                Ok(true) => self.stats.samples += 1,
+                Ok(false) => {}
+                Err(Skip::Reason(r)) => self.stats.skipped[r.index()] += 1,
+                Err(Skip::Io(e)) => {
+                    result = Err(e);
+                    break;
                 }
             }
-            self.tick_states = states;
-            result?;
         }
-        Ok(())
+        self.tick_states = states;
+        result
     }
 
     /// Samples one thread; `Ok(false)` when the mode says it has nothing to
@@ -1431,33 +1454,58 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_state_made_for_a_thread_not_started_yet_is_not_its_creators() {
-        let state = |addr: u64, thread_id: u64, frame: u64| ThreadInfo {
-            addr: Addr(addr),
-            next: Addr::NULL,
-            interp: Addr(1),
-            thread_id,
-            native_thread_id: None,
-            frame: Addr(frame),
+    fn a_thread_state_is_sampled_only_where_its_thread_is() {
+        let state = |iid: i64, addr: u64, thread_id: u64, frame: u64| TickState {
+            iid,
+            gil: None,
+            thread: ThreadInfo {
+                addr: Addr(addr),
+                next: Addr::NULL,
+                interp: Addr(1),
+                thread_id,
+                native_thread_id: None,
+                frame: Addr(frame),
+            },
+        };
+        let shown = |states: &[TickState], across: bool| -> Vec<u64> {
+            (0..states.len())
+                .filter(|&i| !hidden(states, i, across))
+                .map(|i| states[i].thread.addr.0)
+                .collect()
         };
         // Newest first: a state made by the thread 7 for a new one, then
         // the creator's own (in a call), then another thread's.
-        let made = [state(30, 7, 0), state(20, 7, 0x500), state(10, 9, 0x600)];
-        let left: Vec<u64> = (0..made.len())
-            .filter(|&i| !not_started(&made[i..]))
-            .map(|i| made[i].addr.0)
-            .collect();
-        assert_eq!(left, [20, 10]);
-        // Once started it has its own id (and frames): both are shown.
-        let started = [state(30, 8, 0), state(20, 7, 0x500)];
-        assert!(!not_started(&started));
-        // Its creator with no frame of its own either: the creator stays.
-        let both = [state(30, 7, 0), state(20, 7, 0)];
-        assert!(not_started(&both));
-        assert!(!not_started(&both[1..]));
-        // A lone thread state with no frame (one a C thread made) stays.
-        assert!(!not_started(&[state(40, 5, 0)]));
-        assert!(!not_started(&[]));
+        let made = [
+            state(0, 30, 7, 0),
+            state(0, 20, 7, 0x500),
+            state(0, 10, 9, 0x600),
+        ];
+        assert_eq!(shown(&made, true), [20, 10]);
+        assert_eq!(shown(&made, false), [20, 10]);
+        // Once started it has its own id: both are shown.
+        assert_eq!(
+            shown(&[state(0, 30, 8, 0), state(0, 20, 7, 0x500)], true),
+            [30, 20]
+        );
+        // Its creator with no frame either: the creator stays.
+        assert_eq!(shown(&[state(0, 30, 7, 0), state(0, 20, 7, 0)], true), [20]);
+        // A lone thread state with no frame (a C thread's) stays.
+        assert_eq!(shown(&[state(0, 40, 5, 0)], true), [40]);
+        assert!(shown(&[], true).is_empty());
+        // A thread that runs code in interpreter 1 and has a thread state
+        // with no frame in interpreter 2: its time is interpreter 1's
+        // (where mode shows both); with no frame anywhere, both stay.
+        let sub = [
+            state(2, 50, 7, 0),
+            state(1, 60, 7, 0x700),
+            state(0, 70, 9, 0x800),
+        ];
+        assert_eq!(shown(&sub, true), [60, 70]);
+        assert_eq!(shown(&sub, false), [50, 60, 70]);
+        assert_eq!(
+            shown(&[state(2, 50, 7, 0), state(1, 60, 7, 0)], true),
+            [50, 60]
+        );
     }
 
     #[test]
