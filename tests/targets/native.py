@@ -178,6 +178,15 @@ def own_sigprof():
     report(ticks=ticks[0], cpu=cpu, sorts=sorts)
 
 
+def count_for(seconds=1.0):
+    # A thread that only runs Python code: how far it gets in a second.
+    n = 0
+    end = monotonic() + seconds
+    while monotonic() < end:
+        n += 1  #@count
+    report(iterations=n)
+
+
 # --- asyncio ---------------------------------------------------------------------------------
 
 

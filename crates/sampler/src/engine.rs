@@ -817,6 +817,14 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 walked: None,
             });
         per.seen_tick = tick;
+        if self.mode != Mode::Memory && per.native_id != 0 {
+            if let Some(native) = self.native.as_mut() {
+                if native.resting(per.native_id, now_ns) {
+                    // Its time (wall or CPU) goes to its next sample.
+                    return Ok(false);
+                }
+            }
+        }
         let walked = per.walked.take();
 
         // CPU mode: the thread and its clock as read before any capture.

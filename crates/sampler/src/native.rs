@@ -60,6 +60,27 @@ pub struct NativeStats {
     pub failed: u64,
     /// Unwinds that stopped before the outermost frame.
     pub truncated: u64,
+    /// Samples not taken because their thread was still to run free for
+    /// as long as its last capture held it (see [`NativeStacks::resting`]):
+    /// their time goes to the thread's next sample.
+    pub rested: u64,
+    /// Time captures held threads in all, in µs (from the signal sent to
+    /// the thread let go: at most that).
+    pub held_us: u64,
+}
+
+/// What is known of a thread captured before.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    /// The top of its stack (0: not known yet).
+    top: u64,
+    /// The tick and request of its capture that last timed out (tick 0:
+    /// none pending).
+    pending_since: u64,
+    pending: u32,
+    /// Until when (monotonic ns) it runs free: as long after its last
+    /// capture as that capture held it.
+    free_at_ns: u64,
 }
 
 /// What the engine keeps for native stacks.
@@ -75,9 +96,8 @@ pub(crate) struct NativeStacks {
     /// Interned native frames by address (and whether each is the
     /// evaluation loop).
     frames: HashMap<u64, (FrameId, bool)>,
-    /// Per thread (kernel id): the top of its stack, and the tick and
-    /// request of its capture that last timed out (tick 0: none pending).
-    threads: HashMap<u64, (u64, u64, u32)>,
+    /// Per thread (kernel id).
+    threads: HashMap<u64, Known>,
     name: String,
     /// The thread the engine runs on.
     own_tid: i32,
@@ -130,7 +150,8 @@ impl NativeStacks {
             // The sampler's own thread (not stealth): Python frames only.
             return false;
         }
-        let (top, pending_since, pending) = self.threads.get(&tid).copied().unwrap_or((0, 0, 0));
+        let mut known = self.threads.get(&tid).copied().unwrap_or_default();
+        let (top, pending_since, pending) = (known.top, known.pending_since, known.pending);
         if pending_since != 0 {
             // A thread that was only slow to run has taken the signal by
             // now (its handler says so); one that blocks it still has it
@@ -147,7 +168,9 @@ impl NativeStacks {
                     return false;
                 }
             }
-            self.threads.insert(tid, (top, 0, 0));
+            known.pending_since = 0;
+            known.pending = 0;
+            self.threads.insert(tid, known);
         }
         if self.threads.len() > 4096 {
             // Ended threads' entries: start again.
@@ -155,6 +178,7 @@ impl NativeStacks {
         }
         let raw = &mut self.raw;
         raw.clear();
+        let sent_ns = crate::clock::now_ns();
         let result = self.capturer.capture(tid_i32, top, CAPTURE_TIMEOUT, |_| {
             // The thread waits: its frames are those of this instant.
             // No allocation here (`raw` has its capacity).
@@ -164,12 +188,14 @@ impl NativeStacks {
             let mut walk = RawWalk { raw, cache };
             target.walk(t.frame, &mut walk).is_ok()
         });
+        let released_ns = crate::clock::now_ns();
         let (walked, cap) = match result {
             Ok(r) => r,
             Err(CaptureError::Timeout) => {
                 self.stats.timeouts += 1;
-                let seq = self.capturer.last_request();
-                self.threads.insert(tid, (top, tick.max(1), seq));
+                known.pending_since = tick.max(1);
+                known.pending = self.capturer.last_request();
+                self.threads.insert(tid, known);
                 return false;
             }
             Err(_) => {
@@ -180,16 +206,37 @@ impl NativeStacks {
         if !walked {
             self.raw.clear();
         }
+        // The thread waited in its handler (at most) from the signal to its
+        // release: it runs free as long before the next capture. A capture
+        // that takes as long as the interval (a loaded machine, a short
+        // interval) would otherwise hold it nearly all the time: a
+        // program that barely moves (1 ms: never; 100 µs on an idle
+        // machine: every other tick).
+        let held = released_ns.saturating_sub(sent_ns);
+        self.stats.held_us += held / 1000;
+        known.free_at_ns = released_ns.saturating_add(held);
         if top == 0 || cap.regs.sp >= top {
-            let top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
-            self.threads.insert(tid, (top, 0, 0));
+            known.top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
         }
+        self.threads.insert(tid, known);
         let end = self.unwinder.unwind(&cap, &mut self.pcs);
         if end != UnwindEnd::Complete {
             self.stats.truncated += 1;
         }
         self.stats.captures += 1;
         true
+    }
+
+    /// Whether thread `tid` is still to run free at `now_ns` after its last
+    /// capture (see [`Known::free_at_ns`]): the engine then takes no
+    /// sample of it (counted in [`NativeStats::rested`]).
+    pub(crate) fn resting(&mut self, tid: u64, now_ns: u64) -> bool {
+        let resting = self
+            .threads
+            .get(&tid)
+            .is_some_and(|k| now_ns < k.free_at_ns);
+        self.stats.rested += u64::from(resting);
+        resting
     }
 
     /// The Python frames of the last capture, innermost first.

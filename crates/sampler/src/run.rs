@@ -608,9 +608,14 @@ pub fn run_opened(
     if config.native {
         let n = native_stats;
         meta.push(("native_captures".to_owned(), n.captures.to_string()));
+        // How long captures held the program's threads in all (µs).
+        meta.push(("native_held".to_owned(), n.held_us.to_string()));
         for (key, v) in [
             // Did not take the signal in time: Python frames only.
             ("native_timeouts", n.timeouts),
+            // Not taken: the thread was to run free a while after its
+            // last capture (see `NativeStacks::resting`).
+            ("native_rested", n.rested),
             // The signal was still pending (the thread blocks it).
             ("native_blocked", n.blocked),
             ("native_failed", n.failed),
