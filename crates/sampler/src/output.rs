@@ -78,8 +78,9 @@ enum Handle {
     Shared(File),
     /// Not opened yet: [`Output::deferred`]'s, opened by the first write
     /// (of the template, for the pid, with the permissions the umask gave
-    /// when it was deferred).
-    Deferred(PathBuf, u32, u32),
+    /// when it was deferred; `None`, [`Output::at_first_write`]'s: the
+    /// umask of that write).
+    Deferred(PathBuf, u32, Option<u32>),
 }
 
 impl Output {
@@ -151,7 +152,23 @@ impl Output {
         let mode = 0o666 & !mask.bits();
         Output {
             path: expand(&template, pid),
-            file: Handle::Deferred(template, pid, mode),
+            file: Handle::Deferred(template, pid, Some(mode)),
+            whole: 0,
+            room: false,
+            room_end: 0,
+        }
+    }
+
+    /// [`Output::open`] at the first write, like [`Output::deferred`], but
+    /// as the process is now at that write (its working directory and
+    /// umask, which are not read here: any thread may call it). For a
+    /// write that follows at once: the file appears with it, or not at all
+    /// (see [`Output::open_with`]), so a process killed in between (a
+    /// pool's worker ended as it starts) leaves no empty file.
+    pub fn at_first_write(template: &Path, pid: u32) -> Self {
+        Output {
+            path: expand(template, pid),
+            file: Handle::Deferred(template.to_path_buf(), pid, None),
             whole: 0,
             room: false,
             room_end: 0,
@@ -185,7 +202,12 @@ impl Output {
     /// [`Output::open`] does, then written: there a program that ends
     /// between the two may leave an empty file. `mode`: the new file's
     /// permissions.
-    fn open_with(template: &Path, pid: u32, mode: u32, first: &[u8]) -> Result<Self, OutputError> {
+    fn open_with(
+        template: &Path,
+        pid: u32,
+        mode: Option<u32>,
+        first: &[u8],
+    ) -> Result<Self, OutputError> {
         let plain = expand(template, pid);
         if let Some(made) = Self::link_new(template, &plain, pid, mode, first)? {
             return Ok(made);
@@ -204,7 +226,7 @@ impl Output {
         template: &Path,
         plain: &Path,
         pid: u32,
-        mode: u32,
+        mode: Option<u32>,
         first: &[u8],
     ) -> Result<Option<Self>, OutputError> {
         use nix::errno::Errno;
@@ -231,7 +253,9 @@ impl Output {
             return Ok(None);
         };
         // The permissions of the umask the output was deferred under.
-        if nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(mode)).is_err() {
+        // (None: the umask of now, which the open applied.)
+        let chmod = |m| nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(m));
+        if mode.is_some_and(|m| chmod(m).is_err()) {
             return Ok(None);
         }
         let Some(locked) = lock(file) else {
@@ -728,6 +752,18 @@ mod tests {
             let mode = std::fs::metadata(out.path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o640);
             assert_eq!(LINKED.with(Cell::get), 4);
+            // Made as the process is at the write (the umask of then),
+            // unnamed and linked: never seen empty.
+            let mut now = Output::at_first_write(&dir.join("now.%(pid).mojo"), 13);
+            assert!(!dir.join("now.13.mojo").exists());
+            let before = umask(Mode::from_bits_truncate(0o077));
+            now.write_all(b"header").unwrap();
+            umask(before);
+            assert_eq!(now.path(), dir.join("now.13.mojo"));
+            assert_eq!(std::fs::read(now.path()).unwrap(), b"header");
+            let mode = std::fs::metadata(now.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(LINKED.with(Cell::get), 5);
         }
         // Its directory gone: the first write says why, naming the path.
         let mut lost = Output::deferred(&dir.join("gone").join("p.mojo"), 11);
