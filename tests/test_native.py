@@ -136,6 +136,19 @@ def test_cpu_time_native(tmp_path, stealth):
     assert sleeping < 25_000, (sleeping, busy_time, summary)
 
 
+def test_a_sleeping_thread_is_not_charged_the_captures_between_its_rests(tmp_path):
+    # At 100 µs a captured thread rests before its next sample (see
+    # test_captures_leave_a_thread_at_least_half_its_time): that sample is
+    # still the first since the capture, whose own CPU time (the handler's
+    # copy and wait) is not the program's.
+    run = run_native(tmp_path, "upstream_cpu", "-c", "-i", "100us")
+    view = run.view
+    md = view["metadata"]
+    assert int(md.get("native_rested", 0)) > 0, md
+    sleeping = sum(s["time"] for s in view["samples"] if "time_sleep" in natives(s))
+    assert sleeping < 25_000, (sleeping, md, stack_summary(view))
+
+
 def test_sorted_shows_the_sort_between_its_caller_and_the_key_function(tmp_path):
     run = run_native(tmp_path, "sort_key")
     view = run.view

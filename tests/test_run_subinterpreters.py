@@ -71,6 +71,23 @@ def test_a_thread_counts_only_in_the_interpreter_it_runs_in(tmp_path, mode):
     assert total(empty) < 2000, f"{total(empty)} µs on no frame in the subinterpreters:\n{stack_summary(view, top=20)}"
 
 
+def test_with_native_frames_every_thread_state_of_a_thread_is_sampled(tmp_path):
+    # A thread with a thread state in several interpreters is captured for
+    # each in the same tick: the rest after a capture is the thread's from
+    # one tick to the next, not one thread state's against the others.
+    run = run_echion(tmp_path, TARGET, "-n")
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    ctx = stack_summary(view, top=20)
+    for iid in got["durations"]:
+        mine = [s for s in view["samples"] if s["iid"] == int(iid) and any(f[1] == "in_subinterpreter" for f in s["frames"])]
+        assert_close(total(mine), 0.6e6, 0.10, f"wall time in interpreter {iid}", ctx)
+    joining = total(select(view, lambda s: any(f[1] == "main" for f in s["frames"]), "MainThread", iid=got["main"]))
+    assert joining >= 0.5e6, f"MainThread of the main interpreter has {joining} µs in main():\n{ctx}"
+    runners = select(view, lambda s: any(f[1] == "run_in" for f in s["frames"]), iid=got["main"])
+    assert total(runners) >= 2 * 0.5e6, f"the runners' main-interpreter stacks have {total(runners)} µs:\n{ctx}"
+
+
 def test_subinterpreters_output_is_unchanged(tmp_path):
     plain = run_plain(tmp_path, TARGET)
     profiled = run_echion(tmp_path, TARGET, expect_profile=None)

@@ -240,7 +240,9 @@ pub enum ThreadFilter {
     /// outermost frame is `threading`'s own thread bootstrap (a thread
     /// starting or ending, whose named samples are the real ones).
     Profile,
-    /// Where mode: every thread state, with or without frames.
+    /// Where mode: every thread state, with or without frames (but for
+    /// one made for a thread not started yet: see `hidden`), each captured
+    /// in native mode however recently it was.
     Every,
 }
 
@@ -817,10 +819,16 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 walked: None,
             });
         per.seen_tick = tick;
-        if self.mode != Mode::Memory && per.native_id != 0 {
+        // (Not in a dump, which shows every thread at one moment.)
+        if self.mode != Mode::Memory && per.native_id != 0 && self.filter == ThreadFilter::Profile {
             if let Some(native) = self.native.as_mut() {
-                if native.resting(per.native_id, now_ns) {
-                    // Its time (wall or CPU) goes to its next sample.
+                if native.resting(per.native_id, now_ns, tick) {
+                    // Its time (wall or CPU) goes to its next sample; that
+                    // sample is still the first since the capture (see
+                    // CAPTURE_RESIDUE_US).
+                    if per.captured_tick != 0 && per.captured_tick + 1 == tick {
+                        per.captured_tick = tick;
+                    }
                     return Ok(false);
                 }
             }

@@ -81,6 +81,9 @@ struct Known {
     /// Until when (monotonic ns) it runs free: as long after its last
     /// capture as that capture held it.
     free_at_ns: u64,
+    /// The tick of that capture: a thread with a thread state in several
+    /// interpreters is captured for each in one tick.
+    captured_tick: u64,
 }
 
 /// What the engine keeps for native stacks.
@@ -215,6 +218,7 @@ impl NativeStacks {
         let held = released_ns.saturating_sub(sent_ns);
         self.stats.held_us += held / 1000;
         known.free_at_ns = released_ns.saturating_add(held);
+        known.captured_tick = tick;
         if top == 0 || cap.regs.sp >= top {
             known.top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
         }
@@ -227,14 +231,16 @@ impl NativeStacks {
         true
     }
 
-    /// Whether thread `tid` is still to run free at `now_ns` after its last
-    /// capture (see [`Known::free_at_ns`]): the engine then takes no
-    /// sample of it (counted in [`NativeStats::rested`]).
-    pub(crate) fn resting(&mut self, tid: u64, now_ns: u64) -> bool {
+    /// Whether thread `tid` is still to run free at `now_ns`, in `tick`,
+    /// after its capture in an earlier tick (see [`Known::free_at_ns`]):
+    /// the engine then takes no sample of it (counted in
+    /// [`NativeStats::rested`]). Its other thread states (its own in other
+    /// interpreters) are captured in the same tick as the first.
+    pub(crate) fn resting(&mut self, tid: u64, now_ns: u64, tick: u64) -> bool {
         let resting = self
             .threads
             .get(&tid)
-            .is_some_and(|k| now_ns < k.free_at_ns);
+            .is_some_and(|k| k.captured_tick != tick && now_ns < k.free_at_ns);
         self.stats.rested += u64::from(resting);
         resting
     }

@@ -175,14 +175,14 @@ impl Output {
         }
     }
 
-    /// Whether the file is made: always but for a [`Output::deferred`]
-    /// output not written yet.
+    /// Whether the file is made: always but for a [`Output::deferred`] (or
+    /// [`Output::at_first_write`]) output not written yet.
     pub fn is_open(&self) -> bool {
         !matches!(self.file, Handle::Deferred(..))
     }
 
-    /// Opens a [`Output::deferred`] output now (a no-op once open), with
-    /// `first` in it.
+    /// Opens a [`Output::deferred`] (or [`Output::at_first_write`]) output
+    /// now (a no-op once open), with `first` in it.
     fn open_now(&mut self, first: &[u8]) -> io::Result<()> {
         if let Handle::Deferred(template, pid, mode) = &self.file {
             let opened =
