@@ -10,6 +10,8 @@ import faulthandler
 import sys
 import time
 
+from _common import report
+
 
 def before(seconds):
     end = time.monotonic() + seconds
@@ -33,6 +35,7 @@ def main():
         crash()
     else:
         faulthandler.enable()
+        report(enabled=faulthandler.is_enabled(), through_echion=hasattr(faulthandler.enable, "__echion_original__"))
         after(0.3)
         print("done")
 

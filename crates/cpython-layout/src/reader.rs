@@ -93,6 +93,10 @@ pub trait MemoryReader {
         true
     }
 
+    /// Called by a sampler at the end of each tick that
+    /// [`MemoryReader::begin_tick`] began.
+    fn end_tick(&self) {}
+
     /// Reads several ranges at once: `bufs[i]` from `addrs[i]`. Returns a
     /// bit per range (up to 64 ranges; bit `i` set: `bufs[i]` was filled),
     /// never failing as a whole, since callers use this to prefetch what
@@ -120,6 +124,10 @@ impl<R: MemoryReader + ?Sized> MemoryReader for &R {
 
     fn begin_tick(&self) -> bool {
         (**self).begin_tick()
+    }
+
+    fn end_tick(&self) {
+        (**self).end_tick()
     }
 
     fn read_vectored(&self, addrs: &[Addr], bufs: &mut [&mut [u8]]) -> u64 {

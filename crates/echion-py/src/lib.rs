@@ -901,6 +901,23 @@ fn set_after_fork(hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) {
     *slot = Some(AfterFork { hook, fork_filter });
 }
 
+/// Calls `install(*args, **kwargs)`, a function of the program that
+/// installs a `SIGSEGV`/`SIGBUS` handler (`faulthandler.enable`, which the
+/// bootstrap wraps), while no tick reads memory with guarded loads: a
+/// fault of a tick under way would go to the new handler, and
+/// `faulthandler`'s ends the program (see
+/// `echion_sampler::mem::guarded::hold_off`). Returns what it returns.
+#[pyfunction]
+#[pyo3(signature = (install, *args, **kwargs))]
+fn installing_fault_handler(
+    install: &Bound<'_, PyAny>,
+    args: &Bound<'_, pyo3::types::PyTuple>,
+    kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let _hold = echion_sampler::mem::guarded::hold_off();
+    install.call(args, kwargs).map(Bound::unbind)
+}
+
 /// Whether a forked child restarts the sampler natively from now on (the
 /// bootstrap says no once asyncio or gevent are hooked, or when attached).
 #[pyfunction]
@@ -1289,6 +1306,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(set_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(set_fork_native, m)?)?;
+    m.add_function(wrap_pyfunction!(installing_fault_handler, m)?)?;
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;
     m.add_function(wrap_pyfunction!(set_thread_bootstrap, m)?)?;

@@ -323,6 +323,16 @@ struct MemoryMirror {
     stats: echion_memtrace::TrackerStats,
 }
 
+/// Tells the reader that the tick is over when dropped
+/// ([`MemoryReader::end_tick`]).
+struct EndTick<'r, R: MemoryReader + ?Sized>(&'r R);
+
+impl<R: MemoryReader + ?Sized> Drop for EndTick<'_, R> {
+    fn drop(&mut self) {
+        self.0.end_tick();
+    }
+}
+
 /// A thread state a tick found, with its interpreter's id and GIL (see
 /// [`Engine::gil_before_tick`]).
 #[derive(Debug, Clone, Copy)]
@@ -631,6 +641,8 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         if !self.reader.begin_tick() {
             self.stats.fallback_ticks += 1;
         }
+        // However the tick ends.
+        let _end = EndTick(self.reader);
         self.names.refresh(registry);
         self.freed.clear();
         let freed_list = &mut self.freed;

@@ -17,8 +17,53 @@
 //! `faulthandler`); if not, reads go through `process_vm_readv` from then
 //! on. The copy routine is x86-64 only; elsewhere the reader always falls
 //! back.
+//!
+//! A handler installed *during* a tick would get a fault of that tick's
+//! loads (and `faulthandler`'s ends the program). Where echion sees the
+//! installation coming (`faulthandler.enable`, wrapped by the bootstrap),
+//! [`hold_off`] waits until no tick reads with loads and keeps the next
+//! ticks from starting to, until the installation is done.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set from [`GuardedReader::refresh`] to [`GuardedReader::end_tick`]
+/// while that tick may read with loads.
+static IN_TICK: AtomicBool = AtomicBool::new(false);
+/// How many [`HoldOff`]s are alive: while any is, ticks read through
+/// `process_vm_readv`.
+static HELD_OFF: AtomicU32 = AtomicU32::new(0);
+/// The longest [`hold_off`] waits for a tick to end (a tick lasts
+/// microseconds; a sampler stopped in a tick must not stall the program).
+const HOLD_OFF_WAIT: Duration = Duration::from_millis(50);
+
+/// Keeps ticks from reading with loads while it lives (see [`hold_off`]).
+#[derive(Debug)]
+#[must_use = "ticks read with loads again once it is dropped"]
+pub struct HoldOff(());
+
+impl Drop for HoldOff {
+    fn drop(&mut self) {
+        HELD_OFF.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// For a thread of the program that is about to install a `SIGSEGV` or
+/// `SIGBUS` handler: from now until the returned guard is dropped, ticks
+/// read through `process_vm_readv`; returns once no tick that reads with
+/// loads is under way (or after [`HOLD_OFF_WAIT`]). A tick after the guard
+/// is dropped finds the new handler on top and keeps to system calls.
+pub fn hold_off() -> HoldOff {
+    HELD_OFF.fetch_add(1, Ordering::SeqCst);
+    // (SeqCst both ways: either the tick sees the hold-off, or this sees
+    // the tick.)
+    let start = Instant::now();
+    while IN_TICK.load(Ordering::SeqCst) && start.elapsed() < HOLD_OFF_WAIT {
+        std::thread::yield_now();
+    }
+    HoldOff(())
+}
 
 use echion_cpython_layout::reader::AttachError;
 use echion_cpython_layout::{Addr, MemError, MemoryReader, ProcessReader};
@@ -50,7 +95,7 @@ impl GuardedReader {
             usable,
             _not_send: std::marker::PhantomData,
         };
-        reader.refresh();
+        reader.check();
         Ok(reader)
     }
 
@@ -69,7 +114,26 @@ impl GuardedReader {
     /// `SIGBUS`; reads use plain loads only while that holds. Call it before
     /// each tick. Two cheap system calls.
     pub fn refresh(&self) -> bool {
-        let ok = self.usable && imp::installed() && imp::on_top();
+        IN_TICK.store(true, Ordering::SeqCst);
+        let ok = self.check();
+        if !ok {
+            IN_TICK.store(false, Ordering::SeqCst);
+        }
+        ok
+    }
+
+    /// Says that the tick [`GuardedReader::refresh`] began is over: a
+    /// [`hold_off`] need not wait for it.
+    pub fn end_tick(&self) {
+        IN_TICK.store(false, Ordering::SeqCst);
+    }
+
+    /// [`GuardedReader::refresh`] without beginning a tick.
+    fn check(&self) -> bool {
+        let ok = self.usable
+            && HELD_OFF.load(Ordering::SeqCst) == 0
+            && imp::installed()
+            && imp::on_top();
         self.active.set(ok);
         ok
     }
@@ -99,6 +163,10 @@ impl MemoryReader for GuardedReader {
     /// loads (false: through `process_vm_readv`).
     fn begin_tick(&self) -> bool {
         self.refresh()
+    }
+
+    fn end_tick(&self) {
+        GuardedReader::end_tick(self);
     }
 
     fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
@@ -572,6 +640,37 @@ mod tests {
                 assert_eq!(out, 7u64.to_ne_bytes());
                 assert!(r.read(Addr(8), &mut out).is_err());
             }
+            "held-off" => {
+                // A tick under way (it read with loads): the program's
+                // thread that is about to install a handler waits for its
+                // end; the next tick, while the hold-off lives, reads with
+                // system calls.
+                assert!(r.refresh());
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (go, release) = std::sync::mpsc::channel::<()>();
+                let installer = std::thread::spawn(move || {
+                    let hold = hold_off();
+                    tx.send(()).expect("send");
+                    release.recv().expect("recv");
+                    drop(hold);
+                });
+                std::thread::sleep(Duration::from_millis(20));
+                assert!(rx.try_recv().is_err(), "waited for the tick");
+                r.end_tick();
+                rx.recv_timeout(Duration::from_secs(5)).expect("let go");
+                assert!(!r.refresh(), "held off");
+                assert!(!r.reads_are_cheap());
+                r.end_tick();
+                go.send(()).expect("send");
+                installer.join().expect("installer");
+                assert!(r.refresh(), "loads again once the hold-off is over");
+                r.end_tick();
+                // A sampler stuck in a tick does not stall the program.
+                assert!(r.refresh());
+                let start = Instant::now();
+                drop(hold_off());
+                assert!(start.elapsed() < Duration::from_secs(1));
+            }
             "raise" => {
                 // SAFETY: sends SIGSEGV to this thread.
                 unsafe { libc::raise(libc::SIGSEGV) };
@@ -632,5 +731,11 @@ mod tests {
         // In a child: replacing SIGSEGV's handler would disturb the other
         // tests of this process.
         assert_eq!(child("replace", true).code(), Some(3));
+    }
+
+    #[test]
+    fn a_handler_about_to_be_installed_waits_for_the_tick_and_holds_off_the_next() {
+        // In a child: the hold-off is the process's.
+        assert_eq!(child("held-off", true).code(), Some(3));
     }
 }

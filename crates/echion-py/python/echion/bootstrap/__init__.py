@@ -208,6 +208,32 @@ def _hook_asyncio() -> None:
     asyncio_hooks.patch()
 
 
+def _hook_faulthandler() -> None:
+    # faulthandler.enable() installs a SIGSEGV handler: a guarded read of a
+    # tick under way that faults would reach it and end the program. The
+    # sampler keeps its ticks to system calls while it installs (and after:
+    # its handler is then on top).
+    import faulthandler
+
+    original = faulthandler.enable
+    if getattr(original, "__echion_original__", None) is not None:
+        return
+
+    def enable(*args, **kwargs):
+        return ec.installing_fault_handler(original, *args, **kwargs)
+
+    enable.__doc__ = original.__doc__
+    enable.__echion_original__ = original
+    faulthandler.enable = enable
+
+
+def _unhook_faulthandler() -> None:
+    faulthandler = sys.modules.get("faulthandler")
+    original = getattr(getattr(faulthandler, "enable", None), "__echion_original__", None)
+    if original is not None:
+        faulthandler.enable = original
+
+
 def _hook_gevent() -> None:
     # Imports gevent itself: only once the program has. A forked child
     # tells its new sampler about the greenlets, from Python.
@@ -256,6 +282,7 @@ def start(env=None) -> None:
     ec.set_fork_native(env is None)
     when_imported("asyncio", _hook_asyncio)
     when_imported("gevent", _hook_gevent)
+    when_imported("faulthandler", _hook_faulthandler)
     _started = True
     if not _fork_hooks:
         # Hooks cannot be unregistered: once per process, inert while
@@ -342,6 +369,8 @@ def _unhook() -> None:
     asyncio_hooks = sys.modules.get("echion.monkey.asyncio")
     if asyncio_hooks is not None:
         asyncio_hooks.unpatch()
+    forget("faulthandler")
+    _unhook_faulthandler()
     forget("gevent")
     gevent_hooks = sys.modules.get("echion.monkey.gevent")
     if gevent_hooks is not None:
