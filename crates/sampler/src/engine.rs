@@ -941,7 +941,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let captured = match self.native.as_mut() {
             Some(native) if native_id != 0 && self.mode != Mode::Memory => {
                 let target = Target::new(self.reader, self.layout);
-                native.capture(&target, &self.cache, thread.addr, native_id, tick)
+                native.capture(&target, &self.cache, thread.addr, native_id, tick, now_ns)
             }
             _ => false,
         };

@@ -78,8 +78,8 @@ struct Known {
     /// none pending).
     pending_since: u64,
     pending: u32,
-    /// Until when (monotonic ns) it runs free: as long after its last
-    /// capture as that capture held it.
+    /// Until when (the engine's time) it runs free: as long after its
+    /// last capture's release as that capture held it.
     free_at_ns: u64,
     /// The tick of that capture: a thread with a thread state in several
     /// interpreters is captured for each in one tick.
@@ -136,8 +136,9 @@ impl NativeStacks {
 
     /// Captures thread `tid` and, while it waits, walks its Python frames
     /// from the frame its thread state at `tstate` holds at that instant
-    /// (read live). `false`: no capture this time (the caller walks the
-    /// Python stack alone); else the frames are in [`NativeStacks::raw`].
+    /// (read live), in the engine's tick `tick` at `now_ns`. `false`: no
+    /// capture this time (the caller walks the Python stack alone); else
+    /// the frames are in [`NativeStacks::raw`].
     pub(crate) fn capture<R: MemoryReader + ?Sized>(
         &mut self,
         target: &Target<'_, R>,
@@ -145,6 +146,7 @@ impl NativeStacks {
         tstate: Addr,
         tid: u64,
         tick: u64,
+        now_ns: u64,
     ) -> bool {
         let Ok(tid_i32) = i32::try_from(tid) else {
             return false;
@@ -215,9 +217,11 @@ impl NativeStacks {
         // interval) would otherwise hold it nearly all the time: a
         // program that barely moves (1 ms: never; 100 µs on an idle
         // machine: every other tick).
+        // (`now_ns`, the tick's time, is the engine's clock: the release
+        // was about a hold after it, the next capture a hold later.)
         let held = released_ns.saturating_sub(sent_ns);
         self.stats.held_us += held / 1000;
-        known.free_at_ns = released_ns.saturating_add(held);
+        known.free_at_ns = now_ns.saturating_add(held.saturating_mul(2));
         known.captured_tick = tick;
         if top == 0 || cap.regs.sp >= top {
             known.top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
