@@ -156,14 +156,13 @@ impl NativeStacks {
             return false;
         }
         let mut known = self.threads.get(&tid).copied().unwrap_or_default();
-        let (top, pending_since, pending) = (known.top, known.pending_since, known.pending);
-        if pending_since != 0 {
+        if known.pending_since != 0 {
             // A thread that was only slow to run has taken the signal by
             // now (its handler says so); one that blocks it still has it
             // pending: checked on the next tick, then every
             // PENDING_CHECK_TICKS.
-            if !self.capturer.taken_late(pending) {
-                let since = tick.saturating_sub(pending_since);
+            if !self.capturer.taken_late(known.pending) {
+                let since = tick.saturating_sub(known.pending_since);
                 if since > 1 && since % PENDING_CHECK_TICKS != 0 {
                     self.stats.blocked += 1;
                     return false;
@@ -184,15 +183,17 @@ impl NativeStacks {
         let raw = &mut self.raw;
         raw.clear();
         let sent_ns = crate::clock::now_ns();
-        let result = self.capturer.capture(tid_i32, top, CAPTURE_TIMEOUT, |_| {
-            // The thread waits: its frames are those of this instant.
-            // No allocation here (`raw` has its capacity).
-            let Ok(t) = target.thread(tstate) else {
-                return false;
-            };
-            let mut walk = RawWalk { raw, cache };
-            target.walk(t.frame, &mut walk).is_ok()
-        });
+        let result = self
+            .capturer
+            .capture(tid_i32, known.top, CAPTURE_TIMEOUT, |_| {
+                // The thread waits: its frames are those of this instant.
+                // No allocation here (`raw` has its capacity).
+                let Ok(t) = target.thread(tstate) else {
+                    return false;
+                };
+                let mut walk = RawWalk { raw, cache };
+                target.walk(t.frame, &mut walk).is_ok()
+            });
         let released_ns = crate::clock::now_ns();
         let (walked, cap) = match result {
             Ok(r) => r,
@@ -223,7 +224,7 @@ impl NativeStacks {
         self.stats.held_us += held / 1000;
         known.free_at_ns = now_ns.saturating_add(held.saturating_mul(2));
         known.captured_tick = tick;
-        if top == 0 || cap.regs.sp >= top {
+        if known.top == 0 || cap.regs.sp >= known.top {
             known.top = self.unwinder.stack_top(cap.regs.sp).unwrap_or(0);
         }
         self.threads.insert(tid, known);

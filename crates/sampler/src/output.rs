@@ -149,14 +149,7 @@ impl Output {
         };
         let mask = umask(Mode::empty());
         umask(mask);
-        let mode = 0o666 & !mask.bits();
-        Output {
-            path: expand(&template, pid),
-            file: Handle::Deferred(template, pid, Some(mode)),
-            whole: 0,
-            room: false,
-            room_end: 0,
-        }
+        Self::unopened(template, pid, Some(0o666 & !mask.bits()))
     }
 
     /// [`Output::open`] at the first write, like [`Output::deferred`], but
@@ -166,9 +159,14 @@ impl Output {
     /// (see [`Output::open_with`]), so a process killed in between (a
     /// pool's worker ended as it starts) leaves no empty file.
     pub fn at_first_write(template: &Path, pid: u32) -> Self {
+        Self::unopened(template.to_path_buf(), pid, None)
+    }
+
+    /// An output its first write opens (see [`Handle::Deferred`]).
+    fn unopened(template: PathBuf, pid: u32, mode: Option<u32>) -> Self {
         Output {
-            path: expand(template, pid),
-            file: Handle::Deferred(template.to_path_buf(), pid, None),
+            path: expand(&template, pid),
+            file: Handle::Deferred(template, pid, mode),
             whole: 0,
             room: false,
             room_end: 0,

@@ -323,10 +323,13 @@ pub fn open(config: &Config, version: PyVersion) -> Result<Opened, SamplerError>
     let pid = std::process::id();
     // Made by the flush below, with the header in it: a process killed in
     // between leaves no empty file.
-    let mut file = Output::at_first_write(&config.output, pid);
+    let mut file = if config.sidecar {
+        Output::open(&config.output, pid)?
+    } else {
+        Output::at_first_write(&config.output, pid)
+    };
     let mut target = None;
     if config.sidecar {
-        file = Output::open(&config.output, pid)?;
         let mojo = sidecar_path(file.path());
         let sidecar = Output::create_beside(&mojo)?;
         target = Some(std::mem::replace(&mut file, sidecar));
