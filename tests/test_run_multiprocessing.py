@@ -4,7 +4,7 @@ with its own samples only."""
 
 import pytest
 
-from harness import contains, marker_line, read_ours, run_echion, select, stack_summary, target, total
+from harness import contains, marker_line, read_ours, run_echion, samples_of, select, stack_summary, target, total
 
 # Shapes, bytes and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -97,3 +97,32 @@ def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported):
         # The forking thread keeps its name in the child.
         working = total(select(view, lambda s: contains(s, [("child_work", line)]), thread=thread))
         assert working >= 0.15e6, f"child of {thread} in child_work: {working} µs\n{stack_summary(view)}"
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, own):
+    # A thread started in a child costs it about as much as the fork: its
+    # sampler starts an interval (here 50 ms) after the fork, from CPython's
+    # handler of a timer's SIGURG, and its profile counts from the fork.
+    # Where the program handles SIGURG itself, the sampler starts at the
+    # fork and the program's handler is never called by echion.
+    run = run_echion(tmp_path, target("fork_later.py"), "-i", "50000", args=["own"] if own else [], timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    assert got["then"] == 2, got  # the program's thread and the sampler
+    assert got["first"] == (2 if own else 1), got
+    assert got["calls"] == 0, got
+    # The signal is given back (or was never taken).
+    assert got["default"] is (not own), got
+    child = got["child"]
+    assert child in run.profiles, f"no profile for child {child}; {run.describe()}"
+    view = run.profiles[child].ours
+    lived = got["lived"] * 1e6
+    line = marker_line(target("fork_later.py"), "child-work")
+    working = total(select(view, lambda s: contains(s, [("child_work", line)]), thread="MainThread"))
+    # The first sample holds the time since the fork: child_work's 325 ms
+    # are seen by the ticks up to 300 ms after the fork (250 ms of them
+    # if the profile counted from the sampler's start).
+    assert working >= 0.275e6, f"child_work: {working} µs\n{stack_summary(view)}"
+    assert lived - 0.11e6 <= total(samples_of(view, "MainThread")) <= 1.02 * lived, (lived, stack_summary(view))
+    assert 0.95 * lived <= int(view["metadata"]["duration"]) <= 1.02 * lived, (lived, view["metadata"])

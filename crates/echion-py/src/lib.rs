@@ -23,6 +23,7 @@ use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 mod codehook;
+mod forkstart;
 mod reserve;
 mod sigquit;
 
@@ -74,6 +75,9 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 /// which is what makes the lock uncontended and fork-safe.
 fn state() -> MutexGuard<'static, Option<State>> {
     let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if FORKED.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        renew_forked(&mut guard);
+    }
     if guard.is_none() {
         *guard = Some(State {
             settings: Options::default(),
@@ -551,7 +555,14 @@ fn start(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (open_first=false))]
 fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
-    let (config, control, done, finish) = prepare(py)?;
+    start_native(py, open_first, None)
+}
+
+/// [`start_async`], for a forked child's run that starts after the fork
+/// with `forked_at_ns` (see [`forkstart`]).
+fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> PyResult<()> {
+    let (mut config, control, done, finish) = prepare(py)?;
+    config.forked_at_ns = forked_at_ns;
     let opened = match config.python {
         Some(version) if open_first => {
             // Made on disk at the run's first flush: a child that ends
@@ -647,6 +658,12 @@ fn watcher_leaves() {
 /// inert, and can run again.
 #[pyfunction]
 fn stop(py: Python<'_>) -> PyResult<()> {
+    if let Some(forked_at_ns) = forkstart::take(py) {
+        // A forked child that ends (through the interpreter's exit) before
+        // its sampler started: started and stopped now, its profile is
+        // made and closed as any other's.
+        let _ = start_native(py, true, Some(forked_at_ns));
+    }
     let finished = stop_sampling(py);
     STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // A `watch_control` thread sees the stop within 100 ms, and `start`'s
@@ -800,8 +817,27 @@ fn watch_control(
 /// anything of it: the child starts its own run with its own file, with
 /// the parent's settings (kept: the same variables would give the same).
 #[pyfunction]
-fn reset_after_fork() {
+fn reset_after_fork(py: Python<'_>) {
+    if forkstart::forget() {
+        forkstart::restore(py);
+    }
     forget_parent();
+}
+
+/// CPython's handler of the signal of a forked child's put-off start calls
+/// this (see [`forkstart`]): starts the child's sampler, counting from the
+/// fork. Never raises into the program: a failure is said on stderr.
+#[pyfunction]
+#[pyo3(name = "_start_forked", signature = (*_args))]
+fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+    let Some(forked_at_ns) = forkstart::take(py) else {
+        return;
+    };
+    if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
+        if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("echion: {e}");
+        }
+    }
 }
 
 /// What [`reset_after_fork`] does; returns the name the forking thread
@@ -810,6 +846,19 @@ fn reset_after_fork() {
 /// not for an ended thread whose ident it reuses (a `threading` thread
 /// made for a foreign thread is never untracked).
 fn forget_parent() -> Option<String> {
+    forget_parent_threads();
+    let mut guard = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    FORKED.store(false, std::sync::atomic::Ordering::Relaxed);
+    let ident = current_ident();
+    let old = guard.take()?;
+    let (state, name) = renewed(old, ident);
+    *guard = Some(state);
+    name
+}
+
+/// What of [`forget_parent`] cannot wait: the parent's threads and the
+/// locks they may have held are not in the child.
+fn forget_parent_threads() {
     codehook::reset_after_fork();
     // The parent's sampler thread is not here.
     SAMPLER_TID.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -817,34 +866,71 @@ fn forget_parent() -> Option<String> {
     // No watcher or sampling thread came along (its lock is only taken
     // with the GIL, which the forking thread held).
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) = 0;
-    let mut guard = state();
-    let mut name = None;
-    if let Some(mut old) = guard.take() {
-        let settings = old.settings.clone();
-        let ident = current_ident();
-        let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
-        name = old
-            .threads
-            .names
-            .remove(&ident)
-            .filter(|(_, tid)| Ok(*tid) == forking && *tid != 0)
-            .map(|(name, _)| name);
-        let threads = Threads {
-            names: Default::default(),
-            bootstrap_code: old.threads.bootstrap_code,
-        };
-        // The parent's sampler thread does not exist here; its handle, its
-        // locks and its buffers must not be touched (dropping them could
-        // write the parent's data or detach a thread that is not there).
-        std::mem::forget(old);
-        *guard = Some(State {
-            settings,
-            control: Arc::new(Control::new()),
-            running: None,
-            threads,
+}
+
+/// A forked child's state for `old`, the parent's, whose forking thread
+/// had `ident`: the same settings, a new registry and no run; and the
+/// forking thread's name, if a hook posted one for it (for the same ident
+/// and kernel id, [`FORKING_TID`]: not for an ended thread whose ident it
+/// reuses, as a `threading` thread made for a foreign thread is never
+/// untracked).
+fn renewed(mut old: State, ident: u64) -> (State, Option<String>) {
+    let settings = old.settings.clone();
+    let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
+    let name = old
+        .threads
+        .names
+        .remove(&ident)
+        .filter(|(_, tid)| Ok(*tid) == forking && *tid != 0)
+        .map(|(name, _)| name);
+    let threads = Threads {
+        names: Default::default(),
+        bootstrap_code: old.threads.bootstrap_code,
+    };
+    // The parent's sampler thread does not exist here; its handle, its
+    // locks and its buffers must not be touched (dropping them could
+    // write the parent's data or detach a thread that is not there).
+    std::mem::forget(old);
+    let state = State {
+        settings,
+        control: Arc::new(Control::new()),
+        running: None,
+        threads,
+    };
+    (state, name)
+}
+
+/// Set in a forked child that restarts natively: the parent's state is
+/// renewed at the first use of the module state ([`state`]), not in the
+/// fork (whose every page written costs the child a copy).
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The forking thread's ident, for [`renew_forked`].
+static FORKED_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`forget_parent`] in a child that restarts natively, once, at the first
+/// use of the state: the forking thread (the child's main thread, whose
+/// kernel id is the pid) keeps its name, which the new registry is told.
+fn renew_forked(guard: &mut Option<State>) {
+    let Some(old) = guard.take() else {
+        return;
+    };
+    let ident = FORKED_IDENT.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut state, name) = renewed(old, ident);
+    if let Some(code) = state.threads.bootstrap_code {
+        state.control.registry.post(Update::BootstrapCode { code });
+    }
+    if let Some(name) = name {
+        let tid = u64::from(std::process::id());
+        // (Known again if this child forks in turn.)
+        state.threads.names.insert(ident, (name.clone(), tid));
+        state.control.registry.post(Update::Track {
+            thread_id: ident,
+            name,
+            native_id: tid,
         });
     }
-    name
+    *guard = Some(state);
 }
 
 /// The calling thread's `threading.get_ident()`: its `pthread_t`.
@@ -891,7 +977,7 @@ struct AfterFork {
 /// filter it may put first before a fork (see [`after_fork_in_child`]).
 #[pyfunction]
 #[pyo3(signature = (hook, fork_filter=None))]
-fn set_after_fork(hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) {
+fn set_after_fork(py: Python<'_>, hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) -> PyResult<()> {
     let mut slot = AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner());
     if slot.is_none() {
         // SAFETY: registers a handler with no arguments that only stores
@@ -899,6 +985,8 @@ fn set_after_fork(hook: Py<PyAny>, fork_filter: Option<Py<PyAny>>) {
         unsafe { libc::pthread_atfork(Some(note_forking_thread), None, None) };
     }
     *slot = Some(AfterFork { hook, fork_filter });
+    drop(slot);
+    forkstart::prepare(py)
 }
 
 /// Calls `install(*args, **kwargs)`, a function of the program that
@@ -936,63 +1024,103 @@ fn set_fork_native(native: bool) {
 /// environment, and the new sampler's.
 #[pyfunction]
 fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
-    let hooks = AFTER_FORK
+    let forked_at_ns = echion_sampler::clock::now_ns();
+    // A start the parent put off is not this process's (the Python hook
+    // gives the signal back; so does this path, unless it puts its own
+    // start off).
+    let inherited = forkstart::forget();
+    let guard = AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(hooks) = guard.as_ref() else {
+        return Ok(());
+    };
+    let python_hook = |py: Python<'_>| {
+        if inherited {
+            forkstart::restore(py);
+        }
+        hooks.hook.clone_ref(py)
+    };
+    if !FORK_NATIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        let hook = python_hook(py);
+        drop(guard);
+        return hook.call0(py).map(drop);
+    }
+    if let Some(filter) = hooks.fork_filter.as_ref() {
+        drop_fork_filter(py, filter.bind(py));
+    }
+    forget_parent_threads();
+    // The forking thread keeps its name if a hook posted one (else it is a
+    // `_thread` thread: `threading` names it in the child, and the Python
+    // hook tells the sampler). Read only: the state is renewed later.
+    let ident = current_ident();
+    let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
+    let named = STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .map(|a| {
-            let filter = a.fork_filter.as_ref().map(|f| f.clone_ref(py));
-            (a.hook.clone_ref(py), filter)
-        });
-    let Some((hook, fork_filter)) = hooks else {
-        return Ok(());
-    };
-    if !FORK_NATIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        .and_then(|s| s.threads.names.get(&ident))
+        .is_some_and(|(_, tid)| Ok(*tid) == forking && *tid != 0);
+    if !named {
+        forget_parent();
+        let hook = python_hook(py);
+        drop(guard);
         return hook.call0(py).map(drop);
     }
-    if let Some(filter) = fork_filter {
-        drop_fork_filter(py, filter.bind(py));
-    }
-    let Some(name) = forget_parent() else {
-        // A thread no hook named (a `_thread` thread): `threading` names
-        // it in the child, and the Python hook tells the sampler.
-        return hook.call0(py).map(drop);
-    };
+    drop(guard);
+    FORKED_IDENT.store(ident, std::sync::atomic::Ordering::Relaxed);
+    FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
     // Subinterpreters of this child know it is profiled from here (the
     // bootstrap's check reads `_ECHION_PROFILED_PID`).
     let pid = std::process::id().to_string();
     if let Ok(value) = std::ffi::CString::new(pid.as_str()) {
         // SAFETY: both strings are NUL-terminated; a forked child has one
-        // thread until the sampler starts below, so no other thread reads
-        // the environment meanwhile.
+        // thread until the sampler starts, so no other thread reads the
+        // environment meanwhile.
         unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr(), 1) };
     }
     // And in `posix.environ`, the dict behind `os.environ` (bytes to
     // bytes), which 3.8's subinterpreters share with the main one (3.9
     // and later read the C environment anew): a dict store, no Python
     // code.
-    let _ = py
-        .import("posix")
-        .and_then(|posix| posix.getattr("environ"))
-        .and_then(|env| {
-            let key = pyo3::types::PyBytes::new(py, b"_ECHION_PROFILED_PID");
-            let value = pyo3::types::PyBytes::new(py, pid.as_bytes());
-            env.set_item(key, value)
-        });
-    with_state(|s| {
-        if let Some(code) = s.threads.bootstrap_code {
-            s.control.registry.post(Update::BootstrapCode { code });
-        }
-        let tid = u64::try_from(current_tid()).unwrap_or(0);
-        let ident = current_ident();
-        // (Known again if this child forks in turn.)
-        s.threads.names.insert(ident, (name.clone(), tid));
-        s.control.registry.post(Update::Track {
-            thread_id: ident,
-            name,
-            native_id: tid,
-        });
+    let _ = forkstart::kit(py).map(|kit| {
+        let value = pyo3::types::PyBytes::new(py, pid.as_bytes());
+        kit.environ.bind(py).set_item(kit.pid_key.bind(py), value)
     });
+    // In a time mode the sampler starts an interval after the fork, from
+    // CPython's handler of a timer's signal (see `forkstart`): a child
+    // that ends before then started no thread and made no file. Memory
+    // and native mode have hooks at work from the fork: their sampler
+    // starts now. (Settings are read from the parent's state, which the
+    // child's keeps.)
+    let (interval, later) = STATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map_or((Duration::ZERO, false), |s| {
+            (
+                s.settings.interval,
+                !s.settings.memory && !s.settings.native,
+            )
+        });
+    // CPython runs signal handlers in its main thread only; in a child
+    // forked from another thread, 3.13 does not run them from its eval
+    // loop at all (the signal sets the eval breaker of the parent's main
+    // thread, not of the child's): there the sampler starts now.
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let from_main_thread =
+        FORKING_TID.load(std::sync::atomic::Ordering::Relaxed) == i64::from(parent);
+    if later
+        && from_main_thread
+        && matches!(
+            forkstart::defer(py, interval, forked_at_ns, inherited),
+            Ok(true)
+        )
+    {
+        return Ok(());
+    }
+    if inherited {
+        forkstart::restore(py);
+    }
     start_async(py, true)
 }
 
@@ -1304,6 +1432,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait_started, m)?)?;
     m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(start_forked, m)?)?;
     m.add_function(wrap_pyfunction!(set_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(set_fork_native, m)?)?;
     m.add_function(wrap_pyfunction!(installing_fault_handler, m)?)?;

@@ -286,6 +286,10 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     since_ns: u64,
     /// When the sink's tick last ended.
     flushed_ns: u64,
+    /// The kernel id of a forked child's forking thread not sampled yet,
+    /// when the run started after the fork ([`Engine::start_after_fork`]);
+    /// else 0.
+    forked_tid: u64,
     /// The code object of the outermost Python frame of the last walk.
     outermost_code: u64,
     /// Where this process's `struct pthread` keeps the kernel tid, to find
@@ -426,6 +430,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             tick: 0,
             since_ns: 0,
             flushed_ns: 0,
+            forked_tid: 0,
             outermost_code: 0,
             tid_offset: None,
             clocks: &KernelClocks,
@@ -579,6 +584,17 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         self.since_ns = now_ns;
         // The first flush comes a window after the start, as every other.
         self.flushed_ns = now_ns;
+    }
+
+    /// Says that this is a forked child's run, started (at
+    /// [`Engine::start_at`]'s time) by the fork and sampled from a while
+    /// after it: the first sample of the forking thread (kernel id `tid`)
+    /// holds all its time since the fork, its wall time from the start and
+    /// its CPU time from zero (a forked thread's CPU clock starts at the
+    /// fork), where any other thread's first sample holds at most an
+    /// interval and its CPU time from its first sight.
+    pub fn start_after_fork(&mut self, tid: u64) {
+        self.forked_tid = tid;
     }
 
     /// The counters so far.
@@ -812,24 +828,30 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let since_ns = now_ns.saturating_sub(interval_ns).max(self.since_ns);
         let named_id = self.names.get(thread.thread_id).map_or(0, |m| m.native_id);
         let (reader, tid_offset) = (self.reader, self.tid_offset);
-        let per = self
-            .threads
-            .entry((thread.addr.0, thread.thread_id))
-            .or_insert_with(|| PerThread {
-                native_id: thread
-                    .native_thread_id
-                    .filter(|&t| t != 0)
-                    .or((named_id != 0).then_some(named_id))
-                    .or_else(|| tid_offset.and_then(|o| o.tid_of(reader, thread.thread_id)))
-                    .unwrap_or(0),
-                last_ns: since_ns,
-                cpu_ns: None,
-                active_tick: 0,
-                seen_tick: tick,
-                captured_tick: 0,
-                held: Held::default(),
-                walked: None,
-            });
+        let key = (thread.addr.0, thread.thread_id);
+        let fresh = self.forked_tid != 0 && !self.threads.contains_key(&key);
+        let per = self.threads.entry(key).or_insert_with(|| PerThread {
+            native_id: thread
+                .native_thread_id
+                .filter(|&t| t != 0)
+                .or((named_id != 0).then_some(named_id))
+                .or_else(|| tid_offset.and_then(|o| o.tid_of(reader, thread.thread_id)))
+                .unwrap_or(0),
+            last_ns: since_ns,
+            cpu_ns: None,
+            active_tick: 0,
+            seen_tick: tick,
+            captured_tick: 0,
+            held: Held::default(),
+            walked: None,
+        });
+        if fresh && per.native_id == self.forked_tid {
+            // A forked child's forking thread, first seen: its time since
+            // the fork is its own, in this stack (nothing else saw it).
+            per.last_ns = self.since_ns.min(per.last_ns);
+            per.cpu_ns = Some(0);
+            self.forked_tid = 0;
+        }
         per.seen_tick = tick;
         // (Not in a dump, which shows every thread at one moment.)
         if self.mode != Mode::Memory && per.native_id != 0 && self.filter == ThreadFilter::Profile {

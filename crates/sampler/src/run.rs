@@ -54,6 +54,11 @@ pub struct Config {
     /// until then ([`Summary::target`]). A process killed before the end
     /// leaves the MOJO file to convert.
     pub sidecar: bool,
+    /// A forked child's run that starts a while after the fork (monotonic
+    /// ns of the fork, [`crate::clock::now_ns`]): sampling counts from
+    /// there, and the forking thread's first sample holds its wall or CPU
+    /// time since the fork (see [`crate::Engine::start_after_fork`]).
+    pub forked_at_ns: Option<u64>,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             direct_reads: true,
             native: false,
             sidecar: false,
+            forked_at_ns: None,
         }
     }
 }
@@ -427,8 +433,9 @@ pub fn run_opened(
 ) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
     OUT_OF_MEMORY.store(0, Ordering::Relaxed);
-    // Sampling starts now: no thread's first sample counts from before.
-    let origin_ns = clock::now_ns();
+    // Sampling starts now (or at the fork of a child whose run starts
+    // later): no thread's first sample counts from before.
+    let origin_ns = config.forked_at_ns.unwrap_or_else(clock::now_ns);
     let pid = std::process::id();
     let opened = opened.transpose()?;
     guarded::prepare_thread();
@@ -480,6 +487,11 @@ pub fn run_opened(
     // A thread that waits costs the file one sample per flush window.
     engine.set_hold_unchanged(true);
     engine.start_at(origin_ns);
+    if config.forked_at_ns.is_some() {
+        // The forking thread is the child's main thread: its kernel id is
+        // the pid.
+        engine.start_after_fork(u64::from(pid));
+    }
 
     clock::minimise_timer_slack();
     let start = clock::now_ns();
@@ -542,7 +554,9 @@ pub fn run_opened(
     } else if failed.is_none() {
         failed = engine.write_held().err();
     }
-    let duration_us = (clock::now_ns() - start) / 1000;
+    // (A forked child's run whose start was put off lasts from the fork,
+    // as its first sample does.)
+    let duration_us = (clock::now_ns() - config.forked_at_ns.unwrap_or(start).min(start)) / 1000;
     let stats = engine.stats().clone();
     let task_stats = engine.task_stats();
     let memory_stats = engine.memory_stats();

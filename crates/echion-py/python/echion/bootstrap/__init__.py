@@ -67,15 +67,19 @@ def _sampler_thread_class():
     return SamplerThread
 
 
+def _native_sampler(forked=False) -> bool:
+    """Whether the sampler is a native thread: in stealth mode (as in echion
+    0.3, the profile then shows no thread of echion's, and `threading` is
+    not imported for it), in an attach to a gevent-patched program (whose
+    `threading` threads are greenlets) and in a forked child (starting a
+    `threading` thread waits for it to take the GIL once, a fork's cost
+    many times over)."""
+    return forked or bool(_options.get("stealth")) or _gevent_patched("threading")
+
+
 def _start_sampler(forked=False) -> None:
     global _sampler_thread
-    if forked or _options.get("stealth") or _gevent_patched("threading"):
-        # (A thread of a gevent-patched `threading` is a greenlet: the
-        # sampler of an attach to such a program is a native thread. A
-        # forked child's is too: starting a `threading` thread waits for it
-        # to take the GIL once, a fork's cost many times over. A forked
-        # child's profile is made whole at its first flush or its end: it
-        # need not wait for the sampler thread to be scheduled.)
+    if _native_sampler(forked):
         ec.start_async(open_first=forked)
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
@@ -89,6 +93,23 @@ def _start_sampler(forked=False) -> None:
     # profile or, before its first flush, none.
     if _attached_env is None:
         ec.wait_started(1.0, forked)
+
+
+def _track_main_thread() -> None:
+    # Until the program imports `threading` (if ever), its one thread is
+    # named as `threading` would name it.
+    import _thread
+
+    ec.track_thread(_thread.get_ident(), "MainThread", _thread.get_native_id())
+
+
+def _hook_threading() -> None:
+    # Loaded once the program has imported `threading` (importing it here
+    # would cost a program that never does: every fork runs its after-fork
+    # hook, which writes to pages the child must then copy).
+    from echion.monkey import threading as threading_hooks
+
+    threading_hooks.patch()
 
 
 # --- fork ------------------------------------------------------------------
@@ -173,9 +194,11 @@ def _after_fork_in_child() -> None:
     # Sample this process into its own file, with the parent's settings
     # (`reset_after_fork` kept them).
     # The names posted before this point went to the parent's registry.
-    from echion.monkey import threading as threading_hooks
-
-    threading_hooks.track_all()
+    threading_hooks = sys.modules.get("echion.monkey.threading")
+    if threading_hooks is not None:
+        threading_hooks.track_all()
+    else:
+        _track_main_thread()
     asyncio_hooks = sys.modules.get("echion.monkey.asyncio")
     if asyncio_hooks is not None:
         asyncio_hooks.after_fork_in_child()
@@ -267,12 +290,16 @@ def start(env=None) -> None:
     else:
         os.environ[PROFILED_PID] = str(os.getpid())
     _configure(env)
-    from echion.monkey import threading as threading_hooks
-
-    threading_hooks.patch()
-    # asyncio and gevent are hooked when the program imports them, never
-    # imported here.
+    # threading, asyncio and gevent are hooked when the program imports
+    # them, never imported here.
     from echion.monkey import when_imported
+
+    if not _native_sampler():
+        # The sampler is a `threading` thread, as in echion 0.3.
+        import threading  # noqa: F401
+    elif "threading" not in sys.modules:
+        _track_main_thread()
+    when_imported("threading", _hook_threading)
 
     # A forked child restarts the sampler natively, without a line of
     # Python (see `echion.core.after_fork_in_child`), unless it has more
@@ -360,10 +387,12 @@ def _unhook() -> None:
     _started = False
     _sampler_thread = None
     ec.set_fork_native(False)
-    from echion.monkey import threading as threading_hooks
-
-    threading_hooks.unpatch()
     from echion.monkey import forget
+
+    forget("threading")
+    threading_hooks = sys.modules.get("echion.monkey.threading")
+    if threading_hooks is not None:
+        threading_hooks.unpatch()
 
     forget("asyncio")
     asyncio_hooks = sys.modules.get("echion.monkey.asyncio")

@@ -1,0 +1,226 @@
+//! A forked child's sampler starts an interval after the fork, not at it.
+//!
+//! A child pays for everything it does before it can run (its parent waits
+//! for many children to start or end: a pre-fork server's respawns, a tool
+//! that forks per job): a thread started in the child costs about as much
+//! as the fork itself. Yet a sampler's first sample comes an interval
+//! after its start anyway, so the child starts its sampler then: a one-shot
+//! POSIX timer sends its forking thread (the child's main thread) `SIGURG`
+//! one interval after the fork, and CPython's own handler, through which
+//! the signal goes (registered from Python with `_signal.signal`), calls
+//! [`START`] from the main thread at its next safe point (between two
+//! bytecodes, or when a blocking call is interrupted, as with any signal
+//! handler of the program's). That run counts from the fork
+//! (`Config::forked_at_ns`). A child that ends before then started no
+//! thread and made no file (one that ends through the interpreter's exit
+//! starts and stops at once, so that its profile is made and closed).
+//!
+//! `SIGURG`, whose default action is to be ignored: a signal of the timer
+//! that arrives once the handler is back to its default does nothing. Only
+//! where the program has no handler of its own for it; else (and in memory
+//! or native mode, whose hooks are at work from the fork) the sampler
+//! starts at the fork as before.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+/// The signal the timer sends.
+const SIGNAL: libc::c_int = libc::SIGURG;
+
+/// The name of the `echion.core` function that CPython's handler calls.
+pub const START: &str = "_start_forked";
+
+/// A start put off in this process.
+struct Pending {
+    /// The timer (`timer_t`, an id of this process's).
+    timer: usize,
+    /// When the fork was ([`echion_sampler::clock::now_ns`]).
+    forked_at_ns: u64,
+}
+
+/// The start put off, if any. A child forked from a process whose start is
+/// pending inherits it: its timer is not the child's (timers are not
+/// inherited), so it is forgotten, never deleted ([`forget`]).
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+
+fn pending() -> std::sync::MutexGuard<'static, Option<Pending>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// In a forked child, before anything else: forgets a start put off by
+/// the parent (its timer is not this process's). Whether there was one
+/// (this process's handler for the signal is then still ours).
+pub fn forget() -> bool {
+    pending().take().is_some()
+}
+
+/// What a child needs from Python, found in the parent ([`prepare`]): a
+/// child that looks a module or an attribute up writes to many objects of
+/// the parent's (reference counts, caches), each write a page to copy.
+pub struct Kit {
+    /// `_signal.signal`.
+    signal: Py<PyAny>,
+    /// `_signal.getsignal`.
+    getsignal: Py<PyAny>,
+    /// The arguments that install our handler: `(SIGNAL, _start_forked)`.
+    install: Py<pyo3::types::PyTuple>,
+    /// The arguments that give the signal back: `(SIGNAL, SIG_DFL)`.
+    uninstall: Py<pyo3::types::PyTuple>,
+    /// `(SIGNAL,)`.
+    which: Py<pyo3::types::PyTuple>,
+    /// `_start_forked`.
+    start: Py<PyAny>,
+    /// `posix.environ`, the dict behind `os.environ`.
+    pub environ: Py<PyAny>,
+    /// `b"_ECHION_PROFILED_PID"`.
+    pub pid_key: Py<PyAny>,
+}
+
+static KIT: std::sync::OnceLock<Kit> = std::sync::OnceLock::new();
+
+/// Finds, in the parent, what [`Kit`] holds (once per process).
+pub fn prepare(py: Python<'_>) -> PyResult<()> {
+    if KIT.get().is_some() {
+        return Ok(());
+    }
+    let signal = py.import("_signal")?;
+    let start = py.import("echion.core")?.getattr(START)?;
+    let default = signal.getattr("SIG_DFL")?;
+    let kit = Kit {
+        signal: signal.getattr("signal")?.unbind(),
+        getsignal: signal.getattr("getsignal")?.unbind(),
+        install: pyo3::types::PyTuple::new(
+            py,
+            [SIGNAL.into_pyobject(py)?.into_any(), start.clone()],
+        )?
+        .unbind(),
+        uninstall: pyo3::types::PyTuple::new(py, [SIGNAL.into_pyobject(py)?.into_any(), default])?
+            .unbind(),
+        which: pyo3::types::PyTuple::new(py, [SIGNAL])?.unbind(),
+        start: start.unbind(),
+        environ: py.import("posix")?.getattr("environ")?.unbind(),
+        pid_key: pyo3::types::PyBytes::new(py, b"_ECHION_PROFILED_PID")
+            .into_any()
+            .unbind(),
+    };
+    let _ = KIT.set(kit);
+    Ok(())
+}
+
+/// What [`prepare`] found, if it ran.
+pub fn kit(_py: Python<'_>) -> Option<&'static Kit> {
+    KIT.get()
+}
+
+/// Whether the signal is free for us: its action is the default, or,
+/// where the parent's start was pending (`inherited`), its Python handler
+/// is still ours. (A system call, not a Python call, in the common case.)
+fn free(py: Python<'_>, kit: &Kit, inherited: bool) -> bool {
+    // SAFETY: `old` is a live local the kernel fills; no action is set.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sigaction(SIGNAL, std::ptr::null(), &mut old) } != 0 {
+        return false;
+    }
+    if old.sa_sigaction == libc::SIG_DFL {
+        return true;
+    }
+    inherited
+        && kit
+            .getsignal
+            .bind(py)
+            .call1(kit.which.bind(py))
+            .is_ok_and(|h| h.is(kit.start.bind(py)))
+}
+
+/// Puts this child's start off by `interval` from `forked_at_ns`: installs
+/// the handler and arms the timer. Whether it did (else the caller starts
+/// now): not where the program handles the signal, nor where the timer
+/// cannot be made. `inherited`: the parent's start was pending (see
+/// [`forget`]).
+pub fn defer(
+    py: Python<'_>,
+    interval: std::time::Duration,
+    forked_at_ns: u64,
+    inherited: bool,
+) -> PyResult<bool> {
+    let Some(kit) = KIT.get() else {
+        return Ok(false);
+    };
+    if !free(py, kit, inherited) {
+        return Ok(false);
+    }
+    kit.signal.bind(py).call1(kit.install.bind(py))?;
+    let tid = crate::current_tid();
+    let Some(timer) = arm(tid, interval) else {
+        kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
+        return Ok(false);
+    };
+    *pending() = Some(Pending {
+        timer,
+        forked_at_ns,
+    });
+    Ok(true)
+}
+/// Makes a one-shot timer that sends [`SIGNAL`] to thread `tid` in
+/// `after`; its id.
+fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
+    // SAFETY: `sigevent` is plain data, all zeroes a valid value.
+    let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+    event.sigev_notify = libc::SIGEV_THREAD_ID;
+    event.sigev_signo = SIGNAL;
+    event.sigev_notify_thread_id = libc::c_int::try_from(tid).ok()?;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: both pointers are to live locals; the kernel fills `timer`.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
+        return None;
+    }
+    let after = after.max(std::time::Duration::from_micros(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+        },
+    };
+    // SAFETY: `timer` was just made by this process; `spec` is a live local.
+    if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+        // SAFETY: as above; deleted once.
+        unsafe { libc::timer_delete(timer) };
+        return None;
+    }
+    Some(timer as usize)
+}
+
+/// Takes the pending start, if any: deletes its timer and gives the
+/// signal back to its default. When the fork was, for the run to start.
+pub fn take(py: Python<'_>) -> Option<u64> {
+    let Pending {
+        timer,
+        forked_at_ns,
+    } = pending().take()?;
+    // SAFETY: a timer this process made (an inherited one was forgotten in
+    // the child), deleted once: taken from `PENDING` above.
+    unsafe { libc::timer_delete(timer as libc::timer_t) };
+    restore(py);
+    Some(forked_at_ns)
+}
+
+/// Gives the signal back to its default where its handler is still ours.
+pub fn restore(py: Python<'_>) {
+    let Some(kit) = KIT.get() else {
+        return;
+    };
+    let ours = kit
+        .getsignal
+        .bind(py)
+        .call1(kit.which.bind(py))
+        .is_ok_and(|h| h.is(kit.start.bind(py)));
+    if ours {
+        let _ = kit.signal.bind(py).call1(kit.uninstall.bind(py));
+    }
+}
