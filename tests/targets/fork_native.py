@@ -53,10 +53,11 @@ def fork():
         said = {
             "ran": [f for pid, f in ran if pid == os.getpid()],
             "env": env.decode() if env else None,
-            "os_environ": os.environ.get("_ECHION_PROFILED_PID"),
             "filters": sum(type(f[1]).__name__ == "_ForkWarningText" for f in warnings.filters),
         }
         child_work(0.3)
+        # (Once the child's sampler has started: an interval after the fork.)
+        said["os_environ"] = os.environ.get("_ECHION_PROFILED_PID")
         os.write(w, json.dumps(said).encode())
         os._exit(0)
     os.close(w)

@@ -72,9 +72,9 @@ pub struct Kit {
     /// `_start_forked`.
     start: Py<PyAny>,
     /// `posix.environ`, the dict behind `os.environ`.
-    pub environ: Py<PyAny>,
+    environ: Py<PyAny>,
     /// `b"_ECHION_PROFILED_PID"`.
-    pub pid_key: Py<PyAny>,
+    pid_key: Py<PyAny>,
 }
 
 static KIT: std::sync::OnceLock<Kit> = std::sync::OnceLock::new();
@@ -104,13 +104,21 @@ pub fn prepare(py: Python<'_>) -> PyResult<()> {
             .into_any()
             .unbind(),
     };
+    // (Hashed here: a child that first hashed it would write to it.)
+    kit.pid_key.bind(py).hash()?;
     let _ = KIT.set(kit);
     Ok(())
 }
 
-/// What [`prepare`] found, if it ran.
-pub fn kit(_py: Python<'_>) -> Option<&'static Kit> {
-    KIT.get()
+/// Sets `_ECHION_PROFILED_PID` to this process's pid in `posix.environ`,
+/// the dict behind `os.environ` (bytes to bytes), which 3.8's
+/// subinterpreters share with the main one (3.9 and later read the C
+/// environment, which the fork set): a dict store, no Python code.
+pub fn publish_pid(py: Python<'_>) {
+    if let Some(kit) = KIT.get() {
+        let value = pyo3::types::PyBytes::new(py, std::process::id().to_string().as_bytes());
+        let _ = kit.environ.bind(py).set_item(kit.pid_key.bind(py), value);
+    }
 }
 
 /// Whether the signal is free for us: its action is the default, or,
@@ -207,6 +215,7 @@ pub fn take(py: Python<'_>) -> Option<u64> {
     // the child), deleted once: taken from `PENDING` above.
     unsafe { libc::timer_delete(timer as libc::timer_t) };
     restore(py);
+    publish_pid(py);
     Some(forked_at_ns)
 }
 

@@ -912,6 +912,7 @@ static FORKED_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// use of the state: the forking thread (the child's main thread, whose
 /// kernel id is the pid) keeps its name, which the new registry is told.
 fn renew_forked(guard: &mut Option<State>) {
+    forget_parent_threads();
     let Some(old) = guard.take() else {
         return;
     };
@@ -1047,7 +1048,6 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     if let Some(filter) = hooks.fork_filter.as_ref() {
         drop_fork_filter(py, filter.bind(py));
     }
-    forget_parent_threads();
     // The forking thread keeps its name if a hook posted one (else it is a
     // `_thread` thread: `threading` names it in the child, and the Python
     // hook tells the sampler). Read only: the state is renewed later.
@@ -1069,22 +1069,9 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     FORKED_IDENT.store(ident, std::sync::atomic::Ordering::Relaxed);
     FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
     // Subinterpreters of this child know it is profiled from here (the
-    // bootstrap's check reads `_ECHION_PROFILED_PID`).
-    let pid = std::process::id().to_string();
-    if let Ok(value) = std::ffi::CString::new(pid.as_str()) {
-        // SAFETY: both strings are NUL-terminated; a forked child has one
-        // thread until the sampler starts, so no other thread reads the
-        // environment meanwhile.
-        unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr(), 1) };
-    }
-    // And in `posix.environ`, the dict behind `os.environ` (bytes to
-    // bytes), which 3.8's subinterpreters share with the main one (3.9
-    // and later read the C environment anew): a dict store, no Python
-    // code.
-    let _ = forkstart::kit(py).map(|kit| {
-        let value = pyo3::types::PyBytes::new(py, pid.as_bytes());
-        kit.environ.bind(py).set_item(kit.pid_key.bind(py), value)
-    });
+    // bootstrap's check reads `_ECHION_PROFILED_PID`; `os.environ` has it
+    // once the sampler starts, `forkstart::publish_pid`).
+    set_profiled_pid();
     // In a time mode the sampler starts an interval after the fork, from
     // CPython's handler of a timer's signal (see `forkstart`): a child
     // that ends before then started no thread and made no file. Memory
@@ -1121,7 +1108,46 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     if inherited {
         forkstart::restore(py);
     }
+    forkstart::publish_pid(py);
     start_async(py, true)
+}
+
+/// Sets `_ECHION_PROFILED_PID` to this process's pid in the C environment,
+/// in place where the value there has as many digits (a forked child's,
+/// from its parent's pid, mostly has: no allocation, one page written).
+fn set_profiled_pid() {
+    let mut digits = [0u8; 24];
+    let mut at = digits.len() - 1; // a NUL at the end
+    let mut pid = std::process::id();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    let value = &digits[at..];
+    // SAFETY: a NUL-terminated name; a forked child has one thread until
+    // its sampler starts, so no other thread reads or sets the environment
+    // meanwhile.
+    let old = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+    if !old.is_null() {
+        // SAFETY: `getenv` gives a NUL-terminated string of the environment.
+        let len = unsafe { std::ffi::CStr::from_ptr(old) }.to_bytes().len();
+        if len + 1 == value.len() {
+            // SAFETY: the same length, NUL included: the new digits fit the
+            // old ones' bytes, which belong to the environment and are
+            // writable (the parent's `setenv`, the process's initial
+            // block, or on 3.8 the buffer of the bytes object that
+            // `os.putenv` keeps for it, which nothing else reads), and
+            // which no other thread reads now.
+            unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), old.cast::<u8>(), len) };
+            return;
+        }
+    }
+    // SAFETY: both strings are NUL-terminated; one thread, as above.
+    unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr().cast(), 1) };
 }
 
 /// Takes the bootstrap's fork-warning filter out of `warnings.filters`
