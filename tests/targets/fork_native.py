@@ -7,9 +7,9 @@ are in).
 
 Reports, from each child: which functions of echion's Python code ran in
 the forking thread during the fork (seen by a profile function; the
-parent's "before" hooks are not counted), the profiled pid as
-``os.environ`` and the C environment (what subinterpreters read) have it,
-and how many of echion's fork-warning filters are left."""
+parent's "before" hooks are not counted), the profiled pid as the C
+environment has it at once and ``os.environ`` once the child's sampler has
+started (what subinterpreters read), and how many of echion's fork-warning filters are left."""
 
 import ctypes
 import json
