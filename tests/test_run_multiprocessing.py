@@ -4,7 +4,7 @@ with its own samples only."""
 
 import pytest
 
-from harness import contains, marker_line, read_ours, run_echion, samples_of, select, stack_summary, target, total
+from harness import contains, marker_line, read_ours, run_echion, samples_of, select, stack_summary, target, threads, total
 
 # Shapes, bytes and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -99,36 +99,54 @@ def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported):
         assert working >= 0.15e6, f"child of {thread} in child_work: {working} µs\n{stack_summary(view)}"
 
 
-@pytest.mark.parametrize("own", [False, True])
-def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, own):
-    # A thread started in a child costs it about as much as the fork: its
-    # sampler starts an interval (here 100 ms) after the fork, from CPython's
-    # handler of a timer's SIGURG, and its profile counts from the fork.
-    # Where the program handles SIGURG itself, the sampler starts at the
-    # fork and the program's handler is never called by echion.
-    run = run_echion(tmp_path, target("fork_later.py"), "-i", "100000", args=["own"] if own else [], timeout=120)
-    assert run.returncode == 0, run.describe()
-    got = run.result
-    assert got["then"] == 2, got  # the program's thread and the sampler
-    assert got["first"] == (2 if own else 1), got
-    assert got["calls"] == 0, got
+def _started_later(run, said, own=False):
+    """What fork_later.py's child or grandchild (``said``) shows of a
+    sampler started an interval (100 ms) after its fork, counting from it."""
+    assert said["then"] == 2, said  # the program's thread and the sampler
+    assert said["first"] == (2 if own else 1), said
+    assert said["calls"] == 0, said
     # The signal is given back (or was never taken).
-    assert got["default"] is (not own), got
-    child = got["child"]
-    assert child in run.profiles, f"no profile for child {child}; {run.describe()}"
-    view = run.profiles[child].ours
-    lived = got["lived"] * 1e6
-    working = total(select(view, lambda s: contains(s, ["child_work"]), thread="MainThread"))
-    # The first sample holds the time since the fork: child_work's 550 ms
-    # are seen by the ticks up to 500 ms after the fork (400 ms of them if
-    # the profile counted from the sampler's start; a tick late by half an
-    # interval moves 100 ms to the sleep).
-    assert working >= 0.47e6, f"child_work: {working} µs\n{stack_summary(view)}"
-    # (The samples after the last tick are not taken: up to an interval.)
-    ended = got["ended"] * 1e6
-    assert ended - 0.21e6 <= total(samples_of(view, "MainThread")) <= 1.02 * lived, (got, stack_summary(view))
+    assert said["default"] is (not own), said
+    pid = said["pid"]
+    assert pid in run.profiles, f"no profile for {pid}; {run.describe()}"
+    view = run.profiles[pid].ours
+    assert threads(view) == {"MainThread"}, stack_summary(view)
+    working = total(select(view, lambda s: contains(s, ["child_work"])))
+    if view["metadata"]["mode"] == "cpu":
+        # The first sample holds the CPU time since the fork (the thread's
+        # clock started there): the profile has all of it (the child's
+        # last 250 ms sleep). From the first tick, it would miss the
+        # first 100 ms of child_work's CPU time.
+        cpu = said["cpu"] * 1e6
+        assert 0.97 * cpu - 0.02e6 <= total(samples_of(view, "MainThread")) <= 1.03 * cpu + 0.01e6, (said, stack_summary(view))
+    else:
+        assert working >= 0.3e6, f"{pid}: child_work: {working} µs\n{stack_summary(view)}"
     duration = int(view["metadata"]["duration"])
-    assert duration <= 1.02 * lived, (lived, view["metadata"])
+    ended = said["ended"] * 1e6
+    assert duration <= 1.05 * ended + 0.05e6, (said, view["metadata"])
     if not own:
         # From the fork to the end (100 ms shorter from the start).
-        assert duration >= 0.97 * got["ended"] * 1e6, (got, view["metadata"])
+        assert duration >= 0.97 * ended, (said, view["metadata"])
+    return view
+
+
+@pytest.mark.parametrize("mode", ["wall", "cpu", "own", "nested"])
+def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, mode):
+    # A thread started in a child costs it about as much as the fork: its
+    # sampler starts an interval (here 100 ms) after the fork, from CPython's
+    # handler of a timer's SIGURG, and its profile counts from the fork, in
+    # wall and CPU mode. Where the program handles SIGURG itself, the
+    # sampler starts at the fork and the program's handler is never called
+    # by echion. A child that forks before its sampler started gives its
+    # grandchild its thread's name and a start put off in turn.
+    args = ["-c"] if mode == "cpu" else []
+    run = run_echion(tmp_path, target("fork_later.py"), "-i", "100000", *args, args=[mode], timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    view = _started_later(run, got, own=mode == "own")
+    if mode == "wall":
+        # Wall time: the whole of it, but the samples after the last tick
+        # (up to an interval).
+        assert got["ended"] * 1e6 - 0.21e6 <= total(samples_of(view, "MainThread")), (got, stack_summary(view))
+    if mode == "nested":
+        _started_later(run, got["grandchild"])

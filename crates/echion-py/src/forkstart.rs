@@ -131,6 +131,17 @@ fn free(py: Python<'_>, kit: &Kit, inherited: bool) -> bool {
     if unsafe { libc::sigaction(SIGNAL, std::ptr::null(), &mut old) } != 0 {
         return false;
     }
+    // A signal the thread blocks (a server that waits for its signals
+    // with `sigwait`) would wait, and then go to the program.
+    // SAFETY: `set` is a live local the kernel fills; the mask is not set.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) } != 0
+        // SAFETY: `set` was filled above.
+        || unsafe { libc::sigismember(&set, SIGNAL) } == 1
+    {
+        return false;
+    }
     if old.sa_sigaction == libc::SIG_DFL {
         return true;
     }
@@ -204,9 +215,10 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
     Some(timer as usize)
 }
 
-/// Takes the pending start, if any: deletes its timer and gives the
-/// signal back to its default. When the fork was, for the run to start.
-pub fn take(py: Python<'_>) -> Option<u64> {
+/// Takes the pending start, if any, and deletes its timer (the caller
+/// gives the signal back, [`restore`]). When the fork was, for the run to
+/// start.
+pub fn take() -> Option<u64> {
     let Pending {
         timer,
         forked_at_ns,
@@ -214,22 +226,20 @@ pub fn take(py: Python<'_>) -> Option<u64> {
     // SAFETY: a timer this process made (an inherited one was forgotten in
     // the child), deleted once: taken from `PENDING` above.
     unsafe { libc::timer_delete(timer as libc::timer_t) };
-    restore(py);
-    publish_pid(py);
     Some(forked_at_ns)
 }
 
 /// Gives the signal back to its default where its handler is still ours.
-pub fn restore(py: Python<'_>) {
+/// An error is an exception of a program's handler of another signal
+/// (CPython runs pending handlers before it sets one): the caller raises
+/// it where the program would have met it.
+pub fn restore(py: Python<'_>) -> PyResult<()> {
     let Some(kit) = KIT.get() else {
-        return;
+        return Ok(());
     };
-    let ours = kit
-        .getsignal
-        .bind(py)
-        .call1(kit.which.bind(py))
-        .is_ok_and(|h| h.is(kit.start.bind(py)));
-    if ours {
-        let _ = kit.signal.bind(py).call1(kit.uninstall.bind(py));
+    let handler = kit.getsignal.bind(py).call1(kit.which.bind(py))?;
+    if handler.is(kit.start.bind(py)) {
+        kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
     }
+    Ok(())
 }

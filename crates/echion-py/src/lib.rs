@@ -658,11 +658,24 @@ fn watcher_leaves() {
 /// inert, and can run again.
 #[pyfunction]
 fn stop(py: Python<'_>) -> PyResult<()> {
-    if let Some(forked_at_ns) = forkstart::take(py) {
+    if let Some(forked_at_ns) = forkstart::take() {
         // A forked child that ends (through the interpreter's exit) before
         // its sampler started: started and stopped now, its profile is
-        // made and closed as any other's.
-        let _ = start_native(py, true, Some(forked_at_ns));
+        // made and closed as any other's. Its life counts from the fork if
+        // it was short (else the start was kept from running, SIGURG
+        // blocked, say: its one sample would hold all of it, on the exit's
+        // stack).
+        // (From any thread: where `_signal.signal` refuses, the handler
+        // stays, inert, its timer gone.)
+        let _ = forkstart::restore(py);
+        forkstart::publish_pid(py);
+        let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
+        let recent = echion_sampler::clock::now_ns().saturating_sub(forked_at_ns) <= 2 * interval;
+        if let Err(e) = start_native(py, true, recent.then_some(forked_at_ns)) {
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("echion: {e}");
+            }
+        }
     }
     let finished = stop_sampling(py);
     STOPS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -819,7 +832,7 @@ fn watch_control(
 #[pyfunction]
 fn reset_after_fork(py: Python<'_>) {
     if forkstart::forget() {
-        forkstart::restore(py);
+        let _ = forkstart::restore(py);
     }
     forget_parent();
 }
@@ -829,15 +842,21 @@ fn reset_after_fork(py: Python<'_>) {
 /// fork. Never raises into the program: a failure is said on stderr.
 #[pyfunction]
 #[pyo3(name = "_start_forked", signature = (*_args))]
-fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
-    let Some(forked_at_ns) = forkstart::take(py) else {
-        return;
+fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    let Some(forked_at_ns) = forkstart::take() else {
+        return Ok(());
     };
+    let restored = forkstart::restore(py);
+    forkstart::publish_pid(py);
     if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
         if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
             eprintln!("echion: {e}");
         }
     }
+    // An exception of a program's handler of another signal that ran in
+    // giving SIGURG back (CPython runs pending handlers first) is raised
+    // where this handler ran, as it would have been.
+    restored
 }
 
 /// What [`reset_after_fork`] does; returns the name the forking thread
@@ -851,13 +870,15 @@ fn forget_parent() -> Option<String> {
     FORKED.store(false, std::sync::atomic::Ordering::Relaxed);
     let ident = current_ident();
     let old = guard.take()?;
-    let (state, name) = renewed(old, ident);
+    let forking = FORKING_TID.load(std::sync::atomic::Ordering::Relaxed);
+    let (state, name) = renewed(old, ident, forking);
     *guard = Some(state);
     name
 }
 
-/// What of [`forget_parent`] cannot wait: the parent's threads and the
-/// locks they may have held are not in the child.
+/// What of [`forget_parent`] concerns the parent's threads, which are not
+/// in the child (nor the locks they held): also done, with the rest, at the
+/// first use of a child's state ([`renew_forked`]).
 fn forget_parent_threads() {
     codehook::reset_after_fork();
     // The parent's sampler thread is not here.
@@ -874,9 +895,9 @@ fn forget_parent_threads() {
 /// and kernel id, [`FORKING_TID`]: not for an ended thread whose ident it
 /// reuses, as a `threading` thread made for a foreign thread is never
 /// untracked).
-fn renewed(mut old: State, ident: u64) -> (State, Option<String>) {
+fn renewed(mut old: State, ident: u64, forking: i64) -> (State, Option<String>) {
     let settings = old.settings.clone();
-    let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
+    let forking = u64::try_from(forking);
     let name = old
         .threads
         .names
@@ -908,6 +929,14 @@ static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::ne
 /// The forking thread's ident, for [`renew_forked`].
 static FORKED_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The forking thread's kernel id in the parent ([`FORKING_TID`] at the
+/// fork, which a later fork of the child overwrites), for [`renew_forked`].
+static FORKED_FROM_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// This child's pid as the fork left it, for [`renew_forked`] (which may
+/// run in a child of this child, before its own fork renews it).
+static FORKED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// [`forget_parent`] in a child that restarts natively, once, at the first
 /// use of the state: the forking thread (the child's main thread, whose
 /// kernel id is the pid) keeps its name, which the new registry is told.
@@ -917,12 +946,13 @@ fn renew_forked(guard: &mut Option<State>) {
         return;
     };
     let ident = FORKED_IDENT.load(std::sync::atomic::Ordering::Relaxed);
-    let (mut state, name) = renewed(old, ident);
+    let forking = FORKED_FROM_TID.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut state, name) = renewed(old, ident, forking);
     if let Some(code) = state.threads.bootstrap_code {
         state.control.registry.post(Update::BootstrapCode { code });
     }
     if let Some(name) = name {
-        let tid = u64::from(std::process::id());
+        let tid = u64::from(FORKED_PID.load(std::sync::atomic::Ordering::Relaxed));
         // (Known again if this child forks in turn.)
         state.threads.names.insert(ident, (name.clone(), tid));
         state.control.registry.post(Update::Track {
@@ -1026,90 +1056,117 @@ fn set_fork_native(native: bool) {
 #[pyfunction]
 fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     let forked_at_ns = echion_sampler::clock::now_ns();
+    // The parent's sampler thread is not here (`threads_besides_echion`
+    // reads these before the state is renewed).
+    SAMPLER_TID.store(0, std::sync::atomic::Ordering::Relaxed);
+    SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
     // A start the parent put off is not this process's (the Python hook
     // gives the signal back; so does this path, unless it puts its own
     // start off).
     let inherited = forkstart::forget();
-    let guard = AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(hooks) = guard.as_ref() else {
-        return Ok(());
-    };
-    let python_hook = |py: Python<'_>| {
-        if inherited {
-            forkstart::restore(py);
+    if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+        // The parent's own state was not renewed yet (its start was
+        // pending): renewed now, as the parent's, so that this child finds
+        // its forking thread's name there.
+        drop(state());
+    }
+    // (No lock held while Python code may run: a program's signal handler
+    // that runs in a call below may fork.)
+    let (has_hooks, fork_filter) = {
+        let guard = AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            None => (false, None),
+            Some(a) => (true, a.fork_filter.as_ref().map(|f| f.clone_ref(py))),
         }
-        hooks.hook.clone_ref(py)
+    };
+    if !has_hooks {
+        return Ok(());
+    }
+    let python_hook = |py: Python<'_>| -> PyResult<()> {
+        if inherited {
+            let _ = forkstart::restore(py);
+        }
+        let hook = AFTER_FORK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|a| a.hook.clone_ref(py));
+        match hook {
+            Some(hook) => hook.call0(py).map(drop),
+            None => Ok(()),
+        }
     };
     if !FORK_NATIVE.load(std::sync::atomic::Ordering::Relaxed) {
-        let hook = python_hook(py);
-        drop(guard);
-        return hook.call0(py).map(drop);
+        return python_hook(py);
     }
-    if let Some(filter) = hooks.fork_filter.as_ref() {
+    if let Some(filter) = fork_filter {
         drop_fork_filter(py, filter.bind(py));
     }
     // The forking thread keeps its name if a hook posted one (else it is a
     // `_thread` thread: `threading` names it in the child, and the Python
-    // hook tells the sampler). Read only: the state is renewed later.
+    // hook tells the sampler). Read only: the state is renewed later, from
+    // what is noted here.
     let ident = current_ident();
-    let forking = u64::try_from(FORKING_TID.load(std::sync::atomic::Ordering::Relaxed));
-    let named = STATE
+    let forking = FORKING_TID.load(std::sync::atomic::Ordering::Relaxed);
+    let (named, interval, later) = STATE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .and_then(|s| s.threads.names.get(&ident))
-        .is_some_and(|(_, tid)| Ok(*tid) == forking && *tid != 0);
-    if !named {
-        forget_parent();
-        let hook = python_hook(py);
-        drop(guard);
-        return hook.call0(py).map(drop);
-    }
-    drop(guard);
-    FORKED_IDENT.store(ident, std::sync::atomic::Ordering::Relaxed);
-    FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
-    // Subinterpreters of this child know it is profiled from here (the
-    // bootstrap's check reads `_ECHION_PROFILED_PID`; `os.environ` has it
-    // once the sampler starts, `forkstart::publish_pid`).
-    set_profiled_pid();
-    // In a time mode the sampler starts an interval after the fork, from
-    // CPython's handler of a timer's signal (see `forkstart`): a child
-    // that ends before then started no thread and made no file. Memory
-    // and native mode have hooks at work from the fork: their sampler
-    // starts now. (Settings are read from the parent's state, which the
-    // child's keeps.)
-    let (interval, later) = STATE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map_or((Duration::ZERO, false), |s| {
+        .map_or((false, Duration::ZERO, false), |s| {
+            let named = s
+                .threads
+                .names
+                .get(&ident)
+                .is_some_and(|(_, tid)| u64::try_from(forking) == Ok(*tid) && *tid != 0);
             (
+                named,
                 s.settings.interval,
                 !s.settings.memory && !s.settings.native,
             )
         });
-    // CPython runs signal handlers in its main thread only; in a child
-    // forked from another thread, 3.13 does not run them from its eval
-    // loop at all (the signal sets the eval breaker of the parent's main
-    // thread, not of the child's): there the sampler starts now.
+    if !named {
+        forget_parent();
+        return python_hook(py);
+    }
+    FORKED_IDENT.store(ident, std::sync::atomic::Ordering::Relaxed);
+    FORKED_FROM_TID.store(forking, std::sync::atomic::Ordering::Relaxed);
+    FORKED_PID.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+    FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Subinterpreters of this child know it is profiled from here (the
+    // bootstrap's check reads `_ECHION_PROFILED_PID`: 3.9 and later build
+    // their `os.environ` from the C environment; 3.8's share the main
+    // one's, which has it at once there and else once the sampler starts,
+    // `forkstart::publish_pid`).
+    set_profiled_pid();
+    if py.version_info() < (3, 9) {
+        forkstart::publish_pid(py);
+    }
+    // In a time mode the sampler starts an interval after the fork, from
+    // CPython's handler of a timer's signal (see `forkstart`): a child
+    // that ends before then started no thread and made no file. Memory
+    // and native mode have hooks at work from the fork: their sampler
+    // starts now. CPython runs signal handlers in its main thread only; in
+    // a child forked from another thread, 3.13 does not run them from its
+    // eval loop at all (the signal sets the eval breaker of the parent's
+    // main thread, not of the child's): there too the sampler starts now.
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
-    let from_main_thread =
-        FORKING_TID.load(std::sync::atomic::Ordering::Relaxed) == i64::from(parent);
-    if later
-        && from_main_thread
-        && matches!(
-            forkstart::defer(py, interval, forked_at_ns, inherited),
-            Ok(true)
-        )
-    {
+    let deferred = if later && forking == i64::from(parent) {
+        forkstart::defer(py, interval, forked_at_ns, inherited)
+    } else {
+        Ok(false)
+    };
+    if matches!(deferred, Ok(true)) {
         return Ok(());
     }
     if inherited {
-        forkstart::restore(py);
+        let _ = forkstart::restore(py);
     }
     forkstart::publish_pid(py);
-    start_async(py, true)
+    start_async(py, true)?;
+    // (A program's signal handler that raised in `defer`'s call: said as
+    // CPython says an after-fork hook's error.)
+    deferred.map(drop)
 }
 
 /// Sets `_ECHION_PROFILED_PID` to this process's pid in the C environment,
