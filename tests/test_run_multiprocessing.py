@@ -103,7 +103,12 @@ def _started_later(run, said, own=False):
     """What fork_later.py's child or grandchild (``said``) shows of a
     sampler started an interval (100 ms) after its fork, counting from it."""
     assert said["then"] == 2, said  # the program's thread and the sampler
-    assert said["first"] == (2 if own else 1), said
+    if own:
+        # Started at the fork (a helper thread of its start may be there
+        # for a moment too).
+        assert said["first"] >= 2, said
+    else:
+        assert said["first"] == 1, said
     assert said["calls"] == 0, said
     # The signal is given back (or was never taken).
     assert said["default"] is (not own), said
