@@ -112,3 +112,17 @@ def test_renamed_thread(tmp_path):
     assert_close(time_in(after, "after-rename"), got["after"] * 1e6, 0.10, "time of after-rename after the rename", ctx)
     assert len(select(view, lambda s: is_stack(s, before), "after-rename")) == 0, ctx
     assert len(select(view, lambda s: is_stack(s, after), "before-rename")) <= 1, ctx
+
+
+def test_stealth_mode_imports_no_threading_and_names_the_main_thread(tmp_path):
+    # With -s the sampler is a native thread: echion imports no
+    # `threading` for it (whose after-fork hook halves a fork loop), and
+    # names the program's one thread `MainThread` itself.
+    run = run_echion(tmp_path, target("no_threading.py"), "-s")
+    assert run.returncode == 0, run.describe()
+    assert run.result == {"threading_imported": False}, run.result
+    (profile,) = run.profiles.values()
+    view = profile.ours
+    assert threads(view) == {"MainThread"}, stack_summary(view)
+    spinning = total(select(view, lambda s: contains(s, ["spin"]), thread="MainThread"))
+    assert spinning >= 0.25e6, stack_summary(view)
