@@ -17,6 +17,14 @@ hook runs in every child), and, when given, under echion 0.3.5 and under
 `py-spy record --subprocesses` at 1 ms. A fork loop that has not ended
 after 30 s is killed with its children and counted as hung (echion 0.3.5's
 children hang).
+
+The fork loop's floor, nothing of echion's: plain with a thread that wakes
+every 1 ms and does nothing else (benches/ticker.c, preloaded), and plain
+with a 1 ms timer signal to its main thread instead (the same library,
+ECHION_TICKER=signal). Beside each rate, the TLB shootdowns (the
+inter-processor interrupts of /proc/interrupts' TLB line, machine-wide) per
+fork: a fork flushes the TLB of every CPU that ran a thread of the process
+lately, and on a virtual machine each such interrupt is dear.
 """
 
 import argparse
@@ -38,11 +46,25 @@ def timed(cmd, env=None):
     return time.perf_counter() - t
 
 
-def forks_per_second(cmd, cwd, timeout=30.0):
+def tlb_shootdowns():
+    """The machine's TLB shootdown interrupts so far (every CPU's), or None
+    where /proc/interrupts has no TLB line (not x86)."""
+    try:
+        with open("/proc/interrupts") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] == "TLB:":
+                    return sum(int(x) for x in fields[1:] if x.isdigit())
+    except OSError:
+        pass
+    return None
+
+
+def forks_per_second(cmd, cwd, timeout=30.0, env=None):
     """The fork loop's own count, or None when it hung (killed, with every
     process of its group, after `timeout` seconds). It runs in `cwd`: a
     profiler may write a file per child where it runs (echion 0.3.5 does)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -104,9 +126,18 @@ def main():
     # here.)
     with_threading = tmp / "fork_loop_threading.py"
     with_threading.write_text("import threading  # noqa: F401\n" + FORK_LOOP.read_text())
+    ticker = tmp / "ticker.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c"), "-lrt"], check=True)
     forks = {
         "python": lambda d: [args.python, str(FORK_LOOP), seconds],
         "python, threading imported": lambda d: [args.python, str(with_threading), seconds],
+        # The floor of any in-process sampler at 1 ms (no echion).
+        "python + 1 ms thread": lambda d: [args.python, str(FORK_LOOP), seconds],
+        "python + 1 ms timer signal": lambda d: [args.python, str(FORK_LOOP), seconds],
+    }
+    envs = {
+        "python + 1 ms thread": dict(os.environ, LD_PRELOAD=str(ticker)),
+        "python + 1 ms timer signal": dict(os.environ, LD_PRELOAD=str(ticker), ECHION_TICKER="signal"),
     }
     for label, py in builds:
         forks[label] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), seconds]
@@ -119,11 +150,17 @@ def main():
     if args.py_spy:
         forks["py-spy --subprocesses, 1 ms"] = lambda d: [args.py_spy, "record", "-s", "-r", "1000", "-f", "raw", "-o", str(d / "p.txt"), "--", args.python, str(FORK_LOOP), seconds]
     rates = {k: [] for k in forks}
+    shootdowns = {k: [] for k in forks}
     for i in range(max(1, args.runs // 4)):
         for k, cmd in forks.items():
-            d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_').replace(',', '')}"
+            d = tmp / f"forks-{i}-{len(rates[k])}-{k.replace(' ', '_').replace(',', '').replace('+', 'with')}"
             d.mkdir()
-            rates[k].append(forks_per_second(cmd(d), d))
+            before = tlb_shootdowns()
+            rate = forks_per_second(cmd(d), d, env=envs.get(k))
+            after = tlb_shootdowns()
+            rates[k].append(rate)
+            if rate and before is not None and after is not None:
+                shootdowns[k].append((after - before) / (rate * args.seconds))
     print(f"\nfork loop (children leave at once), {max(1, args.runs // 4)} rounds of {args.seconds} s")
     for k, v in rates.items():
         pairs = [(x, p) for x, p in zip(v, rates["python"]) if x is not None and p is not None]
@@ -133,7 +170,8 @@ def main():
             continue
         ratio = statistics.median(x / p for x, p in pairs)
         note = f"  (hung in {hung} of {len(v)} rounds)" if hung else ""
-        print(f"  {k:32s} {statistics.median(x for x, _ in pairs):7.0f} forks/s  {ratio:5.2f} of plain{note}")
+        tlb = f"  {statistics.median(shootdowns[k]):5.2f} TLB shootdowns/fork" if shootdowns[k] else ""
+        print(f"  {k:32s} {statistics.median(x for x, _ in pairs):7.0f} forks/s  {ratio:5.2f} of plain{tlb}{note}")
     subprocess.run(["rm", "-rf", str(tmp)])
 
 

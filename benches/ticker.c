@@ -1,9 +1,22 @@
-/* A thread that wakes up every millisecond and does nothing else, started
- * in any process that preloads this library (LD_PRELOAD): the cost of a
- * 1 ms wake-up on this machine, which every in-process sampler at 1 ms
- * pays before it reads anything. benches/overhead.py --floor builds it. */
+/* A 1 ms tick that does nothing else, started in any process that preloads
+ * this library (LD_PRELOAD): the cost of a 1 ms wake-up on this machine,
+ * which every in-process sampler at 1 ms pays before it reads anything.
+ * benches/overhead.py --floor and benches/startup.py build it.
+ *
+ * ECHION_TICKER=signal: no thread; a POSIX timer sends the main thread a
+ * signal every 1 ms, whose handler returns at once (SA_RESTART: the
+ * program's blocking calls go on). What a sampler pays that is not a
+ * thread of the process: a fork loop tells them apart (a thread of the
+ * process that ran on another CPU makes every fork interrupt that CPU to
+ * flush its TLB; see benches/startup.py). */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static void *tick(void *unused) {
     struct timespec t;
@@ -20,9 +33,34 @@ static void *tick(void *unused) {
     return NULL;
 }
 
+static void on_tick(int signo) { (void)signo; }
+
+static void start_signal(void) {
+    struct sigaction action;
+    struct sigevent event;
+    struct itimerspec every = {{0, 1000000}, {0, 1000000}};
+    timer_t timer;
+    int signo = SIGRTMIN + 3;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_tick;
+    action.sa_flags = SA_RESTART;
+    sigaction(signo, &action, NULL);
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = signo;
+    event._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &event, &timer) == 0)
+        timer_settime(timer, 0, &every, NULL);
+}
+
 __attribute__((constructor)) static void start(void) {
+    const char *mode = getenv("ECHION_TICKER");
     pthread_t thread;
     pthread_attr_t attr;
+    if (mode && strcmp(mode, "signal") == 0) {
+        start_signal();
+        return;
+    }
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_create(&thread, &attr, tick, NULL);

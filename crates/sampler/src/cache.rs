@@ -103,12 +103,13 @@ impl FrameCache {
     /// code objects.
     pub fn new(frame_capacity: usize, code_capacity: usize) -> Self {
         Self {
-            frames: AddrMap::with_capacity_and_hasher(frame_capacity.min(4096), Default::default()),
-            codes: AddrMap::with_capacity_and_hasher(code_capacity.min(1024), Default::default()),
-            first_traceable: AddrMap::with_capacity_and_hasher(
-                code_capacity.min(1024),
-                Default::default(),
-            ),
+            // The maps grow with what they hold: a map made at its full
+            // size spreads a small program's few entries over hundreds of
+            // kilobytes, each page of which every fork then copies (its
+            // page-table entry in the fork, the page at the next write).
+            frames: AddrMap::default(),
+            codes: AddrMap::default(),
+            first_traceable: AddrMap::default(),
             front: vec![(0, 0, FrameId::default()); FRONT].into_boxed_slice(),
             front_first: vec![(0, 0); FRONT].into_boxed_slice(),
             frame_capacity: frame_capacity.max(2),
@@ -289,6 +290,26 @@ mod tests {
         // The most recent entry is always there; the oldest are gone.
         assert_eq!(c.frame(0x1000, 99, 100), Some(ids[99]));
         assert_eq!(c.frame(0x1000, 0, 100), None);
+    }
+
+    #[test]
+    fn maps_grow_with_what_they_hold() {
+        // The engine's bounds (65,536 frames, 8,192 codes): a new cache
+        // holds room for none of them yet, and grows to take thousands.
+        let ids = ids(3000);
+        let mut c = FrameCache::new(1 << 16, 1 << 13);
+        assert!(c.frames.capacity() < 64 && c.codes.capacity() < 64);
+        assert!(c.first_traceable.capacity() < 64);
+        for (i, id) in ids.iter().enumerate() {
+            c.insert_frame(0x1000 + (i as u64 % 7) * 0x100, i as u32, *id, i as u64);
+        }
+        assert_eq!(c.frame_count(), 3000);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                c.frame(0x1000 + (i as u64 % 7) * 0x100, i as u32, 3001),
+                Some(*id)
+            );
+        }
     }
 
     #[test]
