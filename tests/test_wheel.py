@@ -132,3 +132,30 @@ def test_a_source_build_gets_the_shell_launcher_that_runs_the_front_end_in_pytho
     run = subprocess.run([str(command), "-o", str(tmp_path / "p.mojo"), sys.executable, "-c", "print('ran')"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert run.returncode == 0 and run.stdout == b"ran\n", run
     assert (tmp_path / "p.mojo").read_bytes().startswith(b"MOJ"), "no profile"
+
+
+MAPPED_FILES = """
+import time
+time.sleep(0.3)
+names = set()
+for line in open("/proc/self/maps"):
+    fields = line.split()
+    if len(fields) > 5 and fields[5].startswith("/"):
+        names.add(fields[5].rsplit("/", 1)[-1])
+print(" ".join(sorted(names)))
+"""
+
+
+def test_a_profiled_process_maps_no_library_but_echion_and_the_ones_glibc_2_17_splits_off(tmp_path):
+    # Every mapping of the program is copied by each of its forks: the
+    # extension loads what the wheel's oldest glibc (2.17) keeps outside
+    # libc and nothing more (librt, for three timer calls, was five more
+    # mappings on every glibc).
+    script = tmp_path / "maps.py"
+    script.write_text(MAPPED_FILES)
+    plain = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, check=True)
+    command = [str(Path(sys.executable).parent / "echion"), "-s", "-o", str(tmp_path / "p.mojo"), sys.executable, str(script)]
+    profiled = subprocess.run(command, stdout=subprocess.PIPE, check=True)
+    added = set(profiled.stdout.decode().split()) - set(plain.stdout.decode().split())
+    assert "core.abi3.so" in added, added
+    assert added <= {"core.abi3.so", "libpthread.so.0", "libdl.so.2"}, added

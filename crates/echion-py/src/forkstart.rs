@@ -33,7 +33,7 @@ pub const START: &str = "_start_forked";
 
 /// A start put off in this process.
 struct Pending {
-    /// The timer (`timer_t`, an id of this process's).
+    /// The timer (the kernel's id, of this process's).
     timer: usize,
     /// When the fork was ([`echion_sampler::clock::now_ns`]).
     forked_at_ns: u64,
@@ -183,16 +183,30 @@ pub fn defer(
     Ok(true)
 }
 /// Makes a one-shot timer that sends [`SIGNAL`] to thread `tid` in
-/// `after`; its id.
+/// `after`; its id (the kernel's).
+///
+/// Through the system calls, not glibc's `timer_*` functions: before 2.34
+/// those live in `librt`, a library this module would then load into every
+/// profiled process (on newer glibc an empty one, yet five more mappings
+/// that every fork copies).
 fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
     // SAFETY: `sigevent` is plain data, all zeroes a valid value.
     let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
     event.sigev_notify = libc::SIGEV_THREAD_ID;
     event.sigev_signo = SIGNAL;
     event.sigev_notify_thread_id = libc::c_int::try_from(tid).ok()?;
-    let mut timer: libc::timer_t = std::ptr::null_mut();
-    // SAFETY: both pointers are to live locals; the kernel fills `timer`.
-    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
+    let mut timer: libc::c_int = 0;
+    // SAFETY: both pointers are to live locals (the kernel's `sigevent`
+    // is libc's layout; the kernel writes the new timer's id, an int).
+    if unsafe {
+        libc::syscall(
+            libc::SYS_timer_create,
+            libc::CLOCK_MONOTONIC,
+            &mut event as *mut libc::sigevent,
+            &mut timer as *mut libc::c_int,
+        )
+    } != 0
+    {
         return None;
     }
     let after = after.max(std::time::Duration::from_micros(1));
@@ -206,13 +220,29 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
             tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
         },
     };
-    // SAFETY: `timer` was just made by this process; `spec` is a live local.
-    if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
-        // SAFETY: as above; deleted once.
-        unsafe { libc::timer_delete(timer) };
+    // SAFETY: `timer` was just made by this process; `spec` is a live
+    // local; no old value is asked for.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            timer,
+            0,
+            &spec as *const libc::itimerspec,
+            std::ptr::null_mut::<libc::itimerspec>(),
+        )
+    } != 0
+    {
+        delete(timer as usize);
         return None;
     }
     Some(timer as usize)
+}
+
+/// Deletes a timer [`arm`] made.
+fn delete(timer: usize) {
+    // SAFETY: deletes a timer id of this process's (made by `arm`, deleted
+    // once by its callers); an id that is not a timer only fails.
+    unsafe { libc::syscall(libc::SYS_timer_delete, timer as libc::c_int) };
 }
 
 /// Takes the pending start, if any, and deletes its timer (the caller
@@ -223,9 +253,9 @@ pub fn take() -> Option<u64> {
         timer,
         forked_at_ns,
     } = pending().take()?;
-    // SAFETY: a timer this process made (an inherited one was forgotten in
-    // the child), deleted once: taken from `PENDING` above.
-    unsafe { libc::timer_delete(timer as libc::timer_t) };
+    // (A timer this process made: an inherited one was forgotten in the
+    // child; deleted once: taken from `PENDING` above.)
+    delete(timer);
     Some(forked_at_ns)
 }
 

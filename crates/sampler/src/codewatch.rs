@@ -63,8 +63,13 @@ impl FreedCodes {
             f(self.slots[i % CAPACITY].load(Ordering::Relaxed));
             i = i.wrapping_add(1);
         }
-        self.tail.store(head, Ordering::Release);
-        self.overflow.swap(false, Ordering::AcqRel)
+        // Written only when something changed: a tick with no code freed
+        // writes nothing here (after a fork, every page the parent writes
+        // is copied).
+        if tail != head {
+            self.tail.store(head, Ordering::Release);
+        }
+        self.overflow.load(Ordering::Acquire) && self.overflow.swap(false, Ordering::AcqRel)
     }
 
     /// Empties the ring. For a forked child, where no sampler runs yet.

@@ -6,7 +6,7 @@
 //! neither side waits for the other for more than a few instructions. The
 //! sampler applies the updates to its own map at the start of each tick.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 
 use crate::cache::AddrMap;
@@ -97,6 +97,10 @@ pub enum Update {
 #[derive(Debug, Default)]
 pub struct RegistryQueue {
     pending: Mutex<Vec<Update>>,
+    /// Whether `pending` may hold updates (set under its lock): a tick
+    /// with nothing posted reads this and writes nothing (after a fork,
+    /// every page the parent writes is copied).
+    posted: AtomicBool,
     dropped: AtomicU64,
 }
 
@@ -113,10 +117,18 @@ impl RegistryQueue {
     pub fn post(&self, update: Update) {
         for _ in 0..POST_ATTEMPTS {
             match self.pending.try_lock() {
-                Ok(mut q) => return q.push(update),
+                Ok(mut q) => {
+                    q.push(update);
+                    self.posted.store(true, Ordering::Release);
+                    return;
+                }
                 // A poisoned lock only means a panic elsewhere; the queue
                 // is still a valid Vec.
-                Err(TryLockError::Poisoned(e)) => return e.into_inner().push(update),
+                Err(TryLockError::Poisoned(e)) => {
+                    e.into_inner().push(update);
+                    self.posted.store(true, Ordering::Release);
+                    return;
+                }
                 Err(TryLockError::WouldBlock) => std::thread::yield_now(),
             }
         }
@@ -132,7 +144,12 @@ impl RegistryQueue {
     /// previous contents cleared) and the queue empty.
     pub fn drain_into(&self, into: &mut Vec<Update>) {
         into.clear();
+        // (An update posted after this load is drained at the next tick.)
+        if !self.posted.load(Ordering::Acquire) {
+            return;
+        }
         let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.posted.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *q, into);
     }
 }
@@ -332,6 +349,33 @@ mod tests {
         drop(held);
         assert_eq!(q.dropped(), 1);
         let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_tick_with_nothing_posted_takes_no_lock() {
+        let q = std::sync::Arc::new(RegistryQueue::default());
+        let held = q.pending.lock().expect("free");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let drainer = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                q.drain_into(&mut out);
+                let _ = tx.send(out.len());
+            })
+        };
+        // (Were the lock taken, the drain would wait for `held`.)
+        let drained = rx.recv_timeout(std::time::Duration::from_secs(5));
+        drop(held);
+        drainer.join().expect("drainer");
+        assert_eq!(drained, Ok(0));
+        // What is posted later is drained.
+        q.post(Update::Untrack { thread_id: 7 });
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert_eq!(out.len(), 1);
         q.drain_into(&mut out);
         assert!(out.is_empty());
     }
