@@ -303,7 +303,7 @@ def main():
         )
     if args.floor:
         ticker = tmp / "ticker.so"
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c")], check=True)
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c"), "-lrt"], check=True)
         configs["1 ms wake-ups only"] = lambda out: ([args.python, wl], None, {**os.environ, "LD_PRELOAD": str(ticker)})
     # The same with one process_vm_readv per tick instead of guarded loads.
     configs["echion-rs 1ms syscalls"] = lambda out: (

@@ -4,14 +4,17 @@
  * benches/overhead.py --floor and benches/startup.py build it.
  *
  * ECHION_TICKER=signal: no thread; a POSIX timer sends the main thread a
- * signal every 1 ms, whose handler returns at once (SA_RESTART: the
- * program's blocking calls go on). What a sampler pays that is not a
+ * signal every 1 ms, whose handler returns at once (SA_RESTART: most of the
+ * program's blocking calls go on; sleeps and polls return early, which
+ * CPython retries). A ticker that cannot start ends the process (status
+ * 99) rather than measure plain Python under its name. What a sampler pays that is not a
  * thread of the process: a fork loop tells them apart (a thread of the
  * process that ran on another CPU makes every fork interrupt that CPU to
  * flush its TLB; see benches/startup.py). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -35,6 +38,15 @@ static void *tick(void *unused) {
 
 static void on_tick(int signo) { (void)signo; }
 
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+static void fail(const char *what) {
+    perror(what);
+    _exit(99);
+}
+
 static void start_signal(void) {
     struct sigaction action;
     struct sigevent event;
@@ -44,13 +56,16 @@ static void start_signal(void) {
     memset(&action, 0, sizeof action);
     action.sa_handler = on_tick;
     action.sa_flags = SA_RESTART;
-    sigaction(signo, &action, NULL);
+    if (sigaction(signo, &action, NULL) != 0)
+        fail("ticker: sigaction");
     memset(&event, 0, sizeof event);
     event.sigev_notify = SIGEV_THREAD_ID;
     event.sigev_signo = signo;
-    event._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-    if (timer_create(CLOCK_MONOTONIC, &event, &timer) == 0)
-        timer_settime(timer, 0, &every, NULL);
+    event.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &event, &timer) != 0)
+        fail("ticker: timer_create");
+    if (timer_settime(timer, 0, &every, NULL) != 0)
+        fail("ticker: timer_settime");
 }
 
 __attribute__((constructor)) static void start(void) {
@@ -63,6 +78,7 @@ __attribute__((constructor)) static void start(void) {
     }
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_create(&thread, &attr, tick, NULL);
+    if (pthread_create(&thread, &attr, tick, NULL) != 0)
+        fail("ticker: pthread_create");
     pthread_attr_destroy(&attr);
 }

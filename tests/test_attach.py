@@ -371,6 +371,36 @@ def test_not_a_python_process(tmp_path):
         proc.wait()
 
 
+def test_an_attach_before_the_program_is_python_waits_for_it(tmp_path):
+    # `python app.py & echion -p $!` may look at the process between the
+    # shell's fork and its exec of Python (and `subprocess.Popen` returns
+    # before the new program is mapped: the soak's first attach once found
+    # "no python-like files"). A young process is looked at again.
+    stop = tmp_path / "stop"
+    late = subprocess.Popen(
+        ["sh", "-c", 'sleep 0.5; exec "$0" "$@"', BASE_PYTHON, str(TARGET), "busy", str(stop)],
+        cwd=str(tmp_path),
+        env=echion_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        run, out = attach(tmp_path, late.pid, "-x", "0.5")
+        assert run.returncode == 0, run.stderr.decode()
+        view = read_all(out, austin1=False).ours
+        assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), stack_summary(view)
+    finally:
+        stop.touch()
+        try:
+            late.communicate(timeout=30)
+        finally:
+            if late.poll() is None:
+                os.killpg(late.pid, signal.SIGKILL)
+                late.wait()
+    assert late.returncode == 7, late.returncode
+
+
 def test_no_permission_says_what_to_do(tmp_path, targets):
     system_python = "/usr/bin/python3"
     if not os.path.exists(system_python):

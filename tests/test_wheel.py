@@ -134,15 +134,40 @@ def test_a_source_build_gets_the_shell_launcher_that_runs_the_front_end_in_pytho
     assert (tmp_path / "p.mojo").read_bytes().startswith(b"MOJ"), "no profile"
 
 
+
+def elf_needed(path):
+    """The libraries a 64-bit little-endian ELF file names as needed
+    (`DT_NEEDED` entries of its `.dynamic` section)."""
+    data = Path(path).read_bytes()
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names = data[headers[shstrndx][4] : headers[shstrndx][4] + headers[shstrndx][5]]
+    by_name = {names[h[0] : names.index(b"\0", h[0])]: h for h in headers}
+    dynamic, dynstr = by_name[b".dynamic"], by_name[b".dynstr"]
+    strings = data[dynstr[4] : dynstr[4] + dynstr[5]]
+    needed = []
+    for at in range(dynamic[4], dynamic[4] + dynamic[5], 16):
+        tag, value = struct.unpack_from("<qQ", data, at)
+        if tag == 0:  # DT_NULL
+            break
+        if tag == 1:  # DT_NEEDED
+            needed.append(strings[value : strings.index(b"\0", value)].decode())
+    return needed
+
+
 MAPPED_FILES = """
 import time
 time.sleep(0.3)
 names = set()
 for line in open("/proc/self/maps"):
-    fields = line.split()
+    fields = line.split(None, 5)
     if len(fields) > 5 and fields[5].startswith("/"):
-        names.add(fields[5].rsplit("/", 1)[-1])
-print(" ".join(sorted(names)))
+        path = fields[5].rstrip("\\n")
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        names.add(path.rsplit("/", 1)[-1])
+print("\\n".join(sorted(names)))
 """
 
 
@@ -151,11 +176,16 @@ def test_a_profiled_process_maps_no_library_but_echion_and_the_ones_glibc_2_17_s
     # extension loads what the wheel's oldest glibc (2.17) keeps outside
     # libc and nothing more (librt, for three timer calls, was five more
     # mappings on every glibc).
+    import echion.core
+
+    needed = set(elf_needed(echion.core.__file__))
+    assert needed <= {"libc.so.6", "ld-linux-x86-64.so.2", "libpthread.so.0", "libdl.so.2"}, needed
+    assert "libc.so.6" in needed, needed
     script = tmp_path / "maps.py"
     script.write_text(MAPPED_FILES)
     plain = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, check=True)
     command = [str(Path(sys.executable).parent / "echion"), "-s", "-o", str(tmp_path / "p.mojo"), sys.executable, str(script)]
     profiled = subprocess.run(command, stdout=subprocess.PIPE, check=True)
-    added = set(profiled.stdout.decode().split()) - set(plain.stdout.decode().split())
-    assert "core.abi3.so" in added, added
-    assert added <= {"core.abi3.so", "libpthread.so.0", "libdl.so.2"}, added
+    added = set(profiled.stdout.decode().splitlines()) - set(plain.stdout.decode().splitlines())
+    assert os.path.basename(echion.core.__file__) in added, added
+    assert added <= {os.path.basename(echion.core.__file__), "libpthread.so.0", "libdl.so.2"}, added

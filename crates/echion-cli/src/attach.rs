@@ -62,7 +62,17 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
             fail(e)
         }
     };
-    let session = Session::attach(pid).map_err(|e| gone(e.to_string()))?;
+    // (Looked at again while the process is young and not Python yet:
+    // see [`START_GRACE`].)
+    let session = loop {
+        match Session::attach(pid) {
+            Err(e) if e.is_not_python() && age(pid).is_some_and(|a| a < START_GRACE) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    }
+    .map_err(|e| gone(e.to_string()))?;
     let version = session.version();
     let main_modules = session.main_modules().unwrap_or(0);
     drop(session);
@@ -111,6 +121,32 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
         status: StatusReader::default(),
     };
     session.follow(config, began, &output)
+}
+
+/// How long after its start a process that does not look like CPython yet
+/// is looked at again: `python app.py & echion -p $!` may look between the
+/// shell's fork and its `exec` of Python, or before the loader has mapped
+/// libpython (a `subprocess.Popen` returns before the new program is
+/// mapped). An interpreter found but not started yet is the injection's to
+/// wait for.
+const START_GRACE: Duration = Duration::from_secs(2);
+
+/// How long ago process `pid` started (`/proc/<pid>/stat`'s start time
+/// against `/proc/uptime`), if that can be read.
+fn age(pid: u32) -> Option<Duration> {
+    // /proc gives the start in USER_HZ ticks since boot: 100 a second on
+    // every Linux architecture echion ships for.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // (After the command's closing parenthesis, which may itself hold
+    // spaces and parentheses: the state is field 3, the start field 22.)
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = fs::read_to_string("/proc/uptime").ok()?;
+    let now: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (now - started / TICKS_PER_SECOND).max(0.0),
+    ))
 }
 
 /// The absolute output path with `%(pid)` as the target's pid.

@@ -34,7 +34,7 @@ pub const START: &str = "_start_forked";
 /// A start put off in this process.
 struct Pending {
     /// The timer (the kernel's id, of this process's).
-    timer: usize,
+    timer: libc::c_int,
     /// When the fork was ([`echion_sampler::clock::now_ns`]).
     forked_at_ns: u64,
 }
@@ -189,7 +189,7 @@ pub fn defer(
 /// those live in `librt`, a library this module would then load into every
 /// profiled process (on newer glibc an empty one, yet five more mappings
 /// that every fork copies).
-fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
+fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
     // SAFETY: `sigevent` is plain data, all zeroes a valid value.
     let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
     event.sigev_notify = libc::SIGEV_THREAD_ID;
@@ -201,7 +201,7 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
     if unsafe {
         libc::syscall(
             libc::SYS_timer_create,
-            libc::CLOCK_MONOTONIC,
+            libc::c_long::from(libc::CLOCK_MONOTONIC),
             &mut event as *mut libc::sigevent,
             &mut timer as *mut libc::c_int,
         )
@@ -225,24 +225,24 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<usize> {
     if unsafe {
         libc::syscall(
             libc::SYS_timer_settime,
-            timer,
-            0,
+            libc::c_long::from(timer),
+            0 as libc::c_long,
             &spec as *const libc::itimerspec,
             std::ptr::null_mut::<libc::itimerspec>(),
         )
     } != 0
     {
-        delete(timer as usize);
+        delete(timer);
         return None;
     }
-    Some(timer as usize)
+    Some(timer)
 }
 
 /// Deletes a timer [`arm`] made.
-fn delete(timer: usize) {
+fn delete(timer: libc::c_int) {
     // SAFETY: deletes a timer id of this process's (made by `arm`, deleted
     // once by its callers); an id that is not a timer only fails.
-    unsafe { libc::syscall(libc::SYS_timer_delete, timer as libc::c_int) };
+    unsafe { libc::syscall(libc::SYS_timer_delete, libc::c_long::from(timer)) };
 }
 
 /// Takes the pending start, if any, and deletes its timer (the caller

@@ -125,7 +125,8 @@ impl RegistryQueue {
                 // A poisoned lock only means a panic elsewhere; the queue
                 // is still a valid Vec.
                 Err(TryLockError::Poisoned(e)) => {
-                    e.into_inner().push(update);
+                    let mut q = e.into_inner();
+                    q.push(update);
                     self.posted.store(true, Ordering::Release);
                     return;
                 }
@@ -144,7 +145,8 @@ impl RegistryQueue {
     /// previous contents cleared) and the queue empty.
     pub fn drain_into(&self, into: &mut Vec<Update>) {
         into.clear();
-        // (An update posted after this load is drained at the next tick.)
+        // (An update posted after this load, or under way at it, is
+        // drained at the next tick.)
         if !self.posted.load(Ordering::Acquire) {
             return;
         }

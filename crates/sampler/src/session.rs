@@ -38,6 +38,15 @@ pub enum SessionError {
     LineTable(LineTableError),
 }
 
+impl SessionError {
+    /// Whether the process maps no file that defines a CPython runtime (a
+    /// process that is not Python, or one caught before its `exec` of
+    /// Python or before its loader mapped libpython).
+    pub fn is_not_python(&self) -> bool {
+        matches!(self, Self::Process(ProcessError::NotPython { .. }))
+    }
+}
+
 /// One CPython process and the reader of its memory.
 #[derive(Debug)]
 pub struct Session<R: MemoryReader> {
