@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use echion_inject::{alive, Calls, Injection, Target};
+use echion_inject::{age, alive, Calls, Injection, Target};
 use echion_sampler::options::Options;
 use echion_sampler::{Mode, Session};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -130,24 +130,6 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
 /// mapped). An interpreter found but not started yet is the injection's to
 /// wait for.
 const START_GRACE: Duration = Duration::from_secs(2);
-
-/// How long ago process `pid` started (`/proc/<pid>/stat`'s start time
-/// against `/proc/uptime`), if that can be read.
-fn age(pid: u32) -> Option<Duration> {
-    // /proc gives the start in USER_HZ ticks since boot: 100 a second on
-    // every Linux architecture echion ships for.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // (After the command's closing parenthesis, which may itself hold
-    // spaces and parentheses: the state is field 3, the start field 22.)
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let uptime = fs::read_to_string("/proc/uptime").ok()?;
-    let now: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(
-        (now - started / TICKS_PER_SECOND).max(0.0),
-    ))
-}
 
 /// The absolute output path with `%(pid)` as the target's pid.
 fn output_path(config: &Config, pid: u32) -> String {

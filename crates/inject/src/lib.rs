@@ -138,6 +138,23 @@ pub fn alive(pid: u32) -> bool {
     tracee::thread_alive(pid, pid)
 }
 
+/// How long ago process `pid` started (its `stat` start time against
+/// `/proc/uptime`), if that can be read.
+pub fn age(pid: u32) -> Option<std::time::Duration> {
+    // /proc gives the start in USER_HZ ticks since boot: 100 a second on
+    // every Linux architecture echion ships for.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's `)`: the state, then the start time 19 fields on.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let now: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::Duration::from_secs_f64(
+        (now - started / TICKS_PER_SECOND).max(0.0),
+    ))
+}
+
 /// The pid tracing `pid` (`TracerPid` of its status; 0 for none).
 fn tracer_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -539,4 +556,25 @@ fn write_mem(pid: u32, addr: u64, bytes: &[u8]) -> Result<(), InjectError> {
         .open(format!("/proc/{pid}/mem"))
         .and_then(|f| f.write_all_at(bytes, addr))
         .map_err(|e| InjectError::from_io(pid, &e))
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::age;
+
+    #[test]
+    fn a_process_started_now_is_younger_than_init_and_a_gone_one_has_no_age() {
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let young = age(child.id()).expect("the child's age");
+        let old = age(1).expect("init's age");
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(young < std::time::Duration::from_secs(5), "{young:?}");
+        assert!(old > young, "{old:?} {young:?}");
+        assert!(age(u32::MAX).is_none());
+    }
 }

@@ -116,22 +116,19 @@ impl RegistryQueue {
     /// (see [`POST_ATTEMPTS`]) the update is dropped and counted.
     pub fn post(&self, update: Update) {
         for _ in 0..POST_ATTEMPTS {
-            match self.pending.try_lock() {
-                Ok(mut q) => {
-                    q.push(update);
-                    self.posted.store(true, Ordering::Release);
-                    return;
-                }
+            let mut q = match self.pending.try_lock() {
+                Ok(q) => q,
                 // A poisoned lock only means a panic elsewhere; the queue
                 // is still a valid Vec.
-                Err(TryLockError::Poisoned(e)) => {
-                    let mut q = e.into_inner();
-                    q.push(update);
-                    self.posted.store(true, Ordering::Release);
-                    return;
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    std::thread::yield_now();
+                    continue;
                 }
-                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-            }
+            };
+            q.push(update);
+            self.posted.store(true, Ordering::Release);
+            return;
         }
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
