@@ -62,6 +62,10 @@ pub(crate) struct Args {
     #[arg(short, long)]
     pub stealth: bool,
 
+    /// No sampler thread: a timer signal runs each tick on the main thread (wall time; the cheapest for programs that fork often; the main thread's sleeps and waits are interrupted and resumed)
+    #[arg(long)]
+    pub no_thread: bool,
+
     /// Where mode: show what every thread of process PID is doing, then exit
     #[arg(short, long = "where", value_name = "PID", allow_hyphen_values = true)]
     pub where_: Option<String>,

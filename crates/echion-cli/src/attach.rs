@@ -154,6 +154,7 @@ fn options(config: &Config, output: &str) -> Options {
         memory: config.memory,
         native: config.native,
         stealth: config.stealth,
+        no_thread: false,
         verbose: config.verbose,
         format: config.format.map(|f| f.name().to_owned()),
         summary: config.summary,

@@ -50,6 +50,9 @@ pub struct Config {
     /// Stealth mode (`-s`): the sampler thread has no Python thread state and
     /// does not appear in the profile.
     pub stealth: bool,
+    /// No sampler thread (`--no-thread`): each tick in a timer signal's
+    /// handler on the program's main thread. Wall mode only.
+    pub no_thread: bool,
     /// Where mode (`-w PID`): print the thread stacks of a running process.
     pub where_pid: Option<u32>,
     /// Where mode's output as JSON (`--json`).
@@ -113,6 +116,14 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
     if config.memory && config.cpu {
         return Err(CliError::MemoryWithCpu);
     }
+    if config.no_thread {
+        if config.attach_pid.is_some() || config.where_pid.is_some() {
+            return Err(CliError::NoThreadWith("-p/-w (it is for a program echion starts)"));
+        }
+        if config.cpu || config.memory || config.native {
+            return Err(CliError::NoThreadWith("-c, -m or -n (it samples wall time only)"));
+        }
+    }
     if config.json && config.where_pid.is_none() {
         return Err(CliError::JsonWithoutWhere);
     }
@@ -175,6 +186,7 @@ impl Config {
             output,
             attach_pid,
             stealth: args.stealth,
+            no_thread: args.no_thread,
             where_pid,
             json: args.json,
             verbose: args.verbose,

@@ -98,6 +98,9 @@ pub enum CliError {
     /// `-m` with `-c`.
     #[error("-m (memory) and -c (CPU time) measure different things: give one of them")]
     MemoryWithCpu,
+    /// `--no-thread` with an option it does not take.
+    #[error("--no-thread does not go with {0}: drop one of them")]
+    NoThreadWith(&'static str),
     /// `--json` without `-w`.
     #[error("--json goes with where mode: echion -w PID --json")]
     JsonWithoutWhere,
@@ -226,6 +229,7 @@ impl CliError {
             | CliError::JsonWithoutWhere
             | CliError::UnknownFormat(_)
             | CliError::MemoryWithCpu
+            | CliError::NoThreadWith(_)
             | CliError::WhereWithCommand(_)
             | CliError::AttachWithCommand(_)
             | CliError::AttachWithWhere

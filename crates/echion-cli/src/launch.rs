@@ -84,6 +84,7 @@ pub(crate) fn plan_with(
         memory: config.memory,
         native: config.native,
         stealth: config.stealth,
+        no_thread: config.no_thread,
         verbose: config.verbose,
         format: config.format.map(|f| f.name().to_owned()),
         summary: config.summary,

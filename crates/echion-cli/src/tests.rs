@@ -93,6 +93,7 @@ fn base(sb: &Sandbox) -> Config {
         summary: false,
         attach_pid: None,
         stealth: false,
+        no_thread: false,
         where_pid: None,
         json: false,
         verbose: false,
@@ -348,6 +349,24 @@ fn rejects_bad_input_with_one_line() {
         (
             vec!["-m", "-c", "prog"],
             "-m (memory) and -c (CPU time) measure different things: give one of them".into(),
+            2,
+        ),
+        (
+            vec!["--no-thread", "-c", "prog"],
+            "--no-thread does not go with -c, -m or -n (it samples wall time only): drop one of them"
+                .into(),
+            2,
+        ),
+        (
+            vec!["--no-thread", "-n", "prog"],
+            "--no-thread does not go with -c, -m or -n (it samples wall time only): drop one of them"
+                .into(),
+            2,
+        ),
+        (
+            vec!["--no-thread", "-p", "123"],
+            "--no-thread does not go with -p/-w (it is for a program echion starts): drop one of them"
+                .into(),
             2,
         ),
         (
@@ -615,6 +634,7 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_MEMORY", "0"),
         ("ECHION_NATIVE", "0"),
         ("ECHION_STEALTH", "0"),
+        ("ECHION_NO_THREAD", "0"),
         ("ECHION_EXPOSURE", ""),
         ("ECHION_OUTPUT", "/work/dir/%(pid).echion"),
         ("ECHION_VERBOSE", "0"),
@@ -639,6 +659,7 @@ fn launch_plan_sets_the_whole_contract() {
         summary: true,
         attach_pid: None,
         stealth: true,
+        no_thread: true,
         where_pid: Some(99),
         json: false,
         verbose: true,
@@ -656,6 +677,7 @@ fn launch_plan_sets_the_whole_contract() {
         ("ECHION_MEMORY", "1"),
         ("ECHION_NATIVE", "1"),
         ("ECHION_STEALTH", "1"),
+        ("ECHION_NO_THREAD", "1"),
         ("ECHION_EXPOSURE", "1.5"),
         ("ECHION_OUTPUT", "/abs/out-%(pid).mojo"),
         ("ECHION_VERBOSE", "1"),

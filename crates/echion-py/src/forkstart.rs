@@ -184,16 +184,27 @@ pub fn defer(
 }
 /// Makes a one-shot timer that sends [`SIGNAL`] to thread `tid` in
 /// `after`; its id (the kernel's).
+fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
+    timer(tid, SIGNAL, after, std::time::Duration::ZERO)
+}
+
+/// Makes a timer of the monotonic clock that sends `signo` to thread `tid`
+/// in `first`, then every `every` (zero: once); its id (the kernel's).
 ///
 /// Through the system calls, not glibc's `timer_*` functions: before 2.34
 /// those live in `librt`, a library this module would then load into every
 /// profiled process (on newer glibc an empty one, yet five more mappings
 /// that every fork copies).
-fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
+pub(crate) fn timer(
+    tid: i64,
+    signo: libc::c_int,
+    first: std::time::Duration,
+    every: std::time::Duration,
+) -> Option<libc::c_int> {
     // SAFETY: `sigevent` is plain data, all zeroes a valid value.
     let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
     event.sigev_notify = libc::SIGEV_THREAD_ID;
-    event.sigev_signo = SIGNAL;
+    event.sigev_signo = signo;
     event.sigev_notify_thread_id = libc::c_int::try_from(tid).ok()?;
     let mut timer: libc::c_int = 0;
     // SAFETY: both pointers are to live locals (the kernel's `sigevent`
@@ -209,16 +220,10 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
     {
         return None;
     }
-    let after = after.max(std::time::Duration::from_micros(1));
+    let first = first.max(std::time::Duration::from_micros(1));
     let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: after.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
-        },
+        it_interval: timespec(every),
+        it_value: timespec(first),
     };
     // SAFETY: `timer` was just made by this process; `spec` is a live
     // local; no old value is asked for.
@@ -238,8 +243,35 @@ fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
     Some(timer)
 }
 
-/// Deletes a timer [`arm`] made.
-fn delete(timer: libc::c_int) {
+fn timespec(d: std::time::Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    }
+}
+
+/// Stops a timer [`timer`] made without deleting it (a system call, safe
+/// in a signal handler).
+pub(crate) fn disarm(timer: libc::c_int) {
+    let spec = libc::itimerspec {
+        it_interval: timespec(std::time::Duration::ZERO),
+        it_value: timespec(std::time::Duration::ZERO),
+    };
+    // SAFETY: `spec` is a live local; a timer id that is no longer one only
+    // fails.
+    unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            libc::c_long::from(timer),
+            0 as libc::c_long,
+            &spec as *const libc::itimerspec,
+            std::ptr::null_mut::<libc::itimerspec>(),
+        )
+    };
+}
+
+/// Deletes a timer [`timer`] made.
+pub(crate) fn delete(timer: libc::c_int) {
     // SAFETY: deletes a timer id of this process's (made by `arm`, deleted
     // once by its callers); an id that is not a timer only fails.
     unsafe { libc::syscall(libc::SYS_timer_delete, libc::c_long::from(timer)) };

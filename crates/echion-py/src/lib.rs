@@ -25,7 +25,9 @@ use pyo3::prelude::*;
 mod codehook;
 mod forkstart;
 mod reserve;
+mod sigheap;
 mod sigquit;
+mod sigtick;
 
 #[global_allocator]
 static ALLOCATOR: reserve::WithReserve = reserve::WithReserve;
@@ -47,6 +49,9 @@ struct Running {
     control: Arc<Control>,
     done: Done,
     native: Option<JoinHandle<()>>,
+    /// With no sampler thread ([`sigtick`]): what the stop does once it
+    /// has closed the profile.
+    no_thread: Option<Finish>,
 }
 
 struct State {
@@ -137,7 +142,8 @@ fn configure_from_env<'py>(
     dict.set_item("cpu", options.mode == Mode::Cpu)?;
     dict.set_item("exposure", options.exposure.map(|d| d.as_secs_f64()))?;
     dict.set_item("output", &options.output)?;
-    dict.set_item("stealth", options.stealth)?;
+    // (With no sampler thread, none is a Python thread either.)
+    dict.set_item("stealth", options.stealth || options.no_thread)?;
     dict.set_item("verbose", options.verbose)?;
     dict.set_item("memory", options.memory)?;
     dict.set_item("native", options.native)?;
@@ -168,6 +174,7 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
             control: control.clone(),
             done: done.clone(),
             native: None,
+            no_thread: None,
         });
         let finish = Finish {
             verbose: s.settings.verbose,
@@ -234,6 +241,19 @@ fn run_to_end(
     reserve::arm();
     let result: Result<Summary, SamplerError> =
         echion_sampler::run::run_opened(config, control, opened);
+    report(result, &finish);
+    // Sampling is over: the reserve's address space goes back to the
+    // program before this thread does (see `reserve::release`).
+    reserve::release();
+    let (lock, cvar) = &**done;
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    cvar.notify_all();
+}
+
+/// Says how a run ended: its error, or the profile converted if its output
+/// is another format, where it went and its summary (when `verbose`,
+/// asked, or when stderr is a terminal).
+fn report(result: Result<Summary, SamplerError>, finish: &Finish) {
     let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
     let tell = !quiet && (finish.verbose || stderr_is_terminal());
     match result {
@@ -261,15 +281,9 @@ fn run_to_end(
                 }
                 )
             }
-            None => finish_run(summary, &finish, tell, !quiet && (finish.summary || tell)),
+            None => finish_run(summary, finish, tell, !quiet && (finish.summary || tell)),
         },
     }
-    // Sampling is over: the reserve's address space goes back to the
-    // program before this thread does (see `reserve::release`).
-    reserve::release();
-    let (lock, cvar) = &**done;
-    *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    cvar.notify_all();
 }
 
 /// Converts the profile of a finished run if its output is another format,
@@ -575,6 +589,29 @@ fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> 
         }
         _ => None,
     };
+    if with_state(|s| s.settings.no_thread) {
+        reserve::arm();
+        match sigtick::start(&config, control.clone(), opened) {
+            Ok(()) => with_state(|s| {
+                if let Some(r) = s.running.as_mut() {
+                    r.no_thread = Some(finish);
+                }
+            }),
+            Err(e) => {
+                if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("echion: {e}");
+                }
+                // As a sampler thread that could not start: the run is
+                // over, the program goes on.
+                reserve::release();
+                control.mark_started();
+                let (lock, cvar) = &*done;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cvar.notify_all();
+            }
+        }
+        return Ok(());
+    }
     SAMPLER_SPAWNED.store(true, std::sync::atomic::Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
@@ -719,6 +756,17 @@ fn stop_sampling(py: Python<'_>) -> bool {
     // The allocators go back before the interpreter finalises (the GIL is
     // held here); the sampler's last flush writes what was tracked.
     echion_memtrace::uninstall();
+    if let Some(finish) = running.no_thread {
+        // No thread to wait for: the profile is closed here (the GIL
+        // released: a conversion may take a while).
+        py.detach(|| {
+            if let Some(result) = sigtick::stop() {
+                report(result, &finish);
+            }
+            reserve::release();
+        });
+        return true;
+    }
     py.detach(|| {
         let (lock, cvar) = &*running.done;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -881,6 +929,7 @@ fn forget_parent() -> Option<String> {
 /// first use of a child's state ([`renew_forked`]).
 fn forget_parent_threads() {
     codehook::reset_after_fork();
+    sigtick::forget_after_fork();
     // The parent's sampler thread is not here.
     SAMPLER_TID.store(0, std::sync::atomic::Ordering::Relaxed);
     SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);

@@ -17,6 +17,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::sigheap;
+
 /// Address space kept for the end of a run: what closing the profile and
 /// one more growth of memory mode's table take.
 const RESERVE: usize = 16 << 20;
@@ -28,10 +30,16 @@ static MAPPED: AtomicUsize = AtomicUsize::new(0);
 pub struct WithReserve;
 
 // SAFETY: every method hands the request to `System` unchanged, and only
-// ever returns what `System` returned; the reserve is a separate mapping
+// ever returns what `System` returned, but for the thread whose tick runs
+// in a signal handler, whose requests go to `sigheap` (blocks of the
+// asked size and alignment or more, never shared); a block is freed where
+// it came from (`sigheap::owns` tells). The reserve is a separate mapping
 // no allocation ever points into.
 unsafe impl GlobalAlloc for WithReserve {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if sigheap::active() {
+            return sigheap::alloc(layout.size(), layout.align());
+        }
         // SAFETY: the caller's contract for `alloc` is `System`'s.
         let p = unsafe { System.alloc(layout) };
         if p.is_null() && give_back(layout.size()) {
@@ -42,6 +50,14 @@ unsafe impl GlobalAlloc for WithReserve {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if sigheap::active() {
+            let p = sigheap::alloc(layout.size(), layout.align());
+            if !p.is_null() {
+                // SAFETY: a fresh block of at least `layout.size()` bytes.
+                unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
+            }
+            return p;
+        }
         // SAFETY: the caller's contract for `alloc_zeroed` is `System`'s.
         let p = unsafe { System.alloc_zeroed(layout) };
         if p.is_null() && give_back(layout.size()) {
@@ -52,11 +68,38 @@ unsafe impl GlobalAlloc for WithReserve {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` with `layout` (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) }
+        if sigheap::owns(ptr) {
+            sigheap::dealloc(ptr, layout.size(), layout.align());
+        } else if sigheap::active() {
+            // `free` may wait for a lock the stopped thread holds.
+            sigheap::defer(ptr);
+        } else {
+            // SAFETY: `ptr` came from `System` with `layout` (see `alloc`).
+            unsafe { System.dealloc(ptr, layout) }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let mine = sigheap::owns(ptr);
+        if mine && sigheap::fits(layout.size(), new_size, layout.align()) {
+            return ptr;
+        }
+        if mine || sigheap::active() {
+            // SAFETY: `new_size` with the old alignment is a valid layout
+            // (the caller's contract for `realloc`).
+            let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            // SAFETY: the caller's contract for `alloc`.
+            let p = unsafe { self.alloc(new) };
+            if !p.is_null() {
+                // SAFETY: both blocks hold at least the smaller size; they
+                // are distinct (the new one was just handed out).
+                unsafe { std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size)) };
+                // SAFETY: `ptr` was allocated with `layout` and is not used
+                // again by the caller once `realloc` succeeds.
+                unsafe { self.dealloc(ptr, layout) };
+            }
+            return p;
+        }
         // SAFETY: the caller's contract for `realloc` is `System`'s; on
         // failure `ptr` is still valid and is retried as it was.
         let p = unsafe { System.realloc(ptr, layout, new_size) };

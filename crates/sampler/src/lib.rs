@@ -27,7 +27,8 @@ pub use native::release_native_signal;
 pub use options::Options;
 pub use registry::{RegistryQueue, Update};
 pub use run::{
-    note_out_of_memory, request_dump, run, sidecar_path, Config, Control, SamplerError, Summary,
+    note_out_of_memory, prepare, reader_for, request_dump, run, sidecar_path, Config, Control,
+    SamplerError, Summary, Ticking,
 };
 pub use session::{Session, SessionError};
 pub use sink::{Sink, ThreadIds};

@@ -32,6 +32,9 @@ pub mod env {
     pub const NATIVE: &str = "ECHION_NATIVE";
     /// Stealth mode: `0` or `1`.
     pub const STEALTH: &str = "ECHION_STEALTH";
+    /// No sampler thread (ticks in a timer signal's handler on the main
+    /// thread): `0` or `1`.
+    pub const NO_THREAD: &str = "ECHION_NO_THREAD";
     /// Exposure in seconds as a decimal (`2`, `0.5`), empty for none.
     pub const EXPOSURE: &str = "ECHION_EXPOSURE";
     /// The output path, `%(pid)` left in for each process to expand.
@@ -49,12 +52,13 @@ pub mod env {
     pub const DIRECT_READS: &str = "ECHION_DIRECT_READS";
     /// Every variable above, in the order [`super::Options::to_env`] writes
     /// them (the last one is never written).
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         INTERVAL,
         CPU,
         MEMORY,
         NATIVE,
         STEALTH,
+        NO_THREAD,
         EXPOSURE,
         OUTPUT,
         VERBOSE,
@@ -81,6 +85,9 @@ pub struct Options {
     pub native: bool,
     /// Sample from a native thread Python does not see.
     pub stealth: bool,
+    /// Sample with no thread: each tick in a timer signal's handler on the
+    /// thread that starts sampling (wall mode).
+    pub no_thread: bool,
     /// Say where the profile went.
     pub verbose: bool,
     /// The output's format when it is not MOJO (`svg`, …; validated by
@@ -102,6 +109,7 @@ impl Default for Options {
             memory: false,
             native: false,
             stealth: false,
+            no_thread: false,
             verbose: false,
             format: None,
             summary: false,
@@ -134,6 +142,7 @@ impl Options {
             (env::MEMORY, flag(self.memory)),
             (env::NATIVE, flag(self.native)),
             (env::STEALTH, flag(self.stealth)),
+            (env::NO_THREAD, flag(self.no_thread)),
             (
                 env::EXPOSURE,
                 self.exposure.map(seconds).unwrap_or_default(),
@@ -180,6 +189,7 @@ impl Options {
         o.memory = flag(env::MEMORY, false)?;
         o.native = flag(env::NATIVE, false)?;
         o.stealth = flag(env::STEALTH, false)?;
+        o.no_thread = flag(env::NO_THREAD, false)?;
         o.verbose = flag(env::VERBOSE, false)?;
         o.summary = flag(env::SUMMARY, false)?;
         o.format = value(env::FORMAT).filter(|f| f != "mojo");
@@ -257,6 +267,7 @@ mod tests {
             memory: false,
             native: false,
             stealth: true,
+            no_thread: true,
             verbose: true,
             format: Some("svg".into()),
             summary: true,

@@ -147,7 +147,13 @@ impl RegistryQueue {
         if !self.posted.load(Ordering::Acquire) {
             return;
         }
-        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Never waits: a tick may run in a signal handler on a thread that
+        // holds the lock to post (then the updates wait for the next tick).
+        let mut q = match self.pending.try_lock() {
+            Ok(q) => q,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         self.posted.store(false, Ordering::Relaxed);
         std::mem::swap(&mut *q, into);
     }

@@ -13,7 +13,7 @@ use echion_mojo::{MojoWriter, Version, WriterOptions};
 
 use crate::clock;
 use crate::codewatch::FREED_CODES;
-use crate::engine::{Mode, SkipReason, Stats};
+use crate::engine::{Engine, Mode, SkipReason, Stats};
 use crate::mem::guarded::{self, GuardedReader};
 use crate::output::{Output, OutputError};
 use crate::pthread::TidOffset;
@@ -432,89 +432,24 @@ pub fn run_opened(
     opened: Option<Result<Opened, SamplerError>>,
 ) -> Result<Summary, SamplerError> {
     let started = StartGuard(control);
-    OUT_OF_MEMORY.store(0, Ordering::Relaxed);
     // Sampling starts now (or at the fork of a child whose run starts
     // later): no thread's first sample counts from before.
     let origin_ns = config.forked_at_ns.unwrap_or_else(clock::now_ns);
-    let pid = std::process::id();
-    let opened = opened.transpose()?;
     guarded::prepare_thread();
-    let reader = if config.direct_reads {
-        GuardedReader::new()?
-    } else {
-        GuardedReader::syscalls_only()?
-    };
-    let (runtime, layout, version) = match (config.runtime, config.python) {
-        // In-process the caller knows both: no symbol tables to read.
-        (Some(runtime), Some(version)) => {
-            let layout = Layout::for_version(version).map_err(ProcessError::from)?;
-            let runtime = Addr(runtime);
-            process::check_runtime(&reader, runtime, layout)?;
-            (runtime, layout, version)
-        }
-        _ => {
-            let python = process::find_python(pid, &reader)?;
-            let version = match config.python {
-                Some(running) if running.minor_pair() != python.version.minor_pair() => {
-                    return Err(SamplerError::VersionMismatch {
-                        found: python.version,
-                        running,
-                    })
-                }
-                Some(running) => running,
-                None => python.version,
-            };
-            (python.runtime, python.layout, version)
-        }
-    };
-    let Opened { writer, target } = match opened {
-        Some(o) => o,
-        None => open(config, version)?,
-    };
-    let interval_ns = interval_ns(config);
+    let reader = reader_for(config)?;
+    let (session, opened) = prepare(config, &reader, opened)?;
     control.mark_opened();
-
-    let mut session = Session::new(&reader, pid, runtime, layout, version);
-    if layout.thread.native_thread_id.is_none() {
-        // Before 3.11 only glibc knows the kernel id of a thread that
-        // `threading` does not name.
-        session.set_tid_offset(TidOffset::find(&reader));
-    }
-    let mut engine = session.engine(config.mode, interval_ns, writer)?;
-    if config.native && config.mode != Mode::Memory {
-        engine.enable_native()?;
-    }
-    // A thread that waits costs the file one sample per flush window.
-    engine.set_hold_unchanged(true);
-    engine.start_at(origin_ns);
-    if config.forked_at_ns.is_some() {
-        // The forking thread is the child's main thread: its kernel id is
-        // the pid.
-        engine.start_after_fork(u64::from(pid));
-    }
+    let mut ticking = Ticking::new(config, &session, opened, origin_ns, true)?;
 
     clock::minimise_timer_slack();
-    let start = clock::now_ns();
-    let cpu_start = clock::own_cpu_ns();
-    let end = config
-        .exposure
-        .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
-    let mut next = start;
-    let mut late_ticks = 0;
-    let mut failed = None;
+    let interval_ns = interval_ns(config);
+    let mut next = clock::now_ns();
     control.set_sleeper(true);
     while !control.stop_requested() {
-        let now = clock::now_ns();
-        if end.is_some_and(|end| now >= end) || OUT_OF_MEMORY.load(Ordering::Relaxed) != 0 {
+        if !ticking.tick(clock::now_ns(), &control.registry) {
             break;
         }
-        if let Err(e) = engine.tick(now, &control.registry, &FREED_CODES) {
-            // Nothing more can be written (a full disk, say): sampling
-            // ends, the program goes on.
-            failed = Some(e);
-            break;
-        }
-        if engine.stats().ticks == 1 {
+        if ticking.ticks() == 1 {
             started.0.mark_started();
         }
         next += interval_ns;
@@ -523,7 +458,7 @@ pub fn run_opened(
             // More than a whole interval behind (a long tick, or the
             // machine did not run us): start again from now rather than
             // firing a burst of ticks to catch up.
-            late_ticks += 1;
+            ticking.note_late();
             next = after;
         }
         while !control.stop_requested() {
@@ -543,153 +478,345 @@ pub fn run_opened(
         }
     }
     control.set_sleeper(false);
-    if config.mode == Mode::Memory {
-        // Tracking ends with sampling (the exposure is over, or the program
-        // stops us): what changed since the last flush is the last sample
-        // of each stack.
-        echion_memtrace::stop_tracking();
-        if failed.is_none() {
-            failed = engine.flush_memory(&control.registry).err();
-        }
-    } else if failed.is_none() {
-        failed = engine.write_held().err();
-    }
-    // (A forked child's run whose start was put off lasts from the fork,
-    // as its first sample does.)
-    let duration_us = (clock::now_ns() - config.forked_at_ns.unwrap_or(start).min(start)) / 1000;
-    let stats = engine.stats().clone();
-    let task_stats = engine.task_stats();
-    let memory_stats = engine.memory_stats();
-    let native_stats = engine.native_stats();
-    let writer = engine.sink();
-    let mut meta = vec![
-        ("duration".to_owned(), duration_us.to_string()),
-        ("ticks".to_owned(), stats.ticks.to_string()),
-        ("samples".to_owned(), stats.samples.to_string()),
-        ("skipped".to_owned(), stats.skipped_total().to_string()),
-        ("late_ticks".to_owned(), late_ticks.to_string()),
-        // This thread's CPU time from the first tick to the last (µs), the
-        // sleeps' wake-ups included (not the hooks that run on the
-        // program's threads: memory mode's, native mode's captures).
-        (
-            "sampler_cpu".to_owned(),
-            (clock::own_cpu_ns().saturating_sub(cpu_start) / 1000).to_string(),
-        ),
-    ];
-    let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
-    if let Some(size) = out_of_memory {
-        meta.push(("out_of_memory".to_owned(), size.to_string()));
-    }
-    if stats.fallback_ticks > 0 && config.direct_reads {
-        // The fault handler was replaced (or could not be installed): these
-        // ticks read through `process_vm_readv`.
-        meta.push((
-            "syscall_read_ticks".to_owned(),
-            stats.fallback_ticks.to_string(),
-        ));
-    }
-    if stats.unwalked > 0 {
-        // Samples of threads the GIL says cannot have run since their last
-        // one: their held stack, found without a walk.
-        meta.push(("unwalked_samples".to_owned(), stats.unwalked.to_string()));
-    }
-    let dropped = control.registry.dropped();
-    if dropped > 0 {
-        meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));
-    }
-    if task_stats.sampled_ticks > 0 {
-        // More tasks than one tick reads: each tick read a share.
-        meta.push((
-            "tasks_sampled_ticks".to_owned(),
-            task_stats.sampled_ticks.to_string(),
-        ));
-    }
-    if task_stats.error_ticks > 0 {
-        meta.push((
-            "task_error_ticks".to_owned(),
-            task_stats.error_ticks.to_string(),
-        ));
-    }
-    if config.mode == Mode::Memory {
-        let m = memory_stats;
-        meta.push(("tracked_allocations".to_owned(), m.tracked.to_string()));
-        meta.push(("stack_table".to_owned(), m.stack_table.to_string()));
-        for (key, n) in [
-            // Past the table's bound: not linked to a stack.
-            ("untracked_allocations", m.untracked),
-            // Their stack could not be read.
-            ("unwalkable_allocations", m.unwalkable),
-        ] {
-            if n > 0 {
-                meta.push((key.to_owned(), n.to_string()));
-            }
-        }
-    }
-    if config.native {
-        let n = native_stats;
-        meta.push(("native_captures".to_owned(), n.captures.to_string()));
-        // How long captures held the program's threads in all (µs).
-        meta.push(("native_held".to_owned(), n.held_us.to_string()));
-        for (key, v) in [
-            // Did not take the signal in time: Python frames only.
-            ("native_timeouts", n.timeouts),
-            // Not taken: the thread was to run free a while after its
-            // last capture (see `NativeStacks::resting`).
-            ("native_rested", n.rested),
-            // The signal was still pending (the thread blocks it).
-            ("native_blocked", n.blocked),
-            ("native_failed", n.failed),
-            // The unwind stopped before the outermost frame.
-            ("native_truncated", n.truncated),
-        ] {
-            if v > 0 {
-                meta.push((key.to_owned(), v.to_string()));
-            }
-        }
-    }
-    for reason in SkipReason::ALL {
-        let n = stats.skipped[reason as usize];
-        if n > 0 {
-            meta.push((format!("skipped_{}", reason.name()), n.to_string()));
-        }
-    }
-    if failed.is_none() {
-        // The end metadata, on disk before the run is said to be over.
-        failed = meta
-            .iter()
-            .try_for_each(|(k, v)| writer.metadata(k, v))
-            .and_then(|()| writer.flush())
-            .err();
-    }
-    if let Some(source) = failed {
-        // What the file holds up to the last whole write stays; the run's
-        // metadata and the error follow it if the room freed allows.
-        meta.push(("write_error".to_owned(), source.to_string()));
-        let mut tail = Vec::new();
-        for (key, value) in &meta {
-            echion_mojo::Event::Metadata { key, value }.encode(config.mojo_version, &mut tail);
-        }
-        let mut file = engine.into_sink().abandon();
-        let kept = file.recover(&tail);
-        return Err(write_error(file.path(), source, kept));
-    }
-    let path = engine.sink().get_ref().path().to_path_buf();
-    let file = engine
-        .into_sink()
-        .finish()
-        .map_err(|e| write_error(&path, e, false))?;
-    let path = file.path().to_path_buf();
-    if !file.still_there() {
-        return Err(SamplerError::Removed(path));
-    }
-    Ok(Summary {
-        stats,
-        duration_us,
-        late_ticks,
-        output: path,
-        target,
-        out_of_memory,
+    ticking.finish(&control.registry)
+}
+
+/// The reader a run of `config` reads this process's memory with.
+pub fn reader_for(config: &Config) -> Result<GuardedReader, SamplerError> {
+    Ok(if config.direct_reads {
+        GuardedReader::new()?
+    } else {
+        GuardedReader::syscalls_only()?
     })
+}
+
+/// Finds the interpreter of this process through `reader` (or checks the
+/// one `config` names) and opens the profile unless `opened` holds it: the
+/// session and the profile a [`Ticking`] samples with.
+pub fn prepare<'r>(
+    config: &Config,
+    reader: &'r GuardedReader,
+    opened: Option<Result<Opened, SamplerError>>,
+) -> Result<(Session<&'r GuardedReader>, Opened), SamplerError> {
+    OUT_OF_MEMORY.store(0, Ordering::Relaxed);
+    let pid = std::process::id();
+    let opened = opened.transpose()?;
+    let (runtime, layout, version) = match (config.runtime, config.python) {
+        // In-process the caller knows both: no symbol tables to read.
+        (Some(runtime), Some(version)) => {
+            let layout = Layout::for_version(version).map_err(ProcessError::from)?;
+            let runtime = Addr(runtime);
+            process::check_runtime(reader, runtime, layout)?;
+            (runtime, layout, version)
+        }
+        _ => {
+            let python = process::find_python(pid, reader)?;
+            let version = match config.python {
+                Some(running) if running.minor_pair() != python.version.minor_pair() => {
+                    return Err(SamplerError::VersionMismatch {
+                        found: python.version,
+                        running,
+                    })
+                }
+                Some(running) => running,
+                None => python.version,
+            };
+            (python.runtime, python.layout, version)
+        }
+    };
+    let opened = match opened {
+        Some(o) => o,
+        None => open(config, version)?,
+    };
+    let mut session = Session::new(reader, pid, runtime, layout, version);
+    if layout.thread.native_thread_id.is_none() {
+        // Before 3.11 only glibc knows the kernel id of a thread that
+        // `threading` does not name.
+        session.set_tid_offset(TidOffset::find(reader));
+    }
+    Ok((session, opened))
+}
+
+/// The engine of one run and what its end reports, driven one tick at a
+/// time: by [`run_opened`]'s loop on a thread of its own, or by a timer
+/// signal on a thread of the program (no sampler thread).
+pub struct Ticking<'s> {
+    engine: Engine<'s, &'s GuardedReader, MojoWriter<Output>>,
+    mode: Mode,
+    native: bool,
+    direct_reads: bool,
+    mojo_version: Version,
+    forked_at_ns: Option<u64>,
+    target: Option<Output>,
+    /// Whether the thread's CPU clock measures the sampler (a thread of its
+    /// own); else the ticks' own durations are summed.
+    own_thread: bool,
+    start: u64,
+    cpu_start: u64,
+    /// Nanoseconds the ticks took (when not on a thread of their own).
+    tick_ns: u64,
+    end: Option<u64>,
+    late_ticks: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl<'s> Ticking<'s> {
+    /// The engine of `config` over `session`'s process, writing into
+    /// `opened`; its first samples count from `origin_ns`. `own_thread`:
+    /// the ticks run on a thread of their own (whose CPU clock then says
+    /// what sampling cost).
+    pub fn new(
+        config: &Config,
+        session: &'s Session<&'s GuardedReader>,
+        opened: Opened,
+        origin_ns: u64,
+        own_thread: bool,
+    ) -> Result<Self, SamplerError> {
+        let Opened { writer, target } = opened;
+        let mut engine = session.engine(config.mode, interval_ns(config), writer)?;
+        if config.native && config.mode != Mode::Memory {
+            engine.enable_native()?;
+        }
+        // A thread that waits costs the file one sample per flush window.
+        engine.set_hold_unchanged(true);
+        engine.start_at(origin_ns);
+        if config.forked_at_ns.is_some() {
+            // The forking thread is the child's main thread: its kernel id
+            // is the pid.
+            engine.start_after_fork(u64::from(std::process::id()));
+        }
+        let start = clock::now_ns();
+        let end = config
+            .exposure
+            .map(|e| start.saturating_add(u64::try_from(e.as_nanos()).unwrap_or(u64::MAX)));
+        Ok(Self {
+            engine,
+            mode: config.mode,
+            native: config.native,
+            direct_reads: config.direct_reads,
+            mojo_version: config.mojo_version,
+            forked_at_ns: config.forked_at_ns,
+            target,
+            own_thread,
+            start,
+            cpu_start: if own_thread { clock::own_cpu_ns() } else { 0 },
+            tick_ns: 0,
+            end,
+            late_ticks: 0,
+            failed: None,
+        })
+    }
+
+    /// One tick at `now_ns`. False when sampling is over: the exposure
+    /// time ended, an allocation failed, or the profile cannot be written
+    /// (then [`Ticking::finish`] says so); the program goes on.
+    pub fn tick(&mut self, now_ns: u64, registry: &RegistryQueue) -> bool {
+        if self.failed.is_some()
+            || self.end.is_some_and(|end| now_ns >= end)
+            || OUT_OF_MEMORY.load(Ordering::Relaxed) != 0
+        {
+            return false;
+        }
+        let result = self.engine.tick(now_ns, registry, &FREED_CODES);
+        if !self.own_thread {
+            self.tick_ns += clock::now_ns().saturating_sub(now_ns);
+        }
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                // Nothing more can be written (a full disk, say): sampling
+                // ends, the program goes on.
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Ticks taken so far.
+    pub fn ticks(&self) -> u64 {
+        self.engine.stats().ticks
+    }
+
+    /// Counts a tick that started more than an interval late.
+    pub fn note_late(&mut self) {
+        self.late_ticks += 1;
+    }
+
+    /// Ends the run: the held samples and the run's metadata written, the
+    /// profile closed (or cut back to its last whole event after a failed
+    /// write, which the error then says).
+    pub fn finish(self, registry: &RegistryQueue) -> Result<Summary, SamplerError> {
+        let Self {
+            mut engine,
+            mode,
+            native,
+            direct_reads,
+            mojo_version,
+            forked_at_ns,
+            target,
+            own_thread,
+            start,
+            cpu_start,
+            tick_ns,
+            late_ticks,
+            mut failed,
+            ..
+        } = self;
+        if mode == Mode::Memory {
+            // Tracking ends with sampling (the exposure is over, or the
+            // program stops us): what changed since the last flush is the
+            // last sample of each stack.
+            echion_memtrace::stop_tracking();
+            if failed.is_none() {
+                failed = engine.flush_memory(registry).err();
+            }
+        } else if failed.is_none() {
+            failed = engine.write_held().err();
+        }
+        // (A forked child's run whose start was put off lasts from the
+        // fork, as its first sample does.)
+        let duration_us = (clock::now_ns() - forked_at_ns.unwrap_or(start).min(start)) / 1000;
+        let stats = engine.stats().clone();
+        let task_stats = engine.task_stats();
+        let memory_stats = engine.memory_stats();
+        let native_stats = engine.native_stats();
+        let writer = engine.sink();
+        // The sampler's CPU time from the first tick to the last (µs): its
+        // thread's, the sleeps' wake-ups included (not the hooks that run
+        // on the program's threads: memory mode's, native mode's
+        // captures); with no thread of its own, the ticks' durations.
+        let sampler_cpu = if own_thread {
+            clock::own_cpu_ns().saturating_sub(cpu_start)
+        } else {
+            tick_ns
+        } / 1000;
+        let mut meta = vec![
+            ("duration".to_owned(), duration_us.to_string()),
+            ("ticks".to_owned(), stats.ticks.to_string()),
+            ("samples".to_owned(), stats.samples.to_string()),
+            ("skipped".to_owned(), stats.skipped_total().to_string()),
+            ("late_ticks".to_owned(), late_ticks.to_string()),
+            ("sampler_cpu".to_owned(), sampler_cpu.to_string()),
+        ];
+        if !own_thread {
+            meta.push(("ticker".to_owned(), "signal".to_owned()));
+        }
+        let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
+        if let Some(size) = out_of_memory {
+            meta.push(("out_of_memory".to_owned(), size.to_string()));
+        }
+        if stats.fallback_ticks > 0 && direct_reads {
+            // The fault handler was replaced (or could not be installed):
+            // these ticks read through `process_vm_readv`.
+            meta.push((
+                "syscall_read_ticks".to_owned(),
+                stats.fallback_ticks.to_string(),
+            ));
+        }
+        if stats.unwalked > 0 {
+            // Samples of threads the GIL says cannot have run since their
+            // last one: their held stack, found without a walk.
+            meta.push(("unwalked_samples".to_owned(), stats.unwalked.to_string()));
+        }
+        let dropped = registry.dropped();
+        if dropped > 0 {
+            meta.push(("dropped_thread_updates".to_owned(), dropped.to_string()));
+        }
+        if task_stats.sampled_ticks > 0 {
+            // More tasks than one tick reads: each tick read a share.
+            meta.push((
+                "tasks_sampled_ticks".to_owned(),
+                task_stats.sampled_ticks.to_string(),
+            ));
+        }
+        if task_stats.error_ticks > 0 {
+            meta.push((
+                "task_error_ticks".to_owned(),
+                task_stats.error_ticks.to_string(),
+            ));
+        }
+        if mode == Mode::Memory {
+            let m = memory_stats;
+            meta.push(("tracked_allocations".to_owned(), m.tracked.to_string()));
+            meta.push(("stack_table".to_owned(), m.stack_table.to_string()));
+            for (key, n) in [
+                // Past the table's bound: not linked to a stack.
+                ("untracked_allocations", m.untracked),
+                // Their stack could not be read.
+                ("unwalkable_allocations", m.unwalkable),
+            ] {
+                if n > 0 {
+                    meta.push((key.to_owned(), n.to_string()));
+                }
+            }
+        }
+        if native {
+            let n = native_stats;
+            meta.push(("native_captures".to_owned(), n.captures.to_string()));
+            // How long captures held the program's threads in all (µs).
+            meta.push(("native_held".to_owned(), n.held_us.to_string()));
+            for (key, v) in [
+                // Did not take the signal in time: Python frames only.
+                ("native_timeouts", n.timeouts),
+                // Not taken: the thread was to run free a while after its
+                // last capture (see `NativeStacks::resting`).
+                ("native_rested", n.rested),
+                // The signal was still pending (the thread blocks it).
+                ("native_blocked", n.blocked),
+                ("native_failed", n.failed),
+                // The unwind stopped before the outermost frame.
+                ("native_truncated", n.truncated),
+            ] {
+                if v > 0 {
+                    meta.push((key.to_owned(), v.to_string()));
+                }
+            }
+        }
+        for reason in SkipReason::ALL {
+            let n = stats.skipped[reason as usize];
+            if n > 0 {
+                meta.push((format!("skipped_{}", reason.name()), n.to_string()));
+            }
+        }
+        if failed.is_none() {
+            // The end metadata, on disk before the run is said to be over.
+            failed = meta
+                .iter()
+                .try_for_each(|(k, v)| writer.metadata(k, v))
+                .and_then(|()| writer.flush())
+                .err();
+        }
+        if let Some(source) = failed {
+            // What the file holds up to the last whole write stays; the
+            // run's metadata and the error follow it if the room freed
+            // allows.
+            meta.push(("write_error".to_owned(), source.to_string()));
+            let mut tail = Vec::new();
+            for (key, value) in &meta {
+                echion_mojo::Event::Metadata { key, value }.encode(mojo_version, &mut tail);
+            }
+            let mut file = engine.into_sink().abandon();
+            let kept = file.recover(&tail);
+            return Err(write_error(file.path(), source, kept));
+        }
+        let path = engine.sink().get_ref().path().to_path_buf();
+        let file = engine
+            .into_sink()
+            .finish()
+            .map_err(|e| write_error(&path, e, false))?;
+        let path = file.path().to_path_buf();
+        if !file.still_there() {
+            return Err(SamplerError::Removed(path));
+        }
+        Ok(Summary {
+            stats,
+            duration_us,
+            late_ticks,
+            output: path,
+            target,
+            out_of_memory,
+        })
+    }
 }
 
 /// The MOJO file that holds the samples of the output `path` while the

@@ -1,0 +1,287 @@
+//! The heap of ticks that run in a signal handler.
+//!
+//! Without a sampler thread ([`crate::sigtick`]), each tick runs in a
+//! timer signal's handler on the program's main thread, which the signal
+//! may have stopped anywhere: inside `malloc`, holding its lock, too. A
+//! tick that called `malloc` there would wait for that lock forever. Ticks
+//! rarely allocate (a new frame, string or thread; the engine keeps what
+//! it found), but they may, so while a tick runs the extension's allocator
+//! ([`crate::reserve::WithReserve`]) takes that thread's allocations from
+//! here: one region mapped when sampling starts, cut into blocks of a
+//! power of two, each size with its list of freed blocks, and no lock a
+//! stopped thread could hold (a spin flag that only the tick and, while
+//! no tick can run, the run's end take).
+//!
+//! A block of this heap is freed here whoever frees it (its address tells).
+//! Memory of `malloc`'s that a tick frees (a map made before sampling that
+//! grows in a tick, a thread name posted by a hook) cannot go back to
+//! `malloc` from the handler: it waits in [`DEFERRED`] until the run's end
+//! gives it back ([`drain_deferred`]), or stays there if that is full.
+//!
+//! After a fork the child's copy of the heap may be mid-change (another
+//! thread forked while the main thread ticked): [`after_fork_in_child`]
+//! forgets its freed blocks, and the child allocates after the parent's.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The region's size: address space only (`MAP_NORESERVE`) until used. The
+/// engine's caches are bounded well under it.
+const REGION: usize = 256 << 20;
+
+/// The last part of the region, used only once the rest is: the allocation
+/// that reaches it tells the sampler it is out of memory
+/// ([`echion_sampler::note_out_of_memory`]), which ends sampling at its
+/// next tick, and the run closes its profile outside the handler.
+const RESERVE: usize = 16 << 20;
+
+/// The smallest block (two words: room for the free list's link).
+const MIN_SHIFT: u32 = 4;
+/// Sizes classes: 16 B to 128 MiB.
+const CLASSES: usize = 24;
+
+/// The region's start and end (0 while there is none).
+static START: AtomicUsize = AtomicUsize::new(0);
+static END: AtomicUsize = AtomicUsize::new(0);
+/// Where the next new block goes.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Each class's freed blocks: a list linked through their first word.
+static FREE: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
+/// Held while the free lists or [`NEXT`] change.
+static LOCK: AtomicBool = AtomicBool::new(false);
+/// The `pthread_t` of the thread whose allocations come from here (while
+/// its tick runs), 0 for none.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// `malloc`'s blocks freed by a tick, given back at the run's end.
+static DEFERRED: [AtomicUsize; 1024] = [const { AtomicUsize::new(0) }; 1024];
+/// How many of `malloc`'s blocks did not fit in [`DEFERRED`] (left alone:
+/// a leak, never a crash).
+static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the region if there is none. False if it cannot be mapped (the
+/// process's address space is at its limit, say).
+pub fn arm() -> bool {
+    if START.load(Ordering::Acquire) != 0 {
+        return true;
+    }
+    // SAFETY: a new private anonymous mapping, placed by the kernel;
+    // nothing else points into it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            REGION,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    let start = p as usize;
+    NEXT.store(start, Ordering::Relaxed);
+    END.store(start + REGION, Ordering::Relaxed);
+    START.store(start, Ordering::Release);
+    true
+}
+
+/// The calling thread's allocations come from here until [`leave`]. No
+/// system call: the start of every tick.
+pub fn enter() {
+    OWNER.store(self_id(), Ordering::Relaxed);
+}
+
+/// Ends [`enter`].
+pub fn leave() {
+    OWNER.store(0, Ordering::Relaxed);
+}
+
+/// Whether the calling thread allocates from here now.
+#[inline]
+pub fn active() -> bool {
+    let owner = OWNER.load(Ordering::Relaxed);
+    owner != 0 && owner == self_id()
+}
+
+/// Whether `ptr` is a block of this heap.
+#[inline]
+pub fn owns(ptr: *mut u8) -> bool {
+    let p = ptr as usize;
+    let start = START.load(Ordering::Relaxed);
+    start != 0 && p >= start && p < END.load(Ordering::Relaxed)
+}
+
+fn self_id() -> usize {
+    // SAFETY: pthread_self has no preconditions (and makes no system call).
+    (unsafe { libc::pthread_self() }) as usize
+}
+
+/// The class of a block that holds `size` bytes aligned to `align`.
+fn class_of(size: usize, align: usize) -> Option<usize> {
+    let need = size.max(align).max(1 << MIN_SHIFT);
+    let shift = need.next_power_of_two().trailing_zeros();
+    let class = (shift - MIN_SHIFT) as usize;
+    (class < CLASSES).then_some(class)
+}
+
+fn block_size(class: usize) -> usize {
+    1 << (class as u32 + MIN_SHIFT)
+}
+
+fn lock() {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::hint::spin_loop();
+    }
+}
+
+fn unlock() {
+    LOCK.store(false, Ordering::Release);
+}
+
+/// A block for `size` bytes aligned to `align`, or null (no region, or
+/// none left). Never calls `malloc`: safe in a signal handler.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    if START.load(Ordering::Acquire) == 0 || align > 4096 {
+        return std::ptr::null_mut();
+    }
+    let Some(class) = class_of(size, align) else {
+        return std::ptr::null_mut();
+    };
+    lock();
+    let head = FREE[class].load(Ordering::Relaxed);
+    let p = if head != 0 {
+        // SAFETY: `head` is a freed block of this class in the region, at
+        // least two words long and aligned to its size: its first word is
+        // the next free block's address.
+        let next = unsafe { *(head as *const usize) };
+        FREE[class].store(next, Ordering::Relaxed);
+        head
+    } else {
+        // Blocks are aligned to their size up to a page.
+        let size = block_size(class);
+        let a = size.min(4096);
+        let at = (NEXT.load(Ordering::Relaxed) + a - 1) & !(a - 1);
+        let end = END.load(Ordering::Relaxed);
+        if at + size > end {
+            0
+        } else {
+            if at + size > end - RESERVE && at <= end - RESERVE {
+                echion_sampler::note_out_of_memory(size);
+            }
+            NEXT.store(at + size, Ordering::Relaxed);
+            at
+        }
+    };
+    unlock();
+    p as *mut u8
+}
+
+/// Frees a block of this heap ([`owns`] must hold) that held `size` bytes
+/// aligned to `align`.
+pub fn dealloc(ptr: *mut u8, size: usize, align: usize) {
+    let Some(class) = class_of(size, align) else {
+        return;
+    };
+    lock();
+    // SAFETY: `ptr` is a block of this class (its layout is the one it was
+    // allocated with), no longer used by its owner: its first word becomes
+    // the link.
+    unsafe { *(ptr as *mut usize) = FREE[class].load(Ordering::Relaxed) };
+    FREE[class].store(ptr as usize, Ordering::Relaxed);
+    unlock();
+}
+
+/// Whether a block of this heap that holds `old` bytes (aligned to
+/// `align`) also holds `new`.
+pub fn fits(old: usize, new: usize, align: usize) -> bool {
+    class_of(old, align) == class_of(new, align) && new > 0
+}
+
+/// Keeps a block of `malloc`'s that a tick freed, for [`drain_deferred`].
+pub fn defer(ptr: *mut u8) {
+    for slot in &DEFERRED {
+        if slot
+            .compare_exchange(0, ptr as usize, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    LEAKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Gives `malloc` back the blocks ticks freed (outside any tick).
+pub fn drain_deferred() {
+    for slot in &DEFERRED {
+        let p = slot.swap(0, Ordering::AcqRel);
+        if p != 0 {
+            // SAFETY: `p` was a block of `malloc`'s (the allocator's
+            // `System` path) that its owner freed; it was kept here, unused,
+            // instead of being given back in a signal handler.
+            unsafe { libc::free(p as *mut libc::c_void) };
+        }
+    }
+}
+
+/// In a forked child: the parent's tick may have been under way (on a
+/// thread not in the child); its freed blocks and its deferred ones are
+/// forgotten, the lock and the owner reset.
+pub fn after_fork_in_child() {
+    OWNER.store(0, Ordering::Relaxed);
+    for f in &FREE {
+        f.store(0, Ordering::Relaxed);
+    }
+    for slot in &DEFERRED {
+        slot.store(0, Ordering::Relaxed);
+    }
+    LOCK.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_reused_by_size_and_only_the_owner_allocates_here() {
+        assert!(arm());
+        assert!(!active());
+        let a = alloc(100, 8);
+        assert!(owns(a) && (a as usize).is_multiple_of(128));
+        let b = alloc(5000, 64);
+        assert!(owns(b) && (b as usize).is_multiple_of(4096));
+        assert_ne!(a, b);
+        // Writable, the whole block.
+        // SAFETY: `a` is a fresh block of 128 bytes.
+        unsafe { std::ptr::write_bytes(a, 0xab, 128) };
+        dealloc(a, 100, 8);
+        // The freed block comes back for the same class, not another.
+        assert_eq!(alloc(120, 8), a);
+        assert_ne!(alloc(100, 8), a);
+        assert!(fits(100, 128, 8) && !fits(100, 129, 8));
+        let mine = std::thread::spawn(|| {
+            enter();
+            let here = active();
+            leave();
+            (here, active())
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(mine, (true, false));
+        // Another thread's enter does not make this one allocate here.
+        assert!(!active());
+        let outside = Box::new(7u64);
+        assert!(!owns(&*outside as *const u64 as *mut u8));
+    }
+
+    #[test]
+    fn no_class_for_what_the_region_cannot_hold() {
+        assert_eq!(class_of(1, 1), Some(0));
+        assert_eq!(class_of(16, 16), Some(0));
+        assert_eq!(class_of(17, 1), Some(1));
+        assert_eq!(class_of(1 << 27, 8), Some(CLASSES - 1));
+        assert_eq!(class_of((1 << 27) + 1, 8), None);
+    }
+}

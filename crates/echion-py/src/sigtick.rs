@@ -1,0 +1,239 @@
+//! Sampling with no thread of echion's (`echion --no-thread`).
+//!
+//! A thread of the profiled process costs it at every fork, before it reads
+//! anything: the fork flushes the TLB of each CPU the thread ran on lately,
+//! and every page the thread writes after the fork is copied (a fork loop
+//! runs at 0.79-0.93 of its plain rate with a thread that only wakes every
+//! millisecond; see `benches/startup.py`). Here the ticks run in the
+//! handler of a timer signal that a POSIX timer sends the thread that
+//! started sampling (the main thread), every interval: that thread stops
+//! where it is for the few microseconds of a tick.
+//!
+//! A handler may have stopped its thread anywhere, `malloc` and echion's
+//! own locks included, so a tick here takes no lock it could wait for (the
+//! registry's is tried, see `RegistryQueue::drain_into`) and allocates from
+//! [`crate::sigheap`], never from `malloc`. The run's start and end run
+//! outside the handler ([`start`], [`stop`]); the tick and the end never
+//! overlap: each holds [`BUSY`], and a tick that finds it held (a stop on
+//! another thread) is skipped. The timer's signal is one of the real-time
+//! signals the program leaves at its default, taken for the process's
+//! life: after the run its handler stays, inert, so that a signal still
+//! pending cannot end the process.
+//!
+//! The price is the program's: its main thread's system calls are
+//! interrupted every interval (`SA_RESTART` restarts most; sleeps, polls
+//! and waits with a timeout return early, which CPython retries), and
+//! `signal.pause()` on the main thread returns at the next tick.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+
+use echion_sampler::run::Opened;
+use echion_sampler::{clock, Config, Control, SamplerError, Summary, Ticking};
+
+use crate::{forkstart, sigheap};
+
+/// A run under way.
+struct Run {
+    ticking: Ticking<'static>,
+    control: Arc<Control>,
+    timer: libc::c_int,
+    interval_ns: u64,
+    /// When the last tick ran.
+    last_ns: u64,
+    /// Sampling ended (exposure over, a failed write, out of memory): the
+    /// timer is stopped and the run waits for [`stop`].
+    over: bool,
+}
+
+struct Slot(UnsafeCell<Option<Run>>);
+
+// SAFETY: the run is only touched by whoever holds BUSY (a tick, a start
+// or a stop), one at a time.
+unsafe impl Sync for Slot {}
+
+static SLOT: Slot = Slot(UnsafeCell::new(None));
+
+/// Held by the tick, the start and the stop while they use [`SLOT`].
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// The timer's signal once one was taken (0: none yet).
+static SIGNO: AtomicI32 = AtomicI32::new(0);
+
+/// Why sampling could not start with no thread.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The run could not be set up.
+    #[error("{0}")]
+    Sampler(#[from] SamplerError),
+    /// Every real-time signal is the program's.
+    #[error("--no-thread: every real-time signal has a handler of the program's; run without --no-thread")]
+    NoSignal,
+    /// The timer or the handler's heap could not be made.
+    #[error("--no-thread: cannot set up the timer signal's {0}: {1}")]
+    Setup(&'static str, std::io::Error),
+}
+
+/// Starts sampling `config` into the profile `opened` (else one it opens),
+/// its ticks run by a timer signal on the calling thread; `control` holds
+/// the registry the hooks post to. Returns once the timer is armed (the
+/// first tick comes an interval later). On an error nothing is left
+/// armed.
+pub fn start(
+    config: &Config,
+    control: Arc<Control>,
+    opened: Option<Result<Opened, SamplerError>>,
+) -> Result<(), StartError> {
+    let origin_ns = config.forked_at_ns.unwrap_or_else(clock::now_ns);
+    if !sigheap::arm() {
+        return Err(StartError::Setup(
+            "heap",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let signo = signal()?;
+    echion_sampler::mem::guarded::prepare_thread();
+    // Kept for the process's life (a forked child's copy too): the run's
+    // engine borrows them, from a tick as from its end.
+    let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
+    let (session, opened) = echion_sampler::prepare(config, reader, opened)?;
+    let session = Box::leak(Box::new(session));
+    control.mark_opened();
+    let ticking = Ticking::new(config, session, opened, origin_ns, false)?;
+    let interval = config.interval.max(std::time::Duration::from_micros(1));
+    let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    take_busy();
+    // SAFETY: BUSY is held.
+    let slot = unsafe { &mut *SLOT.0.get() };
+    *slot = Some(Run {
+        ticking,
+        control: control.clone(),
+        timer: -1,
+        interval_ns,
+        last_ns: clock::now_ns(),
+        over: false,
+    });
+    let timer = forkstart::timer(crate::current_tid(), signo, interval, interval);
+    match (slot.as_mut(), timer) {
+        (Some(run), Some(timer)) => run.timer = timer,
+        _ => {
+            let error = std::io::Error::last_os_error();
+            *slot = None;
+            BUSY.store(false, Ordering::Release);
+            return Err(StartError::Setup("timer", error));
+        }
+    }
+    BUSY.store(false, Ordering::Release);
+    // (The program's start is in the profile: its first tick comes an
+    // interval from now, wherever the thread is.)
+    control.mark_started();
+    Ok(())
+}
+
+/// Ends the run, if there is one: the timer deleted, a tick under way (on
+/// another thread) waited for, the profile closed. Outside any tick.
+pub fn stop() -> Option<Result<Summary, SamplerError>> {
+    take_busy();
+    // SAFETY: BUSY is held.
+    let run = unsafe { (*SLOT.0.get()).take() };
+    BUSY.store(false, Ordering::Release);
+    let run = run?;
+    // (A signal still pending finds no run.)
+    forkstart::delete(run.timer);
+    sigheap::drain_deferred();
+    Some(run.ticking.finish(&run.control.registry))
+}
+
+/// In a forked child: the parent's run (whose tick may have been under way
+/// on a thread the child does not have) is forgotten, never touched; its
+/// timer is not the child's.
+pub fn forget_after_fork() {
+    // SAFETY: the child has one thread, this one, and no tick (a timer is
+    // not inherited, nor a pending signal): nothing else uses the slot.
+    // The parent's run is overwritten without being dropped.
+    unsafe { std::ptr::write(SLOT.0.get(), None) };
+    BUSY.store(false, Ordering::Release);
+    sigheap::after_fork_in_child();
+}
+
+/// Takes [`BUSY`], waiting out a tick under way on another thread (a few
+/// microseconds). Never called in a tick.
+fn take_busy() {
+    while BUSY
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// The timer's signal: the one taken earlier, else the highest real-time
+/// signal the program leaves at its default, with the tick's handler
+/// installed.
+fn signal() -> Result<libc::c_int, StartError> {
+    let taken = SIGNO.load(Ordering::Acquire);
+    if taken != 0 {
+        return Ok(taken);
+    }
+    let (low, high) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    for signo in (low..=high).rev() {
+        // SAFETY: `sigaction` is plain data, all zeroes a valid value.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries into `old`, a live local.
+        if unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } != 0
+            || old.sa_sigaction != libc::SIG_DFL
+        {
+            continue;
+        }
+        // SAFETY: as above.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_tick as extern "C" fn(libc::c_int) as usize;
+        // Most interrupted system calls go on; the signal itself is
+        // blocked while its handler runs (no nested tick).
+        action.sa_flags = libc::SA_RESTART;
+        // SAFETY: `sa_mask` is a valid sigset to initialise.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: `action` is initialised; the old action is not wanted.
+        if unsafe { libc::sigaction(signo, &action, std::ptr::null_mut()) } == 0 {
+            SIGNO.store(signo, Ordering::Release);
+            return Ok(signo);
+        }
+    }
+    Err(StartError::NoSignal)
+}
+
+/// The timer's handler: one tick, on the thread the timer signals.
+extern "C" fn on_tick(_signo: libc::c_int) {
+    // SAFETY: errno is the calling thread's; read and put back so that the
+    // interrupted code never sees ours.
+    let errno = unsafe { *libc::__errno_location() };
+    if BUSY
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        // SAFETY: BUSY is held.
+        if let Some(run) = unsafe { (*SLOT.0.get()).as_mut() } {
+            if !run.over {
+                sigheap::enter();
+                let now = clock::now_ns();
+                let go_on = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run.ticking.tick(now, &run.control.registry)
+                }))
+                .unwrap_or(false);
+                if now.saturating_sub(run.last_ns) > 2 * run.interval_ns {
+                    run.ticking.note_late();
+                }
+                run.last_ns = now;
+                sigheap::leave();
+                if !go_on {
+                    run.over = true;
+                    forkstart::disarm(run.timer);
+                }
+            }
+        }
+        BUSY.store(false, Ordering::Release);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}

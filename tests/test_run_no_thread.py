@@ -1,0 +1,117 @@
+"""`echion --no-thread`: no sampler thread; a timer signal runs each tick on
+the main thread. The profile is the one a sampler thread makes (threads,
+stacks, wall time), the process has no thread of echion's, the program's
+blocking calls on the main thread give what they give without echion, and
+a forked child, a killed process and a bad combination of options behave as
+with a thread."""
+
+import signal
+import subprocess
+import sys
+
+from harness import (
+    SAMPLER_THREAD,
+    assert_close,
+    echion_cmd,
+    echion_env,
+    is_stack,
+    marker_line,
+    run_echion,
+    run_plain,
+    select,
+    stack_summary,
+    target,
+    thread_prefix,
+    threads,
+    total,
+    totals,
+)
+
+THREADS = target("threads.py")
+L = {m: marker_line(THREADS, m) for m in ("burn", "snooze", "burner", "sleeper")}
+
+
+def test_threads_and_their_stacks_as_with_a_sampler_thread(tmp_path):
+    run = run_echion(tmp_path, THREADS, "--no-thread")
+    assert run.returncode == 0, run.describe()
+    view, got = run.view, run.result
+    meta = view["metadata"]
+    ctx = f"metadata {meta}\n{stack_summary(view)}"
+    assert meta["mode"] == "wall" and meta["ticker"] == "signal", ctx
+    # No sampler thread to show, in the profile or in the process.
+    assert threads(view) == {"MainThread", "burner", "sleeper"}, ctx
+    assert SAMPLER_THREAD not in threads(view)
+    for name, stack, lifetime in (
+        ("burner", thread_prefix() + (("burner", L["burner"]), ("burn", L["burn"])), got["burner"]["wall"]),
+        ("sleeper", thread_prefix() + (("sleeper", L["sleeper"]), ("snooze", L["snooze"])), got["sleeper"]["wall"]),
+    ):
+        assert_close(totals(view)[name], lifetime * 1e6, 0.10, f"wall time of thread {name}", ctx)
+        mine = total(select(view, lambda s, st=stack: is_stack(s, st), name))
+        assert_close(mine, lifetime * 1e6, 0.10, f"wall time of {name} in {stack[-1]}", ctx)
+    # A tick every interval (1 ms) for the run's length.
+    asked = int(meta["duration"]) / 1000
+    assert int(meta["ticks"]) >= 0.95 * asked - 2, ctx
+    # The ticks' own time, measured: some, and a small part of the run.
+    assert 0 < int(meta["sampler_cpu"]) < 0.2 * int(meta["duration"]), ctx
+
+
+def test_the_main_threads_blocking_calls_give_what_they_give_without_echion(tmp_path):
+    blocking = target("blocking.py")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "echion").mkdir()
+    plain = run_plain(tmp_path / "plain", blocking)
+    run = run_echion(tmp_path / "echion", blocking, "--no-thread", "-i", "100us")
+    assert plain.returncode == 0, plain.describe()
+    assert run.returncode == 0, run.describe()
+    assert run.stdout == plain.stdout, run.describe()
+    # Each wait lasts what it was asked (0.2 s), interrupted ten thousand
+    # times a second or not.
+    for name, seconds in run.result["took"].items():
+        if name != "alarms":
+            assert 0.19 <= seconds < 0.45, (name, seconds, run.result, plain.result)
+    ctx = stack_summary(run.view)
+    assert int(run.view["metadata"]["ticks"]) > 1000, ctx
+
+
+def test_a_process_killed_mid_run_leaves_its_samples(tmp_path):
+    def kill_when_ready(proc):
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGKILL)
+
+    signals = target("signals.py")
+    line = marker_line(signals, "main-wait-work")
+    run = run_echion(tmp_path, signals, "--no-thread", args=["wait"], on_start=kill_when_ready)
+    assert run.returncode == -signal.SIGKILL, run.describe()
+    view = run.view
+    # Every reader read it whole (run_echion compared them), and it holds
+    # the half second of work that ended as the process said it was ready
+    # and was killed, but for its last flush window (10 ms) at most.
+    ctx = stack_summary(view)
+    last = total(select(view, lambda s: any(f[1].endswith("main") and f[2] == line for f in s["frames"]), "MainThread"))
+    assert last >= run.result["last_work"] * 1e6 - 30_000, (last, run.result, ctx)
+
+
+def test_a_forked_child_samples_with_no_thread_either(tmp_path):
+    run = run_echion(tmp_path, target("fork_later.py"), "--no-thread", "-i", "1ms", args=["plain"], timeout=120)
+    assert run.returncode == 0, run.describe()
+    child = run.result
+    # The child has no thread of echion's, before or after its sampling
+    # started.
+    assert child["first"] == 1 and child["then"] == 1, child
+    profile = run.profiles[child["pid"]]
+    view = profile.ours
+    ctx = f"metadata {view['metadata']}\n{stack_summary(view)}"
+    assert view["metadata"]["ticker"] == "signal", ctx
+    work = total(select(view, lambda s: any(f[1].endswith("child_work") for f in s["frames"])))
+    assert_close(work, 0.55e6, 0.15, "the child's wall time in child_work", ctx)
+
+
+def test_options_it_does_not_take_are_refused(tmp_path):
+    for extra in (["-c"], ["-m"], ["-n"]):
+        cmd = echion_cmd(tmp_path, "--no-thread", *extra, sys.executable, "-c", "print('ran')")
+        proc = subprocess.run(cmd, cwd=tmp_path, env=echion_env(), capture_output=True)
+        assert proc.returncode == 2, (extra, proc)
+        assert proc.stdout == b"", (extra, proc)
+        # One line that names the problem (and the usual pointer to --help).
+        first = proc.stderr.decode().splitlines()[0]
+        assert first.startswith("echion: --no-thread") and "wall time only" in first, (extra, proc.stderr)
