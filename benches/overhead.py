@@ -301,6 +301,11 @@ def main():
         configs[f"echion-rs {label}"] = (
             lambda out, i=interval: ([args.python, "-m", "echion", "-i", str(i), "-o", str(out), args.python, wl], i)
         )
+        # No sampler thread: the ticks run on the program's main thread
+        # (their own time is the profile's `sampler_cpu`).
+        configs[f"echion-rs --no-thread {label}"] = (
+            lambda out, i=interval: ([args.python, "-m", "echion", "--no-thread", "-i", str(i), "-o", str(out), args.python, wl], i)
+        )
     if args.floor:
         ticker = tmp / "ticker.so"
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c"), "-lrt"], check=True)

@@ -2,7 +2,8 @@
 threads, code objects, recursion, generators, GC storms, asyncio tasks,
 greenlets, forks and pools with a child killed by SIGKILL, subinterpreters,
 the program's own 1 ms timers and faulthandler), each run plain and under
-echion at 100 us in every mode (wall, CPU, memory, native) and under
+echion at 100 us in every mode (wall, CPU, memory, native, wall with no
+sampler thread) and under
 repeated `echion -p` attach/detach cycles, on every interpreter.
 
 A run passes when the program's output and exit status are those of the
@@ -39,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ROOT / "benches" / "soak"
-MODES = {"wall": [], "cpu": ["-c"], "memory": ["-m"], "native": ["-n"]}
+MODES = {"wall": [], "cpu": ["-c"], "memory": ["-m"], "native": ["-n"], "no-thread": ["--no-thread"]}
 # Programs that need something a version or venv may lack.
 NEEDS = {"greenlets": "gevent"}
 
@@ -282,7 +283,7 @@ def main():
     g.add_argument("--short", action="store_true", help="one round of small programs (a few minutes)")
     g.add_argument("--minutes", type=float, help="rounds of full-size programs until this many minutes have passed")
     ap.add_argument("--python", action="append", help="an interpreter with echion installed (repeatable)")
-    ap.add_argument("--modes", default="wall,cpu,memory,native,attach")
+    ap.add_argument("--modes", default="wall,cpu,memory,native,no-thread,attach")
     ap.add_argument("--interval", default="100us")
     ap.add_argument("--timeout", type=float, default=120.0, help="a run still going after this many seconds is a hang (unless --slowdown allows longer)")
     ap.add_argument("--slowdown", type=float, default=10.0, help="a run under echion may take this many times the plain run's time before it is a hang")
@@ -290,7 +291,7 @@ def main():
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES and m != "attach"]
     if unknown:
-        sys.exit(f"soak: unknown mode {unknown[0]!r}: give some of wall,cpu,memory,native,attach")
+        sys.exit(f"soak: unknown mode {unknown[0]!r}: give some of wall,cpu,memory,native,no-thread,attach")
     soak = Soak(args)
     start = time.monotonic()
     if args.short:

@@ -13,7 +13,9 @@ the published wheel), through `python -m echion`, and the profiled interpreter a
 fork_loop.py, whose children leave at once (the worst case: every child
 pays the sampler's start and nothing else), also plain with `threading`
 imported first (as any program that uses `subprocess` has: its after-fork
-hook runs in every child), and, when given, under echion 0.3.5 and under
+hook runs in every child), with echion's extension imported and nothing
+started, under `echion --no-thread` (no sampler thread), and, when given,
+under echion 0.3.5 and under
 `py-spy record --subprocesses` at 1 ms. A fork loop that has not ended
 after 30 s is killed with its children and counted as hung (echion 0.3.5's
 children hang).
@@ -142,12 +144,17 @@ def main():
     # here.)
     with_threading = tmp / "fork_loop_threading.py"
     with_threading.write_text("import threading  # noqa: F401\n" + FORK_LOOP.read_text())
+    with_core = tmp / "fork_loop_core.py"
+    with_core.write_text("import echion.core  # noqa: F401\n" + FORK_LOOP.read_text())
     forks = {
         "python": lambda d: [args.python, str(FORK_LOOP), seconds],
         "python, threading imported": lambda d: [args.python, str(with_threading), seconds],
         # The floor of any in-process sampler at 1 ms (no echion).
         "python + 1 ms thread": lambda d: [args.python, str(FORK_LOOP), seconds],
         "python + 1 ms timer signal": lambda d: [args.python, str(FORK_LOOP), seconds],
+        # What loading the extension alone costs a fork (its mappings and
+        # those of the libraries it needs), nothing started.
+        "python, echion.core imported": lambda d: [args.python, str(with_core), seconds],
     }
     # (From 3.12 a fork with a second thread warns, as it does not under
     # echion, whose bootstrap filters that warning.)
@@ -166,6 +173,11 @@ def main():
         # `subprocess`, `logging`, `concurrent.futures` or asyncio): against
         # "python, threading imported".
         forks[label + ", threading imported"] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(with_threading), seconds]
+        # No sampler thread: each tick in a timer signal's handler on the
+        # main thread (no TLB shootdowns); alone and on the program that
+        # imports `threading`.
+        forks[label + " --no-thread"] = lambda d, py=py: [str(Path(py).parent / "echion"), "--no-thread", "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), seconds]
+        forks[label + " --no-thread, threading imported"] = lambda d, py=py: [str(Path(py).parent / "echion"), "--no-thread", "-o", str(d / "p.mojo"), args.python, str(with_threading), seconds]
     if args.echion035:
         forks["echion 0.3.5"] = lambda d: [str(Path(args.echion035).parent / "echion"), "-o", str(d / "p.mojo"), args.echion035, str(FORK_LOOP), seconds]
     if args.py_spy:

@@ -8,6 +8,7 @@ with a thread."""
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from harness import (
     SAMPLER_THREAD,
@@ -115,3 +116,41 @@ def test_options_it_does_not_take_are_refused(tmp_path):
         # One line that names the problem (and the usual pointer to --help).
         first = proc.stderr.decode().splitlines()[0]
         assert first.startswith("echion: --no-thread") and "wall time only" in first, (extra, proc.stderr)
+
+
+def test_sigquit_does_what_it_does_without_echion(tmp_path):
+    # (Under a sampler thread it prints the stacks; a tick cannot print.)
+    def quit_when_ready(proc):
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGQUIT)
+
+    run = run_echion(tmp_path, target("signals.py"), "--no-thread", args=["wait"], on_start=quit_when_ready, expect_profile=None)
+    assert run.returncode == -signal.SIGQUIT, run.describe()
+    assert b"MainThread" not in run.stderr, run.describe()
+
+
+def test_the_exposure_ends_sampling_on_time(tmp_path):
+    run = run_echion(tmp_path, THREADS, "--no-thread", "-x", "0.3")
+    assert run.returncode == 0, run.describe()
+    meta = run.view["metadata"]
+    # Closed at the program's exit, with the ticks of the first 0.3 s.
+    assert 250 <= int(meta["ticks"]) <= 310, meta
+    assert 0.27e6 <= sum(totals(run.view).values()) / 3 <= 0.4e6, (meta, stack_summary(run.view))
+
+
+def test_ticks_longer_than_the_interval_leave_the_program_its_time(tmp_path):
+    # 300 waiting threads read every 10 µs: a tick takes longer than the
+    # interval, so run back to back on the main thread they would leave it
+    # nothing (the program would never end). The ticks take a quarter of it
+    # at most, and every thread's total is still its whole life.
+    workload = Path(__file__).resolve().parent.parent / "benches" / "workloads" / "idle_threads.py"
+    env = {"ECHION_BENCH_THREADS": "300", "ECHION_BENCH_SECONDS": "1"}
+    run = run_echion(tmp_path, workload, "--no-thread", "-i", "10us", env=env, timeout=120)
+    assert run.returncode == 0, run.describe()
+    assert run.elapsed < 15, run.elapsed
+    meta = run.view["metadata"]
+    ctx = f"metadata {meta}\n{stack_summary(run.view)}"
+    assert int(meta.get("shed_ticks", 0)) > 0, ctx
+    idle = {name: t for name, t in totals(run.view).items() if name.startswith("idle-")}
+    assert len(idle) == 300, ctx
+    assert all(t >= 0.9e6 for t in idle.values()), sorted(idle.values())[:5]

@@ -118,10 +118,14 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
     }
     if config.no_thread {
         if config.attach_pid.is_some() || config.where_pid.is_some() {
-            return Err(CliError::NoThreadWith("-p/-w (it is for a program echion starts)"));
+            return Err(CliError::NoThreadWith(
+                "-p/-w (it is for a program echion starts)",
+            ));
         }
         if config.cpu || config.memory || config.native {
-            return Err(CliError::NoThreadWith("-c, -m or -n (it samples wall time only)"));
+            return Err(CliError::NoThreadWith(
+                "-c, -m or -n (it samples wall time only)",
+            ));
         }
     }
     if config.json && config.where_pid.is_none() {

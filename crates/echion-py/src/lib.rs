@@ -155,7 +155,12 @@ fn configure_from_env<'py>(
 /// memory mode the allocator hooks).
 fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
     codehook::install(py)?;
-    sigquit::install();
+    // With no sampler thread, nothing would print the stacks `SIGQUIT`
+    // asks for (a tick cannot write to stderr): Ctrl-\ does what it does
+    // without echion.
+    if !with_state(|s| s.settings.no_thread) {
+        sigquit::install();
+    }
     with_state(|s| {
         if s.running.is_some() {
             return Err(PyRuntimeError::new_err("echion is already sampling"));

@@ -178,6 +178,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_ticks_allocations_come_from_its_heap_and_what_it_frees_of_malloc_waits() {
+        assert!(sigheap::arm());
+        let outside = Box::new([7u8; 64]);
+        let at = outside.as_ptr() as usize;
+        assert!(!sigheap::owns(at as *mut u8));
+        let (inside, grown, zeroed) = std::thread::spawn(move || {
+            sigheap::enter();
+            let inside = Box::new([1u8; 64]);
+            let mut grown: Vec<u64> = Vec::with_capacity(1);
+            grown.extend(0..1000);
+            let zeroed = vec![0u64; 300];
+            // Freed in a tick: kept, not given to `free`.
+            drop(outside);
+            sigheap::leave();
+            (inside, grown, zeroed)
+        })
+        .join()
+        .expect("tick thread");
+        for p in [
+            inside.as_ptr(),
+            grown.as_ptr().cast(),
+            zeroed.as_ptr().cast(),
+        ] {
+            assert!(sigheap::owns(p as *mut u8));
+        }
+        assert_eq!(grown.iter().sum::<u64>(), 999 * 1000 / 2);
+        assert!(zeroed.iter().all(|&x| x == 0));
+        assert!(sigheap::is_deferred(at));
+        // Outside a tick: a block of the heap grows out of it, and is freed
+        // back to it; the kept ones go back to `malloc`.
+        let mut moved = grown;
+        moved.extend(0..100_000);
+        assert!(!sigheap::owns(moved.as_ptr() as *mut u8));
+        drop((inside, zeroed, moved));
+        sigheap::drain_deferred();
+        assert!(!sigheap::is_deferred(at));
+    }
+
+    #[test]
     fn the_reserve_is_given_back_once_and_armed_again() {
         arm();
         let first = MAPPED.load(Ordering::Acquire);

@@ -8,9 +8,10 @@
 //! it found), but they may, so while a tick runs the extension's allocator
 //! ([`crate::reserve::WithReserve`]) takes that thread's allocations from
 //! here: one region mapped when sampling starts, cut into blocks of a
-//! power of two, each size with its list of freed blocks, and no lock a
-//! stopped thread could hold (a spin flag that only the tick and, while
-//! no tick can run, the run's end take).
+//! power of two, each size with its list of freed blocks, under a spin
+//! flag that no thread a tick stopped can hold (outside a tick, a thread
+//! holds it with the ticks' signal blocked: a block that left the tick's
+//! data, freed elsewhere).
 //!
 //! A block of this heap is freed here whoever frees it (its address tells).
 //! Memory of `malloc`'s that a tick frees (a map made before sampling that
@@ -22,7 +23,7 @@
 //! thread forked while the main thread ticked): [`after_fork_in_child`]
 //! forgets its freed blocks, and the child allocates after the parent's.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// The region's size: address space only (`MAP_NORESERVE`) until used. The
 /// engine's caches are bounded well under it.
@@ -128,17 +129,55 @@ fn block_size(class: usize) -> usize {
     1 << (class as u32 + MIN_SHIFT)
 }
 
-fn lock() {
+/// The ticks' signal (0: none yet), kept out of a thread while it holds
+/// [`LOCK`] outside a tick: a tick that stopped it there would wait for
+/// the lock forever.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Says which signal the ticks run in (see [`SIGNAL`]).
+pub fn set_signal(signo: libc::c_int) {
+    SIGNAL.store(signo, Ordering::Release);
+}
+
+/// [`LOCK`] held; on a thread outside a tick, with the ticks' signal
+/// blocked until it is dropped.
+struct Locked {
+    /// The signal mask to put back (outside a tick).
+    mask: Option<libc::sigset_t>,
+}
+
+fn lock() -> Locked {
+    let signo = SIGNAL.load(Ordering::Acquire);
+    let mask = (signo != 0 && !active()).then(|| {
+        // SAFETY: both sets are live locals, initialised by sigemptyset
+        // (the old one by pthread_sigmask); only this thread's mask
+        // changes.
+        unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, signo);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+            old
+        }
+    });
     while LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
         std::hint::spin_loop();
     }
+    Locked { mask }
 }
 
-fn unlock() {
-    LOCK.store(false, Ordering::Release);
+impl Drop for Locked {
+    fn drop(&mut self) {
+        LOCK.store(false, Ordering::Release);
+        if let Some(old) = &self.mask {
+            // SAFETY: `old` is the mask saved by `lock` on this thread.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+        }
+    }
 }
 
 /// A block for `size` bytes aligned to `align`, or null (no region, or
@@ -150,7 +189,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let Some(class) = class_of(size, align) else {
         return std::ptr::null_mut();
     };
-    lock();
+    let locked = lock();
     let head = FREE[class].load(Ordering::Relaxed);
     let p = if head != 0 {
         // SAFETY: `head` is a freed block of this class in the region, at
@@ -175,7 +214,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             at
         }
     };
-    unlock();
+    drop(locked);
     p as *mut u8
 }
 
@@ -185,13 +224,12 @@ pub fn dealloc(ptr: *mut u8, size: usize, align: usize) {
     let Some(class) = class_of(size, align) else {
         return;
     };
-    lock();
+    let _locked = lock();
     // SAFETY: `ptr` is a block of this class (its layout is the one it was
     // allocated with), no longer used by its owner: its first word becomes
     // the link.
     unsafe { *(ptr as *mut usize) = FREE[class].load(Ordering::Relaxed) };
     FREE[class].store(ptr as usize, Ordering::Relaxed);
-    unlock();
 }
 
 /// Whether a block of this heap that holds `old` bytes (aligned to
@@ -224,6 +262,14 @@ pub fn drain_deferred() {
             unsafe { libc::free(p as *mut libc::c_void) };
         }
     }
+}
+
+/// Whether `ptr` waits in [`DEFERRED`].
+#[cfg(test)]
+pub fn is_deferred(ptr: usize) -> bool {
+    DEFERRED
+        .iter()
+        .any(|slot| slot.load(Ordering::Acquire) == ptr)
 }
 
 /// In a forked child: the parent's tick may have been under way (on a

@@ -40,8 +40,10 @@ struct Run {
     control: Arc<Control>,
     timer: libc::c_int,
     interval_ns: u64,
-    /// When the last tick ran.
+    /// When the timer's signal last came.
     last_ns: u64,
+    /// No tick before then (see [`SHARE`]).
+    resume_ns: u64,
     /// Sampling ended (exposure over, a failed write, out of memory): the
     /// timer is stopped and the run waits for [`stop`].
     over: bool,
@@ -55,8 +57,22 @@ unsafe impl Sync for Slot {}
 
 static SLOT: Slot = Slot(UnsafeCell::new(None));
 
+/// The most of the main thread's time ticks take: after a tick that took
+/// `d`, none comes for `d * (SHARE - 1)` (the signals in between return at
+/// once, counted as shed). A tick that takes longer than the interval (a
+/// thousand threads, or greenlets, at 100 µs) would otherwise leave the
+/// program no time at all, where a sampler thread only falls behind on a
+/// CPU of its own; the totals stay exact (each sample holds the time since
+/// its thread's last one).
+const SHARE: u64 = 4;
+
 /// Held by the tick, the start and the stop while they use [`SLOT`].
 static BUSY: AtomicBool = AtomicBool::new(false);
+
+std::thread_local! {
+    /// Touched by [`start`] on the ticks' thread.
+    static TOUCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// The timer's signal once one was taken (0: none yet).
 static SIGNO: AtomicI32 = AtomicI32::new(0);
@@ -87,13 +103,14 @@ pub fn start(
 ) -> Result<(), StartError> {
     let origin_ns = config.forked_at_ns.unwrap_or_else(clock::now_ns);
     if !sigheap::arm() {
-        return Err(StartError::Setup(
-            "heap",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(StartError::Setup("heap", std::io::Error::last_os_error()));
     }
     let signo = signal()?;
+    sigheap::set_signal(signo);
     echion_sampler::mem::guarded::prepare_thread();
+    // This thread's block of the extension's thread-locals exists before
+    // a tick runs on it (made on first use, by `malloc`).
+    TOUCHED.with(|t| t.set(true));
     // Kept for the process's life (a forked child's copy too): the run's
     // engine borrows them, from a tick as from its end.
     let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
@@ -112,6 +129,7 @@ pub fn start(
         timer: -1,
         interval_ns,
         last_ns: clock::now_ns(),
+        resume_ns: 0,
         over: false,
     });
     let timer = forkstart::timer(crate::current_tid(), signo, interval, interval);
@@ -214,18 +232,25 @@ extern "C" fn on_tick(_signo: libc::c_int) {
     {
         // SAFETY: BUSY is held.
         if let Some(run) = unsafe { (*SLOT.0.get()).as_mut() } {
-            if !run.over {
+            let now = clock::now_ns();
+            if now.saturating_sub(run.last_ns) > 2 * run.interval_ns {
+                // The signal came more than an interval late.
+                run.ticking.note_late();
+            }
+            run.last_ns = now;
+            if run.over {
+                // (A signal sent before the timer stopped.)
+            } else if now < run.resume_ns {
+                run.ticking.note_shed();
+            } else {
                 sigheap::enter();
-                let now = clock::now_ns();
                 let go_on = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run.ticking.tick(now, &run.control.registry)
                 }))
                 .unwrap_or(false);
-                if now.saturating_sub(run.last_ns) > 2 * run.interval_ns {
-                    run.ticking.note_late();
-                }
-                run.last_ns = now;
                 sigheap::leave();
+                let end = clock::now_ns();
+                run.resume_ns = end + end.saturating_sub(now) * (SHARE - 1);
                 if !go_on {
                     run.over = true;
                     forkstart::disarm(run.timer);

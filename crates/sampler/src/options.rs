@@ -205,6 +205,14 @@ impl Options {
         if let Some(v) = value(env::OUTPUT) {
             o.output = v;
         }
+        if o.no_thread && (o.mode != Mode::Wall || o.memory || o.native) {
+            return Err(EnvError {
+                name: env::NO_THREAD,
+                value: "1".to_owned(),
+                expected:
+                    "samples wall time only: not with ECHION_CPU, ECHION_MEMORY or ECHION_NATIVE",
+            });
+        }
         Ok(o)
     }
 
@@ -267,7 +275,7 @@ mod tests {
             memory: false,
             native: false,
             stealth: true,
-            no_thread: true,
+            no_thread: false,
             verbose: true,
             format: Some("svg".into()),
             summary: true,
@@ -285,6 +293,17 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(back, o);
+        let bare = Options {
+            no_thread: true,
+            ..Options::default()
+        };
+        let vars = bare.to_env();
+        let back = Options::from_env(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.clone())
+        });
+        assert_eq!(back, Ok(bare));
         assert_eq!(
             Options::from_env(|_| None).expect("defaults"),
             Options::default()
@@ -313,6 +332,14 @@ mod tests {
         assert_eq!(bad(env::CPU, "yes"), "ECHION_CPU=\"yes\": must be 0 or 1");
         assert!(bad(env::EXPOSURE, "-1").starts_with("ECHION_EXPOSURE"));
         assert!(bad(env::INTERVAL, "0").contains("positive"));
+        let both = |a: &str| {
+            Options::from_env(|k| (k == env::NO_THREAD || k == a).then(|| "1".to_owned()))
+                .expect_err(a)
+                .to_string()
+        };
+        for other in [env::CPU, env::MEMORY, env::NATIVE] {
+            assert!(both(other).starts_with("ECHION_NO_THREAD=\"1\": samples wall time only"));
+        }
     }
 
     #[test]

@@ -155,7 +155,10 @@ impl RegistryQueue {
             Err(TryLockError::WouldBlock) => return,
         };
         self.posted.store(false, Ordering::Relaxed);
-        std::mem::swap(&mut *q, into);
+        // Moved, not swapped: each buffer stays where it was made (the
+        // sampler's may come from a heap of its own, see `echion.core`'s
+        // `--no-thread`).
+        into.append(&mut q);
     }
 }
 

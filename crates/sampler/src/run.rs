@@ -557,6 +557,8 @@ pub struct Ticking<'s> {
     tick_ns: u64,
     end: Option<u64>,
     late_ticks: u64,
+    /// Ticks left out to keep the program's share of its thread.
+    shed_ticks: u64,
     failed: Option<std::io::Error>,
 }
 
@@ -603,6 +605,7 @@ impl<'s> Ticking<'s> {
             tick_ns: 0,
             end,
             late_ticks: 0,
+            shed_ticks: 0,
             failed: None,
         })
     }
@@ -642,6 +645,12 @@ impl<'s> Ticking<'s> {
         self.late_ticks += 1;
     }
 
+    /// Counts a tick left out so that the ticks, run on a thread of the
+    /// program, leave it most of that thread's time.
+    pub fn note_shed(&mut self) {
+        self.shed_ticks += 1;
+    }
+
     /// Ends the run: the held samples and the run's metadata written, the
     /// profile closed (or cut back to its last whole event after a failed
     /// write, which the error then says).
@@ -659,6 +668,7 @@ impl<'s> Ticking<'s> {
             cpu_start,
             tick_ns,
             late_ticks,
+            shed_ticks,
             mut failed,
             ..
         } = self;
@@ -700,6 +710,9 @@ impl<'s> Ticking<'s> {
         ];
         if !own_thread {
             meta.push(("ticker".to_owned(), "signal".to_owned()));
+            if shed_ticks > 0 {
+                meta.push(("shed_ticks".to_owned(), shed_ticks.to_string()));
+            }
         }
         let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
         if let Some(size) = out_of_memory {
