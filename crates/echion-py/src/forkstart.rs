@@ -221,22 +221,7 @@ pub(crate) fn timer(
         return None;
     }
     let first = first.max(std::time::Duration::from_micros(1));
-    let spec = libc::itimerspec {
-        it_interval: timespec(every),
-        it_value: timespec(first),
-    };
-    // SAFETY: `timer` was just made by this process; `spec` is a live
-    // local; no old value is asked for.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_timer_settime,
-            libc::c_long::from(timer),
-            0 as libc::c_long,
-            &spec as *const libc::itimerspec,
-            std::ptr::null_mut::<libc::itimerspec>(),
-        )
-    } != 0
-    {
+    if !settime(timer, first, every) {
         delete(timer);
         return None;
     }
@@ -250,16 +235,16 @@ fn timespec(d: std::time::Duration) -> libc::timespec {
     }
 }
 
-/// Stops a timer [`timer`] made without deleting it (a system call, safe
-/// in a signal handler).
-pub(crate) fn disarm(timer: libc::c_int) {
+/// Sets `timer` to fire in `first` (zero: never), then every `every`
+/// (zero: once). Whether it was set.
+fn settime(timer: libc::c_int, first: std::time::Duration, every: std::time::Duration) -> bool {
     let spec = libc::itimerspec {
-        it_interval: timespec(std::time::Duration::ZERO),
-        it_value: timespec(std::time::Duration::ZERO),
+        it_interval: timespec(every),
+        it_value: timespec(first),
     };
-    // SAFETY: `spec` is a live local; a timer id that is no longer one only
-    // fails.
-    unsafe {
+    // SAFETY: `spec` is a live local; no old value is asked for; a timer id
+    // that is no longer one only fails.
+    (unsafe {
         libc::syscall(
             libc::SYS_timer_settime,
             libc::c_long::from(timer),
@@ -267,7 +252,13 @@ pub(crate) fn disarm(timer: libc::c_int) {
             &spec as *const libc::itimerspec,
             std::ptr::null_mut::<libc::itimerspec>(),
         )
-    };
+    }) == 0
+}
+
+/// Stops a timer [`timer`] made without deleting it (a system call, safe
+/// in a signal handler).
+pub(crate) fn disarm(timer: libc::c_int) {
+    settime(timer, std::time::Duration::ZERO, std::time::Duration::ZERO);
 }
 
 /// Deletes a timer [`timer`] made.
