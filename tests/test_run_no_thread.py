@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import (
     SAMPLER_THREAD,
     assert_close,
@@ -51,7 +53,7 @@ def test_threads_and_their_stacks_as_with_a_sampler_thread(tmp_path):
         assert_close(mine, lifetime * 1e6, 0.10, f"wall time of {name} in {stack[-1]}", ctx)
     # A tick every interval (1 ms) for the run's length.
     asked = int(meta["duration"]) / 1000
-    assert int(meta["ticks"]) >= 0.95 * asked - 2, ctx
+    assert int(meta["ticks"]) >= 0.9 * asked - 2, ctx
     # The ticks' own time, measured: some, and a small part of the run.
     assert 0 < int(meta["sampler_cpu"]) < 0.2 * int(meta["duration"]), ctx
 
@@ -69,9 +71,11 @@ def test_the_main_threads_blocking_calls_give_what_they_give_without_echion(tmp_
     # times a second or not.
     for name, seconds in run.result["took"].items():
         if name != "alarms":
-            assert 0.19 <= seconds < 0.45, (name, seconds, run.result, plain.result)
-    ctx = stack_summary(run.view)
-    assert int(run.view["metadata"]["ticks"]) > 1000, ctx
+            # (The child's time includes a Python's start.)
+            assert 0.19 <= seconds < (1.5 if name == "child" else 0.6), (name, seconds, run.result, plain.result)
+    meta = run.view["metadata"]
+    ctx = f"metadata {meta}\n{stack_summary(run.view)}"
+    assert meta["ticker"] == "signal" and int(meta["ticks"]) > 1000, ctx
 
 
 def test_a_process_killed_mid_run_leaves_its_samples(tmp_path):
@@ -84,6 +88,7 @@ def test_a_process_killed_mid_run_leaves_its_samples(tmp_path):
     run = run_echion(tmp_path, signals, "--no-thread", args=["wait"], on_start=kill_when_ready)
     assert run.returncode == -signal.SIGKILL, run.describe()
     view = run.view
+    assert view["metadata"]["ticker"] == "signal", view["metadata"]
     # Every reader read it whole (run_echion compared them), and it holds
     # the half second of work that ended as the process said it was ready
     # and was killed, but for its last flush window (10 ms) at most.
@@ -134,7 +139,7 @@ def test_the_exposure_ends_sampling_on_time(tmp_path):
     assert run.returncode == 0, run.describe()
     meta = run.view["metadata"]
     # Closed at the program's exit, with the ticks of the first 0.3 s.
-    assert 250 <= int(meta["ticks"]) <= 310, meta
+    assert meta["ticker"] == "signal" and 200 <= int(meta["ticks"]) <= 310, meta
     assert 0.27e6 <= sum(totals(run.view).values()) / 3 <= 0.4e6, (meta, stack_summary(run.view))
 
 
@@ -154,3 +159,20 @@ def test_ticks_longer_than_the_interval_leave_the_program_its_time(tmp_path):
     idle = {name: t for name, t in totals(run.view).items() if name.startswith("idle-")}
     assert len(idle) == 300, ctx
     assert all(t >= 0.9e6 for t in idle.values()), sorted(idle.values())[:5]
+
+
+@pytest.mark.parametrize("program", ["threads", "code", "signals"])
+def test_programs_that_churn_everything_run_as_without_echion(tmp_path, program):
+    # The soak's programs at 100 µs: threads started, named and ended, code
+    # made and freed by the thousand, the program's own 1 ms timers and
+    # faulthandler, with every tick on the main thread (its mallocs, its
+    # locks, its signal handlers stopped anywhere).
+    source = Path(__file__).resolve().parent.parent / "benches" / "soak" / f"{program}.py"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "echion").mkdir()
+    plain = run_plain(tmp_path / "plain", source, args=["3"])
+    run = run_echion(tmp_path / "echion", source, "--no-thread", "-i", "100us", args=["3"], timeout=120)
+    assert plain.returncode == 0, plain.describe()
+    assert (run.returncode, run.stdout) == (plain.returncode, plain.stdout), run.describe()
+    meta = run.view["metadata"]
+    assert meta["ticker"] == "signal" and int(meta["samples"]) > 0, meta

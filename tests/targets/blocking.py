@@ -48,7 +48,7 @@ def alarms():
     fired = []
     signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
     signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
-    end = time.monotonic() + 0.3
+    end = time.monotonic() + 2
     while len(fired) < 20 and time.monotonic() < end:
         signal.pause()
     signal.setitimer(signal.ITIMER_REAL, 0)

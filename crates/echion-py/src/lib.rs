@@ -1282,6 +1282,9 @@ fn drop_fork_filter(py: Python<'_>, filter: &Bound<'_, PyAny>) {
 /// Tells the sampler the name and kernel id of a thread.
 #[pyfunction]
 fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
+    // (Names a tick freed wait for a call like this one, outside any tick,
+    // to go back to `malloc`.)
+    sigheap::drain_if_any();
     with_state(|s| {
         s.threads
             .names
@@ -1309,6 +1312,7 @@ fn set_thread_bootstrap(code: u64) {
 /// Tells the sampler that a thread is ending.
 #[pyfunction]
 fn untrack_thread(thread_id: u64) {
+    sigheap::drain_if_any();
     with_state(|s| {
         s.threads.names.remove(&thread_id);
         s.control.registry.post(Update::Untrack { thread_id })

@@ -25,15 +25,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
-/// The region's size: address space only (`MAP_NORESERVE`) until used. The
-/// engine's caches are bounded well under it.
-const REGION: usize = 256 << 20;
+/// The region's size: address space only (`MAP_NORESERVE`) until used,
+/// but counted by `RLIMIT_AS`. The engine's caches are bounded well under
+/// it.
+const REGION: usize = 64 << 20;
 
 /// The last part of the region, used only once the rest is: the allocation
 /// that reaches it tells the sampler it is out of memory
 /// ([`echion_sampler::note_out_of_memory`]), which ends sampling at its
 /// next tick, and the run closes its profile outside the handler.
-const RESERVE: usize = 16 << 20;
+const RESERVE: usize = 8 << 20;
 
 /// The smallest block (two words: room for the free list's link).
 const MIN_SHIFT: u32 = 4;
@@ -84,6 +85,13 @@ pub fn arm() -> bool {
     END.store(start + REGION, Ordering::Relaxed);
     START.store(start, Ordering::Release);
     true
+}
+
+/// Whether a run may start: the region is there and its reserve untouched
+/// (a run that used it up stopped; its blocks are not all freed).
+pub fn usable() -> bool {
+    let end = END.load(Ordering::Relaxed);
+    START.load(Ordering::Acquire) != 0 && NEXT.load(Ordering::Relaxed) <= end - RESERVE
 }
 
 /// The calling thread's allocations come from here until [`leave`]. No
@@ -204,12 +212,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let a = size.min(4096);
         let at = (NEXT.load(Ordering::Relaxed) + a - 1) & !(a - 1);
         let end = END.load(Ordering::Relaxed);
+        if at + size > end - RESERVE {
+            // Into the reserve, or past it (then null: the process ends,
+            // as it would without echion's reserve).
+            echion_sampler::note_out_of_memory(size);
+        }
         if at + size > end {
             0
         } else {
-            if at + size > end - RESERVE && at <= end - RESERVE {
-                echion_sampler::note_out_of_memory(size);
-            }
             NEXT.store(at + size, Ordering::Relaxed);
             at
         }
@@ -245,14 +255,33 @@ pub fn defer(ptr: *mut u8) {
             .compare_exchange(0, ptr as usize, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            WAITING.fetch_add(1, Ordering::Release);
             return;
         }
     }
     LEAKED.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Blocks of `malloc`'s waiting in [`DEFERRED`] (at least).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// [`drain_deferred`] when a tick kept some: the hooks of `threading` call
+/// it (outside any tick), so that a program whose threads come and go
+/// keeps giving their names back to `malloc`.
+pub fn drain_if_any() {
+    if WAITING.load(Ordering::Acquire) != 0 {
+        drain_deferred();
+    }
+}
+
+/// How many of `malloc`'s blocks did not fit in [`DEFERRED`].
+pub fn leaked() -> usize {
+    LEAKED.load(Ordering::Relaxed)
+}
+
 /// Gives `malloc` back the blocks ticks freed (outside any tick).
 pub fn drain_deferred() {
+    WAITING.store(0, Ordering::Release);
     for slot in &DEFERRED {
         let p = slot.swap(0, Ordering::AcqRel);
         if p != 0 {
@@ -283,6 +312,7 @@ pub fn after_fork_in_child() {
     for slot in &DEFERRED {
         slot.store(0, Ordering::Relaxed);
     }
+    WAITING.store(0, Ordering::Relaxed);
     LOCK.store(false, Ordering::Release);
 }
 

@@ -89,6 +89,9 @@ pub enum StartError {
     /// The timer or the handler's heap could not be made.
     #[error("--no-thread: cannot set up the timer signal's {0}: {1}")]
     Setup(&'static str, std::io::Error),
+    /// An earlier run used up the ticks' heap (it ran out of memory).
+    #[error("--no-thread: an earlier run in this process used up the ticks' memory; sample without --no-thread")]
+    HeapUsed,
 }
 
 /// Starts sampling `config` into the profile `opened` (else one it opens),
@@ -105,6 +108,10 @@ pub fn start(
     if !sigheap::arm() {
         return Err(StartError::Setup("heap", std::io::Error::last_os_error()));
     }
+    if !sigheap::usable() {
+        return Err(StartError::HeapUsed);
+    }
+    quiet_panics_in_ticks();
     let signo = signal()?;
     sigheap::set_signal(signo);
     echion_sampler::mem::guarded::prepare_thread();
@@ -156,10 +163,17 @@ pub fn stop() -> Option<Result<Summary, SamplerError>> {
     // SAFETY: BUSY is held.
     let run = unsafe { (*SLOT.0.get()).take() };
     BUSY.store(false, Ordering::Release);
-    let run = run?;
+    let mut run = run?;
     // (A signal still pending finds no run.)
     forkstart::delete(run.timer);
     sigheap::drain_deferred();
+    let leaked = sigheap::leaked();
+    if leaked > 0 {
+        // Blocks of `malloc`'s freed in ticks that could not be kept for
+        // `free` (never given back).
+        run.ticking
+            .add_metadata("tick_leaked_blocks", leaked.to_string());
+    }
     Some(run.ticking.finish(&run.control.registry))
 }
 
@@ -190,21 +204,25 @@ fn take_busy() {
 /// signal the program leaves at its default, with the tick's handler
 /// installed.
 fn signal() -> Result<libc::c_int, StartError> {
+    // SAFETY: `sigset_t` is plain data; pthread_sigmask with no new set only
+    // reads this thread's mask into it.
+    let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask) };
+    // SAFETY: `mask` was filled above.
+    let blocked = |signo| unsafe { libc::sigismember(&mask, signo) } == 1;
+    let handler = on_tick as extern "C" fn(libc::c_int) as usize;
     let taken = SIGNO.load(Ordering::Acquire);
-    if taken != 0 {
+    // Still ours (the program may have taken it since), and let through.
+    if taken != 0 && disposition(taken) == Some(handler) && !blocked(taken) {
         return Ok(taken);
     }
     let (low, high) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     for signo in (low..=high).rev() {
-        // SAFETY: `sigaction` is plain data, all zeroes a valid value.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: a null new action only queries into `old`, a live local.
-        if unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } != 0
-            || old.sa_sigaction != libc::SIG_DFL
-        {
+        if disposition(signo) != Some(libc::SIG_DFL) || blocked(signo) {
             continue;
         }
-        // SAFETY: as above.
+        // SAFETY: `sigaction` is plain data, all zeroes a valid value.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = on_tick as extern "C" fn(libc::c_int) as usize;
         // Most interrupted system calls go on; the signal itself is
@@ -219,6 +237,29 @@ fn signal() -> Result<libc::c_int, StartError> {
         }
     }
     Err(StartError::NoSignal)
+}
+
+/// The action of `signo` now (its handler's address, or `SIG_DFL`/`SIG_IGN`).
+fn disposition(signo: libc::c_int) -> Option<usize> {
+    // SAFETY: `sigaction` is plain data, all zeroes a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries into `old`, a live local.
+    (unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } == 0).then_some(old.sa_sigaction)
+}
+
+/// Makes a panic in a tick silent (it ends the run instead, see
+/// [`on_tick`]): the default hook prints it, which takes locks the stopped
+/// thread may hold. Other panics go to the hook there was.
+fn quiet_panics_in_ticks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !sigheap::active() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// The timer's handler: one tick, on the thread the timer signals.

@@ -229,7 +229,10 @@ impl FrameCache {
             let code = codes[0];
             self.frames.retain(|(c, _), _| *c != code);
         } else {
-            let set: std::collections::HashSet<u64> = codes.iter().copied().collect();
+            // (A hasher with no random keys: std's default one reads a
+            // thread-local, which a tick in a signal handler must not.)
+            let set: std::collections::HashSet<u64, BuildHasherDefault<AddrHasher>> =
+                codes.iter().copied().collect();
             self.frames.retain(|(c, _), _| !set.contains(c));
         }
     }

@@ -227,6 +227,7 @@ impl Options {
             direct_reads: self.direct_reads,
             native: self.native,
             sidecar: self.format.is_some(),
+            no_thread: self.no_thread,
             ..Config::default()
         }
     }

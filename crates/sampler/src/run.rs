@@ -59,6 +59,10 @@ pub struct Config {
     /// there, and the forking thread's first sample holds its wall or CPU
     /// time since the fork (see [`crate::Engine::start_after_fork`]).
     pub forked_at_ns: Option<u64>,
+    /// The ticks run in a timer signal's handler on a thread of the
+    /// program, not on a thread of their own (the profile says so in its
+    /// first metadata, `ticker: signal`).
+    pub no_thread: bool,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             native: false,
             sidecar: false,
             forked_at_ns: None,
+            no_thread: false,
         }
     }
 }
@@ -383,12 +388,16 @@ fn with_header(
     .expect("a new writer only buffers");
     // Buffered: no write can fail here (the writer hands the file whole
     // events, 64 KiB at a time).
+    let ticker = config.no_thread.then(|| ("ticker", "signal".to_owned()));
     for (key, value) in [
         ("mode", config.mode.name().to_owned()),
         ("interval", (interval_ns(config) / 1000).to_string()),
         ("sampler", "echion".to_owned()),
         ("python", version.to_string()),
-    ] {
+    ]
+    .into_iter()
+    .chain(ticker)
+    {
         writer
             .metadata(key, &value)
             .expect("metadata below the flush size is buffered");
@@ -559,6 +568,8 @@ pub struct Ticking<'s> {
     late_ticks: u64,
     /// Ticks left out to keep the program's share of its thread.
     shed_ticks: u64,
+    /// End metadata the driver adds.
+    extra: Vec<(String, String)>,
     failed: Option<std::io::Error>,
 }
 
@@ -606,6 +617,7 @@ impl<'s> Ticking<'s> {
             end,
             late_ticks: 0,
             shed_ticks: 0,
+            extra: Vec::new(),
             failed: None,
         })
     }
@@ -645,6 +657,11 @@ impl<'s> Ticking<'s> {
         self.late_ticks += 1;
     }
 
+    /// Adds `key: value` to the run's end metadata.
+    pub fn add_metadata(&mut self, key: &str, value: String) {
+        self.extra.push((key.to_owned(), value));
+    }
+
     /// Counts a tick left out so that the ticks, run on a thread of the
     /// program, leave it most of that thread's time.
     pub fn note_shed(&mut self) {
@@ -669,6 +686,7 @@ impl<'s> Ticking<'s> {
             tick_ns,
             late_ticks,
             shed_ticks,
+            extra,
             mut failed,
             ..
         } = self;
@@ -708,12 +726,10 @@ impl<'s> Ticking<'s> {
             ("late_ticks".to_owned(), late_ticks.to_string()),
             ("sampler_cpu".to_owned(), sampler_cpu.to_string()),
         ];
-        if !own_thread {
-            meta.push(("ticker".to_owned(), "signal".to_owned()));
-            if shed_ticks > 0 {
-                meta.push(("shed_ticks".to_owned(), shed_ticks.to_string()));
-            }
+        if shed_ticks > 0 {
+            meta.push(("shed_ticks".to_owned(), shed_ticks.to_string()));
         }
+        meta.extend(extra);
         let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
         if let Some(size) = out_of_memory {
             meta.push(("out_of_memory".to_owned(), size.to_string()));
