@@ -249,6 +249,12 @@ fn run_to_end(
     report(result, &finish);
     // Sampling is over: the reserve's address space goes back to the
     // program before this thread does (see `reserve::release`).
+    end_run(done);
+}
+
+/// What ends every run: the reserve given back, and whoever waits for the
+/// run told it is over.
+fn end_run(done: &Done) {
     reserve::release();
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -608,11 +614,8 @@ fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> 
                 }
                 // As a sampler thread that could not start: the run is
                 // over, the program goes on.
-                reserve::release();
                 control.mark_started();
-                let (lock, cvar) = &*done;
-                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                cvar.notify_all();
+                end_run(&done);
             }
         }
         return Ok(());

@@ -125,8 +125,8 @@ pub fn start(
     let session = Box::leak(Box::new(session));
     control.mark_opened();
     let ticking = Ticking::new(config, session, opened, origin_ns, false)?;
-    let interval = config.interval.max(std::time::Duration::from_micros(1));
-    let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    let interval_ns = echion_sampler::run::interval_ns(config);
+    let interval = std::time::Duration::from_nanos(interval_ns);
     take_busy();
     // SAFETY: BUSY is held.
     let slot = unsafe { &mut *SLOT.0.get() };
@@ -224,7 +224,7 @@ fn signal() -> Result<libc::c_int, StartError> {
         }
         // SAFETY: `sigaction` is plain data, all zeroes a valid value.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_tick as extern "C" fn(libc::c_int) as usize;
+        action.sa_sigaction = handler;
         // Most interrupted system calls go on; the signal itself is
         // blocked while its handler runs (no nested tick).
         action.sa_flags = libc::SA_RESTART;
@@ -291,7 +291,9 @@ extern "C" fn on_tick(_signo: libc::c_int) {
                 .unwrap_or(false);
                 sigheap::leave();
                 let end = clock::now_ns();
-                run.resume_ns = end + end.saturating_sub(now) * (SHARE - 1);
+                let took = end.saturating_sub(now);
+                run.ticking.note_tick_time(took);
+                run.resume_ns = end + took * (SHARE - 1);
                 if !go_on {
                     run.over = true;
                     forkstart::disarm(run.timer);

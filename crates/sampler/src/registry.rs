@@ -2,7 +2,7 @@
 //! the `threading` hooks and read by the sampler.
 //!
 //! Python threads push updates to a queue guarded by a mutex that is held
-//! only to push or to swap the queue out, never while anything else runs, so
+//! only to push or to move the updates out, never while anything else runs, so
 //! neither side waits for the other for more than a few instructions. The
 //! sampler applies the updates to its own map at the start of each tick.
 
@@ -105,7 +105,7 @@ pub struct RegistryQueue {
 }
 
 /// Attempts to take the queue's lock before an update is given up. The
-/// sampler holds the lock for a swap only, so the first attempt nearly
+/// sampler holds the lock to move the updates out only, so the first attempt nearly
 /// always succeeds; the bound matters in a forked child, where a sampler
 /// thread that no longer exists may have held it at the fork: the child
 /// must not hang on it.
@@ -359,6 +359,21 @@ mod tests {
         let mut out = Vec::new();
         q.drain_into(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_drain_never_waits_for_the_lock_and_leaves_the_updates_for_the_next() {
+        let q = RegistryQueue::default();
+        q.post(Update::Untrack { thread_id: 3 });
+        let mut out = vec![Update::Untrack { thread_id: 99 }];
+        {
+            // Held as by a thread a tick stopped while it posted.
+            let _held = q.pending.lock().expect("free");
+            q.drain_into(&mut out);
+            assert!(out.is_empty(), "returned at once, with nothing");
+        }
+        q.drain_into(&mut out);
+        assert_eq!(out, vec![Update::Untrack { thread_id: 3 }]);
     }
 
     #[test]

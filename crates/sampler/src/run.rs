@@ -419,7 +419,7 @@ fn write_error(path: &std::path::Path, source: std::io::Error, kept: bool) -> Sa
 }
 
 /// The sampling interval of `config` in nanoseconds (at least 1 µs).
-fn interval_ns(config: &Config) -> u64 {
+pub fn interval_ns(config: &Config) -> u64 {
     u64::try_from(config.interval.as_nanos())
         .unwrap_or(u64::MAX)
         .max(1000)
@@ -562,7 +562,8 @@ pub struct Ticking<'s> {
     own_thread: bool,
     start: u64,
     cpu_start: u64,
-    /// Nanoseconds the ticks took (when not on a thread of their own).
+    /// Nanoseconds the ticks took, as their driver measured them (when not
+    /// on a thread of their own, [`Ticking::note_tick_time`]).
     tick_ns: u64,
     end: Option<u64>,
     late_ticks: u64,
@@ -632,11 +633,7 @@ impl<'s> Ticking<'s> {
         {
             return false;
         }
-        let result = self.engine.tick(now_ns, registry, &FREED_CODES);
-        if !self.own_thread {
-            self.tick_ns += clock::now_ns().saturating_sub(now_ns);
-        }
-        match result {
+        match self.engine.tick(now_ns, registry, &FREED_CODES) {
             Ok(()) => true,
             Err(e) => {
                 // Nothing more can be written (a full disk, say): sampling
@@ -650,6 +647,12 @@ impl<'s> Ticking<'s> {
     /// Ticks taken so far.
     pub fn ticks(&self) -> u64 {
         self.engine.stats().ticks
+    }
+
+    /// Adds what a tick took, measured by a driver whose ticks run on a
+    /// thread of the program (its CPU clock is the program's too).
+    pub fn note_tick_time(&mut self, ns: u64) {
+        self.tick_ns += ns;
     }
 
     /// Counts a tick that started more than an interval late.
