@@ -70,13 +70,18 @@ def test_children_that_leave_at_once_leave_readable_profiles_or_none(tmp_path):
     made = sum((tmp_path / ("profile.%d.mojo" % pid)).exists() for pid in got["instant"])
     assert made < 10, f"{made} of 100 children that left at once made a file"
 
+@pytest.mark.parametrize("no_thread", [False, True], ids=["thread", "no-thread"])
 @pytest.mark.parametrize("imported", ["plain", "asyncio"])
-def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported):
+def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported, no_thread):
     # A child pays for every page it writes to (each is the parent's until
     # then): the sampler restarts in native code, which runs no Python and
     # touches no object of the program's. Where asyncio's hooks are in, the
-    # bootstrap's Python hook tells the new sampler about asyncio.
-    run = run_echion(tmp_path, target("fork_native.py"), args=[imported], timeout=120)
+    # bootstrap's Python hook tells the new sampler about asyncio. With no
+    # thread, the main thread's child puts its start off in the fork itself
+    # (`pthread_atfork`), the forker's goes through the Python hook that
+    # the program's threads made needed.
+    options = ["--no-thread"] if no_thread else []
+    run = run_echion(tmp_path, target("fork_native.py"), *options, args=[imported], timeout=120)
     assert run.returncode == 0, run.describe()
     line = marker_line(target("fork_native.py"), "child-work")
     for thread, got in (("MainThread", run.result["main"]), ("forker", run.result["forker"])):
@@ -88,7 +93,8 @@ def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported):
         # Subinterpreters of the child know the process is profiled (and
         # start no sampler of their own): 3.9 and later read the C
         # environment, 3.8 shares the main interpreter's os.environ.
-        assert got["env"] == got["os_environ"] == str(child), got
+        # (Ten digits, zero-padded: a child's go over its parent's in place.)
+        assert got["env"] == got["os_environ"] == "%010d" % child, got
         # The filter that hid the fork warning (3.12+, a fork with no
         # thread but echion's) is the parent's: not left in the child.
         assert got["filters"] == 0, got

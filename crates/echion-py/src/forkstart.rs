@@ -44,6 +44,10 @@ struct Pending {
 /// inherited), so it is forgotten, never deleted ([`forget`]).
 static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
 
+/// Whether [`PENDING`] may hold a start (read in the fork without the
+/// lock: a child of a process with none writes nothing).
+static ANY_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn pending() -> std::sync::MutexGuard<'static, Option<Pending>> {
     PENDING.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -52,7 +56,14 @@ fn pending() -> std::sync::MutexGuard<'static, Option<Pending>> {
 /// the parent (its timer is not this process's). Whether there was one
 /// (this process's handler for the signal is then still ours).
 pub fn forget() -> bool {
-    pending().take().is_some()
+    let mut pending = pending();
+    ANY_PENDING.store(false, std::sync::atomic::Ordering::Release);
+    pending.take().is_some()
+}
+
+/// Whether a start of this kind may be put off in this process.
+pub fn any_pending() -> bool {
+    ANY_PENDING.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// What a child needs from Python, found in the parent ([`prepare`]): a
@@ -110,13 +121,26 @@ pub fn prepare(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Makes `_start_forked` the Python handler of `signo` (`signal.signal`,
+/// which also sets the signal's action to CPython's handler): see
+/// [`crate::forkfast`]. An error where `signal.signal` refuses.
+pub fn install_start_handler(py: Python<'_>, signo: libc::c_int) -> PyResult<()> {
+    let Some(kit) = KIT.get() else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("no fork hooks"));
+    };
+    kit.signal
+        .bind(py)
+        .call1((signo, kit.start.bind(py)))
+        .map(drop)
+}
+
 /// Sets `_ECHION_PROFILED_PID` to this process's pid in `posix.environ`,
 /// the dict behind `os.environ` (bytes to bytes), which 3.8's
 /// subinterpreters share with the main one (3.9 and later read the C
 /// environment, which the fork set): a dict store, no Python code.
 pub fn publish_pid(py: Python<'_>) {
     if let Some(kit) = KIT.get() {
-        let value = pyo3::types::PyBytes::new(py, std::process::id().to_string().as_bytes());
+        let value = pyo3::types::PyBytes::new(py, format!("{:010}", std::process::id()).as_bytes());
         let _ = kit.environ.bind(py).set_item(kit.pid_key.bind(py), value);
     }
 }
@@ -176,6 +200,7 @@ pub fn defer(
         kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
         return Ok(false);
     };
+    ANY_PENDING.store(true, std::sync::atomic::Ordering::Release);
     *pending() = Some(Pending {
         timer,
         forked_at_ns,
@@ -275,7 +300,11 @@ pub fn take() -> Option<u64> {
     let Pending {
         timer,
         forked_at_ns,
-    } = pending().take()?;
+    } = {
+        let mut pending = pending();
+        ANY_PENDING.store(false, std::sync::atomic::Ordering::Release);
+        pending.take()?
+    };
     // (A timer this process made: an inherited one was forgotten in the
     // child; deleted once: taken from `PENDING` above.)
     delete(timer);

@@ -23,6 +23,7 @@ use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 mod codehook;
+mod forkfast;
 mod forkstart;
 mod reserve;
 mod sigheap;
@@ -703,16 +704,21 @@ fn watcher_leaves() {
 /// inert, and can run again.
 #[pyfunction]
 fn stop(py: Python<'_>) -> PyResult<()> {
-    if let Some(forked_at_ns) = forkstart::take() {
+    let pending = forkstart::take()
+        .map(|at| (at, true))
+        .or_else(|| forkfast::take().map(|at| (at, false)));
+    if let Some((forked_at_ns, urg)) = pending {
         // A forked child that ends (through the interpreter's exit) before
         // its sampler started: started and stopped now, its profile is
         // made and closed as any other's. Its life counts from the fork if
-        // it was short (else the start was kept from running, SIGURG
+        // it was short (else the start was kept from running, its signal
         // blocked, say: its one sample would hold all of it, on the exit's
         // stack).
-        // (From any thread: where `_signal.signal` refuses, the handler
-        // stays, inert, its timer gone.)
-        let _ = forkstart::restore(py);
+        if urg {
+            // (From any thread: where `_signal.signal` refuses, the
+            // handler stays, inert, its timer gone.)
+            let _ = forkstart::restore(py);
+        }
         forkstart::publish_pid(py);
         let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
         let recent = echion_sampler::clock::now_ns().saturating_sub(forked_at_ns) <= 2 * interval;
@@ -899,6 +905,17 @@ fn reset_after_fork(py: Python<'_>) {
 #[pyfunction]
 #[pyo3(name = "_start_forked", signature = (*_args))]
 fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    if let Some(forked_at_ns) = forkfast::take() {
+        // Put off in the fork itself (see `forkfast`): the state is renewed
+        // at its first use, below.
+        forkstart::publish_pid(py);
+        if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
+            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("echion: {e}");
+            }
+        }
+        return Ok(());
+    }
     let Some(forked_at_ns) = forkstart::take() else {
         return Ok(());
     };
@@ -981,17 +998,21 @@ fn renewed(mut old: State, ident: u64, forking: i64) -> (State, Option<String>) 
 /// Set in a forked child that restarts natively: the parent's state is
 /// renewed at the first use of the module state ([`state`]), not in the
 /// fork (whose every page written costs the child a copy).
+#[link_section = ".data.echion_fork"]
 static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The forking thread's ident, for [`renew_forked`].
+#[link_section = ".data.echion_fork"]
 static FORKED_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The forking thread's kernel id in the parent ([`FORKING_TID`] at the
 /// fork, which a later fork of the child overwrites), for [`renew_forked`].
+#[link_section = ".data.echion_fork"]
 static FORKED_FROM_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// This child's pid as the fork left it, for [`renew_forked`] (which may
 /// run in a child of this child, before its own fork renews it).
+#[link_section = ".data.echion_fork"]
 static FORKED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// [`forget_parent`] in a child that restarts natively, once, at the first
@@ -1037,6 +1058,7 @@ fn current_tid() -> i64 {
 
 /// The kernel id of the thread that forked last, as the parent knew it
 /// (set by a `pthread_atfork` prepare handler, [`note_forking_thread`]).
+#[link_section = ".data.echion_fork"]
 static FORKING_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// `pthread_atfork`'s prepare handler: notes which thread forks.
@@ -1101,6 +1123,84 @@ fn set_fork_native(native: bool) {
     FORK_NATIVE.store(native, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Sets a forked child's put-off start up in the fork itself, with no
+/// Python code (see [`forkfast`]): with no sampler thread
+/// (`--no-thread`), from 3.9 (3.8's subinterpreters read the profiled pid
+/// from the main interpreter's `os.environ`, which only Python code can
+/// set). Whether it is: the bootstrap then registers no Python after-fork
+/// hook until the program may have threads (a fork from another thread
+/// than the main one takes that hook).
+#[pyfunction]
+fn fork_in_c(py: Python<'_>) -> bool {
+    let (no_thread, interval) = with_state(|s| (s.settings.no_thread, s.settings.interval));
+    if !no_thread || py.version_info() < (3, 9) {
+        return false;
+    }
+    let Ok(signo) = sigtick::claim() else {
+        return false;
+    };
+    // (The main thread's: `signal.signal` refuses any other.)
+    MAIN_IDENT.store(current_ident(), std::sync::atomic::Ordering::Relaxed);
+    forkfast::set_up(py, signo, interval)
+}
+
+/// The main thread's ident, for [`child_forked`] (which serves its forks
+/// only).
+static MAIN_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `pthread_atfork`'s prepare handler where [`fork_in_c`] set the fast
+/// path up (see [`forkfast`]), in the parent, in the forking thread:
+/// whether the child may put its start off in the fork, decided here
+/// where the code and data it reads are already in memory (each page the
+/// child reads of them first costs it a fault): the main thread forks a
+/// process that samples with no thread, whose ticks' signal is still
+/// ours, and no start of another kind is put off.
+extern "C" fn fork_preparing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let fast = FORK_NATIVE.load(Relaxed)
+        && forkfast::signal().is_some_and(|signo| {
+            // (A child of another thread: CPython 3.13 runs no signal
+            // handler in it; the Python hook starts its run.)
+            // SAFETY: getpid has no preconditions.
+            current_tid() == i64::from(unsafe { libc::getpid() })
+                && sigtick::signo() == signo
+                && sigtick::is_ours(signo)
+                && !forkstart::any_pending()
+        });
+    forkfast::prepare_fork(fast);
+}
+
+/// `pthread_atfork`'s child handler (see [`forkfast`]), in every child of
+/// a process where [`fork_in_c`] set it up, before CPython's own after-fork
+/// work: where [`fork_preparing`] said so, forgets the parent's run
+/// (without touching it: its state is renewed at its first use, [`state`])
+/// and puts the child's start off by an interval. Atomics and system
+/// calls only (no lock; no `malloc` but `setenv`'s where the variable was
+/// not as the bootstrap wrote it).
+extern "C" fn child_forked() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(forked_at_ns) = forkfast::forget_in_fork() else {
+        return;
+    };
+    sigtick::forget_in_fork_of_ticking_thread();
+    if !FORKED.load(Relaxed) {
+        FORKED_IDENT.store(MAIN_IDENT.load(Relaxed), Relaxed);
+        // (The main thread forked: its kernel id is the parent's pid.)
+        // SAFETY: getppid has no preconditions.
+        FORKED_FROM_TID.store(i64::from(unsafe { libc::getppid() }), Relaxed);
+    }
+    // (Else the parent's own state was never renewed: it is renewed here
+    // as the parent's forking thread saw it, for this child's pid.)
+    let pid = std::process::id();
+    FORKED_PID.store(pid, Relaxed);
+    FORKED.store(true, Relaxed);
+    if !forkfast::write_pid(pid) {
+        set_profiled_pid();
+    }
+    // (The child's one thread: its kernel id is its pid.)
+    forkfast::defer_in_fork(i64::from(pid), forked_at_ns);
+}
+
 /// Registered with `os.register_at_fork(after_in_child=...)`: restarts the
 /// sampler in a forked child without running any Python code, where it
 /// may ([`set_fork_native`]); else calls the bootstrap's Python hook.
@@ -1112,6 +1212,10 @@ fn set_fork_native(native: bool) {
 /// environment, and the new sampler's.
 #[pyfunction]
 fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
+    if forkfast::handled() {
+        // The fork itself put this child's start off (`child_forked`).
+        return Ok(());
+    }
     let forked_at_ns = echion_sampler::clock::now_ns();
     // The parent's sampler thread is not here (`threads_besides_echion`
     // reads these before the state is renewed).
@@ -1226,22 +1330,23 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     deferred.map(drop)
 }
 
-/// Sets `_ECHION_PROFILED_PID` to this process's pid in the C environment,
-/// in place where the value there has as many digits (a forked child's,
-/// from its parent's pid, mostly has: no allocation, one page written).
+/// How many digits `_ECHION_PROFILED_PID` holds: every pid, zero-padded
+/// (the bootstrap writes it so too), so that a forked child writes its own
+/// over its parent's, in place.
+const PID_DIGITS: usize = 10;
+
+/// Sets `_ECHION_PROFILED_PID` to this process's pid in the C environment:
+/// in place where the value there has [`PID_DIGITS`] digits (as the
+/// bootstrap and this function write it: no allocation, one page written
+/// in a forked child).
 fn set_profiled_pid() {
-    let mut digits = [0u8; 24];
-    let mut at = digits.len() - 1; // a NUL at the end
+    let mut digits = [b'0'; PID_DIGITS + 1];
+    digits[PID_DIGITS] = 0;
     let mut pid = std::process::id();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (pid % 10) as u8;
+    for d in digits[..PID_DIGITS].iter_mut().rev() {
+        *d = b'0' + (pid % 10) as u8;
         pid /= 10;
-        if pid == 0 {
-            break;
-        }
     }
-    let value = &digits[at..];
     // SAFETY: a NUL-terminated name; a forked child has one thread until
     // its sampler starts, so no other thread reads or sets the environment
     // meanwhile.
@@ -1249,19 +1354,19 @@ fn set_profiled_pid() {
     if !old.is_null() {
         // SAFETY: `getenv` gives a NUL-terminated string of the environment.
         let len = unsafe { std::ffi::CStr::from_ptr(old) }.to_bytes().len();
-        if len + 1 == value.len() {
-            // SAFETY: the same length, NUL included: the new digits fit the
-            // old ones' bytes, which belong to the environment and are
-            // writable (the parent's `setenv`, the process's initial
-            // block, or on 3.8 the buffer of the bytes object that
-            // `os.putenv` keeps for it, which nothing else reads), and
-            // which no other thread reads now.
-            unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), old.cast::<u8>(), len) };
+        if len == PID_DIGITS {
+            // SAFETY: the same length: the new digits fit the old ones'
+            // bytes, which belong to the environment and are writable (the
+            // parent's `setenv`, the process's initial block, or on 3.8 the
+            // buffer of the bytes object that `os.putenv` keeps for it,
+            // which nothing else reads), and which no other thread reads
+            // now.
+            unsafe { std::ptr::copy_nonoverlapping(digits.as_ptr(), old.cast::<u8>(), len) };
             return;
         }
     }
     // SAFETY: both strings are NUL-terminated; one thread, as above.
-    unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), value.as_ptr().cast(), 1) };
+    unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), digits.as_ptr().cast(), 1) };
 }
 
 /// Takes the bootstrap's fork-warning filter out of `warnings.filters`
@@ -1579,6 +1684,7 @@ fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start_forked, m)?)?;
     m.add_function(wrap_pyfunction!(set_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(set_fork_native, m)?)?;
+    m.add_function(wrap_pyfunction!(fork_in_c, m)?)?;
     m.add_function(wrap_pyfunction!(installing_fault_handler, m)?)?;
     m.add_function(wrap_pyfunction!(track_thread, m)?)?;
     m.add_function(wrap_pyfunction!(untrack_thread, m)?)?;

@@ -45,13 +45,17 @@ const CLASSES: usize = 24;
 static START: AtomicUsize = AtomicUsize::new(0);
 static END: AtomicUsize = AtomicUsize::new(0);
 /// Where the next new block goes.
+#[link_section = ".data.echion_fork"]
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// Each class's freed blocks: a list linked through their first word.
+#[link_section = ".data.echion_fork"]
 static FREE: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
 /// Held while the free lists or [`NEXT`] change.
+#[link_section = ".data.echion_fork"]
 static LOCK: AtomicBool = AtomicBool::new(false);
 /// The `pthread_t` of the thread whose allocations come from here (while
 /// its tick runs), 0 for none.
+#[link_section = ".data.echion_fork"]
 static OWNER: AtomicUsize = AtomicUsize::new(0);
 /// `malloc`'s blocks freed by a tick, given back at the run's end.
 static DEFERRED: [AtomicUsize; 1024] = [const { AtomicUsize::new(0) }; 1024];
@@ -314,6 +318,20 @@ pub fn after_fork_in_child() {
     }
     WAITING.store(0, Ordering::Relaxed);
     LOCK.store(false, Ordering::Release);
+}
+
+/// In a child that the ticks' own thread forked (no tick was under way:
+/// they run on it): only what another thread held at the fork is reset,
+/// the lock and the free lists it may have been changing. Nothing is
+/// written otherwise (each page written costs the child a copy); the
+/// deferred blocks are the child's to give back too.
+pub fn after_fork_of_ticking_thread() {
+    if LOCK.load(Ordering::Relaxed) {
+        for f in &FREE {
+            f.store(0, Ordering::Relaxed);
+        }
+        LOCK.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(test)]

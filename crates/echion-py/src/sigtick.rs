@@ -32,7 +32,7 @@ use std::sync::Arc;
 use echion_sampler::run::Opened;
 use echion_sampler::{clock, Config, Control, SamplerError, Summary, Ticking};
 
-use crate::{forkstart, sigheap};
+use crate::{forkfast, forkstart, sigheap};
 
 /// A run under way.
 struct Run {
@@ -49,12 +49,16 @@ struct Run {
     over: bool,
 }
 
-struct Slot(UnsafeCell<Option<Run>>);
+/// The run, boxed: the slot is a word among the statics that each fork
+/// and tick write (one page, `.data.echion_fork`), the run's own fields
+/// in the heap.
+struct Slot(UnsafeCell<Option<Box<Run>>>);
 
 // SAFETY: the run is only touched by whoever holds BUSY (a tick, a start
 // or a stop), one at a time.
 unsafe impl Sync for Slot {}
 
+#[link_section = ".data.echion_fork"]
 static SLOT: Slot = Slot(UnsafeCell::new(None));
 
 /// The most of the main thread's time ticks take: after a tick that took
@@ -67,6 +71,7 @@ static SLOT: Slot = Slot(UnsafeCell::new(None));
 const SHARE: u64 = 4;
 
 /// Held by the tick, the start and the stop while they use [`SLOT`].
+#[link_section = ".data.echion_fork"]
 static BUSY: AtomicBool = AtomicBool::new(false);
 
 std::thread_local! {
@@ -130,7 +135,7 @@ pub fn start(
     take_busy();
     // SAFETY: BUSY is held.
     let slot = unsafe { &mut *SLOT.0.get() };
-    *slot = Some(Run {
+    *slot = Some(Box::new(Run {
         ticking,
         control: control.clone(),
         timer: -1,
@@ -138,7 +143,7 @@ pub fn start(
         last_ns: clock::now_ns(),
         resume_ns: 0,
         over: false,
-    });
+    }));
     let timer = forkstart::timer(crate::current_tid(), signo, interval, interval);
     match (slot.as_mut(), timer) {
         (Some(run), Some(timer)) => run.timer = timer,
@@ -163,7 +168,7 @@ pub fn stop() -> Option<Result<Summary, SamplerError>> {
     // SAFETY: BUSY is held.
     let run = unsafe { (*SLOT.0.get()).take() };
     BUSY.store(false, Ordering::Release);
-    let mut run = run?;
+    let mut run = *run?;
     // (A signal still pending finds no run.)
     forkstart::delete(run.timer);
     sigheap::drain_deferred();
@@ -187,6 +192,42 @@ pub fn forget_after_fork() {
     unsafe { std::ptr::write(SLOT.0.get(), None) };
     BUSY.store(false, Ordering::Release);
     sigheap::after_fork_in_child();
+}
+
+/// The ticks' signal taken for the process, if any (0: none yet).
+pub fn signo() -> libc::c_int {
+    SIGNO.load(Ordering::Acquire)
+}
+
+/// Whether `signo`'s action is still the ticks' handler.
+pub fn is_ours(signo: libc::c_int) -> bool {
+    disposition(signo) == Some(on_tick as extern "C" fn(libc::c_int) as usize)
+}
+
+/// Takes the ticks' signal now (the one taken earlier if it is still
+/// ours), before any run: a forked child's put-off start uses it too
+/// ([`crate::forkfast`]).
+pub fn claim() -> Result<libc::c_int, StartError> {
+    signal()
+}
+
+/// [`forget_after_fork`] in a child that the ticks' thread forked, in the
+/// fork itself: no tick was under way; the slot is written only if it
+/// holds the parent's run, [`BUSY`] only if a stop on another thread held
+/// it.
+pub fn forget_in_fork_of_ticking_thread() {
+    // SAFETY: the child has one thread, this one, and no tick (a timer is
+    // not inherited, nor a pending signal): nothing else uses the slot.
+    // The parent's run is overwritten without being dropped.
+    unsafe {
+        if (*SLOT.0.get()).is_some() {
+            std::ptr::write(SLOT.0.get(), None);
+        }
+    }
+    if BUSY.load(Ordering::Relaxed) {
+        BUSY.store(false, Ordering::Release);
+    }
+    sigheap::after_fork_of_ticking_thread();
 }
 
 /// Takes [`BUSY`], waiting out a tick under way on another thread (a few
@@ -263,7 +304,7 @@ fn quiet_panics_in_ticks() {
 }
 
 /// The timer's handler: one tick, on the thread the timer signals.
-extern "C" fn on_tick(_signo: libc::c_int) {
+extern "C" fn on_tick(signo: libc::c_int) {
     // SAFETY: errno is the calling thread's; read and put back so that the
     // interrupted code never sees ours.
     let errno = unsafe { *libc::__errno_location() };
@@ -299,6 +340,9 @@ extern "C" fn on_tick(_signo: libc::c_int) {
                     forkstart::disarm(run.timer);
                 }
             }
+        } else {
+            // A forked child whose start is put off (no run yet).
+            forkfast::fire(signo);
         }
         BUSY.store(false, Ordering::Release);
     }

@@ -35,7 +35,7 @@ def run(control, report):
     """Starts profiling with the options in ``control``; ``report(line)``
     writes a status line for the ``echion`` command."""
     global _control_fd, _report
-    if bootstrap._started or os.environ.get(bootstrap.PROFILED_PID) == str(os.getpid()):
+    if bootstrap._started or os.environ.get(bootstrap.PROFILED_PID) == bootstrap.pid_text():
         report("busy")
         return
     env = _read_options(control)

@@ -41,6 +41,9 @@ def after_fork_in_child() -> None:
 
 def set_after_fork(hook: Callable[[], None], fork_filter: Optional[object] = None) -> None: ...
 def set_fork_native(native: bool) -> None: ...
+def fork_in_c() -> bool:
+    """With no sampler thread (3.9+): puts a forked child's start off in
+    the fork itself, with no Python hook; whether it does."""
 def installing_fault_handler(install: Callable[..., object], *args: object, **kwargs: object) -> object:
     """Calls ``install`` (which installs a SIGSEGV/SIGBUS handler) while no
     tick reads memory with guarded loads; returns what it returns."""

@@ -39,6 +39,13 @@ _options = {}
 PROFILED_PID = "_ECHION_PROFILED_PID"
 
 
+def pid_text() -> str:
+    """This process's pid as ``PROFILED_PID`` holds it: ten digits, zero
+    padded, so that a forked child writes its own over its parent's in
+    place (``echion.core`` does, in the fork)."""
+    return "%010d" % os.getpid()
+
+
 def _configure(env=None) -> None:
     # The variables, their formats and defaults are known to echion.core
     # only (the echion command writes them with the same code). `echion -p`
@@ -107,9 +114,15 @@ def _hook_threading() -> None:
     # Loaded once the program has imported `threading` (importing it here
     # would cost a program that never does: every fork runs its after-fork
     # hook, which writes to pages the child must then copy).
+    global _py_fork_hook
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
+    if _fork_hooks and not _py_fork_hook:
+        # A thread other than the main one may fork now: its child's run
+        # starts from the Python hook (see `echion.core.fork_in_c`).
+        _py_fork_hook = True
+        os.register_at_fork(after_in_child=ec.after_fork_in_child)
 
 
 # --- fork ------------------------------------------------------------------
@@ -190,7 +203,7 @@ def _after_fork_in_child() -> None:
         if attach is not None:
             attach.forget_in_child()
         return
-    os.environ[PROFILED_PID] = str(os.getpid())
+    os.environ[PROFILED_PID] = pid_text()
     # Sample this process into its own file, with the parent's settings
     # (`reset_after_fork` kept them).
     # The names posted before this point went to the parent's registry.
@@ -216,7 +229,7 @@ def in_profiled_process() -> bool:
     profiles (a subinterpreter of it). A program image started by ``exec``
     in a profiled process inherits its environment but is not profiled yet:
     it starts a profile of its own."""
-    if os.environ.get(PROFILED_PID) != str(os.getpid()):
+    if os.environ.get(PROFILED_PID) != pid_text():
         return False
     from echion._interpreters import is_main_interpreter
 
@@ -267,6 +280,9 @@ def _hook_gevent() -> None:
 
 
 _fork_hooks = False
+#: The Python after-fork hook is registered (``echion.core.fork_in_c``
+#: makes it needed only once the program may have threads).
+_py_fork_hook = False
 #: The options ``echion -p`` gave (a dict), ``None`` in run mode.
 _attached_env = None
 
@@ -282,13 +298,13 @@ def start(env=None) -> None:
     """Configure (from ``env``, a dict of ``ECHION_*`` values that
     ``echion -p`` passes, or else from the environment), hook the standard
     library and start sampling."""
-    global _started, _fork_hooks, _attached_env
+    global _started, _fork_hooks, _py_fork_hook, _attached_env
     if _started or in_profiled_process():
         return
     if env is not None:
         _attached_env = env
     else:
-        os.environ[PROFILED_PID] = str(os.getpid())
+        os.environ[PROFILED_PID] = pid_text()
     _configure(env)
     # threading, asyncio and gevent are hooked when the program imports
     # them, never imported here.
@@ -319,10 +335,20 @@ def start(env=None) -> None:
         # parent's fork either.)
         hides = sys.version_info >= (3, 12)
         ec.set_after_fork(_after_fork_in_child, _FORK_FILTER if hides else None)
-        if hides:
+        if ec.fork_in_c():
+            # With no sampler thread, a child's start is put off in the fork
+            # itself: no Python hook (each costs every child a tenth of a
+            # fork loop's rate) until the program has threads
+            # (`_hook_threading`), and no warning to hide.
+            if "threading" in sys.modules:
+                os.register_at_fork(after_in_child=ec.after_fork_in_child)
+                _py_fork_hook = True
+        elif hides:
             os.register_at_fork(before=_hide_fork_warning, after_in_child=ec.after_fork_in_child)
+            _py_fork_hook = True
         else:
             os.register_at_fork(after_in_child=ec.after_fork_in_child)
+            _py_fork_hook = True
     atexit.register(stop)
     _start_sampler()
 

@@ -11,7 +11,7 @@ def _start_echion() -> None:
     # sampled from the main interpreter's sampler, and echion.core is not
     # even loaded here. A program image started by exec has the same pid and
     # environment, but runs in a main interpreter: it starts its own profile.
-    profiled_here = os.environ.get("_ECHION_PROFILED_PID") == str(os.getpid())
+    profiled_here = os.environ.get("_ECHION_PROFILED_PID") == "%010d" % os.getpid()
     try:
         _load_own_echion()
         if profiled_here:

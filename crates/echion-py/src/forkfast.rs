@@ -1,0 +1,296 @@
+//! A forked child's put-off start, set up in the fork itself, with no
+//! Python code (`echion --no-thread`).
+//!
+//! A child that the main thread forks pays for every page it touches:
+//! CPython's after-fork hooks alone (the list of them copied, each one
+//! called) cost a fork loop's child a tenth of its rate, and installing a
+//! Python signal handler there as much again (`benches/startup.py`). With
+//! no sampler thread, the ticks' real-time signal already has a handler of
+//! ours ([`crate::sigtick`]) in every process, so a child needs no Python
+//! at its fork: a `pthread_atfork` child handler ([`crate::child_forked`])
+//! forgets the parent's run and arms a one-shot timer of that signal an
+//! interval ahead. When it fires, the tick's handler finds no run but this
+//! pending start and calls CPython's own C handler of signals ([`fire`]),
+//! whose table already names `echion.core._start_forked` for that signal
+//! ([`set_up`], in the parent: the table is copied by the fork); CPython
+//! then calls it from the main thread at its next safe point, and the run
+//! starts there ([`take`]). A child that ends before then (`os._exit`)
+//! started nothing and wrote nothing.
+//!
+//! The price, in the profiled process: `signal.getsignal()` of the ticks'
+//! signal names `_start_forked` instead of `SIG_DFL` (its action was
+//! already echion's handler), and CPython gives that signal back to its
+//! default at its finalisation, after echion's stop (whose timer is gone).
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+use pyo3::prelude::*;
+
+/// Set up in this process: the signal's Python handler is ours and the
+/// `pthread_atfork` child handler registered.
+static IN_C: AtomicBool = AtomicBool::new(false);
+/// The signal whose CPython handler is `_start_forked` (0: none).
+static SIGNO: AtomicI32 = AtomicI32::new(0);
+/// CPython's C handler of signals (what `signal.signal` installs).
+static CPYTHON: AtomicUsize = AtomicUsize::new(0);
+/// The run's interval: how long a child puts its start off.
+static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+/// When this process was forked, while its start is put off (0: none).
+#[link_section = ".data.echion_fork"]
+static PENDING_NS: AtomicU64 = AtomicU64::new(0);
+/// The one-shot timer of the start put off.
+#[link_section = ".data.echion_fork"]
+static TIMER: AtomicI32 = AtomicI32::new(-1);
+/// The fork that made this process put its start off here (the Python
+/// after-fork hook, if the program's threads made it needed, has nothing
+/// left to do).
+#[link_section = ".data.echion_fork"]
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
+/// Sets the fast path up in the parent for the ticks' signal `signo` and
+/// the run's `interval`: `_start_forked` made the signal's Python handler
+/// (in CPython's table only: its action goes back to the tick's handler at
+/// once) and the child handler registered. Whether it is (not where
+/// `signal.signal` refuses: a thread other than the main one, a
+/// subinterpreter).
+pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration) -> bool {
+    INTERVAL_NS.store(interval.as_nanos() as u64, Ordering::Relaxed);
+    if IN_C.load(Ordering::Acquire) && SIGNO.load(Ordering::Relaxed) == signo {
+        return true;
+    }
+    let Some(tick) = action(signo) else {
+        return false;
+    };
+    if crate::forkstart::install_start_handler(py, signo).is_err() {
+        // (Refused before anything changed.)
+        return false;
+    }
+    let cpython = action(signo);
+    // The tick's handler back, whatever happened.
+    // SAFETY: `tick` is the action read above, a valid one.
+    unsafe { libc::sigaction(signo, &tick, std::ptr::null_mut()) };
+    let Some(cpython) = cpython else {
+        return false;
+    };
+    if cpython.sa_sigaction == libc::SIG_DFL
+        || cpython.sa_sigaction == libc::SIG_IGN
+        || cpython.sa_sigaction == tick.sa_sigaction
+    {
+        return false;
+    }
+    CPYTHON.store(cpython.sa_sigaction, Ordering::Relaxed);
+    SIGNO.store(signo, Ordering::Relaxed);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only stores atomics and
+        // makes system calls (see `crate::child_forked`); once per process.
+        unsafe {
+            libc::pthread_atfork(Some(crate::fork_preparing), None, Some(crate::child_forked))
+        };
+    });
+    IN_C.store(true, Ordering::Release);
+    true
+}
+
+/// The action of `signo` now.
+fn action(signo: libc::c_int) -> Option<libc::sigaction> {
+    // SAFETY: `sigaction` is plain data, all zeroes a valid value; a null
+    // new action only reads the current one into it.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } == 0).then_some(old)
+}
+
+/// Whether the fast path is set up here, and for which signal.
+pub fn signal() -> Option<libc::c_int> {
+    IN_C.load(Ordering::Acquire)
+        .then(|| SIGNO.load(Ordering::Relaxed))
+}
+
+/// What [`prepare_fork`] found for the child: 0 where its start may not
+/// be put off in the fork, else the time of the fork.
+#[link_section = ".data.echion_fork"]
+static FAST_AT_NS: AtomicU64 = AtomicU64::new(0);
+/// `_ECHION_PROFILED_PID`'s digits in the environment at the fork, where
+/// they are as the bootstrap wrote them (0: not).
+#[link_section = ".data.echion_fork"]
+static PID_AT: AtomicUsize = AtomicUsize::new(0);
+
+/// The variable's name and `=`, as the environment holds it before its
+/// value (21 bytes), as the numbers the child compares them with: in its
+/// code, not in a page of constants it would fault in.
+const PID_NAME: [u64; 3] = [
+    u64::from_le_bytes(*b"_ECHION_"),
+    u64::from_le_bytes(*b"PROFILED"),
+    u64::from_le_bytes(*b"_PID=\0\0\0"),
+];
+/// The name's length.
+const PID_NAME_LEN: usize = 21;
+
+/// In the parent, before a fork (`pthread_atfork`'s prepare handler):
+/// whether the child may put its start off in the fork (`fast`), with the
+/// fork's time and where the pid's digits are.
+pub fn prepare_fork(fast: bool) {
+    if !fast {
+        FAST_AT_NS.store(0, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: a NUL-terminated name; only read.
+    let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+    let at = if value.is_null() {
+        0
+    } else {
+        // SAFETY: `getenv` gives a NUL-terminated string of the environment.
+        let len = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes().len();
+        if len == crate::PID_DIGITS {
+            value as usize
+        } else {
+            0
+        }
+    };
+    PID_AT.store(at, Ordering::Relaxed);
+    FAST_AT_NS.store(echion_sampler::clock::now_ns().max(1), Ordering::Relaxed);
+}
+
+/// In a forked child, in the fork (async-signal-safe): forgets a start the
+/// parent put off (its timer is the parent's; written only if there was
+/// one), and says when the fork was if this child may put its start off
+/// ([`prepare_fork`]).
+pub fn forget_in_fork() -> Option<u64> {
+    if PENDING_NS.load(Ordering::Relaxed) != 0 {
+        PENDING_NS.store(0, Ordering::Relaxed);
+        TIMER.store(-1, Ordering::Relaxed);
+    }
+    if HANDLED.load(Ordering::Relaxed) {
+        HANDLED.store(false, Ordering::Relaxed);
+    }
+    match FAST_AT_NS.load(Ordering::Relaxed) {
+        0 => None,
+        at => Some(at),
+    }
+}
+
+/// In a forked child, in the fork: writes its `pid` over the parent's in
+/// `_ECHION_PROFILED_PID`'s digits where [`prepare_fork`] found them (and
+/// they are still that variable's). Whether it did.
+pub fn write_pid(pid: u32) -> bool {
+    let at = PID_AT.load(Ordering::Relaxed);
+    if at < PID_NAME_LEN {
+        return false;
+    }
+    // SAFETY: `at` was the variable's value in the environment of the
+    // parent at the fork, `PID_DIGITS` digits and a NUL after the name:
+    // checked byte by byte (no call: each page of code a child runs first
+    // costs it a fault) before the digits are written, in this child's
+    // one thread.
+    unsafe {
+        let value = at as *mut u8;
+        let name = value.sub(PID_NAME_LEN);
+        let word = |i: usize| std::ptr::read_unaligned(name.add(8 * i).cast::<u64>());
+        // (The last word's first five bytes: `_PID=`.)
+        if word(0) != PID_NAME[0]
+            || word(1) != PID_NAME[1]
+            || word(2) & 0xff_ffff_ffff != PID_NAME[2]
+            || *value.add(crate::PID_DIGITS) != 0
+        {
+            return false;
+        }
+        let mut pid = pid;
+        for i in (0..crate::PID_DIGITS).rev() {
+            *value.add(i) = b'0' + (pid % 10) as u8;
+            pid /= 10;
+        }
+    }
+    true
+}
+
+/// In a forked child, in the fork: puts its start off by the run's
+/// interval, from `forked_at_ns`, on thread `tid` (its one thread).
+/// Whether it did (a timer could be made).
+pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
+    let signo = SIGNO.load(Ordering::Relaxed);
+    let interval = std::time::Duration::from_nanos(INTERVAL_NS.load(Ordering::Relaxed));
+    let Some(timer) = crate::forkstart::timer(tid, signo, interval, std::time::Duration::ZERO)
+    else {
+        return false;
+    };
+    TIMER.store(timer, Ordering::Relaxed);
+    PENDING_NS.store(forked_at_ns.max(1), Ordering::Release);
+    HANDLED.store(true, Ordering::Relaxed);
+    true
+}
+
+/// Whether this process's fork put its start off here (the Python
+/// after-fork hook then returns at once).
+pub fn handled() -> bool {
+    HANDLED.load(Ordering::Relaxed)
+}
+
+/// From the ticks' handler when there is no run: if a start is put off
+/// here, CPython is told its signal came (its own handler, called as the
+/// kernel would), and calls `_start_forked` at its next safe point.
+pub fn fire(signo: libc::c_int) {
+    if PENDING_NS.load(Ordering::Acquire) == 0 || SIGNO.load(Ordering::Relaxed) != signo {
+        return;
+    }
+    let handler = CPYTHON.load(Ordering::Relaxed);
+    if handler == 0 {
+        return;
+    }
+    // SAFETY: the address `signal.signal` installed for this signal in the
+    // parent (the same code in this forked child): CPython's C handler,
+    // `void (int)`, async-signal-safe, called from a signal handler of
+    // the same signal as the kernel would.
+    let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+    handler(signo);
+}
+
+/// Takes the start put off here, if any, and deletes its timer: when the
+/// fork was, for the run to start.
+pub fn take() -> Option<u64> {
+    let at = PENDING_NS.swap(0, Ordering::AcqRel);
+    if at == 0 {
+        return None;
+    }
+    let timer = TIMER.swap(-1, Ordering::Relaxed);
+    if timer >= 0 {
+        crate::forkstart::delete(timer);
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points [`PID_AT`] at the value of `entry` (an environment string)
+    /// and writes `pid` there; whether it did, and the entry after.
+    fn write_into(entry: &[u8], pid: u32) -> (bool, Vec<u8>) {
+        let mut buf = entry.to_vec();
+        buf.push(0);
+        let at = buf.iter().position(|&b| b == b'=').map_or(0, |i| i + 1);
+        PID_AT.store(buf.as_mut_ptr() as usize + at, Ordering::Relaxed);
+        let wrote = write_pid(pid);
+        PID_AT.store(0, Ordering::Relaxed);
+        buf.pop();
+        (wrote, buf)
+    }
+
+    // (One test: `PID_AT` is one static.)
+    #[test]
+    fn the_child_pid_goes_over_the_parent_one_in_place_and_nowhere_else() {
+        assert_eq!(
+            write_into(b"_ECHION_PROFILED_PID=0000000123", 4_194_304),
+            (true, b"_ECHION_PROFILED_PID=0004194304".to_vec())
+        );
+        for entry in [
+            &b"_ECHION_PROFILED_PIX=0000000123"[..],
+            b"XECHION_PROFILED_PID=0000000123",
+            b"_ECHION_PROFILED_PID=00000001234",
+        ] {
+            assert_eq!(write_into(entry, 7), (false, entry.to_vec()));
+        }
+        // (No digits found by the parent: nothing.)
+        assert!(!write_pid(7));
+    }
+}
