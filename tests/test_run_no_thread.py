@@ -112,6 +112,24 @@ def test_a_forked_child_samples_with_no_thread_either(tmp_path):
     assert_close(work, 0.55e6, 0.15, "the child's wall time in child_work", ctx)
 
 
+def test_a_child_of_a_raw_thread_leaves_the_parents_profile_alone(tmp_path):
+    # No `threading`, so no Python after-fork hook: the fork itself forgets
+    # the parent's run in the child, whose exit must not finish (write) the
+    # parent's profile.
+    path = target("fork_raw_thread.py")
+    run = run_echion(tmp_path, path, "--no-thread", "-i", "1ms", timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    assert got["status"] == 0, got
+    view = run.profiles[got["parent"]].ours
+    ctx = f"metadata {view['metadata']}\n{stack_summary(view)}"
+    assert "duration" in view["metadata"], ctx
+    burn = marker_line(path, "burn")
+    # The parent's own work after the child ended is there, whole.
+    work = total(select(view, lambda s: any(f[1].endswith("burn") and f[2] == burn for f in s["frames"])))
+    assert_close(work, 0.3e6, 0.2, "the parent's wall time in burn", ctx)
+
+
 def test_options_it_does_not_take_are_refused(tmp_path):
     for extra in (["-c"], ["-m"], ["-n"]):
         cmd = echion_cmd(tmp_path, "--no-thread", *extra, sys.executable, "-c", "print('ran')")

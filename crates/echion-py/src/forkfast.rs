@@ -9,13 +9,24 @@
 //! ours ([`crate::sigtick`]) in every process, so a child needs no Python
 //! at its fork: a `pthread_atfork` child handler ([`crate::child_forked`])
 //! forgets the parent's run and arms a one-shot timer of that signal an
-//! interval ahead. When it fires, the tick's handler finds no run but this
-//! pending start and calls CPython's own C handler of signals ([`fire`]),
+//! interval ahead (and again every 10 ms until taken: CPython's own
+//! after-fork work clears the signals tripped before it). When it fires,
+//! the tick's handler finds no run but this pending start and calls
+//! CPython's own C handler of signals ([`fire`]),
 //! whose table already names `echion.core._start_forked` for that signal
 //! ([`set_up`], in the parent: the table is copied by the fork); CPython
 //! then calls it from the main thread at its next safe point, and the run
 //! starts there ([`take`]). A child that ends before then (`os._exit`)
 //! started nothing and wrote nothing.
+//!
+//! A child this path declines (forked by another thread, the ticks'
+//! signal no longer ours, hooks that need Python) forgets the parent's run
+//! in the fork all the same; the Python hook, which the bootstrap
+//! registers once the program imports `threading`, starts its own.
+//!
+//! The statics a fork or a tick writes share one section
+//! (`.data.echion_fork`): with the wheel's one codegen unit they are a few
+//! hundred bytes together, so each fork copies one page of them.
 //!
 //! The price, in the profiled process: `signal.getsignal()` of the ticks'
 //! signal names `_start_forked` instead of `SIG_DFL` (its action was
@@ -53,30 +64,39 @@ static HANDLED: AtomicBool = AtomicBool::new(false);
 /// once) and the child handler registered. Whether it is (not where
 /// `signal.signal` refuses: a thread other than the main one, a
 /// subinterpreter).
-pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration) -> bool {
-    INTERVAL_NS.store(interval.as_nanos() as u64, Ordering::Relaxed);
+/// An error is an exception of a program's handler of another signal,
+/// which CPython ran first: raised where the program would have met it.
+pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration) -> PyResult<bool> {
+    set_interval(interval.as_nanos() as u64);
     if IN_C.load(Ordering::Acquire) && SIGNO.load(Ordering::Relaxed) == signo {
-        return true;
+        return Ok(true);
     }
     let Some(tick) = action(signo) else {
-        return false;
+        return Ok(false);
     };
-    if crate::forkstart::install_start_handler(py, signo).is_err() {
-        // (Refused before anything changed.)
-        return false;
+    if let Err(e) = crate::forkstart::install_start_handler(py, signo) {
+        // `signal.signal` refused (nothing changed), or a handler it ran
+        // first raised.
+        // SAFETY: `tick` is the action read above, a valid one.
+        unsafe { libc::sigaction(signo, &tick, std::ptr::null_mut()) };
+        return if e.is_instance_of::<pyo3::exceptions::PyValueError>(py) {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     let cpython = action(signo);
     // The tick's handler back, whatever happened.
     // SAFETY: `tick` is the action read above, a valid one.
     unsafe { libc::sigaction(signo, &tick, std::ptr::null_mut()) };
     let Some(cpython) = cpython else {
-        return false;
+        return Ok(false);
     };
     if cpython.sa_sigaction == libc::SIG_DFL
         || cpython.sa_sigaction == libc::SIG_IGN
         || cpython.sa_sigaction == tick.sa_sigaction
     {
-        return false;
+        return Ok(false);
     }
     CPYTHON.store(cpython.sa_sigaction, Ordering::Relaxed);
     SIGNO.store(signo, Ordering::Relaxed);
@@ -89,7 +109,13 @@ pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration)
         };
     });
     IN_C.store(true, Ordering::Release);
-    true
+    Ok(true)
+}
+
+/// The run's interval in nanoseconds: how long a child puts its start off
+/// (each run's, set at its start).
+pub fn set_interval(ns: u64) {
+    INTERVAL_NS.store(ns, Ordering::Relaxed);
 }
 
 /// The action of `signo` now.
@@ -115,6 +141,14 @@ static FAST_AT_NS: AtomicU64 = AtomicU64::new(0);
 /// they are as the bootstrap wrote them (0: not).
 #[link_section = ".data.echion_fork"]
 static PID_AT: AtomicUsize = AtomicUsize::new(0);
+/// The thread that [`prepare_fork`] decided for (`pthread_self`): before
+/// glibc 2.28 no lock keeps two threads' forks from running their handlers
+/// at once, and a child takes only its own thread's decision.
+#[link_section = ".data.echion_fork"]
+static FAST_FOR: AtomicUsize = AtomicUsize::new(0);
+/// The child could not write its pid in the fork: the start does.
+#[link_section = ".data.echion_fork"]
+static PID_UNSET: AtomicBool = AtomicBool::new(false);
 
 /// The variable's name and `=`, as the environment holds it before its
 /// value (21 bytes), as the numbers the child compares them with: in its
@@ -149,6 +183,8 @@ pub fn prepare_fork(fast: bool) {
         }
     };
     PID_AT.store(at, Ordering::Relaxed);
+    // SAFETY: pthread_self has no preconditions.
+    FAST_FOR.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
     FAST_AT_NS.store(echion_sampler::clock::now_ns().max(1), Ordering::Relaxed);
 }
 
@@ -166,7 +202,11 @@ pub fn forget_in_fork() -> Option<u64> {
     }
     match FAST_AT_NS.load(Ordering::Relaxed) {
         0 => None,
-        at => Some(at),
+        // SAFETY: pthread_self has no preconditions.
+        at if FAST_FOR.load(Ordering::Relaxed) == unsafe { libc::pthread_self() } as usize => {
+            Some(at)
+        }
+        _ => None,
     }
 }
 
@@ -174,6 +214,19 @@ pub fn forget_in_fork() -> Option<u64> {
 /// `_ECHION_PROFILED_PID`'s digits where [`prepare_fork`] found them (and
 /// they are still that variable's). Whether it did.
 pub fn write_pid(pid: u32) -> bool {
+    let wrote = write_pid_at(pid);
+    if !wrote {
+        PID_UNSET.store(true, Ordering::Relaxed);
+    }
+    wrote
+}
+
+/// Whether the fork left `_ECHION_PROFILED_PID` to the start to set (once).
+pub fn pid_left_unset() -> bool {
+    PID_UNSET.swap(false, Ordering::Relaxed)
+}
+
+fn write_pid_at(pid: u32) -> bool {
     let at = PID_AT.load(Ordering::Relaxed);
     if at < PID_NAME_LEN {
         return false;
@@ -186,7 +239,7 @@ pub fn write_pid(pid: u32) -> bool {
     unsafe {
         let value = at as *mut u8;
         let name = value.sub(PID_NAME_LEN);
-        let word = |i: usize| std::ptr::read_unaligned(name.add(8 * i).cast::<u64>());
+        let word = |i: usize| u64::from_le(std::ptr::read_unaligned(name.add(8 * i).cast::<u64>()));
         // (The last word's first five bytes: `_PID=`.)
         if word(0) != PID_NAME[0]
             || word(1) != PID_NAME[1]
@@ -207,18 +260,26 @@ pub fn write_pid(pid: u32) -> bool {
 /// In a forked child, in the fork: puts its start off by the run's
 /// interval, from `forked_at_ns`, on thread `tid` (its one thread).
 /// Whether it did (a timer could be made).
+///
+/// The timer fires again every [`REFIRE`] (at least the interval) until
+/// the start takes it ([`take`]): its first signal may come before
+/// CPython's own after-fork work, which clears the signals tripped so far.
 pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     let signo = SIGNO.load(Ordering::Relaxed);
     let interval = std::time::Duration::from_nanos(INTERVAL_NS.load(Ordering::Relaxed));
-    let Some(timer) = crate::forkstart::timer(tid, signo, interval, std::time::Duration::ZERO)
-    else {
+    // (Pending before the timer can fire.)
+    PENDING_NS.store(forked_at_ns.max(1), Ordering::Release);
+    let Some(timer) = crate::forkstart::timer(tid, signo, interval, interval.max(REFIRE)) else {
+        PENDING_NS.store(0, Ordering::Relaxed);
         return false;
     };
     TIMER.store(timer, Ordering::Relaxed);
-    PENDING_NS.store(forked_at_ns.max(1), Ordering::Release);
     HANDLED.store(true, Ordering::Relaxed);
     true
 }
+
+/// How often a put-off start's signal comes again until it is taken.
+const REFIRE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Whether this process's fork put its start off here (the Python
 /// after-fork hook then returns at once).
@@ -270,7 +331,7 @@ mod tests {
         buf.push(0);
         let at = buf.iter().position(|&b| b == b'=').map_or(0, |i| i + 1);
         PID_AT.store(buf.as_mut_ptr() as usize + at, Ordering::Relaxed);
-        let wrote = write_pid(pid);
+        let wrote = write_pid_at(pid);
         PID_AT.store(0, Ordering::Relaxed);
         buf.pop();
         (wrote, buf)
@@ -290,7 +351,8 @@ mod tests {
         ] {
             assert_eq!(write_into(entry, 7), (false, entry.to_vec()));
         }
-        // (No digits found by the parent: nothing.)
+        // (No digits found by the parent: nothing, and the start sets it.)
         assert!(!write_pid(7));
+        assert!(pid_left_unset() && !pid_left_unset());
     }
 }

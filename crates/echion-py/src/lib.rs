@@ -47,6 +47,8 @@ fn runtime_address() -> Option<u64> {
 type Done = Arc<(Mutex<bool>, Condvar)>;
 
 struct Running {
+    /// The process whose run it is (a forked child's copy is not its own).
+    pid: u32,
     control: Arc<Control>,
     done: Done,
     native: Option<JoinHandle<()>>,
@@ -177,6 +179,7 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
         let done: Done = Arc::new((Mutex::new(false), Condvar::new()));
         let control = s.control.clone();
         s.running = Some(Running {
+            pid: std::process::id(),
             control: control.clone(),
             done: done.clone(),
             native: None,
@@ -602,6 +605,7 @@ fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> 
         _ => None,
     };
     if with_state(|s| s.settings.no_thread) {
+        forkfast::set_interval(echion_sampler::run::interval_ns(&config));
         reserve::arm();
         match sigtick::start(&config, control.clone(), opened) {
             Ok(()) => with_state(|s| {
@@ -718,6 +722,8 @@ fn stop(py: Python<'_>) -> PyResult<()> {
             // (From any thread: where `_signal.signal` refuses, the
             // handler stays, inert, its timer gone.)
             let _ = forkstart::restore(py);
+        } else if forkfast::pid_left_unset() {
+            set_profiled_pid();
         }
         forkstart::publish_pid(py);
         let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
@@ -766,6 +772,13 @@ fn stop_sampling(py: Python<'_>) -> bool {
     }) else {
         return true;
     };
+    if running.pid != std::process::id() {
+        // A forked child's copy of its parent's run, left there (the child
+        // forgot it in the fork, or never took the hooks that renew it):
+        // never finished here, which would write the parent's profile.
+        std::mem::forget(running);
+        return true;
+    }
     running.control.request_stop();
     // The allocators go back before the interpreter finalises (the GIL is
     // held here); the sampler's last flush writes what was tracked.
@@ -908,6 +921,9 @@ fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyRe
     if let Some(forked_at_ns) = forkfast::take() {
         // Put off in the fork itself (see `forkfast`): the state is renewed
         // at its first use, below.
+        if forkfast::pid_left_unset() {
+            set_profiled_pid();
+        }
         forkstart::publish_pid(py);
         if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
             if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1131,17 +1147,22 @@ fn set_fork_native(native: bool) {
 /// hook until the program may have threads (a fork from another thread
 /// than the main one takes that hook).
 #[pyfunction]
-fn fork_in_c(py: Python<'_>) -> bool {
+fn fork_in_c(py: Python<'_>) -> PyResult<bool> {
     let (no_thread, interval) = with_state(|s| (s.settings.no_thread, s.settings.interval));
     if !no_thread || py.version_info() < (3, 9) {
-        return false;
+        return Ok(false);
     }
     let Ok(signo) = sigtick::claim() else {
-        return false;
+        return Ok(false);
     };
-    // (The main thread's: `signal.signal` refuses any other.)
-    MAIN_IDENT.store(current_ident(), std::sync::atomic::Ordering::Relaxed);
-    forkfast::set_up(py, signo, interval)
+    let ident = current_ident();
+    let set_up = forkfast::set_up(py, signo, interval)?;
+    // (The main thread's the first time: `signal.signal` refuses any
+    // other thread.)
+    if set_up && MAIN_IDENT.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        MAIN_IDENT.store(ident, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(set_up)
 }
 
 /// The main thread's ident, for [`child_forked`] (which serves its forks
@@ -1161,8 +1182,7 @@ extern "C" fn fork_preparing() {
         && forkfast::signal().is_some_and(|signo| {
             // (A child of another thread: CPython 3.13 runs no signal
             // handler in it; the Python hook starts its run.)
-            // SAFETY: getpid has no preconditions.
-            current_tid() == i64::from(unsafe { libc::getpid() })
+            current_ident() == MAIN_IDENT.load(Relaxed)
                 && sigtick::signo() == signo
                 && sigtick::is_ours(signo)
                 && !forkstart::any_pending()
@@ -1180,23 +1200,27 @@ extern "C" fn fork_preparing() {
 extern "C" fn child_forked() {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(forked_at_ns) = forkfast::forget_in_fork() else {
+        // Not this way: the parent's run is forgotten all the same (its
+        // tick may have been under way on a thread the child has not);
+        // the Python hook, where the program's threads made it needed,
+        // starts the child's.
+        sigtick::forget_after_fork();
         return;
     };
     sigtick::forget_in_fork_of_ticking_thread();
     if !FORKED.load(Relaxed) {
         FORKED_IDENT.store(MAIN_IDENT.load(Relaxed), Relaxed);
-        // (The main thread forked: its kernel id is the parent's pid.)
-        // SAFETY: getppid has no preconditions.
-        FORKED_FROM_TID.store(i64::from(unsafe { libc::getppid() }), Relaxed);
+        FORKED_FROM_TID.store(FORKING_TID.load(Relaxed), Relaxed);
     }
     // (Else the parent's own state was never renewed: it is renewed here
     // as the parent's forking thread saw it, for this child's pid.)
     let pid = std::process::id();
     FORKED_PID.store(pid, Relaxed);
     FORKED.store(true, Relaxed);
-    if !forkfast::write_pid(pid) {
-        set_profiled_pid();
-    }
+    // (Where the digits are not as the bootstrap wrote them, the variable
+    // is set at the start, outside the fork: `setenv` takes a lock another
+    // thread of the parent may have held.)
+    forkfast::write_pid(pid);
     // (The child's one thread: its kernel id is its pid.)
     forkfast::defer_in_fork(i64::from(pid), forked_at_ns);
 }

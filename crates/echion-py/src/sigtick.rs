@@ -18,7 +18,9 @@
 //! another thread) is skipped. The timer's signal is one of the real-time
 //! signals the program leaves at its default, taken for the process's
 //! life: after the run its handler stays, inert, so that a signal still
-//! pending cannot end the process.
+//! pending cannot end the process (until CPython's finalisation, which
+//! gives it its default action where `forkfast` made `_start_forked` its
+//! Python handler: after echion's stop, whose timer is gone).
 //!
 //! The price is the program's: its main thread's system calls are
 //! interrupted every interval (`SA_RESTART` restarts most; sleeps, polls

@@ -29,7 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Set from [`GuardedReader::refresh`] to [`GuardedReader::end_tick`]
-/// while that tick may read with loads.
+/// while that tick may read with loads. (In the section where `echion.core`
+/// keeps the other statics every tick writes: a tick on a program's
+/// thread after a fork then copies one page of them, not one per static.)
+#[link_section = ".data.echion_fork"]
 static IN_TICK: AtomicBool = AtomicBool::new(false);
 /// How many [`HoldOff`]s are alive: while any is, ticks read through
 /// `process_vm_readv`.

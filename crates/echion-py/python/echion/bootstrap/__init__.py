@@ -115,14 +115,15 @@ def _hook_threading() -> None:
     # would cost a program that never does: every fork runs its after-fork
     # hook, which writes to pages the child must then copy).
     global _py_fork_hook
+    if _fork_hooks and not _py_fork_hook:
+        # A thread other than the main one may fork now: its child's run
+        # starts from the Python hook (see `echion.core.fork_in_c`). First,
+        # whatever patching does.
+        _py_fork_hook = True
+        os.register_at_fork(after_in_child=ec.after_fork_in_child)
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
-    if _fork_hooks and not _py_fork_hook:
-        # A thread other than the main one may fork now: its child's run
-        # starts from the Python hook (see `echion.core.fork_in_c`).
-        _py_fork_hook = True
-        os.register_at_fork(after_in_child=ec.after_fork_in_child)
 
 
 # --- fork ------------------------------------------------------------------
