@@ -84,7 +84,7 @@ fn is_wait_layer(name: &str, module: &str) -> bool {
 /// Frames that hold, or may hold, the pending-calls lock or another lock
 /// the pending call would take, or the dynamic linker's state.
 fn forbids_pending_call(name: &str) -> bool {
-    name.contains("ending")
+    is_pending_call_machinery(name)
         || name.starts_with("PyThread_acquire_lock")
         || name.starts_with("PyThread_release_lock")
         || name.contains("Mutex")
@@ -118,6 +118,21 @@ pub fn judge(frames: &[(String, String)], in_syscall: bool) -> Verdict {
         return Verdict::NotNow;
     }
     Verdict::PendingCall
+}
+
+/// CPython's own pending-call and eval-breaker functions, 3.8 to 3.13
+/// (`Py_AddPendingCall`, `_push_pending_call`, `make_pending_calls`,
+/// `_Py_HandlePending`, ...), matched without case or underscores. Not
+/// every name with "pending" in it: an event loop's callbacks run Python
+/// code under `ev_invoke_pending` (libev, gevent) or `uv__run_pending`
+/// (libuv, uvloop), so such a program is nearly always inside one.
+fn is_pending_call_machinery(name: &str) -> bool {
+    let folded: String = name
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    folded.contains("pendingcall") || folded.contains("handlepending")
 }
 
 #[cfg(test)]
@@ -195,5 +210,40 @@ mod tests {
             assert_eq!(judge(&f, false), Verdict::NotNow, "{leaf}");
         }
         assert_eq!(judge(&[], false), Verdict::NotNow);
+    }
+
+    #[test]
+    fn the_eval_breakers_own_names_wait() {
+        for leaf in [
+            "_PyEval_AddPendingCall",
+            "_push_pending_call",
+            "_Py_HandlePending",
+            "Py_MakePendingCalls",
+        ] {
+            let f = frames(&[(leaf, "libpython3.12.so.1.0")]);
+            assert_eq!(judge(&f, false), Verdict::NotNow, "{leaf}");
+        }
+    }
+
+    #[test]
+    fn an_event_loops_callback_may_ask_for_a_pending_call() {
+        // Python code run by libev's (gevent) and libuv's (uvloop)
+        // callbacks: the loop's "pending" queues are not CPython's.
+        for (leaf, module) in [
+            (
+                "ev_invoke_pending",
+                "corecext.cpython-39-x86_64-linux-gnu.so",
+            ),
+            ("uv__run_pending", "loop.cpython-311-x86_64-linux-gnu.so"),
+        ] {
+            let f = frames(&[
+                ("_PyEval_EvalFrameDefault", "libpython3.9.so.1.0"),
+                ("_PyObject_Call", "libpython3.9.so.1.0"),
+                ("gevent_callback", module),
+                (leaf, module),
+                ("ev_run", module),
+            ]);
+            assert_eq!(judge(&f, false), Verdict::PendingCall, "{leaf}");
+        }
     }
 }
