@@ -11,6 +11,12 @@ def pytest_configure(config):
         "parallel: the file's tests weigh no share of samples or time, so they may run beside others "
         "(scripts/test runs them two at a time, the rest one at a time)",
     )
+    config.addinivalue_line(
+        "markers",
+        "once: the test's subject does not depend on the interpreter that runs pytest (files other tools "
+        "wrote, converted or read by echion's Rust code and austin-python): scripts/test runs it on one "
+        "interpreter (3.12) instead of six",
+    )
 
     # A pytest started in the background by a shell without job control
     # (`pytest ... &` in a script) has SIGINT and SIGQUIT ignored, and every

@@ -5,11 +5,13 @@ Later issues add targets and assertions; the reading and comparing lives
 here once. Environment:
 
 - ``ECHION_MOJO_TOOL``: our reader/writer front end (the ``mojo`` example of
-  echion-mojo); defaults to ``target/release/examples/mojo``.
+  echion-mojo); defaults to ``target/debug/examples/mojo`` (``cargo test``
+  builds it).
 - ``ECHION_AUSTIN2_PATH``: a directory holding austin-python 2.x (installed
   with ``pip --target``); unset on interpreters older than 3.10.
 """
 
+import functools
 import json
 import os
 import re
@@ -27,9 +29,9 @@ READ_AUSTIN = Path(__file__).resolve().parent / "readers" / "read_austin.py"
 
 
 def mojo_tool() -> Path:
-    tool = Path(os.environ.get("ECHION_MOJO_TOOL", ROOT / "target" / "release" / "examples" / "mojo"))
+    tool = Path(os.environ.get("ECHION_MOJO_TOOL", ROOT / "target" / "debug" / "examples" / "mojo"))
     if not tool.exists():
-        raise RuntimeError(f"{tool} not found: build it with `cargo build --release -p echion-mojo --example mojo`")
+        raise RuntimeError(f"{tool} not found: build it with `cargo build -p echion-mojo --example mojo`")
     return tool
 
 
@@ -79,14 +81,15 @@ class Profiles:
         return [(n, v) for n, v in (("austin-python 1.7", self.austin1), ("austin-python 2", self.austin2)) if v is not None]
 
 
-def read_all(path, austin1=True) -> Profiles:
+def read_all(path, austin1=True, austin2=True) -> Profiles:
     """Read ``path`` with our reader, austin-python 1.7 (unless told not to:
-    it cannot read MOJO v4) and austin-python 2.x where available."""
+    it cannot read MOJO v4) and austin-python 2.x where available (unless
+    told not to)."""
     # The three readers run side by side (austin-python's, pure Python,
     # take seconds over a big profile).
     with ThreadPoolExecutor(max_workers=3) as pool:
         a1 = pool.submit(read_austin1, path) if austin1 else None
-        a2 = pool.submit(read_austin2, path) if austin2_available() else None
+        a2 = pool.submit(read_austin2, path) if austin2 and austin2_available() else None
         ours = read_ours(path)
         return Profiles(
             path=Path(path),
@@ -153,6 +156,13 @@ def thread_prefix() -> Tuple[str, ...]:
 
 def marker_line(path, name: str) -> int:
     """The line of ``path`` that carries the comment ``#@name`` (exactly one)."""
+    return _marker_line(str(path), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _marker_line(path: str, name: str) -> int:
+    # Cached: tests ask for it in predicates run over every sample (the
+    # targets do not change during a test run).
     tag = "#@" + name
     lines = [
         i
@@ -236,13 +246,14 @@ def profile_files(directory) -> Dict[int, Path]:
     return out
 
 
-def read_profiles(directory, check=True) -> Dict[int, "Profiles"]:
-    """Every profile in ``directory`` read by every reader; with ``check``,
-    each is checked with :func:`assert_readers_agree`."""
+def read_profiles(directory, check=True, independent=True) -> Dict[int, "Profiles"]:
+    """Every profile in ``directory`` read by every reader (by ours only
+    without ``independent``); with ``check``, each is checked with
+    :func:`assert_readers_agree`."""
     out = {}
     for pid, path in sorted(profile_files(directory).items()):
         try:
-            p = read_all(path)
+            p = read_all(path, austin1=independent, austin2=independent)
         except subprocess.CalledProcessError as e:
             raise AssertionError(f"{path} does not parse: {' '.join(map(str, e.cmd))}: {e.stderr.decode(errors='replace').strip()}") from None
         if check:
@@ -307,6 +318,7 @@ def run_echion(
     stdin=None,
     echion=True,
     on_start: Optional[Callable] = None,
+    independent_readers=True,
 ) -> Run:
     """Run ``echion -o tmp_path/profile.%(pid).mojo *echion_args python target
     *args`` in ``tmp_path`` and collect the outcome.
@@ -316,7 +328,11 @@ def run_echion(
     none is written; None reads nothing. ``echion=False`` runs the same
     command without echion, for comparisons. ``on_start(proc)`` is called
     with the running process (its stdout is a pipe, stdin too when ``stdin``
-    is given) before waiting for it. The process group is killed if anything
+    is given) before waiting for it. ``independent_readers=False`` reads
+    the profiles with ours only: for a test of what the run did to the
+    program whose profile is large (austin-python, pure Python, takes tens
+    of seconds over a megabyte of it), the file's form being checked by
+    the others. The process group is killed if anything
     goes wrong, so no child outlives the test.
     """
     tmp_path = Path(tmp_path)
@@ -355,7 +371,7 @@ def run_echion(
         run.result = json.loads(result_file.read_text(encoding="utf-8"))
     if expect_profile is True:
         assert profile_files(tmp_path), f"no profile written: {run.describe()}"
-        run.profiles = read_profiles(tmp_path)
+        run.profiles = read_profiles(tmp_path, independent=independent_readers)
         assert proc.pid in run.profiles, f"no profile for pid {proc.pid}: {sorted(run.profiles)}; {run.describe()}"
     elif expect_profile is False:
         assert not profile_files(tmp_path), f"profiles written: {sorted(profile_files(tmp_path))}; {run.describe()}"

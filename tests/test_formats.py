@@ -229,6 +229,7 @@ def check_all_formats(mojo: Path, tmp_path: Path, keep_echion: bool):
 # --- the converter on files other tools wrote ------------------------------------
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[p.name for p in FIXTURES])
 def test_other_writers_files_convert_to_every_format(fixture, tmp_path):
     ours, doc, pprof = check_all_formats(fixture, tmp_path, keep_echion=True)

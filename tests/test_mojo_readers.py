@@ -46,6 +46,7 @@ def test_our_v4_profile_reads_the_same_in_austin_python_2(tmp_path):
         read_austin1(path)
 
 
+@pytest.mark.once
 @pytest.mark.parametrize(
     "name",
     sorted(p.name for p in FIXTURES.glob("*.mojo") if "corrupt" not in p.name and "austinp" not in p.name) if FIXTURES.is_dir() else ["<missing>"],

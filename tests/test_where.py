@@ -16,6 +16,10 @@ import pytest
 
 from harness import PY, all_pythons, echion_command, echion_env, marker_line, scope, target, thread_prefix
 
+# One-off pictures of where threads are: no share of samples or time is
+# weighed (the bound on a dump's time is generous): may run beside others.
+pytestmark = pytest.mark.parallel
+
 TARGET = target("where_target.py")
 HEADER = "🐴 Echion reporting for duty"
 THREAD_RE = re.compile(r"^    🧵 (?P<name>.+?)(?: \(interpreter (?P<iid>\d+)\))?:$")
