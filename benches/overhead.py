@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MOJO_TOOL = Path(os.environ.get("ECHION_MOJO_TOOL", ROOT / "target" / "release" / "examples" / "mojo"))
+# cargo test builds it (optimised in the dev profile too).
+MOJO_TOOL = Path(os.environ.get("ECHION_MOJO_TOOL", ROOT / "target" / "debug" / "examples" / "mojo"))
 
 
 def run(cmd, env=None):

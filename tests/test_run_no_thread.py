@@ -91,10 +91,11 @@ def test_a_process_killed_mid_run_leaves_its_samples(tmp_path):
     assert view["metadata"]["ticker"] == "signal", view["metadata"]
     # Every reader read it whole (run_echion compared them), and it holds
     # the half second of work that ended as the process said it was ready
-    # and was killed, but for what the file had not been handed yet: the
-    # last flush window (10 ms) and the time held for a running thread
-    # whose stack did not change (30 ms at most, ARCHITECTURE.md step 7),
-    # and a tick (1 ms).
+    # and was killed, but for what the file had not been handed yet: a
+    # running thread's unchanged stack is held from the tick after one
+    # flush, looked at by the second after it and written by the third
+    # (engine.rs, ARCHITECTURE.md step 7): three windows of 10 ms and a
+    # tick each, 33 ms, and room for a late tick.
     ctx = stack_summary(view)
     last = total(select(view, lambda s: any(f[1].endswith("main") and f[2] == line for f in s["frames"]), "MainThread"))
     assert last >= run.result["last_work"] * 1e6 - 41_000, (last, run.result, ctx)

@@ -302,10 +302,6 @@ fn check_interpreter(
     }
 }
 
-/// About 100 s optimised, about 10 minutes unoptimised (the per-offset
-/// `location` calls walk each table from its start): the workspace builds
-/// this package with `opt-level = 3` even in the dev profile, so plain
-/// `cargo test` runs it at full speed.
 /// One interpreter checked: its index in the list, the outcome, the
 /// mismatches it reported and its seconds.
 type Checked = (
@@ -315,6 +311,10 @@ type Checked = (
     f64,
 );
 
+/// About 100 s optimised, two interpreters at a time, about 10 minutes
+/// unoptimised (the per-offset `location` calls walk each table from its
+/// start): the workspace builds this package with `opt-level = 3` even in
+/// the dev profile, so plain `cargo test` runs it at full speed.
 #[test]
 fn stdlib_matches_every_interpreter() {
     let mut found: Vec<(PyVersion, PathBuf)> = echion_testkit::pythons()
@@ -364,7 +364,7 @@ fn stdlib_matches_every_interpreter() {
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().expect("a checking thread panicked"))
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
     results.sort_by_key(|r| r.0);
