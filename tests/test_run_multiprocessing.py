@@ -27,7 +27,8 @@ def test_each_child_writes_its_own_profile(tmp_path, method):
     line = marker_line(TARGET, "child-sleep")
     for pid, p in run.profiles.items():
         view = p.ours
-        assert view["samples"], f"empty profile of {pid}"
+        role = "child" if pid in children else "parent" if pid == parent else "another process"
+        assert view["samples"], f"empty profile of {pid} ({role}): metadata {view['metadata']}; {run.describe()}"
         assert {s["pid"] for s in view["samples"]} == {pid}, f"profile of {pid} has samples of {sorted({s['pid'] for s in view['samples']})}"
         assert view["metadata"]["sampler"] == "echion"
         working = total(select(view, lambda s: contains(s, [("child_work", line)])))
