@@ -384,7 +384,7 @@ fn stdlib_matches_every_interpreter() {
         report.extend(
             mismatches
                 .into_iter()
-                .take(MAX_REPORTED - report.len().min(MAX_REPORTED)),
+                .take(MAX_REPORTED.saturating_sub(report.len())),
         );
     }
     eprintln!(
