@@ -162,3 +162,29 @@ def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, 
         assert got["ended"] * 1e6 - 0.21e6 <= total(samples_of(view, "MainThread")), (got, stack_summary(view))
     if mode == "nested":
         _started_later(run, got["grandchild"])
+
+
+@pytest.mark.parametrize("no_thread", [False, True], ids=["thread", "no-thread"])
+def test_a_forked_child_that_blocks_at_once_is_sampled_while_it_blocks(tmp_path, no_thread):
+    # A child's put-off start comes as a signal that CPython notes and runs
+    # its handler for at the next safe point. The child here computes in one
+    # C call when it comes, then sleeps with no safe point between: the
+    # noted signal interrupts nothing, and a start that waited for it would
+    # miss the whole sleep (as a child that blocks in `recv` would miss its
+    # wait). The signal comes again until the start takes it.
+    options = ["--no-thread"] if no_thread else []
+    script = target("fork_blocked.py")
+    run = run_echion(tmp_path, script, *options, timeout=120)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    assert got["took"] >= got["sleep"], got
+    child = got["child"]
+    assert child in run.profiles, f"no profile for child {child}; {run.describe()}"
+    view = run.profiles[child].ours
+    blocked = select(view, lambda s: contains(s, [("child", marker_line(script, "blocked"))]))
+    # The first sample counts from the fork: without it, what the child's
+    # sampler saw of the sleep.
+    seen = total(blocked) - max((s["time"] or 0 for s in blocked), default=0)
+    assert seen >= 0.6 * got["sleep"] * 1e6, f"{seen} µs of the {got['sleep']} s sleep seen after the first sample\n{stack_summary(view)}"
+    after = total(select(view, lambda s: contains(s, [("child", marker_line(script, "after"))])))
+    assert after >= 0.1e6, f"{after} µs of the child's 0.2 s after its sleep\n{stack_summary(view)}"

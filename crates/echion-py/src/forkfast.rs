@@ -261,7 +261,7 @@ fn write_pid_at(pid: u32) -> bool {
 /// interval, from `forked_at_ns`, on thread `tid` (its one thread).
 /// Whether it did (a timer could be made).
 ///
-/// The timer fires again every [`REFIRE`] (at least the interval) until
+/// The timer fires again every [`crate::forkstart::REFIRE`] (at least the interval) until
 /// the start takes it ([`take`]): its first signal may come before
 /// CPython's own after-fork work, which clears the signals tripped so far.
 pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
@@ -269,7 +269,9 @@ pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     let interval = std::time::Duration::from_nanos(INTERVAL_NS.load(Ordering::Relaxed));
     // (Pending before the timer can fire.)
     PENDING_NS.store(forked_at_ns.max(1), Ordering::Release);
-    let Some(timer) = crate::forkstart::timer(tid, signo, interval, interval.max(REFIRE)) else {
+    let Some(timer) =
+        crate::forkstart::timer(tid, signo, interval, interval.max(crate::forkstart::REFIRE))
+    else {
         PENDING_NS.store(0, Ordering::Relaxed);
         return false;
     };
@@ -277,9 +279,6 @@ pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     HANDLED.store(true, Ordering::Relaxed);
     true
 }
-
-/// How often a put-off start's signal comes again until it is taken.
-const REFIRE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Whether this process's fork put its start off here (the Python
 /// after-fork hook then returns at once).

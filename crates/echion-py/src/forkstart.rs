@@ -10,7 +10,9 @@
 //! the signal goes (registered from Python with `_signal.signal`), calls
 //! [`START`] from the main thread at its next safe point (between two
 //! bytecodes, or when a blocking call is interrupted, as with any signal
-//! handler of the program's). That run counts from the fork
+//! handler of the program's). Until then the signal comes again every
+//! 10 ms ([`refire`]: one noted just before a blocking call would wait for
+//! its end). That run counts from the fork
 //! (`Config::forked_at_ns`). A child that ends before then started no
 //! thread and made no file (one that ends through the interpreter's exit
 //! starts and stops at once, so that its profile is made and closed).
@@ -56,6 +58,7 @@ fn pending() -> std::sync::MutexGuard<'static, Option<Pending>> {
 /// the parent (its timer is not this process's). Whether there was one
 /// (this process's handler for the signal is then still ours).
 pub fn forget() -> bool {
+    ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
     let mut pending = pending();
     ANY_PENDING.store(false, std::sync::atomic::Ordering::Release);
     pending.take().is_some()
@@ -196,10 +199,16 @@ pub fn defer(
     }
     kit.signal.bind(py).call1(kit.install.bind(py))?;
     let tid = crate::current_tid();
-    let Some(timer) = arm(tid, interval) else {
+    let timer = if interpose() {
+        arm(tid, interval)
+    } else {
+        None
+    };
+    let Some(timer) = timer else {
         kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
         return Ok(false);
     };
+    ARMED.store(timer, std::sync::atomic::Ordering::Relaxed);
     ANY_PENDING.store(true, std::sync::atomic::Ordering::Release);
     *pending() = Some(Pending {
         timer,
@@ -211,6 +220,72 @@ pub fn defer(
 /// `after`; its id (the kernel's).
 fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
     timer(tid, SIGNAL, after, std::time::Duration::ZERO)
+}
+
+/// How long after a put-off start's signal it comes again, while the start
+/// is not taken ([`refire`]).
+pub(crate) const REFIRE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The timer of the start put off here, while it is (-1: none), for
+/// [`refire`] (which may not take [`PENDING`]'s lock).
+static ARMED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// CPython's C handler of signals (`signal.signal` installs it).
+static CPYTHON: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The action of [`SIGNAL`] while a start is put off: CPython's handler
+/// is called through this one, which sets the timer again [`REFIRE`] ahead
+/// until the start takes it.
+///
+/// Once is not enough: CPython notes a signal and runs its Python handler
+/// at the next safe point, and a signal noted while the main thread
+/// computes in C just before a blocking call (`time.sleep`, `recv`)
+/// interrupts nothing: the start would wait until that call returns, and
+/// the child would go unsampled all that time. The next signal interrupts
+/// the call (whose retry runs the handlers first). Set again from here,
+/// not by a periodic timer: a program that makes the signal its own meets
+/// at most one more (the one already set), as with the first.
+extern "C" fn refire(signo: libc::c_int) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let timer = ARMED.load(Relaxed);
+    let handler = CPYTHON.load(Relaxed);
+    if timer < 0 || handler == 0 {
+        return;
+    }
+    // SAFETY: the address `signal.signal` installed for this signal
+    // (read back in `defer`): CPython's C handler, `void (int)`,
+    // async-signal-safe, called from a handler of the same signal as the
+    // kernel would.
+    let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+    handler(signo);
+    // (A system call: safe here. The timer is this process's: `take`
+    // forgets it before deleting it, on this same thread.)
+    settime(timer, REFIRE, std::time::Duration::ZERO);
+}
+
+/// Puts [`refire`] between the kernel and CPython's handler of [`SIGNAL`],
+/// which `signal.signal` has just installed; the same flags and mask.
+/// Whether it is.
+fn interpose() -> bool {
+    // SAFETY: `sigaction` is plain data, all zeroes a valid value; a null
+    // new action only reads the current one into it.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::sigaction(SIGNAL, std::ptr::null(), &mut action) } != 0
+        || action.sa_sigaction == libc::SIG_DFL
+        || action.sa_sigaction == libc::SIG_IGN
+        || action.sa_flags & libc::SA_SIGINFO != 0
+    {
+        return false;
+    }
+    let ours = refire as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    if action.sa_sigaction != ours {
+        CPYTHON.store(action.sa_sigaction, std::sync::atomic::Ordering::Relaxed);
+    }
+    action.sa_sigaction = ours;
+    // SAFETY: `action` is the one read above with a handler of the same
+    // kind (`void (int)`, no `SA_SIGINFO`); only this signal's action set.
+    unsafe { libc::sigaction(SIGNAL, &action, std::ptr::null_mut()) == 0 }
 }
 
 /// Makes a timer of the monotonic clock that sends `signo` to thread `tid`
@@ -303,7 +378,11 @@ pub fn take() -> Option<u64> {
     } = {
         let mut pending = pending();
         ANY_PENDING.store(false, std::sync::atomic::Ordering::Release);
-        pending.take()?
+        let taken = pending.take()?;
+        // (Before the timer is deleted: `refire`, on this thread, sets it
+        // no more.)
+        ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
+        taken
     };
     // (A timer this process made: an inherited one was forgotten in the
     // child; deleted once: taken from `PENDING` above.)
