@@ -25,6 +25,12 @@ from harness import (
     total,
 )
 
+#: A test of the stacks of tasks that wait (wall time, which a busy machine
+#: does not take from them): it may run beside another (``parallel``). The
+#: others (a task's share of the CPU, the share of 10,000 tasks a tick
+#: has time to read) run one at a time.
+shapes = pytest.mark.parallel
+
 AIO = target("aio.py")
 SELECT = (scope("BaseEventLoop._run_once"), scope("EpollSelector.select"))
 HANDLE = (scope("BaseEventLoop._run_once"), scope("Handle._run"))
@@ -51,6 +57,7 @@ def task_frames(view):
     return {f[1] for s in view["samples"] for f in s["frames"] if f[2] == 0 and f[0] == ""}
 
 
+@shapes
 def test_gather_of_tasks(tmp_path):
     view = run(tmp_path, "gather_tasks").view
     for t in ("F4_0", "F4_1"):
@@ -65,6 +72,7 @@ def test_gather_of_tasks(tmp_path):
     assert task_frames(view) >= {"Task-1", "F1", "F3", "F4_0", "F4_1"}
 
 
+@shapes
 def test_gather_of_coroutines(tmp_path):
     view = run(tmp_path, "gather_coroutines").view
     # gather wraps each coroutine in a task of its own, in order.
@@ -72,6 +80,7 @@ def test_gather_of_coroutines(tmp_path):
     assert_stack(view, ("Task-1", "gather_coroutines", "Task-3", "inner_2", "sleep"), 0.8e6)
 
 
+@shapes
 def test_task_awaiting_a_task_and_coroutines(tmp_path):
     view = run(tmp_path, "coroutines").view
     wait_fn = scope("outer_function.<locals>.background_wait_function")
@@ -85,6 +94,7 @@ def test_task_awaiting_a_task_and_coroutines(tmp_path):
     assert not with_stack(view, (math_fn, "Task-background_wait")), stack_summary(view)
 
 
+@shapes
 def test_wait(tmp_path):
     view = run(tmp_path, "wait").view
     for i in range(1, 6):
@@ -92,6 +102,7 @@ def test_wait(tmp_path):
         assert_stack(view, chain, 0.2e6)
 
 
+@shapes
 def test_as_completed(tmp_path):
     view = run(tmp_path, "as_completed").view
     wait_for_one = "_AsCompletedIterator._wait_for_one" if PY >= (3, 13) else scope("as_completed.<locals>._wait_for_one")
@@ -115,12 +126,14 @@ def test_as_completed(tmp_path):
         assert with_stack(view, waiting + (t, "wait_and_return_delay")), t
 
 
+@shapes
 def test_async_generators(tmp_path):
     view = run(tmp_path, "async_gen").view
     chain = ("Task-1", "async_gen_scenario", "asynchronous_function", "async_generator", "async_generator_dep", "deep_dependency", "sleep")
     assert_stack(view, SELECT + chain, 0.8e6)
 
 
+@shapes
 def test_async_context_managers(tmp_path):
     view = run(tmp_path, "async_with").view
     head = SELECT + ("Task-1", "async_with_scenario", "with_function")
@@ -129,6 +142,7 @@ def test_async_context_managers(tmp_path):
     assert_stack(view, head + (scope("AsyncContextManager.__aexit__"), "sleep"), 0.3e6)
 
 
+@shapes
 def test_executor(tmp_path):
     view = run(tmp_path, "executor").view
     assert_stack(view, SELECT + ("Task-1", "executor_scenario", "executor_function"), 0.8e6)
@@ -178,12 +192,14 @@ def test_wall_mode_shows_waiting_tasks_beside_the_one_on_the_cpu(tmp_path):
         assert_stack(view, HANDLE + ("Task-1", "cpu_mixed", t, scope("cpu_mixed.<locals>.idle"), "sleep"), 0.8e6)
 
 
+@shapes
 def test_deadlock(tmp_path):
     # Two tasks awaiting each other: neither is a leaf, and nothing loops.
     r = run(tmp_path, "deadlock")
     assert_stack(r.view, SELECT + ("Task-1", "deadlock", "sleep"), 0.8e6)
 
 
+@shapes
 @pytest.mark.parametrize("scenario", ["wait_for", "shield"] + (["task_group"] if PY >= (3, 11) else []))
 def test_links(tmp_path, scenario):
     view = run(tmp_path, scenario).view
@@ -199,12 +215,14 @@ def test_links(tmp_path, scenario):
         assert_stack(view, SELECT + chain, 0.6e6)
 
 
+@shapes
 def test_renamed_task(tmp_path):
     view = run(tmp_path, "renamed").view
     for name in ("first-name", "renamed"):
         assert_stack(view, SELECT + ("Task-1", "renamed", name, "named_sleeper", "sleep"), 0.3e6)
 
 
+@shapes
 def test_task_not_started(tmp_path):
     view = run(tmp_path, "not_started").view
     # The task is created, then the loop is blocked: its coroutine is shown
@@ -251,6 +269,7 @@ def many_tasks_view(tmp_path, tasks, sleep, *echion_args, how="gather"):
     return view
 
 
+@shapes
 def test_many_tasks(tmp_path):
     # 5,000 tasks at a slow interval.
     many_tasks_view(tmp_path, 5000, 2, "-i", "200ms")
@@ -288,6 +307,7 @@ def test_shares_of_tasks_keep_every_shape(tmp_path):
     assert total(bare) <= 0.15 * total(worker), stack_summary(view)
 
 
+@shapes
 def test_uvloop(tmp_path):
     r = run(tmp_path, "uvloop")
     assert r.result == {"loop": "uvloop"}, r.result
@@ -295,6 +315,7 @@ def test_uvloop(tmp_path):
         assert_stack(r.view, ("Task-1", scope("uvloop_scenario.<locals>.uv_main"), t, "grouped", "sleep"), at_least)
 
 
+@shapes
 def test_program_without_asyncio_does_not_import_it(tmp_path):
     r = run(tmp_path, "no_asyncio")
     assert r.result == {"asyncio_imported": False}, r.describe()

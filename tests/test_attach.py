@@ -21,6 +21,12 @@ from harness import all_pythons, contains, echion_command, echion_env, mojo_tool
 TARGET = target("attach_target.py")
 #: This interpreter without the venv: echion is not installed in it.
 BASE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
+#: A test that weighs no share of samples or time (what a profile shows,
+#: statuses, messages): it may run beside another (``parallel``). The
+#: others (the attach's pause and first sample timed, the share of a
+#: thread's time; gevent's loop, whose attach waits on a starved thread)
+#: run one at a time.
+shapes = pytest.mark.parallel
 ATTACHED_RE = re.compile(r"attached to pid (\d+): stopped (\d+) us, first sample after (\d+) ms")
 
 
@@ -148,6 +154,7 @@ def test_attach_profiles_and_detaches(tmp_path, targets, scenario, thread, frame
         assert len(other["samples"]) == len(view["samples"]), name
 
 
+@shapes
 @pytest.mark.parametrize("mode", ["-c", "-m", "-n", "-s"])
 def test_attach_in_every_mode(tmp_path, targets, mode):
     t = start(targets, tmp_path, "busy")
@@ -179,6 +186,7 @@ def test_attach_in_every_mode(tmp_path, targets, mode):
         assert "echion.core.sampler" not in threads(view)
 
 
+@shapes
 def test_ten_attach_and_detach_cycles(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     for i in range(10):
@@ -189,6 +197,7 @@ def test_ten_attach_and_detach_cycles(tmp_path, targets):
     assert_left_as_found(*t.finish())
 
 
+@shapes
 def test_ctrl_c_on_echion_detaches(tmp_path, targets):
     t = start(targets, tmp_path, "sleep_worker")
     out = tmp_path / "profile.mojo"
@@ -204,6 +213,7 @@ def test_ctrl_c_on_echion_detaches(tmp_path, targets):
     assert "worker" in threads(read_all(out).ours)
 
 
+@shapes
 def test_the_target_exiting_ends_the_profile(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     out = tmp_path / "profile.mojo"
@@ -219,6 +229,7 @@ def test_the_target_exiting_ends_the_profile(tmp_path, targets):
     assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), stack_summary(view)
 
 
+@shapes
 def test_a_program_that_exits_as_it_is_attached_to(tmp_path, targets):
     # Its exit stops echion before the attach thread has said that the
     # sampler started: that is the end of the attach, not a failure to
@@ -247,6 +258,7 @@ def attach_again_and_again(tmp_path, targets, scenario, times, exposure):
     assert_left_as_found(*t.finish())
 
 
+@shapes
 def test_a_thread_in_a_subinterpreter_is_borrowed_later(tmp_path, targets):
     # The main thread runs in a subinterpreter nearly all the time: echion's
     # start must not run there (the bootstrap says "later" and the command
@@ -254,6 +266,7 @@ def test_a_thread_in_a_subinterpreter_is_borrowed_later(tmp_path, targets):
     attach_again_and_again(tmp_path, targets, "subinterp", 3, "0.3")
 
 
+@shapes
 @pytest.mark.parametrize("module", ["os", "site", "posixpath"])
 def test_an_attach_while_the_interpreter_starts_comes_back_later(tmp_path, module):
     # `echion -p` right after the program started borrowed it while `site`
@@ -277,6 +290,7 @@ def test_an_attach_while_the_interpreter_starts_comes_back_later(tmp_path, modul
     assert status == "later: %s._half_made is being imported\n" % module, status
 
 
+@shapes
 def test_subinterpreters_set_up_back_to_back(tmp_path, targets):
     # The main thread is mostly creating and destroying interpreters. A
     # pending call asked for there went to the subinterpreter's queue
@@ -306,6 +320,7 @@ def test_gevent_program_attached_twice(tmp_path, targets):
     assert rc == 7, err[-2000:]
 
 
+@shapes
 def test_attach_to_every_other_version(tmp_path, targets):
     """One echion command serves every interpreter: attach to each version
     other than this one (the abi3 module and the package come from here)."""
@@ -321,6 +336,7 @@ def test_attach_to_every_other_version(tmp_path, targets):
         assert any(contains(s, ["spin"]) for s in samples_of(view, "MainThread")), (python, stack_summary(view))
 
 
+@shapes
 def test_run_mode_profiles_an_interpreter_without_echion(tmp_path):
     out = tmp_path / "run.mojo"
     stop = tmp_path / "stop-busy"
@@ -353,6 +369,7 @@ def one_line_error(run, *fragments):
     return lines[0]
 
 
+@shapes
 def test_no_such_process(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -360,6 +377,7 @@ def test_no_such_process(tmp_path):
     one_line_error(run, "cannot attach to pid %d" % gone.pid, "no process")
 
 
+@shapes
 def test_not_a_python_process(tmp_path):
     proc = subprocess.Popen(["sleep", "30"])
     try:
@@ -371,6 +389,7 @@ def test_not_a_python_process(tmp_path):
         proc.wait()
 
 
+@shapes
 def test_an_attach_before_the_program_is_python_waits_for_it(tmp_path):
     # `python app.py & echion -p $!` may look at the process between the
     # shell's fork and its exec of Python (and `subprocess.Popen` returns
@@ -401,6 +420,7 @@ def test_an_attach_before_the_program_is_python_waits_for_it(tmp_path):
     assert late.returncode == 7, late.returncode
 
 
+@shapes
 def test_no_permission_says_what_to_do(tmp_path, targets):
     system_python = "/usr/bin/python3"
     if not os.path.exists(system_python):
@@ -412,6 +432,7 @@ def test_no_permission_says_what_to_do(tmp_path, targets):
     assert t.proc.poll() is None
 
 
+@shapes
 def test_a_process_already_profiled_by_echion(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     first = attach_in_background(tmp_path, t.pid, "first.mojo")
@@ -423,6 +444,7 @@ def test_a_process_already_profiled_by_echion(tmp_path, targets):
     assert_left_as_found(*t.finish())
 
 
+@shapes
 def test_a_process_run_under_echion_is_already_profiled(tmp_path):
     stop = tmp_path / "stop-busy"
     proc = subprocess.Popen(
@@ -441,6 +463,7 @@ def test_a_process_run_under_echion_is_already_profiled(tmp_path):
     assert proc.returncode == 7
 
 
+@shapes
 def test_no_safe_point_leaves_nothing_behind(tmp_path, targets):
     """The main thread holds the GIL in C code for 6 s: echion says so after
     3 s, and suggests -w; what it asked for runs later as a no-op."""
@@ -452,6 +475,7 @@ def test_no_safe_point_leaves_nothing_behind(tmp_path, targets):
     assert not report["echion_loaded"]
 
 
+@shapes
 def test_the_target_exiting_during_the_attach(tmp_path, targets):
     t = start(targets, tmp_path, "gil_in_c")
     proc = attach_in_background(tmp_path, t.pid, "p.mojo")
@@ -462,6 +486,7 @@ def test_the_target_exiting_during_the_attach(tmp_path, targets):
     assert err.strip().splitlines() == ["echion: cannot attach to pid %d: the process exited during the attach" % t.pid], err
 
 
+@shapes
 def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
     # The soak (3.12, 1 run in 40): an attach borrowed the main thread as
     # the interpreter was being deleted, and its pending call took a lock
@@ -482,6 +507,7 @@ def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
     assert b"echion" not in err_t, err_t.decode()[-2000:]
 
 
+@shapes
 def test_a_pending_call_run_as_the_program_ends_starts_nothing(monkeypatch):
     # Queued before the interpreter began to finalize, run after: the entry
     # does nothing ("later"; the command then sees the exit).
@@ -495,6 +521,7 @@ def test_a_pending_call_run_as_the_program_ends_starts_nothing(monkeypatch):
     assert namespace["_bad_moment"]() == "the interpreter is finalizing"
 
 
+@shapes
 def test_a_process_traced_by_a_debugger(tmp_path, targets):
     t = start(targets, tmp_path, "busy")
     gdb = subprocess.Popen(
