@@ -10,13 +10,17 @@ fork of the program (copied at the fork, torn down at the child's exit).
 A fork loop ran 5 % slower for them.
 
 What: the two `DT_NEEDED` entries and their version needs go; the symbols
-that were bound to them become unversioned references. An unversioned
-reference binds to a symbol's oldest version (GLIBC_2.2.5 here, the
-version they asked for) or its one public version, wherever the process has
-it: in libc from glibc 2.34, and before that in the libpthread and libdl
-that CPython itself needs (every CPython on glibc < 2.34 links both, and the
-interpreter loads an extension module with its libraries in the global
-scope), so the module resolves as it did.
+that were bound to them become unversioned references, wherever the
+process has them: in libc from glibc 2.34, and before that in the
+libpthread and libdl that CPython itself needs (every CPython on glibc
+< 2.34 links both, and they are in the global scope where the interpreter
+looks an extension module's symbols up). An unversioned reference binds to
+a symbol's base version (GLIBC_2.2.5 on x86-64), hidden or not, else to its
+one public version. So only references to GLIBC_2.2.5 are dropped (the
+same function), and those of the symbols in `NO_OLDER_VERSION` to a later
+one (there is no base version to bind to instead: the public one is the
+same function); any other makes the script refuse, as a reference to
+`pthread_cond_wait@GLIBC_2.3.2` would bind to the older ABI's.
 
 Only ELF64 little-endian (x86-64, aarch64). Refuses anything it does not
 expect, leaving the wheel as it was.
@@ -31,6 +35,13 @@ from pathlib import Path
 
 #: The libraries whose needs are dropped.
 STUBS = (b"libpthread.so.0", b"libdl.so.2")
+
+#: The base version of glibc's symbols on x86-64 (and the one an
+#: unversioned reference binds to where it exists).
+BASE_VERSION = b"GLIBC_2.2.5"
+#: Symbols of the stubs asked for at a later version that have no base
+#: version in any glibc.
+NO_OLDER_VERSION = {b"pthread_setname_np": b"GLIBC_2.12"}
 
 DT_NULL, DT_NEEDED, DT_VERNEED, DT_VERNEEDNUM = 0, 1, 0x6FFFFFFE, 0x6FFFFFFF
 VER_NDX_GLOBAL = 1
@@ -83,19 +94,20 @@ def unstub(elf: bytes) -> bytes:
         _version, count, file, aux, nxt = struct.unpack_from("<HHIII", elf, at)
         others, a = [], at + aux
         for _ in range(count):
-            _hash, _flags, other, _name, anxt = struct.unpack_from("<IHHII", elf, a)
-            others.append(other)
+            _hash, _flags, other, name, anxt = struct.unpack_from("<IHHII", elf, a)
+            others.append((other, _cstr(elf, dynstr + name)))
             a += anxt
         needs.append((at, _cstr(elf, dynstr + file), others))
         if nxt == 0:
             break
         at += nxt
-    dropped = {other for _, file, others in needs if file in STUBS for other in others}
+    dropped = {other: name for _, file, others in needs if file in STUBS for other, name in others}
     kept = [(at, file) for at, file, _ in needs if file not in STUBS]
     if not dropped:
         return elf
-    if not kept:
-        raise NotExpected("no version need would be left")
+    if not kept or kept[0][0] != vr_off:
+        # (The section header would have to move too.)
+        raise NotExpected("the first version need is a stub's")
     for (at, _), nxt in zip(kept, kept[1:] + [None]):
         struct.pack_into("<I", out, at + 12, 0 if nxt is None else nxt[0] - at)
     # (The section header's count of them too: readers other than the
@@ -119,12 +131,19 @@ def unstub(elf: bytes) -> bytes:
     for i, (tag, val) in enumerate(new):
         struct.pack_into("<qQ", out, dyn_off + 16 * i, tag, val)
 
-    # The symbols bound to the dropped versions: unversioned.
+    # The symbols bound to the dropped versions: unversioned, where that
+    # binds them to the same function.
     vs_off, vs_size, _, _ = sec[".gnu.version"]
-    for at in range(vs_off, vs_off + vs_size, 2):
+    sym_off = sec[".dynsym"][0]
+    for i, at in enumerate(range(vs_off, vs_off + vs_size, 2)):
         ndx, = struct.unpack_from("<H", elf, at)
-        if ndx & 0x7FFF in dropped:
-            struct.pack_into("<H", out, at, VER_NDX_GLOBAL)
+        version = dropped.get(ndx & 0x7FFF)
+        if version is None:
+            continue
+        name = _cstr(elf, dynstr + struct.unpack_from("<I", elf, sym_off + 24 * i)[0])
+        if version != BASE_VERSION and NO_OLDER_VERSION.get(name) != version:
+            raise NotExpected("%s@%s would bind to another version" % (name.decode(), version.decode()))
+        struct.pack_into("<H", out, at, VER_NDX_GLOBAL)
     return bytes(out)
 
 

@@ -10,9 +10,9 @@
 //! the signal goes (registered from Python with `_signal.signal`), calls
 //! [`START`] from the main thread at its next safe point (between two
 //! bytecodes, or when a blocking call is interrupted, as with any signal
-//! handler of the program's). Until then the signal comes again every
-//! 10 ms ([`refire`]: one noted just before a blocking call would wait for
-//! its end). That run counts from the fork
+//! handler of the program's). Until then the signal comes again, 10 ms
+//! later and then twice as long each time up to 160 ms ([`refire`]: one
+//! noted just before a blocking call would wait for its end). That run counts from the fork
 //! (`Config::forked_at_ns`). A child that ends before then started no
 //! thread and made no file (one that ends through the interpreter's exit
 //! starts and stops at once, so that its profile is made and closed).
@@ -199,16 +199,30 @@ pub fn defer(
     }
     kit.signal.bind(py).call1(kit.install.bind(py))?;
     let tid = crate::current_tid();
+    // Made disarmed and known to `refire` before it is set: its signal may
+    // come as soon as it is.
     let timer = if interpose() {
-        arm(tid, interval)
+        create(tid, SIGNAL)
     } else {
         None
     };
-    let Some(timer) = timer else {
+    let armed = timer.is_some_and(|timer| {
+        REFIRES.store(0, std::sync::atomic::Ordering::Relaxed);
+        ARMED.store(timer, std::sync::atomic::Ordering::Relaxed);
+        settime(
+            timer,
+            interval.max(std::time::Duration::from_micros(1)),
+            std::time::Duration::ZERO,
+        )
+    });
+    let Some(timer) = timer.filter(|_| armed) else {
+        if let Some(timer) = timer {
+            ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
+            delete(timer);
+        }
         kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
         return Ok(false);
     };
-    ARMED.store(timer, std::sync::atomic::Ordering::Relaxed);
     ANY_PENDING.store(true, std::sync::atomic::Ordering::Release);
     *pending() = Some(Pending {
         timer,
@@ -216,26 +230,30 @@ pub fn defer(
     });
     Ok(true)
 }
-/// Makes a one-shot timer that sends [`SIGNAL`] to thread `tid` in
-/// `after`; its id (the kernel's).
-fn arm(tid: i64, after: std::time::Duration) -> Option<libc::c_int> {
-    timer(tid, SIGNAL, after, std::time::Duration::ZERO)
-}
 
-/// How long after a put-off start's signal it comes again, while the start
-/// is not taken ([`refire`]).
+/// How long after a put-off start's signal it first comes again, while the
+/// start is not taken ([`refire`]); each time after, twice as long, up to
+/// [`REFIRE_MAX`].
 pub(crate) const REFIRE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The longest a put-off start's signal waits to come again: a child that
+/// stays in C code (no safe point) meets it at most this often.
+const REFIRE_MAX: std::time::Duration = std::time::Duration::from_millis(160);
 
 /// The timer of the start put off here, while it is (-1: none), for
 /// [`refire`] (which may not take [`PENDING`]'s lock).
 static ARMED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
+/// How many times [`refire`] set the timer again for this start.
+static REFIRES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// CPython's C handler of signals (`signal.signal` installs it).
 static CPYTHON: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// The action of [`SIGNAL`] while a start is put off: CPython's handler
-/// is called through this one, which sets the timer again [`REFIRE`] ahead
-/// until the start takes it.
+/// The action of [`SIGNAL`] while `_start_forked` is its Python handler:
+/// CPython's handler is called through this one, which sets the timer
+/// again, [`REFIRE`] ahead and then twice as long each time up to
+/// [`REFIRE_MAX`], until the start takes it.
 ///
 /// Once is not enough: CPython notes a signal and runs its Python handler
 /// at the next safe point, and a signal noted while the main thread
@@ -247,20 +265,32 @@ static CPYTHON: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 /// at most one more (the one already set), as with the first.
 extern "C" fn refire(signo: libc::c_int) {
     use std::sync::atomic::Ordering::Relaxed;
-    let timer = ARMED.load(Relaxed);
     let handler = CPYTHON.load(Relaxed);
-    if timer < 0 || handler == 0 {
+    if handler == 0 {
         return;
     }
+    // SAFETY: `__errno_location` gives the calling thread's errno, which
+    // the system call below may change: kept for the interrupted code.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the address `signal.signal` installed for this signal
-    // (read back in `defer`): CPython's C handler, `void (int)`,
+    // (read back in `interpose`): CPython's C handler, `void (int)`,
     // async-signal-safe, called from a handler of the same signal as the
     // kernel would.
     let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
     handler(signo);
-    // (A system call: safe here. The timer is this process's: `take`
-    // forgets it before deleting it, on this same thread.)
-    settime(timer, REFIRE, std::time::Duration::ZERO);
+    let timer = ARMED.load(Relaxed);
+    if timer >= 0 {
+        // (A system call: safe here. The timer is this process's: `take`
+        // and `forget` forget it before it is deleted.)
+        let shift = REFIRES.fetch_add(1, Relaxed).min(8);
+        settime(
+            timer,
+            (REFIRE * (1 << shift)).min(REFIRE_MAX),
+            std::time::Duration::ZERO,
+        );
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// Puts [`refire`] between the kernel and CPython's handler of [`SIGNAL`],
@@ -301,6 +331,18 @@ pub(crate) fn timer(
     first: std::time::Duration,
     every: std::time::Duration,
 ) -> Option<libc::c_int> {
+    let timer = create(tid, signo)?;
+    let first = first.max(std::time::Duration::from_micros(1));
+    if !settime(timer, first, every) {
+        delete(timer);
+        return None;
+    }
+    Some(timer)
+}
+
+/// Makes a disarmed timer of the monotonic clock that sends `signo` to
+/// thread `tid` (see [`timer`]); its id (the kernel's).
+fn create(tid: i64, signo: libc::c_int) -> Option<libc::c_int> {
     // SAFETY: `sigevent` is plain data, all zeroes a valid value.
     let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
     event.sigev_notify = libc::SIGEV_THREAD_ID;
@@ -318,11 +360,6 @@ pub(crate) fn timer(
         )
     } != 0
     {
-        return None;
-    }
-    let first = first.max(std::time::Duration::from_micros(1));
-    if !settime(timer, first, every) {
-        delete(timer);
         return None;
     }
     Some(timer)
