@@ -287,7 +287,8 @@ def test_a_full_filesystem_ends_the_profile_cleanly(tmp_path, small_filesystem, 
     plain = run_plain(tmp_path, target("fill_disk.py"))
     assert plain.returncode == 4 and plain.stdout == b"made True\n", plain.stderr
     out = small_filesystem / "prof.mojo"
-    proc = run(tmp_path, *mode, "-o", out, sys.executable, target("fill_disk.py"))
+    # (Until the filesystem is full: a busy machine runs the program slowly.)
+    proc = run(tmp_path, *mode, "-o", out, sys.executable, target("fill_disk.py"), env={"FILL_DISK_WATCH": str(small_filesystem)}, timeout=120)
     # The program ran as without echion.
     assert proc.returncode == 4, proc.stderr
     assert proc.stdout == plain.stdout
