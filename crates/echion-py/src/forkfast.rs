@@ -261,8 +261,8 @@ fn write_pid_at(pid: u32) -> bool {
 /// interval, from `forked_at_ns`, on thread `tid` (its one thread).
 /// Whether it did (a timer could be made).
 ///
-/// The timer fires again every [`crate::forkstart::REFIRE`] (at least the interval) until
-/// the start takes it ([`take`]): its first signal may come before
+/// The timer fires again every [`crate::forkstart::REFIRE`] (at least the
+/// interval) until the start takes it ([`take`]): its first signal may come before
 /// CPython's own after-fork work, which clears the signals tripped so far.
 pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     let signo = SIGNO.load(Ordering::Relaxed);

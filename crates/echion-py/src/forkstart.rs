@@ -12,10 +12,11 @@
 //! bytecodes, or when a blocking call is interrupted, as with any signal
 //! handler of the program's). Until then the signal comes again, 10 ms
 //! later and then twice as long each time up to 160 ms ([`refire`]: one
-//! noted just before a blocking call would wait for its end). That run counts from the fork
-//! (`Config::forked_at_ns`). A child that ends before then started no
-//! thread and made no file (one that ends through the interpreter's exit
-//! starts and stops at once, so that its profile is made and closed).
+//! noted just before a blocking call would wait for its end). That run
+//! counts from the fork (`Config::forked_at_ns`). A child that ends before
+//! then started no thread and made no file (one that ends through the
+//! interpreter's exit starts and stops at once, so that its profile is
+//! made and closed).
 //!
 //! `SIGURG`, whose default action is to be ignored: a signal of the timer
 //! that arrives once the handler is back to its default does nothing. Only
@@ -201,28 +202,19 @@ pub fn defer(
     let tid = crate::current_tid();
     // Made disarmed and known to `refire` before it is set: its signal may
     // come as soon as it is.
-    let timer = if interpose() {
-        create(tid, SIGNAL)
-    } else {
-        None
-    };
-    let armed = timer.is_some_and(|timer| {
-        REFIRES.store(0, std::sync::atomic::Ordering::Relaxed);
-        ARMED.store(timer, std::sync::atomic::Ordering::Relaxed);
-        settime(
-            timer,
-            interval.max(std::time::Duration::from_micros(1)),
-            std::time::Duration::ZERO,
-        )
-    });
-    let Some(timer) = timer.filter(|_| armed) else {
-        if let Some(timer) = timer {
-            ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
-            delete(timer);
-        }
+    let Some(timer) = interpose().then(|| create(tid, SIGNAL)).flatten() else {
         kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
         return Ok(false);
     };
+    REFIRES.store(0, std::sync::atomic::Ordering::Relaxed);
+    ARMED.store(timer, std::sync::atomic::Ordering::Relaxed);
+    let first = interval.max(std::time::Duration::from_micros(1));
+    if !settime(timer, first, std::time::Duration::ZERO) {
+        ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
+        delete(timer);
+        kit.signal.bind(py).call1(kit.uninstall.bind(py))?;
+        return Ok(false);
+    }
     ANY_PENDING.store(true, std::sync::atomic::Ordering::Release);
     *pending() = Some(Pending {
         timer,
@@ -416,8 +408,9 @@ pub fn take() -> Option<u64> {
         let mut pending = pending();
         ANY_PENDING.store(false, std::sync::atomic::Ordering::Release);
         let taken = pending.take()?;
-        // (Before the timer is deleted: `refire`, on this thread, sets it
-        // no more.)
+        // (Before the timer is deleted: `refire` sets it no more. A stop
+        // on another thread may still meet a `refire` under way, whose
+        // set of a deleted timer only fails.)
         ARMED.store(-1, std::sync::atomic::Ordering::Relaxed);
         taken
     };
