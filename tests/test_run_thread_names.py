@@ -66,8 +66,14 @@ def test_a_thread_that_starts_is_not_its_creator_twice(tmp_path):
     view = run.view
     ctx = stack_summary(view, "MainThread", top=8)
     main = samples_of(view, "MainThread")
-    empty = sum(s["time"] for s in main if not s["frames"])
-    assert empty < 1000, f"{empty} µs of MainThread samples with no frame\n{ctx}"
+    # The interpreter's own start and end have no frame (one sample of a
+    # few hundred µs each, more on a loaded machine): only the samples
+    # between the first and the last with frames count.
+    framed = [i for i, s in enumerate(main) if s["frames"]]
+    assert framed, ctx
+    inside = main[framed[0] : framed[-1] + 1]
+    empty = [s["time"] for s in inside if not s["frames"]]
+    assert len(empty) <= 2 and sum(empty) < 1000, f"MainThread samples with no frame while it ran: {empty} µs\n{ctx}"
     duration = int(view["metadata"]["duration"])
     assert total(main) <= duration + 1000, f"MainThread {total(main)} µs in a {duration} µs run\n{ctx}"
     # Its time in `Thread.start` is where it is.
