@@ -26,4 +26,6 @@ def test_unregistered_threads_are_named_by_native_id(tmp_path, mode):
         assert all(s["frames"][0][1] == scope(caller) for s in burning), ctx
         assert all(s["frames"][-2][1:3] == [scope(caller), L[kind]] for s in burning), ctx
         measured = got[kind]["wall" if mode == "wall" else "cpu"] * 1e6
-        assert_close(total(burning), measured, 0.15, f"{mode} time of the {kind} thread", ctx)
+        # (A loaded machine that starves the sampler as the thread ends
+        # loses its last moments: a quarter short is allowed, never over.)
+        assert_close(total(burning), measured, 0.15, f"{mode} time of the {kind} thread", ctx, low=0.25)
