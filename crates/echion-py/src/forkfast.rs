@@ -100,6 +100,7 @@ pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration)
     }
     CPYTHON.store(cpython.sa_sigaction, Ordering::Relaxed);
     SIGNO.store(signo, Ordering::Relaxed);
+    adopt_pid_entry();
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: registers a child handler that only stores atomics and
@@ -141,7 +142,7 @@ static FAST_AT_NS: AtomicU64 = AtomicU64::new(0);
 /// they are as the bootstrap wrote them (0: not).
 #[link_section = ".data.echion_fork"]
 static PID_AT: AtomicUsize = AtomicUsize::new(0);
-/// The thread that [`prepare_fork`] decided for (`pthread_self`): before
+/// The thread that [`prepare_fork`] decided for ([`thread_pointer`]): before
 /// glibc 2.28 no lock keeps two threads' forks from running their handlers
 /// at once, and a child takes only its own thread's decision.
 #[link_section = ".data.echion_fork"]
@@ -149,6 +150,84 @@ static FAST_FOR: AtomicUsize = AtomicUsize::new(0);
 /// The child could not write its pid in the fork: the start does.
 #[link_section = ".data.echion_fork"]
 static PID_UNSET: AtomicBool = AtomicBool::new(false);
+
+/// The calling thread's thread pointer, read without a call: distinct for
+/// each live thread, and the same in a forked child as in the thread that
+/// forked it. (`pthread_self` would do, but its page of libc is one that a
+/// fork's child has not touched yet: a fault.)
+#[inline(always)]
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: the x86-64 TLS ABI keeps the thread control block's own
+        // address in its first word, at `%fs:0`, in every thread; a load.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register, set for every thread.
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: pthread_self has no preconditions.
+        (unsafe { libc::pthread_self() }) as usize
+    }
+}
+
+/// `_ECHION_PROFILED_PID`'s entry in the C environment once the fast path
+/// is set up ([`adopt_pid_entry`]): beside the statics that a fork's child
+/// writes anyway, so that writing its pid there copies no page more (the
+/// entry `setenv` made is on the heap, among CPython's objects).
+#[link_section = ".data.echion_fork"]
+static PID_ENTRY: PidEntry = PidEntry(std::cell::UnsafeCell::new(
+    *b"_ECHION_PROFILED_PID=0000000000\0",
+));
+
+/// The bytes of [`PID_ENTRY`]: a NUL-terminated `NAME=VALUE` string.
+struct PidEntry(std::cell::UnsafeCell<[u8; PID_NAME_LEN + crate::PID_DIGITS + 1]>);
+
+// SAFETY: written only while one thread can read it (the start, before
+// the entry is in the environment; a forked child, which has one thread)
+// or in place as the environment's other writers do (see
+// `crate::set_profiled_pid`).
+unsafe impl Sync for PidEntry {}
+
+/// Makes [`PID_ENTRY`] the environment's `_ECHION_PROFILED_PID`, with the
+/// value it has now, where that is as the bootstrap wrote it (ten digits).
+/// In the parent, from the main thread, at the fast path's set-up.
+fn adopt_pid_entry() {
+    // SAFETY: a NUL-terminated name; only read.
+    let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    let entry = PID_ENTRY.0.get().cast::<u8>();
+    // SAFETY: `getenv` gives a NUL-terminated string of the environment;
+    // ten digits are copied into the entry's value (its name, `=` and NUL
+    // stay), which is not in the environment yet; `putenv` then keeps a
+    // pointer to the static, NUL-terminated entry, for good. Setting the
+    // environment from the main thread at the run's start is what the
+    // bootstrap's `os.environ` does too.
+    unsafe {
+        let digits = std::ffi::CStr::from_ptr(value).to_bytes();
+        if digits.len() != crate::PID_DIGITS
+            || entry.cast_const() == value.sub(PID_NAME_LEN).cast::<u8>()
+        {
+            return;
+        }
+        std::ptr::copy_nonoverlapping(digits.as_ptr(), entry.add(PID_NAME_LEN), crate::PID_DIGITS);
+        libc::putenv(entry.cast());
+    }
+}
 
 /// The variable's name and `=`, as the environment holds it before its
 /// value (21 bytes), as the numbers the child compares them with: in its
@@ -183,8 +262,7 @@ pub fn prepare_fork(fast: bool) {
         }
     };
     PID_AT.store(at, Ordering::Relaxed);
-    // SAFETY: pthread_self has no preconditions.
-    FAST_FOR.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
+    FAST_FOR.store(thread_pointer(), Ordering::Relaxed);
     FAST_AT_NS.store(echion_sampler::clock::now_ns().max(1), Ordering::Relaxed);
 }
 
@@ -202,10 +280,7 @@ pub fn forget_in_fork() -> Option<u64> {
     }
     match FAST_AT_NS.load(Ordering::Relaxed) {
         0 => None,
-        // SAFETY: pthread_self has no preconditions.
-        at if FAST_FOR.load(Ordering::Relaxed) == unsafe { libc::pthread_self() } as usize => {
-            Some(at)
-        }
+        at if FAST_FOR.load(Ordering::Relaxed) == thread_pointer() => Some(at),
         _ => None,
     }
 }
@@ -248,9 +323,11 @@ fn write_pid_at(pid: u32) -> bool {
         {
             return false;
         }
+        // (Byte by byte: a loop the compiler turned into vector code would
+        // read its constants from a page the child faults in.)
         let mut pid = pid;
         for i in (0..crate::PID_DIGITS).rev() {
-            *value.add(i) = b'0' + (pid % 10) as u8;
+            std::ptr::write_volatile(value.add(i), b'0' + (pid % 10) as u8);
             pid /= 10;
         }
     }
@@ -334,6 +411,44 @@ mod tests {
         PID_AT.store(0, Ordering::Relaxed);
         buf.pop();
         (wrote, buf)
+    }
+
+    #[test]
+    fn the_thread_pointer_is_each_threads_own() {
+        let here = thread_pointer();
+        assert_ne!(here, 0);
+        assert_eq!(here, thread_pointer());
+        let there = std::thread::spawn(thread_pointer).join().unwrap();
+        assert_ne!(there, 0);
+        assert_ne!(here, there);
+    }
+
+    #[test]
+    fn the_pid_entry_takes_the_environments_value_and_place() {
+        // (The only test that sets this variable.)
+        std::env::set_var("_ECHION_PROFILED_PID", "0000004242");
+        adopt_pid_entry();
+        // SAFETY: a NUL-terminated name; only read.
+        let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+        assert_eq!(
+            value.cast::<u8>(),
+            PID_ENTRY.0.get().cast::<u8>().wrapping_add(PID_NAME_LEN)
+        );
+        assert_eq!(std::env::var("_ECHION_PROFILED_PID").unwrap(), "0000004242");
+        // Again: already there, nothing changes.
+        adopt_pid_entry();
+        assert_eq!(std::env::var("_ECHION_PROFILED_PID").unwrap(), "0000004242");
+        // A value not as the bootstrap writes it is left where it is.
+        std::env::set_var("_ECHION_PROFILED_PID", "17");
+        adopt_pid_entry();
+        assert_eq!(std::env::var("_ECHION_PROFILED_PID").unwrap(), "17");
+        // SAFETY: as above.
+        let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+        assert_ne!(
+            value.cast::<u8>(),
+            PID_ENTRY.0.get().cast::<u8>().wrapping_add(PID_NAME_LEN)
+        );
+        std::env::remove_var("_ECHION_PROFILED_PID");
     }
 
     // (One test: `PID_AT` is one static.)
