@@ -4,7 +4,7 @@ with its own samples only."""
 
 import pytest
 
-from harness import contains, marker_line, read_ours, run_echion, samples_of, select, stack_summary, target, threads, total
+from harness import PY, contains, marker_line, read_ours, run_echion, samples_of, select, stack_summary, target, threads, total
 
 # Shapes, bytes and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -110,9 +110,11 @@ def _started_later(run, said, own=False):
     """What fork_later.py's child or grandchild (``said``) shows of a
     sampler started an interval (100 ms) after its fork, counting from it."""
     assert said["then"] == 2, said  # the program's thread and the sampler
-    if own:
-        # Started at the fork (a helper thread of its start may be there
-        # for a moment too).
+    if own and PY < (3, 9):
+        # 3.8 puts the start off with SIGURG, which this program handles:
+        # started at the fork (a helper thread of its start may be there
+        # for a moment too). Later versions put it off in the fork, with a
+        # real-time signal of echion's.
         assert said["first"] >= 2, said
     else:
         assert said["first"] == 1, said
@@ -148,8 +150,8 @@ def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, 
     # sampler starts an interval (here 100 ms) after the fork, from CPython's
     # handler of a timer's SIGURG, and its profile counts from the fork, in
     # wall and CPU mode. Where the program handles SIGURG itself, the
-    # sampler starts at the fork and the program's handler is never called
-    # by echion. A child that forks before its sampler started gives its
+    # program's handler is never called by echion (and on 3.8, which puts
+    # the start off with SIGURG, the sampler starts at the fork). A child that forks before its sampler started gives its
     # grandchild its thread's name and a start put off in turn.
     args = ["-c"] if mode == "cpu" else []
     run = run_echion(tmp_path, target("fork_later.py"), "-i", "100000", *args, args=[mode], timeout=120)

@@ -1,37 +1,42 @@
 //! A forked child's put-off start, set up in the fork itself, with no
-//! Python code (`echion --no-thread`).
+//! Python code (wall and CPU mode, from 3.9; not an attached run's).
 //!
 //! A child that the main thread forks pays for every page it touches:
 //! CPython's after-fork hooks alone (the list of them copied, each one
 //! called) cost a fork loop's child a tenth of its rate, and installing a
-//! Python signal handler there as much again (`benches/startup.py`). With
-//! no sampler thread, the ticks' real-time signal already has a handler of
-//! ours ([`crate::sigtick`]) in every process, so a child needs no Python
-//! at its fork: a `pthread_atfork` child handler ([`crate::child_forked`])
-//! forgets the parent's run and arms a one-shot timer of that signal an
-//! interval ahead (and again every 10 ms until taken: CPython's own
-//! after-fork work clears the signals tripped before it). When it fires,
-//! the tick's handler finds no run but this pending start and calls
-//! CPython's own C handler of signals ([`fire`]),
-//! whose table already names `echion.core._start_forked` for that signal
-//! ([`set_up`], in the parent: the table is copied by the fork); CPython
-//! then calls it from the main thread at its next safe point, and the run
-//! starts there ([`take`]). A child that ends before then (`os._exit`)
-//! started nothing and wrote nothing.
+//! Python signal handler there as much again (`benches/startup.py`). So
+//! the ticks' real-time signal ([`crate::sigtick`], taken at the run's
+//! start even where a sampler thread ticks instead) has a handler of ours
+//! in every process, and a child needs no Python at its fork: a
+//! `pthread_atfork` child handler ([`crate::child_forked`]) forgets the
+//! parent's run and arms a one-shot timer of that signal an interval ahead
+//! (and again every 10 ms until taken: CPython's own after-fork work
+//! clears the signals tripped before it). When it fires, the tick's
+//! handler finds no run but this pending start and calls CPython's own C
+//! handler of signals ([`fire`]), whose table already names
+//! `echion.core._start_forked` for that signal ([`set_up`], in the parent:
+//! the table is copied by the fork); CPython then calls it from the main
+//! thread at its next safe point, and the run starts there ([`take`]): a
+//! sampler thread of its own (native), or none with `--no-thread`. A child
+//! that ends before then (`os._exit`) started nothing and wrote nothing.
 //!
 //! A child this path declines (forked by another thread, the ticks'
 //! signal no longer ours, hooks that need Python) forgets the parent's run
 //! in the fork all the same; the Python hook, which the bootstrap
 //! registers once the program imports `threading`, starts its own.
 //!
-//! The statics a fork or a tick writes share one section
-//! (`.data.echion_fork`): with the wheel's one codegen unit they are a few
-//! hundred bytes together, so each fork copies one page of them.
+//! What the child runs in the fork touches two pages of echion's: one of
+//! code, and the statics it writes, which share one section
+//! (`.data.echion_fork`, with `_ECHION_PROFILED_PID`'s entry in the
+//! environment): with the wheel's one codegen unit they are a few hundred
+//! bytes together. Its only calls into libc are to functions the fork's
+//! own path calls too (`getpid`, `syscall`: a page of libc the child had
+//! not touched yet would be a fault); it reads no constant from `.rodata`.
 //!
 //! The price, in the profiled process: `signal.getsignal()` of the ticks'
-//! signal names `_start_forked` instead of `SIG_DFL` (its action was
-//! already echion's handler), and CPython gives that signal back to its
-//! default at its finalisation, after echion's stop (whose timer is gone).
+//! signal names `_start_forked` instead of `SIG_DFL` (its action is
+//! echion's handler), and CPython gives that signal back to its default at
+//! its finalisation, after echion's stop (whose timer is gone).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 

@@ -147,6 +147,7 @@ fn configure_from_env<'py>(
     dict.set_item("output", &options.output)?;
     // (With no sampler thread, none is a Python thread either.)
     dict.set_item("stealth", options.stealth || options.no_thread)?;
+    dict.set_item("no_thread", options.no_thread)?;
     dict.set_item("verbose", options.verbose)?;
     dict.set_item("memory", options.memory)?;
     dict.set_item("native", options.native)?;
@@ -722,8 +723,11 @@ fn stop(py: Python<'_>) -> PyResult<()> {
             // (From any thread: where `_signal.signal` refuses, the
             // handler stays, inert, its timer gone.)
             let _ = forkstart::restore(py);
-        } else if forkfast::pid_left_unset() {
-            set_profiled_pid();
+        } else {
+            if forkfast::pid_left_unset() {
+                set_profiled_pid();
+            }
+            drop_inherited_fork_filter(py);
         }
         forkstart::publish_pid(py);
         let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
@@ -924,6 +928,7 @@ fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyRe
         if forkfast::pid_left_unset() {
             set_profiled_pid();
         }
+        drop_inherited_fork_filter(py);
         forkstart::publish_pid(py);
         if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
             if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1140,16 +1145,27 @@ fn set_fork_native(native: bool) {
 }
 
 /// Sets a forked child's put-off start up in the fork itself, with no
-/// Python code (see [`forkfast`]): with no sampler thread
-/// (`--no-thread`), from 3.9 (3.8's subinterpreters read the profiled pid
-/// from the main interpreter's `os.environ`, which only Python code can
-/// set). Whether it is: the bootstrap then registers no Python after-fork
-/// hook until the program may have threads (a fork from another thread
-/// than the main one takes that hook).
+/// Python code (see [`forkfast`]): in wall and CPU mode, with a sampler
+/// thread or none, where children restart natively ([`set_fork_native`]:
+/// not an attached run's), from 3.9 (3.8's subinterpreters read the
+/// profiled pid from the main interpreter's `os.environ`, which only
+/// Python code can set). Whether it is: the bootstrap then registers no
+/// Python after-fork hook until the program may have threads (a fork from
+/// another thread than the main one takes that hook).
 #[pyfunction]
 fn fork_in_c(py: Python<'_>) -> PyResult<bool> {
-    let (no_thread, interval) = with_state(|s| (s.settings.no_thread, s.settings.interval));
-    if !no_thread || py.version_info() < (3, 9) {
+    if !FORK_NATIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(false);
+    }
+    // (Memory and native mode have hooks at work from the fork: their
+    // children start at once, from the Python hook.)
+    let (time_mode, interval) = with_state(|s| {
+        (
+            !s.settings.memory && !s.settings.native,
+            s.settings.interval,
+        )
+    });
+    if !time_mode || py.version_info() < (3, 9) {
         return Ok(false);
     }
     let Ok(signo) = sigtick::claim() else {
@@ -1391,6 +1407,20 @@ fn set_profiled_pid() {
     }
     // SAFETY: both strings are NUL-terminated; one thread, as above.
     unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), digits.as_ptr().cast(), 1) };
+}
+
+/// In a child whose start was put off in the fork ([`forkfast`]), which no
+/// Python hook saw: takes out the fork-warning filter that the parent's
+/// hook put first before the fork (3.12+, with a sampler thread), if any.
+fn drop_inherited_fork_filter(py: Python<'_>) {
+    let filter = AFTER_FORK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|a| a.fork_filter.as_ref().map(|f| f.clone_ref(py)));
+    if let Some(filter) = filter {
+        drop_fork_filter(py, filter.bind(py));
+    }
 }
 
 /// Takes the bootstrap's fork-warning filter out of `warnings.filters`

@@ -337,10 +337,13 @@ def start(env=None) -> None:
         hides = sys.version_info >= (3, 12)
         ec.set_after_fork(_after_fork_in_child, _FORK_FILTER if hides else None)
         if ec.fork_in_c():
-            # With no sampler thread, a child's start is put off in the fork
+            # A child of the main thread puts its start off in the fork
             # itself: no Python hook (each costs every child a tenth of a
             # fork loop's rate) until the program has threads
-            # (`_hook_threading`), and no warning to hide.
+            # (`_hook_threading`); a warning to hide only where echion has a
+            # sampler thread.
+            if hides and not _options.get("no_thread"):
+                os.register_at_fork(before=_hide_fork_warning)
             if "threading" in sys.modules:
                 os.register_at_fork(after_in_child=ec.after_fork_in_child)
                 _py_fork_hook = True
