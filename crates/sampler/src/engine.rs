@@ -853,6 +853,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             self.forked_tid = 0;
         }
         per.seen_tick = tick;
+        if per.native_id == 0 {
+            // First seen between the stores of its thread id and its native
+            // id (a thread state being made), or before a hook named it:
+            // known now.
+            per.native_id = thread
+                .native_thread_id
+                .filter(|&t| t != 0)
+                .unwrap_or(named_id);
+        }
         // (Not in a dump, which shows every thread at one moment.)
         if self.mode != Mode::Memory && per.native_id != 0 && self.filter == ThreadFilter::Profile {
             if let Some(native) = self.native.as_mut() {
@@ -879,10 +888,6 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 us
             }
             Mode::Cpu => {
-                if per.native_id == 0 && named_id != 0 {
-                    // Registered after this thread state was first seen.
-                    per.native_id = named_id;
-                }
                 let tid = Some(per.native_id)
                     .filter(|&t| t != 0)
                     .ok_or(Skip::Reason(SkipReason::NoNativeId))?;
