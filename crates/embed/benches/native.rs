@@ -113,10 +113,13 @@ fn bench_embedded(lib: &std::path::Path) {
         );
         let stats = engine.native_stats();
         if native {
+            // A tick after a capture that held the thread long (a loaded
+            // machine) lets it run free instead of capturing it again.
+            assert!(stats.captures > 0, "{version}: no capture ({stats:?})");
             assert_eq!(
-                stats.captures,
+                stats.captures + stats.rested,
                 engine.stats().ticks,
-                "{version}: every tick captured the thread ({stats:?})"
+                "{version}: every tick captured the thread or let it rest ({stats:?})"
             );
             assert_eq!(stats.truncated, 0, "{version}: every unwind complete");
         }
