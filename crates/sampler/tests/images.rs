@@ -541,3 +541,74 @@ fn where_dump_names_threads_from_memory() {
         }
     }
 }
+
+/// Serves an image with the native id of the thread state at `tstate`
+/// read as 0 while `hidden` is set: a thread state caught between the
+/// stores of its thread id and its native id.
+struct NoNativeId<'a> {
+    snap: &'a SnapshotReader,
+    field: Addr,
+    hidden: Cell<bool>,
+}
+
+impl MemoryReader for NoNativeId<'_> {
+    fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.snap.read(addr, buf)?;
+        if self.hidden.get() {
+            let (start, end) = (addr.0, addr.0 + buf.len() as u64);
+            for field in self.field.0..self.field.0 + 8 {
+                if (start..end).contains(&field) {
+                    buf[(field - start) as usize] = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_are_cheap(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_thread_first_seen_with_no_native_id_takes_it_later() {
+    for img in images().into_iter().filter(|i| i.version.minor >= 11) {
+        let raw = img.thread(&img.a, None);
+        let ident = raw["ident"].as_u64().expect("ident");
+        let target = Target::new(&img.snap_a, img.layout);
+        let interp = target
+            .interpreters(img.runtime)
+            .next()
+            .expect("an interpreter")
+            .expect("readable");
+        let tstate = target
+            .threads(&interp)
+            .map(|t| t.expect("thread"))
+            .find(|t| t.thread_id == ident)
+            .expect("the raw thread's thread state");
+        let offset = img.layout.thread.native_thread_id.expect("3.11+");
+        let reader = NoNativeId {
+            snap: &img.snap_a,
+            field: Addr(tstate.addr.0 + offset),
+            hidden: Cell::new(true),
+        };
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&reader, Mode::Wall);
+        for tick in 1..=3u64 {
+            engine.tick(1_000_000 * tick, &names, &freed).expect("tick");
+            reader.hidden.set(false);
+        }
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        // The first tick's sample has only the thread id to go by; the
+        // later ones carry the native id read since.
+        let later: i64 = got
+            .get(&img.raw_name(&img.a))
+            .unwrap_or_else(|| panic!("{}: threads {:?}", img.name, got.keys()))
+            .iter()
+            .map(|s| s.1)
+            .sum();
+        assert_eq!(later, 2000, "{}: the later ticks' time", img.name);
+    }
+}
