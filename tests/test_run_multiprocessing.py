@@ -97,7 +97,8 @@ def test_a_forked_child_restarts_the_sampler_without_python(tmp_path, imported, 
         # (Ten digits, zero-padded: a child's go over its parent's in place.)
         assert got["env"] == got["os_environ"] == "%010d" % child, got
         # The filter that hid the fork warning (3.12+, a fork with no
-        # thread but echion's) is the parent's: not left in the child.
+        # thread but echion's) is the parent's: not left in the child once
+        # its sampler started (a start put off in the fork takes it out).
         assert got["filters"] == 0, got
         assert child in run.profiles, f"no profile for child {child}; {run.describe()}"
         view = run.profiles[child].ours
@@ -147,12 +148,13 @@ def _started_later(run, said, own=False):
 @pytest.mark.parametrize("mode", ["wall", "cpu", "own", "nested"])
 def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, mode):
     # A thread started in a child costs it about as much as the fork: its
-    # sampler starts an interval (here 100 ms) after the fork, from CPython's
-    # handler of a timer's SIGURG, and its profile counts from the fork, in
-    # wall and CPU mode. Where the program handles SIGURG itself, the
-    # program's handler is never called by echion (and on 3.8, which puts
-    # the start off with SIGURG, the sampler starts at the fork). A child that forks before its sampler started gives its
-    # grandchild its thread's name and a start put off in turn.
+    # sampler starts an interval (here 100 ms) after the fork, called by
+    # CPython from a signal's handler, and its profile counts from the
+    # fork, in wall and CPU mode. Where the program handles SIGURG itself
+    # (the signal 3.8 puts the start off with), echion never calls its
+    # handler, and on 3.8 the sampler starts at the fork. A child that
+    # forks before its sampler started gives its grandchild its thread's
+    # name and a start put off in turn.
     args = ["-c"] if mode == "cpu" else []
     run = run_echion(tmp_path, target("fork_later.py"), "-i", "100000", *args, args=[mode], timeout=120)
     assert run.returncode == 0, run.describe()

@@ -9,7 +9,8 @@ Reports, from each child: which functions of echion's Python code ran in
 the forking thread during the fork (seen by a profile function; the
 parent's "before" hooks are not counted), the profiled pid as the C
 environment has it at once and ``os.environ`` once the child's sampler has
-started (what subinterpreters read), and how many of echion's fork-warning filters are left."""
+started (what subinterpreters read), and how many of echion's
+fork-warning filters are left then."""
 
 import ctypes
 import json
@@ -53,11 +54,11 @@ def fork():
         said = {
             "ran": [f for pid, f in ran if pid == os.getpid()],
             "env": env.decode() if env else None,
-            "filters": sum(type(f[1]).__name__ == "_ForkWarningText" for f in warnings.filters),
         }
         child_work(0.3)
         # (Once the child's sampler has started: an interval after the fork.)
         said["os_environ"] = os.environ.get("_ECHION_PROFILED_PID")
+        said["filters"] = sum(type(f[1]).__name__ == "_ForkWarningText" for f in warnings.filters)
         os.write(w, json.dumps(said).encode())
         os._exit(0)
     os.close(w)

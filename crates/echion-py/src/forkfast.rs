@@ -210,26 +210,23 @@ unsafe impl Sync for PidEntry {}
 /// value it has now, where that is as the bootstrap wrote it (ten digits).
 /// In the parent, from the main thread, at the fast path's set-up.
 fn adopt_pid_entry() {
-    // SAFETY: a NUL-terminated name; only read.
-    let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
-    if value.is_null() {
+    let Some(value) = crate::profiled_pid_digits() else {
+        return;
+    };
+    let entry = PID_ENTRY.0.get().cast::<u8>();
+    // Already adopted: the environment holds `NAME=VALUE`, so the entry
+    // starts the name's length before the value (compared, not read).
+    if entry.cast_const() == value.wrapping_sub(PID_NAME_LEN).cast_const() {
         return;
     }
-    let entry = PID_ENTRY.0.get().cast::<u8>();
-    // SAFETY: `getenv` gives a NUL-terminated string of the environment;
-    // ten digits are copied into the entry's value (its name, `=` and NUL
-    // stay), which is not in the environment yet; `putenv` then keeps a
-    // pointer to the static, NUL-terminated entry, for good. Setting the
-    // environment from the main thread at the run's start is what the
-    // bootstrap's `os.environ` does too.
+    // SAFETY: ten digits of the environment's value are copied into the
+    // entry's value (its name, `=` and NUL stay), which is not in the
+    // environment yet; `putenv` then keeps a pointer to the static,
+    // NUL-terminated entry, for good. Setting the environment from the main
+    // thread at the run's start is what the bootstrap's `os.environ` does
+    // too.
     unsafe {
-        let digits = std::ffi::CStr::from_ptr(value).to_bytes();
-        if digits.len() != crate::PID_DIGITS
-            || entry.cast_const() == value.sub(PID_NAME_LEN).cast::<u8>()
-        {
-            return;
-        }
-        std::ptr::copy_nonoverlapping(digits.as_ptr(), entry.add(PID_NAME_LEN), crate::PID_DIGITS);
+        std::ptr::copy_nonoverlapping(value, entry.add(PID_NAME_LEN), crate::PID_DIGITS);
         libc::putenv(entry.cast());
     }
 }
@@ -253,19 +250,7 @@ pub fn prepare_fork(fast: bool) {
         FAST_AT_NS.store(0, Ordering::Relaxed);
         return;
     }
-    // SAFETY: a NUL-terminated name; only read.
-    let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
-    let at = if value.is_null() {
-        0
-    } else {
-        // SAFETY: `getenv` gives a NUL-terminated string of the environment.
-        let len = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes().len();
-        if len == crate::PID_DIGITS {
-            value as usize
-        } else {
-            0
-        }
-    };
+    let at = crate::profiled_pid_digits().map_or(0, |p| p as usize);
     PID_AT.store(at, Ordering::Relaxed);
     FAST_FOR.store(thread_pointer(), Ordering::Relaxed);
     FAST_AT_NS.store(echion_sampler::clock::now_ns().max(1), Ordering::Relaxed);

@@ -1375,6 +1375,21 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
 /// over its parent's, in place.
 const PID_DIGITS: usize = 10;
 
+/// Where `_ECHION_PROFILED_PID`'s value is in the C environment, if it has
+/// [`PID_DIGITS`] digits (as the bootstrap and [`set_profiled_pid`] write
+/// it): the bytes a forked child writes its pid over, in place. Reads the
+/// environment: not while another thread may set it.
+fn profiled_pid_digits() -> Option<*mut u8> {
+    // SAFETY: a NUL-terminated name; only read.
+    let value = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: `getenv` gives a NUL-terminated string of the environment.
+    let len = unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes().len();
+    (len == PID_DIGITS).then_some(value.cast::<u8>())
+}
+
 /// Sets `_ECHION_PROFILED_PID` to this process's pid in the C environment:
 /// in place where the value there has [`PID_DIGITS`] digits (as the
 /// bootstrap and this function write it: no allocation, one page written
@@ -1387,23 +1402,16 @@ fn set_profiled_pid() {
         *d = b'0' + (pid % 10) as u8;
         pid /= 10;
     }
-    // SAFETY: a NUL-terminated name; a forked child has one thread until
-    // its sampler starts, so no other thread reads or sets the environment
-    // meanwhile.
-    let old = unsafe { libc::getenv(c"_ECHION_PROFILED_PID".as_ptr()) };
-    if !old.is_null() {
-        // SAFETY: `getenv` gives a NUL-terminated string of the environment.
-        let len = unsafe { std::ffi::CStr::from_ptr(old) }.to_bytes().len();
-        if len == PID_DIGITS {
-            // SAFETY: the same length: the new digits fit the old ones'
-            // bytes, which belong to the environment and are writable (the
-            // parent's `setenv`, the process's initial block, or on 3.8 the
-            // buffer of the bytes object that `os.putenv` keeps for it,
-            // which nothing else reads), and which no other thread reads
-            // now.
-            unsafe { std::ptr::copy_nonoverlapping(digits.as_ptr(), old.cast::<u8>(), len) };
-            return;
-        }
+    // A forked child has one thread until its sampler starts, so no other
+    // thread reads or sets the environment meanwhile.
+    if let Some(old) = profiled_pid_digits() {
+        // SAFETY: the same length: the new digits fit the old ones' bytes,
+        // which belong to the environment and are writable (the parent's
+        // `setenv`, the process's initial block, or on 3.8 the buffer of
+        // the bytes object that `os.putenv` keeps for it, which nothing
+        // else reads), and which no other thread reads now.
+        unsafe { std::ptr::copy_nonoverlapping(digits.as_ptr(), old, PID_DIGITS) };
+        return;
     }
     // SAFETY: both strings are NUL-terminated; one thread, as above.
     unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), digits.as_ptr().cast(), 1) };
