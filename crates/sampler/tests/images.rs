@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use echion_cpython_layout::views::Target;
+use echion_cpython_layout::views::{Target, ThreadInfo};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion, SnapshotReader};
 use echion_mojo::{Frame, MojoWriter, Profile};
 use echion_sampler::clock::CpuClocks;
@@ -76,6 +76,22 @@ impl Image {
             .iter()
             .find(|t| t["name"].as_str() == name)
             .unwrap_or_else(|| panic!("{}: no thread {name:?} in the report", self.name))
+    }
+
+    /// The thread state (in snapshot `a`) of a thread reported in `a`.
+    fn thread_state(&self, thread: &Value) -> ThreadInfo {
+        let ident = thread["ident"].as_u64().expect("ident");
+        let target = Target::new(&self.snap_a, self.layout);
+        let interp = target
+            .interpreters(self.runtime)
+            .next()
+            .expect("an interpreter")
+            .expect("readable");
+        target
+            .threads(&interp)
+            .map(|t| t.expect("thread"))
+            .find(|t| t.thread_id == ident)
+            .unwrap_or_else(|| panic!("{}: no thread state of {ident}", self.name))
     }
 
     /// The scopes and lines the engine shows for a reported stack.
@@ -443,20 +459,7 @@ impl MemoryReader for Switching<'_> {
 #[test]
 fn a_stack_that_moved_while_read_is_read_again() {
     for img in images() {
-        let worker_ident = img.thread(&img.a, Some("worker"))["ident"]
-            .as_u64()
-            .expect("ident");
-        let target = Target::new(&img.snap_a, img.layout);
-        let interp = target
-            .interpreters(img.runtime)
-            .next()
-            .expect("an interpreter")
-            .expect("readable");
-        let tstate = target
-            .threads(&interp)
-            .map(|t| t.expect("thread"))
-            .find(|t| t.thread_id == worker_ident)
-            .expect("the worker's thread state");
+        let tstate = img.thread_state(img.thread(&img.a, Some("worker")));
         let reader = Switching {
             a: &img.snap_a,
             b: &img.snap_b,
@@ -573,19 +576,7 @@ impl MemoryReader for NoNativeId<'_> {
 #[test]
 fn a_thread_first_seen_with_no_native_id_takes_it_later() {
     for img in images().into_iter().filter(|i| i.version.minor >= 11) {
-        let raw = img.thread(&img.a, None);
-        let ident = raw["ident"].as_u64().expect("ident");
-        let target = Target::new(&img.snap_a, img.layout);
-        let interp = target
-            .interpreters(img.runtime)
-            .next()
-            .expect("an interpreter")
-            .expect("readable");
-        let tstate = target
-            .threads(&interp)
-            .map(|t| t.expect("thread"))
-            .find(|t| t.thread_id == ident)
-            .expect("the raw thread's thread state");
+        let tstate = img.thread_state(img.thread(&img.a, None));
         let offset = img.layout.thread.native_thread_id.expect("3.11+");
         let reader = NoNativeId {
             snap: &img.snap_a,
