@@ -92,7 +92,10 @@ def test_thread_started_and_finished_while_sampling(tmp_path):
     stack = thread_prefix() + (("brief", line["brief"]), ("snooze", line["snooze"]))
     found = select(view, lambda s: is_stack(s, stack), "short-lived")
     assert found, ctx
-    assert_close(total(found), got["brief"] * 1e6, 0.10, "wall time of short-lived in snooze()", ctx)
+    # (A loaded machine that starves the sampler as the thread ends loses
+    # its last moments, as in test_run_raw_threads: a quarter short is
+    # allowed, never more than 10 % over.)
+    assert_close(total(found), got["brief"] * 1e6, 0.10, "wall time of short-lived in snooze()", ctx, low=0.25)
     # The program went on without it.
     assert select(view, lambda s: contains(s, [("main", line["main-afterwards"]), ("afterwards", line["afterwards"])]), "MainThread"), ctx
     # Only threading's names, the ended thread's among them, also in its
