@@ -724,10 +724,7 @@ fn stop(py: Python<'_>) -> PyResult<()> {
             // handler stays, inert, its timer gone.)
             let _ = forkstart::restore(py);
         } else {
-            if forkfast::pid_left_unset() {
-                set_profiled_pid();
-            }
-            drop_inherited_fork_filter(py);
+            settle_fast_child(py);
         }
         forkstart::publish_pid(py);
         let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
@@ -925,10 +922,7 @@ fn start_forked(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyRe
     if let Some(forked_at_ns) = forkfast::take() {
         // Put off in the fork itself (see `forkfast`): the state is renewed
         // at its first use, below.
-        if forkfast::pid_left_unset() {
-            set_profiled_pid();
-        }
-        drop_inherited_fork_filter(py);
+        settle_fast_child(py);
         forkstart::publish_pid(py);
         if let Err(e) = start_native(py, true, Some(forked_at_ns)) {
             if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1417,10 +1411,15 @@ fn set_profiled_pid() {
     unsafe { libc::setenv(c"_ECHION_PROFILED_PID".as_ptr(), digits.as_ptr().cast(), 1) };
 }
 
-/// In a child whose start was put off in the fork ([`forkfast`]), which no
-/// Python hook saw: takes out the fork-warning filter that the parent's
-/// hook put first before the fork (3.12+, with a sampler thread), if any.
-fn drop_inherited_fork_filter(py: Python<'_>) {
+/// What a child whose start was put off in the fork ([`forkfast`]), which
+/// no Python hook saw, still owes at that start: its pid in the
+/// environment where the fork could not write it, and the fork-warning
+/// filter that the parent's hook put first before the fork (3.12+, with a
+/// sampler thread) taken out, if any.
+fn settle_fast_child(py: Python<'_>) {
+    if forkfast::pid_left_unset() {
+        set_profiled_pid();
+    }
     let filter = AFTER_FORK
         .lock()
         .unwrap_or_else(|e| e.into_inner())

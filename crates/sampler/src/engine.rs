@@ -830,11 +830,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let (reader, tid_offset) = (self.reader, self.tid_offset);
         let key = (thread.addr.0, thread.thread_id);
         let fresh = self.forked_tid != 0 && !self.threads.contains_key(&key);
+        // Its kernel id as the thread state or a hook tells it (0: neither
+        // yet).
+        let told_id = thread
+            .native_thread_id
+            .filter(|&t| t != 0)
+            .unwrap_or(named_id);
         let per = self.threads.entry(key).or_insert_with(|| PerThread {
-            native_id: thread
-                .native_thread_id
+            native_id: Some(told_id)
                 .filter(|&t| t != 0)
-                .or((named_id != 0).then_some(named_id))
                 .or_else(|| tid_offset.and_then(|o| o.tid_of(reader, thread.thread_id)))
                 .unwrap_or(0),
             last_ns: since_ns,
@@ -857,10 +861,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             // First seen between the stores of its thread id and its native
             // id (a thread state being made), or before a hook named it:
             // known now.
-            per.native_id = thread
-                .native_thread_id
-                .filter(|&t| t != 0)
-                .unwrap_or(named_id);
+            per.native_id = told_id;
         }
         // (Not in a dump, which shows every thread at one moment.)
         if self.mode != Mode::Memory && per.native_id != 0 && self.filter == ThreadFilter::Profile {
