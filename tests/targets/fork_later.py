@@ -3,10 +3,9 @@ child_work, counts them again and says whether its SIGURG handler is the
 default, sleeps 0.25 s, says how long it ran so far (and its CPU time)
 and leaves through the interpreter's exit. Arguments: "own", the program
 handles SIGURG itself first (the child counts the calls of that handler);
-"nested", the child
-forks a grandchild at once, before its own sampler starts, and both do the
-same. Reports the pids, what each said and how long the child lived (from
-the fork, as the parent saw it)."""
+"nested", the child forks a grandchild at once, before its own sampler
+starts, and both do the same. Reports the pids, what each said and how
+long the child lived (from the fork, as the parent saw it)."""
 
 import json
 import os
