@@ -21,9 +21,12 @@ after 30 s is killed with its children and counted as hung (echion 0.3.5's
 children hang).
 
 The fork loop's floor, nothing of echion's: plain with a thread that wakes
-every 1 ms and does nothing else (benches/ticker.c, preloaded), and plain
-with a 1 ms timer signal to its main thread instead (the same library,
-ECHION_TICKER=signal). Beside each rate, the TLB shootdowns (the
+every 1 ms and does nothing else (benches/ticker.c, preloaded), with a
+thread that never wakes (ECHION_TICKER=idle: what a second thread costs a
+fork by being there), and plain with a 1 ms timer signal to its main thread
+instead (ECHION_TICKER=signal), alone and with a one-shot timer armed in
+every child in the fork (signal-fork: what starting again an interval after
+each fork costs a child that leaves sooner). Beside each rate, the TLB shootdowns (the
 inter-processor interrupts of /proc/interrupts' TLB line, machine-wide) per
 fork: a fork flushes the TLB of every CPU that ran a thread of the process
 lately, and on a virtual machine each such interrupt is dear.
@@ -91,11 +94,14 @@ def build_ticker(python, tmp):
     ticker = tmp / "ticker.so"
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", "-o", str(ticker), str(ROOT / "benches" / "ticker.c"), "-lrt"], check=True)
     check = "import os, signal; print(len(os.listdir('/proc/self/task')), signal.getsignal(signal.SIGRTMIN + 3))"
-    thread = subprocess.check_output([python, "-c", check], env=dict(os.environ, LD_PRELOAD=str(ticker))).split()
-    timer = subprocess.check_output([python, "-c", check], env=dict(os.environ, LD_PRELOAD=str(ticker), ECHION_TICKER="signal")).split()
+    def started(mode):
+        env = dict(os.environ, LD_PRELOAD=str(ticker), ECHION_TICKER=mode)
+        return subprocess.check_output([python, "-c", check], env=env).split()
+
     # (A handler Python did not install reads as None.)
-    if thread[0] != b"2" or timer != [b"1", b"None"]:
-        sys.exit(f"benches/ticker.c did not start under {python}: {thread} {timer}")
+    got = {mode: started(mode) for mode in ("thread", "idle", "signal", "signal-fork")}
+    if any(got[m][0] != b"2" for m in ("thread", "idle")) or any(got[m] != [b"1", b"None"] for m in ("signal", "signal-fork")):
+        sys.exit(f"benches/ticker.c did not start under {python}: {got}")
     return ticker
 
 
@@ -151,7 +157,9 @@ def main():
         "python, threading imported": lambda d: [args.python, str(with_threading), seconds],
         # The floor of any in-process sampler at 1 ms (no echion).
         "python + 1 ms thread": lambda d: [args.python, str(FORK_LOOP), seconds],
+        "python + idle thread": lambda d: [args.python, str(FORK_LOOP), seconds],
         "python + 1 ms timer signal": lambda d: [args.python, str(FORK_LOOP), seconds],
+        "  + a timer armed in each child": lambda d: [args.python, str(FORK_LOOP), seconds],
         # What loading the extension alone costs a fork (its mappings and
         # those of the libraries it needs), nothing started.
         "python, echion.core imported": lambda d: [args.python, str(with_core), seconds],
@@ -161,7 +169,9 @@ def main():
     quiet = dict(os.environ, LD_PRELOAD=str(ticker), PYTHONWARNINGS="ignore::DeprecationWarning")
     envs = {
         "python + 1 ms thread": quiet,
+        "python + idle thread": dict(quiet, ECHION_TICKER="idle"),
         "python + 1 ms timer signal": dict(quiet, ECHION_TICKER="signal"),
+        "  + a timer armed in each child": dict(quiet, ECHION_TICKER="signal-fork"),
     }
     for label, py in builds:
         forks[label] = lambda d, py=py: [str(Path(py).parent / "echion"), "-o", str(d / "p.mojo"), args.python, str(FORK_LOOP), seconds]

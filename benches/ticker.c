@@ -10,7 +10,15 @@
  * 99) rather than measure plain Python under its name. What a sampler pays that is not a
  * thread of the process: a fork loop tells them apart (a thread of the
  * process that ran on another CPU makes every fork interrupt that CPU to
- * flush its TLB; see benches/startup.py). */
+ * flush its TLB; see benches/startup.py).
+ *
+ * Two more forms measure a fork loop's floor (benches/startup.py):
+ * ECHION_TICKER=idle starts a thread that never wakes (what a second
+ * thread costs each fork before it runs at all: the C library's fork
+ * takes its multi-threaded path); ECHION_TICKER=signal-fork is `signal`
+ * plus, in every forked child, a one-shot timer made and armed in the fork
+ * and never fired (what a sampler that starts again an interval after
+ * each fork pays in a child that leaves sooner). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -33,6 +41,13 @@ static void *tick(void *unused) {
         }
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
     }
+    return NULL;
+}
+
+static void *idle(void *unused) {
+    (void)unused;
+    for (;;)
+        pause();
     return NULL;
 }
 
@@ -68,17 +83,33 @@ static void start_signal(void) {
         fail("ticker: timer_settime");
 }
 
+/* In a forked child: a one-shot timer an interval ahead, as a put-off
+ * start would arm (the child's ticks are left off: it leaves first). */
+static void arm_in_child(void) {
+    struct sigevent event;
+    struct itimerspec once = {{0, 0}, {0, 1000000}};
+    timer_t timer;
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = SIGRTMIN + 3;
+    event.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &event, &timer) == 0)
+        timer_settime(timer, 0, &once, NULL);
+}
+
 __attribute__((constructor)) static void start(void) {
     const char *mode = getenv("ECHION_TICKER");
     pthread_t thread;
     pthread_attr_t attr;
-    if (mode && strcmp(mode, "signal") == 0) {
+    if (mode && (strcmp(mode, "signal") == 0 || strcmp(mode, "signal-fork") == 0)) {
         start_signal();
+        if (strcmp(mode, "signal-fork") == 0 && pthread_atfork(NULL, NULL, arm_in_child) != 0)
+            fail("ticker: pthread_atfork");
         return;
     }
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&thread, &attr, tick, NULL) != 0)
+    if (pthread_create(&thread, &attr, mode && strcmp(mode, "idle") == 0 ? idle : tick, NULL) != 0)
         fail("ticker: pthread_create");
     pthread_attr_destroy(&attr);
 }
