@@ -1063,6 +1063,16 @@ fn current_ident() -> u64 {
     (unsafe { libc::pthread_self() }) as u64
 }
 
+/// This process's id, as `std::process::id`, for a forked child's
+/// handler: `getpid` is beside the C library's fork code, whose pages the
+/// child has just run, while `std::process::id` is a function of its own
+/// on another page of the module (a fault in every child).
+fn pid_in_fork() -> u32 {
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
+    let pid = unsafe { libc::getpid() };
+    pid as u32
+}
+
 /// The calling thread's kernel id.
 fn current_tid() -> i64 {
     // SAFETY: the gettid system call has no preconditions and is
@@ -1224,7 +1234,7 @@ extern "C" fn child_forked() {
     }
     // (Else the parent's own state was never renewed: it is renewed here
     // as the parent's forking thread saw it, for this child's pid.)
-    let pid = std::process::id();
+    let pid = pid_in_fork();
     FORKED_PID.store(pid, Relaxed);
     FORKED.store(true, Relaxed);
     // (Where the digits are not as the bootstrap wrote them, the variable
