@@ -8,9 +8,10 @@
  * program's blocking calls go on; sleeps and polls return early, which
  * CPython retries). A ticker that cannot start ends the process (status
  * 99) rather than measure plain Python under its name. What a sampler pays that is not a
- * thread of the process: a fork loop tells them apart (a thread of the
- * process that ran on another CPU makes every fork interrupt that CPU to
- * flush its TLB; see benches/startup.py).
+ * thread of the process: a fork loop tells them apart (a second thread
+ * sends the C library's fork down its multi-threaded path, and one that
+ * ran on another CPU lately makes every fork interrupt that CPU to flush
+ * its TLB; see benches/startup.py).
  *
  * Two more forms measure a fork loop's floor (benches/startup.py):
  * ECHION_TICKER=idle starts a thread that never wakes (what a second
