@@ -344,11 +344,14 @@ fn create(tid: i64, signo: libc::c_int) -> Option<libc::c_int> {
     // SAFETY: both pointers are to live locals (the kernel's `sigevent`
     // is libc's layout; the kernel writes the new timer's id, an int).
     if unsafe {
-        libc::syscall(
+        syscall4(
             libc::SYS_timer_create,
-            libc::c_long::from(libc::CLOCK_MONOTONIC),
-            &mut event as *mut libc::sigevent,
-            &mut timer as *mut libc::c_int,
+            [
+                libc::c_long::from(libc::CLOCK_MONOTONIC),
+                &mut event as *mut libc::sigevent as libc::c_long,
+                &mut timer as *mut libc::c_int as libc::c_long,
+                0,
+            ],
         )
     } != 0
     {
@@ -374,12 +377,14 @@ fn settime(timer: libc::c_int, first: std::time::Duration, every: std::time::Dur
     // SAFETY: `spec` is a live local; no old value is asked for; a timer id
     // that is no longer one only fails.
     (unsafe {
-        libc::syscall(
+        syscall4(
             libc::SYS_timer_settime,
-            libc::c_long::from(timer),
-            0 as libc::c_long,
-            &spec as *const libc::itimerspec,
-            std::ptr::null_mut::<libc::itimerspec>(),
+            [
+                libc::c_long::from(timer),
+                0,
+                &spec as *const libc::itimerspec as libc::c_long,
+                0,
+            ],
         )
     }) == 0
 }
@@ -394,7 +399,56 @@ pub(crate) fn disarm(timer: libc::c_int) {
 pub(crate) fn delete(timer: libc::c_int) {
     // SAFETY: deletes a timer id of this process's (made by `arm`, deleted
     // once by its callers); an id that is not a timer only fails.
-    unsafe { libc::syscall(libc::SYS_timer_delete, libc::c_long::from(timer)) };
+    unsafe { syscall4(libc::SYS_timer_delete, [libc::c_long::from(timer), 0, 0, 0]) };
+}
+
+/// A system call of up to four arguments, made by the `syscall`
+/// instruction itself on x86-64: a forked child arms its timer in the fork
+/// with it, and the C library's `syscall` is a function on a page of its
+/// own that the child has not run (a fault in every child). The kernel's
+/// result: negative (`-errno`) when the call failed.
+///
+/// # Safety
+/// As for the call `nr` with these arguments: pointers among them must be
+/// valid for what the kernel reads or writes through them.
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall4(nr: libc::c_long, args: [libc::c_long; 4]) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: the x86-64 Linux system call convention: number in rax,
+    // arguments in rdi, rsi, rdx and r10, the result in rax; the kernel
+    // clobbers rcx and r11 and leaves the stack alone. Memory the call
+    // reads or writes is the caller's to vouch for (not `nomem`).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// [`syscall4`] through the C library's `syscall` elsewhere.
+///
+/// # Safety
+/// As for the call `nr` with these arguments.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn syscall4(nr: libc::c_long, args: [libc::c_long; 4]) -> libc::c_long {
+    // SAFETY: the caller's, for the call and its arguments.
+    match unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) } {
+        -1 => -libc::c_long::from(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        ),
+        ret => ret,
+    }
 }
 
 /// Takes the pending start, if any, and deletes its timer (the caller

@@ -179,6 +179,9 @@ mod tests {
 
     #[test]
     fn a_ticks_allocations_come_from_its_heap_and_what_it_frees_of_malloc_waits() {
+        let _owner = sigheap::TEST_OWNER
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         assert!(sigheap::arm());
         let outside = Box::new([7u8; 64]);
         let at = outside.as_ptr() as usize;

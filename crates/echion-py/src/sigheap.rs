@@ -19,9 +19,19 @@
 //! `malloc` from the handler: it waits in [`DEFERRED`] until the run's end
 //! gives it back ([`drain_deferred`]), or stays there if that is full.
 //!
-//! After a fork the child's copy of the heap may be mid-change (another
-//! thread forked while the main thread ticked): [`after_fork_in_child`]
-//! forgets its freed blocks, and the child allocates after the parent's.
+//! The run itself is made here too ([`within`]), not only what its ticks
+//! add: the region is one the kernel gives a forked child empty
+//! (`MADV_WIPEONFORK`), so a fork copies nothing of the run and leaves the
+//! parent's pages of it unshared. The parent's ticks after a fork then
+//! write no page the fork made copy-on-write (a fork loop's parent copied
+//! six or seven pages a tick: the run, its engine's buffers, the writer's).
+//! The child, which never touches its parent's run (it forgets it without
+//! dropping it), finds the region as new ([`after_fork_in_child`] starts
+//! its blocks again from the region's start). Where the kernel has no
+//! such mapping (before Linux 4.14) the child gets a copy as before: its
+//! copy of the heap may be mid-change (another thread forked while the
+//! main thread ticked), so the child forgets its freed blocks and
+//! allocates after the parent's.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
@@ -53,8 +63,11 @@ static FREE: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
 /// Held while the free lists or [`NEXT`] change.
 #[link_section = ".data.echion_fork"]
 static LOCK: AtomicBool = AtomicBool::new(false);
+/// Whether a forked child gets the region empty (`MADV_WIPEONFORK` took).
+#[link_section = ".data.echion_fork"]
+static WIPED_IN_CHILD: AtomicBool = AtomicBool::new(false);
 /// The `pthread_t` of the thread whose allocations come from here (while
-/// its tick runs), 0 for none.
+/// its tick runs, or the run is made), 0 for none.
 #[link_section = ".data.echion_fork"]
 static OWNER: AtomicUsize = AtomicUsize::new(0);
 /// `malloc`'s blocks freed by a tick, given back at the run's end.
@@ -84,6 +97,10 @@ pub fn arm() -> bool {
     if p == libc::MAP_FAILED {
         return false;
     }
+    // SAFETY: advice on the mapping just made, whole; it changes only what
+    // a forked child gets of it (zeroes, not a copy).
+    let wiped = unsafe { libc::madvise(p, REGION, libc::MADV_WIPEONFORK) } == 0;
+    WIPED_IN_CHILD.store(wiped, Ordering::Relaxed);
     let start = p as usize;
     NEXT.store(start, Ordering::Relaxed);
     END.store(start + REGION, Ordering::Relaxed);
@@ -107,6 +124,38 @@ pub fn enter() {
 /// Ends [`enter`].
 pub fn leave() {
     OWNER.store(0, Ordering::Relaxed);
+}
+
+/// Runs `make` with the calling thread's allocations taken from here (the
+/// ticks' signal held off meanwhile, so that no tick finds [`LOCK`] held
+/// by the thread it stopped): what a run is made of, outside any tick.
+/// Its blocks are freed here wherever they are dropped.
+pub fn within<T>(make: impl FnOnce() -> T) -> T {
+    /// Puts the thread back as it was, `make` unwinding or not.
+    struct Restore(Option<libc::sigset_t>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            leave();
+            if let Some(old) = &self.0 {
+                // SAFETY: `old` is this thread's mask saved below.
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+            }
+        }
+    }
+    let signo = SIGNAL.load(Ordering::Acquire);
+    // SAFETY: both sets are live locals, initialised by sigemptyset (the
+    // old one by pthread_sigmask); only this thread's mask changes.
+    let old = (signo != 0).then(|| unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, signo);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        old
+    });
+    let _restore = Restore(old);
+    enter();
+    make()
 }
 
 /// Whether the calling thread allocates from here now.
@@ -305,13 +354,40 @@ pub fn is_deferred(ptr: usize) -> bool {
         .any(|slot| slot.load(Ordering::Acquire) == ptr)
 }
 
+/// In a child whose region the kernel emptied: its blocks start again
+/// from the region's start, none freed (each word written only if it
+/// changes: they share the page of statics every fork writes). Whether
+/// the region was emptied.
+// (Inlined, as the two below: in the fork handler's code, whose page the
+// child runs anyway, not on a page of their own that it would fault in.)
+#[inline(always)]
+fn start_again_in_child() -> bool {
+    if !WIPED_IN_CHILD.load(Ordering::Relaxed) {
+        return false;
+    }
+    let start = START.load(Ordering::Relaxed);
+    if NEXT.load(Ordering::Relaxed) != start {
+        NEXT.store(start, Ordering::Relaxed);
+    }
+    for f in &FREE {
+        if f.load(Ordering::Relaxed) != 0 {
+            f.store(0, Ordering::Relaxed);
+        }
+    }
+    true
+}
+
 /// In a forked child: the parent's tick may have been under way (on a
 /// thread not in the child); its freed blocks and its deferred ones are
-/// forgotten, the lock and the owner reset.
+/// forgotten (and the region's blocks start again from its start where
+/// the child got it empty), the lock and the owner reset.
+#[inline(always)]
 pub fn after_fork_in_child() {
     OWNER.store(0, Ordering::Relaxed);
-    for f in &FREE {
-        f.store(0, Ordering::Relaxed);
+    if !start_again_in_child() {
+        for f in &FREE {
+            f.store(0, Ordering::Relaxed);
+        }
     }
     for slot in &DEFERRED {
         slot.store(0, Ordering::Relaxed);
@@ -321,11 +397,19 @@ pub fn after_fork_in_child() {
 }
 
 /// In a child that the ticks' own thread forked (no tick was under way:
-/// they run on it): only what another thread held at the fork is reset,
-/// the lock and the free lists it may have been changing. Nothing is
-/// written otherwise (each page written costs the child a copy); the
-/// deferred blocks are the child's to give back too.
+/// they run on it): the region's blocks start again where the child got
+/// it empty; else only what another thread held at the fork is reset, the
+/// lock and the free lists it may have been changing. Nothing is written
+/// otherwise (each page written costs the child a copy); the deferred
+/// blocks (`malloc`'s) are the child's to give back too.
+#[inline(always)]
 pub fn after_fork_of_ticking_thread() {
+    if start_again_in_child() {
+        if LOCK.load(Ordering::Relaxed) {
+            LOCK.store(false, Ordering::Release);
+        }
+        return;
+    }
     if LOCK.load(Ordering::Relaxed) {
         for f in &FREE {
             f.store(0, Ordering::Relaxed);
@@ -334,12 +418,22 @@ pub fn after_fork_of_ticking_thread() {
     }
 }
 
+/// Held by the tests that make a thread the heap's owner ([`enter`],
+/// [`within`]): there is one owner at a time, and the tests run at once.
+#[cfg(test)]
+pub static TEST_OWNER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn one_owner() -> std::sync::MutexGuard<'static, ()> {
+        TEST_OWNER.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn blocks_are_aligned_reused_by_size_and_only_the_owner_allocates_here() {
+        let _owner = one_owner();
         assert!(arm());
         assert!(!active());
         let a = alloc(100, 8);
@@ -368,6 +462,46 @@ mod tests {
         assert!(!active());
         let outside = Box::new(7u64);
         assert!(!owns(&*outside as *const u64 as *mut u8));
+    }
+
+    #[test]
+    fn a_run_made_within_is_here_and_a_forked_child_gets_the_region_empty() {
+        let _owner = one_owner();
+        assert!(arm());
+        let made = within(|| vec![0x5au8; 3000]);
+        assert!(owns(made.as_ptr() as *mut u8));
+        assert!(!active());
+        let outside = Box::new([1u8; 10]);
+        assert!(!owns(outside.as_ptr() as *mut u8));
+        // (Every kernel of the machines echion is tested on has it: 4.14.)
+        assert!(WIPED_IN_CHILD.load(Ordering::Relaxed));
+        let at = made.as_ptr() as usize;
+        // SAFETY: the child only reads memory, writes this module's
+        // statics (no lock, no allocation) and leaves by `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: `at` is in the region, mapped in the child too.
+            let byte = unsafe { std::ptr::read_volatile(at as *const u8) };
+            after_fork_in_child();
+            let again = NEXT.load(Ordering::Relaxed) == START.load(Ordering::Relaxed)
+                && FREE.iter().all(|f| f.load(Ordering::Relaxed) == 0);
+            let code = match (byte, again) {
+                (0, true) => 0,
+                (0, false) => 2,
+                _ => 3,
+            };
+            // SAFETY: ends the child, running nothing of the parent's.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; `status` is a live local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        // 2: the blocks did not start again; 3: the child saw the parent's.
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        // The parent's block is as it was.
+        assert!(made.iter().all(|&b| b == 0x5a));
     }
 
     #[test]

@@ -125,27 +125,40 @@ pub fn start(
     // This thread's block of the extension's thread-locals exists before
     // a tick runs on it (made on first use, by `malloc`).
     TOUCHED.with(|t| t.set(true));
-    // Kept for the process's life (a forked child's copy too): the run's
-    // engine borrows them, from a tick as from its end.
-    let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
-    let (session, opened) = echion_sampler::prepare(config, reader, opened)?;
-    let session = Box::leak(Box::new(session));
-    control.mark_opened();
-    let ticking = Ticking::new(config, session, opened, origin_ns, false)?;
     let interval_ns = echion_sampler::run::interval_ns(config);
     let interval = std::time::Duration::from_nanos(interval_ns);
+    // The run is made in the ticks' heap, whose region a forked child gets
+    // empty: a fork copies none of it, and the ticks after a fork write no
+    // page the fork made shared (see `sigheap`). The reader and the session
+    // are kept for the process's life (the run's engine borrows them, from
+    // a tick as from its end); a child never touches its parent's.
+    // (The profile is open once `prepare` returned, whatever comes next;
+    // its waiters are told outside the heap's scope.)
+    let mut prepared = false;
+    let run = sigheap::within(|| -> Result<Box<Run>, StartError> {
+        let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
+        let (session, opened) = echion_sampler::prepare(config, reader, opened)?;
+        prepared = true;
+        let session = Box::leak(Box::new(session));
+        let ticking = Ticking::new(config, session, opened, origin_ns, false)?;
+        Ok(Box::new(Run {
+            ticking,
+            control: control.clone(),
+            timer: -1,
+            interval_ns,
+            last_ns: clock::now_ns(),
+            resume_ns: 0,
+            over: false,
+        }))
+    });
+    if prepared {
+        control.mark_opened();
+    }
+    let run = run?;
     take_busy();
     // SAFETY: BUSY is held.
     let slot = unsafe { &mut *SLOT.0.get() };
-    *slot = Some(Box::new(Run {
-        ticking,
-        control: control.clone(),
-        timer: -1,
-        interval_ns,
-        last_ns: clock::now_ns(),
-        resume_ns: 0,
-        over: false,
-    }));
+    *slot = Some(run);
     let timer = forkstart::timer(crate::current_tid(), signo, interval, interval);
     match (slot.as_mut(), timer) {
         (Some(run), Some(timer)) => run.timer = timer,
