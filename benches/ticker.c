@@ -17,9 +17,13 @@
  * ECHION_TICKER=idle starts a thread that never wakes (what a second
  * thread costs each fork before it runs at all: the C library's fork
  * takes its multi-threaded path); ECHION_TICKER=signal-fork is `signal`
- * plus, in every forked child, a one-shot timer made and armed in the fork
- * and never fired (what a sampler that starts again an interval after
- * each fork pays in a child that leaves sooner). */
+ * plus, in every forked child, the timers echion's put-off start arms in
+ * the fork, never fired (what a sampler that starts again in each child
+ * pays in one that leaves sooner): one of the thread's CPU clock, 1 ms,
+ * and one of the monotonic clock, 16 ms; ECHION_TICKER=signal-fork-1ms
+ * arms one of the monotonic clock, 1 ms ahead, instead (on a virtual
+ * machine, a timer due before the CPU's next tick costs two exits to the
+ * hypervisor: its arming, and its deletion by the child that ends). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -84,27 +88,44 @@ static void start_signal(void) {
         fail("ticker: timer_settime");
 }
 
-/* In a forked child: a one-shot timer an interval ahead, as a put-off
- * start would arm (the child's ticks are left off: it leaves first). */
-static void arm_in_child(void) {
+/* In a forked child: the timers a put-off start arms (see the top; the
+ * child's ticks are left off: it leaves first). */
+static int late_start;
+
+static void arm(clockid_t clock, long ns) {
     struct sigevent event;
-    struct itimerspec once = {{0, 0}, {0, 1000000}};
+    struct itimerspec once = {{0, 0}, {ns / 1000000000L, ns % 1000000000L}};
     timer_t timer;
     memset(&event, 0, sizeof event);
     event.sigev_notify = SIGEV_THREAD_ID;
     event.sigev_signo = SIGRTMIN + 3;
     event.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
-    if (timer_create(CLOCK_MONOTONIC, &event, &timer) == 0)
+    if (timer_create(clock, &event, &timer) == 0)
         timer_settime(timer, 0, &once, NULL);
+}
+
+static void arm_in_child(void) {
+    if (late_start) {
+        arm(CLOCK_THREAD_CPUTIME_ID, 1000000L);
+        arm(CLOCK_MONOTONIC, 16000000L);
+    } else {
+        arm(CLOCK_MONOTONIC, 1000000L);
+    }
 }
 
 __attribute__((constructor)) static void start(void) {
     const char *mode = getenv("ECHION_TICKER");
     pthread_t thread;
     pthread_attr_t attr;
-    if (mode && (strcmp(mode, "signal") == 0 || strcmp(mode, "signal-fork") == 0)) {
+    if (mode && strncmp(mode, "signal", 6) == 0) {
+        int fork_form = strcmp(mode, "signal-fork") == 0 || strcmp(mode, "signal-fork-1ms") == 0;
+        if (strcmp(mode, "signal") != 0 && !fork_form) {
+            fputs("ticker: unknown ECHION_TICKER\n", stderr);
+            _exit(99);
+        }
         start_signal();
-        if (strcmp(mode, "signal-fork") == 0 && pthread_atfork(NULL, NULL, arm_in_child) != 0)
+        late_start = strcmp(mode, "signal-fork") == 0;
+        if (fork_form && pthread_atfork(NULL, NULL, arm_in_child) != 0)
             fail("ticker: pthread_atfork");
         return;
     }

@@ -9,9 +9,15 @@
 //! start even where a sampler thread ticks instead) has a handler of ours
 //! in every process, and a child needs no Python at its fork: a
 //! `pthread_atfork` child handler ([`crate::child_forked`]) forgets the
-//! parent's run and arms a one-shot timer of that signal an interval ahead
-//! (and again every 10 ms until taken: CPython's own after-fork work
-//! clears the signals tripped before it). When it fires, the tick's
+//! parent's run and arms two timers of that signal: one of the child's
+//! CPU clock, an interval ahead, and one of the monotonic clock, 16 ms
+//! ahead or an interval if that is longer ([`WAITING_FIRST`]: a timer due
+//! before the CPU's next tick costs a virtual machine's child two exits to
+//! the hypervisor); both fire again every 10 ms until taken (CPython's own
+//! after-fork work clears the signals tripped before it). A child that
+//! runs starts an interval of its running after the fork (seen at the
+//! kernel's next tick, 4 ms at most at 250 Hz), one that waits 16 ms after
+//! it; either way its run counts from the fork. When one fires, the tick's
 //! handler finds no run but this pending start and calls CPython's own C
 //! handler of signals ([`fire`]), whose table already names
 //! `echion.core._start_forked` for that signal ([`set_up`], in the parent:
@@ -29,9 +35,10 @@
 //! code, and the statics it writes, which share one section
 //! (`.data.echion_fork`, with `_ECHION_PROFILED_PID`'s entry in the
 //! environment): with the wheel's one codegen unit they are a few hundred
-//! bytes together. Its only calls into libc are to functions the fork's
-//! own path calls too (`getpid`, `syscall`: a page of libc the child had
-//! not touched yet would be a fault); it reads no constant from `.rodata`.
+//! bytes together. Its only call into libc is to a function the fork's
+//! own path calls too (`getpid`: a page of libc the child had not touched
+//! yet would be a fault); the timers' system calls are made inline
+//! (`forkstart::syscall4`); it reads no constant from `.rodata`.
 //!
 //! The price, in the profiled process: `signal.getsignal()` of the ticks'
 //! signal names `_start_forked` instead of `SIG_DFL` (its action is
@@ -54,9 +61,26 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 /// When this process was forked, while its start is put off (0: none).
 #[link_section = ".data.echion_fork"]
 static PENDING_NS: AtomicU64 = AtomicU64::new(0);
-/// The one-shot timer of the start put off.
+/// The timers of the start put off: of the monotonic clock, and of the
+/// child's main thread's CPU clock.
 #[link_section = ".data.echion_fork"]
 static TIMER: AtomicI32 = AtomicI32::new(-1);
+#[link_section = ".data.echion_fork"]
+static CPU_TIMER: AtomicI32 = AtomicI32::new(-1);
+
+/// The least a child that waits puts its start off by (a child that runs
+/// starts once it has run an interval): later than the kernel's next tick
+/// on its CPU (every 4 ms at 250 Hz, 10 ms at 100 Hz).
+///
+/// A timer that fires before everything else due on its CPU makes the
+/// kernel program the CPU's timer when it is armed, and again when the
+/// child that ends first deletes it: two exits to the hypervisor on a
+/// virtual machine, which cost a fork loop's child more than the rest of
+/// its fork (a C fork loop, 30 paired rounds: 0.91 of its plain rate with
+/// a timer of 1 ms in each child, 0.97 with one of the CPU clock and one
+/// of 16 ms, 1.00 with one due in 100 ms; `benches/startup.py` measures
+/// the first two forms under Python).
+const WAITING_FIRST: std::time::Duration = std::time::Duration::from_millis(16);
 /// The fork that made this process put its start off here (the Python
 /// after-fork hook, if the program's threads made it needed, has nothing
 /// left to do).
@@ -264,6 +288,7 @@ pub fn forget_in_fork() -> Option<u64> {
     if PENDING_NS.load(Ordering::Relaxed) != 0 {
         PENDING_NS.store(0, Ordering::Relaxed);
         TIMER.store(-1, Ordering::Relaxed);
+        CPU_TIMER.store(-1, Ordering::Relaxed);
     }
     if HANDLED.load(Ordering::Relaxed) {
         HANDLED.store(false, Ordering::Relaxed);
@@ -324,25 +349,32 @@ fn write_pid_at(pid: u32) -> bool {
     true
 }
 
-/// In a forked child, in the fork: puts its start off by the run's
-/// interval, from `forked_at_ns`, on thread `tid` (its one thread).
-/// Whether it did (a timer could be made).
+/// In a forked child, in the fork: puts its start off, from
+/// `forked_at_ns`, on thread `tid` (its one thread), until it has run for
+/// the run's interval (its CPU clock's timer) or [`WAITING_FIRST`] (at
+/// least the interval) has passed (the monotonic clock's), whichever comes
+/// first. Whether it did (the monotonic clock's timer could be made).
 ///
-/// The timer fires again every [`crate::forkstart::REFIRE`] (at least the
-/// interval) until the start takes it ([`take`]): its first signal may come before
-/// CPython's own after-fork work, which clears the signals tripped so far.
+/// Both fire again every [`crate::forkstart::REFIRE`] (at least the
+/// interval) until the start takes them ([`take`]): a first signal may
+/// come before CPython's own after-fork work, which clears the signals
+/// tripped so far.
 pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     let signo = SIGNO.load(Ordering::Relaxed);
     let interval = std::time::Duration::from_nanos(INTERVAL_NS.load(Ordering::Relaxed));
-    // (Pending before the timer can fire.)
+    let every = interval.max(crate::forkstart::REFIRE);
+    // (Pending before a timer can fire.)
     PENDING_NS.store(forked_at_ns.max(1), Ordering::Release);
-    let Some(timer) =
-        crate::forkstart::timer(tid, signo, interval, interval.max(crate::forkstart::REFIRE))
+    let Some(timer) = crate::forkstart::timer(tid, signo, interval.max(WAITING_FIRST), every)
     else {
         PENDING_NS.store(0, Ordering::Relaxed);
         return false;
     };
     TIMER.store(timer, Ordering::Relaxed);
+    // (Without it, the child that runs starts when one that waits does.)
+    if let Some(cpu) = crate::forkstart::cpu_timer(tid, signo, interval, every) {
+        CPU_TIMER.store(cpu, Ordering::Relaxed);
+    }
     HANDLED.store(true, Ordering::Relaxed);
     true
 }
@@ -372,16 +404,18 @@ pub fn fire(signo: libc::c_int) {
     handler(signo);
 }
 
-/// Takes the start put off here, if any, and deletes its timer: when the
+/// Takes the start put off here, if any, and deletes its timers: when the
 /// fork was, for the run to start.
 pub fn take() -> Option<u64> {
     let at = PENDING_NS.swap(0, Ordering::AcqRel);
     if at == 0 {
         return None;
     }
-    let timer = TIMER.swap(-1, Ordering::Relaxed);
-    if timer >= 0 {
-        crate::forkstart::delete(timer);
+    for timer in [&TIMER, &CPU_TIMER] {
+        let timer = timer.swap(-1, Ordering::Relaxed);
+        if timer >= 0 {
+            crate::forkstart::delete(timer);
+        }
     }
     Some(at)
 }

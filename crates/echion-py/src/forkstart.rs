@@ -323,7 +323,32 @@ pub(crate) fn timer(
     first: std::time::Duration,
     every: std::time::Duration,
 ) -> Option<libc::c_int> {
-    let timer = create(tid, signo)?;
+    timer_of(libc::CLOCK_MONOTONIC, tid, signo, first, every)
+}
+
+/// [`timer`] of the calling thread's CPU clock (`tid` must be that
+/// thread): it fires once the thread has run `first`, then every `every`
+/// of its running. The kernel looks at it at its scheduler's tick (up to
+/// 4 ms later at 250 Hz), and arming it programs no timer of the CPU.
+#[inline(always)]
+pub(crate) fn cpu_timer(
+    tid: i64,
+    signo: libc::c_int,
+    first: std::time::Duration,
+    every: std::time::Duration,
+) -> Option<libc::c_int> {
+    timer_of(libc::CLOCK_THREAD_CPUTIME_ID, tid, signo, first, every)
+}
+
+#[inline(always)]
+fn timer_of(
+    clock: libc::clockid_t,
+    tid: i64,
+    signo: libc::c_int,
+    first: std::time::Duration,
+    every: std::time::Duration,
+) -> Option<libc::c_int> {
+    let timer = create_on(clock, tid, signo)?;
     let first = first.max(std::time::Duration::from_micros(1));
     if !settime(timer, first, every) {
         delete(timer);
@@ -335,6 +360,12 @@ pub(crate) fn timer(
 /// Makes a disarmed timer of the monotonic clock that sends `signo` to
 /// thread `tid` (see [`timer`]); its id (the kernel's).
 fn create(tid: i64, signo: libc::c_int) -> Option<libc::c_int> {
+    create_on(libc::CLOCK_MONOTONIC, tid, signo)
+}
+
+/// [`create`] of `clock`.
+#[inline(always)]
+fn create_on(clock: libc::clockid_t, tid: i64, signo: libc::c_int) -> Option<libc::c_int> {
     // SAFETY: `sigevent` is plain data, all zeroes a valid value.
     let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
     event.sigev_notify = libc::SIGEV_THREAD_ID;
@@ -347,7 +378,7 @@ fn create(tid: i64, signo: libc::c_int) -> Option<libc::c_int> {
         syscall4(
             libc::SYS_timer_create,
             [
-                libc::c_long::from(libc::CLOCK_MONOTONIC),
+                libc::c_long::from(clock),
                 &mut event as *mut libc::sigevent as libc::c_long,
                 &mut timer as *mut libc::c_int as libc::c_long,
                 0,
