@@ -19,14 +19,15 @@
 //! `malloc` from the handler: it waits in [`DEFERRED`] until the run's end
 //! gives it back ([`drain_deferred`]), or stays there if that is full.
 //!
-//! The run itself is made here too ([`within`]), not only what its ticks
-//! add: the region is one the kernel gives a forked child empty
+//! The run's engine is made here too ([`within`]), not only what its
+//! ticks add: the region is one the kernel gives a forked child empty
 //! (`MADV_WIPEONFORK`), so a fork copies nothing of the run and leaves the
 //! parent's pages of it unshared. The parent's ticks after a fork then
 //! write no page the fork made copy-on-write (a fork loop's parent copied
 //! six or seven pages a tick: the run, its engine's buffers, the writer's).
 //! The child, which never touches its parent's run (it forgets it without
-//! dropping it), finds the region as new ([`after_fork_in_child`] starts
+//! dropping it), finds the region as new (so nothing made here may be
+//! kept where a child looks: see `sigtick::start`) ([`after_fork_in_child`] starts
 //! its blocks again from the region's start). Where the kernel has no
 //! such mapping (before Linux 4.14) the child gets a copy as before: its
 //! copy of the heap may be mid-change (another thread forked while the

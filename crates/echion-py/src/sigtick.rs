@@ -127,22 +127,15 @@ pub fn start(
     TOUCHED.with(|t| t.set(true));
     let interval_ns = echion_sampler::run::interval_ns(config);
     let interval = std::time::Duration::from_nanos(interval_ns);
-    // The run is made in the ticks' heap, whose region a forked child gets
-    // empty: a fork copies none of it, and the ticks after a fork write no
-    // page the fork made shared (see `sigheap`). The reader and the session
-    // are kept for the process's life (the run's engine borrows them, from
-    // a tick as from its end); a child never touches its parent's.
-    // (The profile is open once `prepare` returned, whatever comes next;
-    // its waiters are told outside the heap's scope.)
-    let mut prepared = false;
-    let run = sigheap::within(|| -> Result<Box<Run>, StartError> {
-        let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
-        let (session, opened) = echion_sampler::prepare(config, reader, opened)?;
-        prepared = true;
-        let session = Box::leak(Box::new(session));
-        let ticking = Ticking::new(config, session, opened, origin_ns, false)?;
+    // Kept for the process's life (a forked child's copy too): the run's
+    // engine borrows them, from a tick as from its end.
+    let reader = Box::leak(Box::new(echion_sampler::reader_for(config)?));
+    let (session, opened) = echion_sampler::prepare(config, reader, opened)?;
+    let session = Box::leak(Box::new(session));
+    control.mark_opened();
+    let make = || -> Result<Box<Run>, StartError> {
         Ok(Box::new(Run {
-            ticking,
+            ticking: Ticking::new(config, session, opened, origin_ns, false)?,
             control: control.clone(),
             timer: -1,
             interval_ns,
@@ -150,11 +143,20 @@ pub fn start(
             resume_ns: 0,
             over: false,
         }))
-    });
-    if prepared {
-        control.mark_opened();
-    }
-    let run = run?;
+    };
+    // The engine and the run are made in the ticks' heap, whose region a
+    // forked child gets empty: a fork copies none of them, and the ticks
+    // after a fork write no page of theirs that the fork made shared (see
+    // `sigheap`). Nothing made there may outlive the run elsewhere: so not
+    // native mode's (its capturer's slot is kept for the process, a
+    // child's included), nor the thread's handle that `std` makes at its
+    // first use (made here first, by `malloc`).
+    let run = if config.native {
+        make()?
+    } else {
+        drop(std::thread::current());
+        sigheap::within(make)?
+    };
     take_busy();
     // SAFETY: BUSY is held.
     let slot = unsafe { &mut *SLOT.0.get() };

@@ -732,6 +732,12 @@ impl<'s> Ticking<'s> {
         if shed_ticks > 0 {
             meta.push(("shed_ticks".to_owned(), shed_ticks.to_string()));
         }
+        if let Some(forked) = forked_at_ns {
+            // How long after its fork a child's run started (put off: see
+            // `echion.core`'s fork handling).
+            let after_us = start.saturating_sub(forked) / 1000;
+            meta.push(("started_after_fork".to_owned(), after_us.to_string()));
+        }
         meta.extend(extra);
         let out_of_memory = Some(OUT_OF_MEMORY.load(Ordering::Relaxed)).filter(|&n| n != 0);
         if let Some(size) = out_of_memory {
