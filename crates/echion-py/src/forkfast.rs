@@ -372,9 +372,8 @@ pub fn defer_in_fork(tid: i64, forked_at_ns: u64) -> bool {
     };
     TIMER.store(timer, Ordering::Relaxed);
     // (Without it, the child that runs starts when one that waits does.)
-    if let Some(cpu) = crate::forkstart::cpu_timer(tid, signo, interval, every) {
-        CPU_TIMER.store(cpu, Ordering::Relaxed);
-    }
+    let cpu = crate::forkstart::cpu_timer(tid, signo, interval, every);
+    CPU_TIMER.store(cpu.unwrap_or(-1), Ordering::Relaxed);
     HANDLED.store(true, Ordering::Relaxed);
     true
 }

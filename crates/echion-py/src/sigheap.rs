@@ -143,20 +143,25 @@ pub fn within<T>(make: impl FnOnce() -> T) -> T {
             }
         }
     }
+    let _restore = Restore(block_ticks());
+    enter();
+    make()
+}
+
+/// Blocks the ticks' signal (if one was taken) on the calling thread; the
+/// mask to put back.
+fn block_ticks() -> Option<libc::sigset_t> {
     let signo = SIGNAL.load(Ordering::Acquire);
     // SAFETY: both sets are live locals, initialised by sigemptyset (the
     // old one by pthread_sigmask); only this thread's mask changes.
-    let old = (signo != 0).then(|| unsafe {
+    (signo != 0).then(|| unsafe {
         let mut block: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut block);
         libc::sigaddset(&mut block, signo);
         libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
         old
-    });
-    let _restore = Restore(old);
-    enter();
-    make()
+    })
 }
 
 /// Whether the calling thread allocates from here now.
@@ -209,20 +214,7 @@ struct Locked {
 }
 
 fn lock() -> Locked {
-    let signo = SIGNAL.load(Ordering::Acquire);
-    let mask = (signo != 0 && !active()).then(|| {
-        // SAFETY: both sets are live locals, initialised by sigemptyset
-        // (the old one by pthread_sigmask); only this thread's mask
-        // changes.
-        unsafe {
-            let mut block: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut block);
-            libc::sigaddset(&mut block, signo);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
-            old
-        }
-    });
+    let mask = if active() { None } else { block_ticks() };
     while LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
