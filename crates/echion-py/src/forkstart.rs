@@ -428,7 +428,7 @@ pub(crate) fn disarm(timer: libc::c_int) {
 
 /// Deletes a timer [`timer`] made.
 pub(crate) fn delete(timer: libc::c_int) {
-    // SAFETY: deletes a timer id of this process's (made by `arm`, deleted
+    // SAFETY: deletes a timer id of this process's (made by `timer`, deleted
     // once by its callers); an id that is not a timer only fails.
     unsafe { syscall4(libc::SYS_timer_delete, [libc::c_long::from(timer), 0, 0, 0]) };
 }
