@@ -291,6 +291,23 @@ def test_an_attach_while_the_interpreter_starts_comes_back_later(tmp_path, modul
 
 
 @shapes
+def test_an_attach_while_the_main_thread_waits_for_an_import_comes_back_later(tmp_path, targets):
+    # Borrowed inside importlib's wait for a module's lock (the soak, 3.10:
+    # the program's own `import multiprocessing` then failed with a
+    # KeyError): before 3.12 that wait keeps one entry per thread, which an
+    # import of the bootstrap's there would take away. The entry says
+    # "later" until the import is done, then the attach goes on.
+    t = start(targets, tmp_path, "import_wait")
+    run, out = attach(tmp_path, t.pid, "-x", "1")
+    stderr = run.stderr.decode()
+    assert run.returncode == 0, stderr
+    assert "detached from pid %d" % t.pid in stderr
+    assert_left_as_found(*t.finish())
+    view = read_all(out).ours
+    assert total(samples_of(view, "MainThread")) > 0, stack_summary(view)
+
+
+@shapes
 def test_subinterpreters_set_up_back_to_back(tmp_path, targets):
     # The main thread is mostly creating and destroying interpreters. A
     # pending call asked for there went to the subinterpreter's queue

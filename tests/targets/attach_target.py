@@ -230,6 +230,28 @@ elif SCENARIO in ("subinterp", "subinterp_churn"):
         while time.monotonic() < end:
             spin(MAIN_SPIN)
     finish()
+elif SCENARIO == "import_wait":
+    # The main thread waits in importlib's lock of a module whose import a
+    # thread has begun (its body takes 1.5 s), then goes on.
+    import tempfile
+
+    modules = tempfile.mkdtemp()
+    with open(os.path.join(modules, "slow_module.py"), "w") as f:
+        f.write("import time\ntime.sleep(1.5)\n")
+    sys.path.insert(0, modules)
+    def importer():
+        import slow_module  # noqa: F401
+
+        time.sleep(3600)
+
+    threading.Thread(target=importer, name="importer", daemon=True).start()
+    while "slow_module" not in sys.modules:
+        time.sleep(0.01)
+    ready()
+    import slow_module  # noqa: F401
+    while not stopped():
+        spin(10000)
+    finish()
 elif SCENARIO == "exit_on_attach":
     ready()
     # The pending call runs between two of these checks: the program exits

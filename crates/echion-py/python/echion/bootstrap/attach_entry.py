@@ -11,9 +11,11 @@ raises out of here, and nothing is left in ``__main__``.
 Some moments are safe for CPython but not for starting echion: the thread
 may run a subinterpreter (echion belongs in the main one), a module that
 the bootstrap or its hooks use may be half imported (``asyncio`` while its
-import runs, say: its names are not all there yet), or ``threading``'s own
-lock may be held (by this very thread, perhaps, and the bootstrap takes
-it). Then nothing is done, ``later: <why>`` is written, and ``echion -p``
+import runs, say: its names are not all there yet), the thread may be in
+importlib's taking of a module's lock (before 3.12 that keeps one entry
+per thread, which an import made here would take away: the program's own
+import then fails with a ``KeyError``), or ``threading``'s own lock may be
+held (by this very thread, perhaps, and the bootstrap takes it). Then nothing is done, ``later: <why>`` is written, and ``echion -p``
 borrows the process again a moment later.
 """
 
@@ -41,6 +43,12 @@ def _bad_moment():
     for name, module in list(sys.modules.items()):
         if name.partition(".")[0] in _USED and getattr(getattr(module, "__spec__", None), "_initializing", False):
             return "%s is being imported" % name
+    blocking_on = getattr(sys.modules.get("_frozen_importlib"), "_blocking_on", None)
+    if type(blocking_on) is dict:  # before 3.12 (later: a list per thread)
+        import _thread
+
+        if _thread.get_ident() in blocking_on:
+            return "the thread is taking a module's import lock"
     threading = sys.modules.get("threading")
     lock = getattr(threading, "_active_limbo_lock", None)
     if lock is not None:
