@@ -409,6 +409,35 @@ def test_bad_inputs_and_outputs_get_one_line(tmp_path):
     assert r.stderr.decode().splitlines()[0] == "echion: unknown format 'jpeg': give one of mojo, svg, speedscope, pprof, collapsed"
 
 
+def test_stdout_fifos_and_links_get_the_picture_and_stay_what_they_are(tmp_path):
+    import threading
+
+    convert(FIXTURES[0], "-o", tmp_path / "file.collapsed")
+    expected = (tmp_path / "file.collapsed").read_text(encoding="utf-8")
+    r = convert(FIXTURES[0], "-o", "-")
+    assert r.stdout.decode() == expected
+    assert "wrote the standard output" in r.stderr.decode()
+    # A FIFO is written into, not replaced by a file.
+    fifo = tmp_path / "pipe.collapsed"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    convert(FIXTURES[0], "-o", fifo)
+    reader.join(60)
+    assert got == [expected]
+    assert fifo.is_fifo()
+    # A link keeps pointing at the file it names, which gets the picture.
+    real = tmp_path / "runs" / "real.speedscope.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "latest.speedscope.json"
+    link.symlink_to(real)
+    convert(FIXTURES[0], "-o", link)
+    assert link.is_symlink()
+    check_speedscope(real)
+
+
 def test_python_dash_m_echion_convert_is_the_same_converter(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "echion.convert", str(FIXTURES[0]), "-o", str(tmp_path / "p.collapsed")],

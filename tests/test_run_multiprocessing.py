@@ -169,36 +169,6 @@ def test_a_forked_child_starts_its_sampler_an_interval_after_the_fork(tmp_path, 
 
 
 @pytest.mark.parametrize("no_thread", [False, True], ids=["thread", "no-thread"])
-def test_a_forked_child_starts_once_it_has_run_an_interval_or_after_16_ms(tmp_path, no_thread):
-    # From 3.9 the fork puts a child's start off with two timers: one of
-    # its CPU clock, an interval (1 ms) ahead, seen at the kernel's next
-    # tick, and one of the monotonic clock 16 ms ahead (a timer due before
-    # the CPU's next tick would cost each child two exits to the
-    # hypervisor). A child that computes starts first; one that sleeps
-    # starts at 16 ms. Either way its first sample holds its time from
-    # the fork, so its total is its life.
-    options = ["--no-thread"] if no_thread else []
-    run = run_echion(tmp_path, target("fork_first.py"), *options, timeout=120)
-    assert run.returncode == 0, run.describe()
-    got = run.result
-    after = {}
-    for name in ("sleeps", "computes"):
-        assert got[name] in run.profiles, f"no profile for child {name}; {run.describe()}"
-        view = run.profiles[got[name]].ours
-        # (Every version puts the start off: 3.8 from its Python hook.)
-        after[name] = int(view["metadata"]["started_after_fork"])
-        assert after[name] > 0, view["metadata"]
-        # From the fork to the end (its exit's stop: less than 0.35 s).
-        main = total(samples_of(view, "MainThread"))
-        assert 0.28e6 <= main <= 0.45e6, (name, main, stack_summary(view))
-    if PY >= (3, 9):
-        assert 16_000 <= after["sleeps"] < 100_000, after
-        # 1 ms of running, then up to a tick (4 ms at 250 Hz) and a safe
-        # point: well before 16 ms even on a busy machine.
-        assert after["computes"] < 12_000, after
-
-
-@pytest.mark.parametrize("no_thread", [False, True], ids=["thread", "no-thread"])
 def test_a_forked_child_that_blocks_at_once_is_sampled_while_it_blocks(tmp_path, no_thread):
     # A child's put-off start comes as a signal that CPython notes and runs
     # its handler for at the next safe point. The child here computes in one

@@ -1,5 +1,6 @@
-"""Forks two children, one after the other: one that sleeps 0.3 s from the
-fork, one that computes for 0.3 s from the fork; each leaves through the
+"""Forks three children, one after the other: one that sleeps 0.3 s from the
+fork, one that computes for 0.3 s from the fork, and one that sleeps 8 ms
+(less than a waiting child's start is put off); each leaves through the
 interpreter's exit. Reports their pids."""
 
 import os
@@ -19,8 +20,12 @@ def child_computes():
         pass
 
 
+def child_ends_early():
+    time.sleep(0.008)
+
+
 pids = {}
-for name, work in (("sleeps", child_sleeps), ("computes", child_computes)):
+for name, work in (("sleeps", child_sleeps), ("computes", child_computes), ("ends_early", child_ends_early)):
     pid = os.fork()
     if pid == 0:
         work()

@@ -424,11 +424,12 @@ impl Aggregate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use echion_mojo::{FrameSpec, Metric as M, MojoWriter, SampleRef, StackEntry};
 
-    fn profile(thread: &str, files: &[&str], n: usize) -> Vec<u8> {
+    /// A CPU-mode MOJO profile of `n` samples of one stack on `thread`.
+    pub(crate) fn profile(thread: &str, files: &[&str], n: usize) -> Vec<u8> {
         let mut w = MojoWriter::new(Vec::new(), 7).unwrap();
         w.metadata("mode", "cpu").unwrap();
         let scopes: Vec<String> = (0..files.len()).map(|i| format!("f{i}")).collect();

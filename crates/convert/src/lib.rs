@@ -182,39 +182,127 @@ pub fn write<W: Write>(
     }
 }
 
+/// The output name that means the standard output.
+pub const STDOUT: &str = "-";
+
 /// Converts the MOJO files `inputs` into `output` as `format` (from the
-/// output's name when `None`); returns what was read.
+/// output's name when `None`; collapsed stacks for [`STDOUT`]); returns
+/// what was read.
+///
+/// A regular file (or one that does not exist yet) is written beside it
+/// and renamed over it at the end: a failed conversion leaves no
+/// half-written picture, and an output that is also an input is read
+/// whole first. Where the output is a symbolic link, the file it points
+/// to is the one replaced (the link stays). Anything else (`-`, a FIFO,
+/// `/dev/stdout`, a terminal) is written into as it is: a device node is
+/// never replaced by a file.
 pub fn convert(
     inputs: &[PathBuf],
     output: &Path,
     format: Option<Format>,
     options: &Options,
 ) -> Result<Aggregate, ConvertError> {
-    let format = format.unwrap_or_else(|| Format::from_path(output));
+    let target = Target::of(output);
+    let format = format.unwrap_or_else(|| match target {
+        Target::Stdout => Format::Collapsed,
+        _ => Format::from_path(output),
+    });
     if format == Format::Mojo {
         return Err(ConvertError::ToMojo(output.to_path_buf()));
     }
     let agg = read_inputs(inputs, options)?;
-    let werr = |e: std::io::Error| ConvertError::Write {
+    let result = match &target {
+        Target::Stdout => {
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::with_capacity(256 * 1024, stdout.lock());
+            match write(&agg, format, options, &mut w).and_then(|()| w.flush()) {
+                // The reader had what it wanted (`| head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other,
+            }
+        }
+        Target::Into(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .and_then(|file| {
+                let mut w = BufWriter::with_capacity(256 * 1024, file);
+                write(&agg, format, options, &mut w).and_then(|()| w.flush())
+            }),
+        Target::Replace(path) => replace(path, |w| write(&agg, format, options, w)),
+    };
+    result.map_err(|e| ConvertError::Write {
         path: output.to_path_buf(),
         reason: e.to_string(),
-    };
-    // Into a file beside the output, renamed over it at the end: a failed
-    // conversion leaves no half-written picture (and an output that is
-    // also an input is read whole first).
-    let tmp = tmp_beside(output);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(256 * 1024, file);
-        write(&agg, format, options, &mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, output)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(werr(e));
-    }
+    })?;
     Ok(agg)
+}
+
+/// Where [`convert`] writes.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// The standard output ([`STDOUT`]).
+    Stdout,
+    /// Into the path as it is: a FIFO, a device, a socket, a link that
+    /// points nowhere yet.
+    Into(PathBuf),
+    /// A regular file, new or replaced whole (the link's target for a
+    /// link).
+    Replace(PathBuf),
+}
+
+impl Target {
+    fn of(output: &Path) -> Target {
+        if output.as_os_str() == STDOUT {
+            return Target::Stdout;
+        }
+        let is_link = std::fs::symlink_metadata(output).is_ok_and(|m| m.file_type().is_symlink());
+        match std::fs::metadata(output) {
+            Ok(m) if !m.is_file() => Target::Into(output.to_path_buf()),
+            Ok(_) if is_link => match std::fs::canonicalize(output) {
+                Ok(real) => Target::Replace(real),
+                Err(_) => Target::Into(output.to_path_buf()),
+            },
+            // A link to nothing: writing through it makes its target.
+            Err(_) if is_link => Target::Into(output.to_path_buf()),
+            _ => Target::Replace(output.to_path_buf()),
+        }
+    }
+}
+
+/// Writes a regular file `path` whole: into a file beside it, renamed over
+/// it once complete (with the permissions of the file it replaces). Where
+/// no file can be made beside it (a directory the user may not write in),
+/// `path` itself is truncated and written.
+fn replace(
+    path: &Path,
+    body: impl Fn(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = tmp_beside(path);
+    let file = match File::create(&tmp) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let mut w = BufWriter::with_capacity(256 * 1024, File::create(path)?);
+            body(&mut w)?;
+            return w.flush();
+        }
+        Err(e) => return Err(e),
+    };
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(256 * 1024, file);
+        body(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        if let Ok(old) = std::fs::metadata(path) {
+            file.set_permissions(old.permissions())?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Converts into an open file (the profile file run mode holds locked):
@@ -279,5 +367,96 @@ mod tests {
         }
         assert_eq!(Format::from_name("folded"), Some(Format::Collapsed));
         assert_eq!(Format::from_name("png"), None);
+    }
+
+    /// A directory of the test's own, empty.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("echion-convert-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn input(dir: &Path) -> PathBuf {
+        let path = dir.join("in.mojo");
+        std::fs::write(&path, aggregate::tests::profile("MainThread", &["a.py"], 3)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_link_still_points_at_the_file_it_names_now_converted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("link");
+        let inp = input(&dir);
+        let real = dir.join("real.collapsed");
+        std::fs::write(&real, "old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.join("latest.collapsed");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        convert(&[inp], &link, None, &Options::default()).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let text = std::fs::read_to_string(&real).unwrap();
+        assert!(text.contains("MainThread;a.py:f0:1 30"), "{text}");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        // (No file left beside it.)
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_is_written_into_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        assert_eq!(Target::of(Path::new(STDOUT)), Target::Stdout);
+        assert_eq!(
+            Target::of(Path::new("/dev/null")),
+            Target::Into("/dev/null".into())
+        );
+        let dir = scratch("into");
+        let new = dir.join("new.svg");
+        assert_eq!(Target::of(&new), Target::Replace(new.clone()));
+        let socket = dir.join("s.collapsed");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert_eq!(Target::of(&socket), Target::Into(socket.clone()));
+        // A link to nothing yet: its target is made.
+        let dangling = dir.join("dangling.collapsed");
+        std::os::unix::fs::symlink(dir.join("made.collapsed"), &dangling).unwrap();
+        assert_eq!(Target::of(&dangling), Target::Into(dangling.clone()));
+        let inp = input(&dir);
+        convert(
+            std::slice::from_ref(&inp),
+            &dangling,
+            None,
+            &Options::default(),
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(dir.join("made.collapsed"))
+            .unwrap()
+            .contains("a.py"));
+        // A FIFO gets the picture and stays a FIFO.
+        let fifo = dir.join("pipe.collapsed");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reading = fifo.clone();
+        std::thread::spawn(move || tx.send(std::fs::read_to_string(reading)));
+        convert(&[inp], &fifo, None, &Options::default()).unwrap();
+        let text = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+        assert!(text.contains("a.py"), "{text}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

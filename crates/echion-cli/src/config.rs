@@ -139,6 +139,7 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
             return Err(CliError::AttachWithCommand(Quoted::new(&config.command[0])));
         }
         check_output(&config.output, ctx.sample_pid)?;
+        check_picture_output(&config, ctx.sample_pid)?;
         return Ok(config);
     }
     if config.where_pid.is_some() {
@@ -151,6 +152,7 @@ pub(crate) fn parse_in<I: IntoIterator<Item = OsString>>(
         return Err(CliError::MissingCommand);
     }
     check_output(&config.output, ctx.sample_pid)?;
+    check_picture_output(&config, ctx.sample_pid)?;
     resolve_command(&config.command[0], &ctx.path)?;
     Ok(config)
 }
@@ -334,6 +336,12 @@ fn normalise_output(raw: &OsStr) -> Result<String, CliError> {
     if text.is_empty() {
         return Err(err("empty"));
     }
+    if text == "-" {
+        return Err(err(
+            "the standard output is the program's: give a file name (echion-convert FILE -o - \
+             writes a profile's picture there)",
+        ));
+    }
     // echion 0.3 replaced the literal `%%(pid)` (its argparse default was
     // written that way); accept that spelling too.
     Ok(text.replace("%%(pid)", PID_PLACEHOLDER))
@@ -377,6 +385,23 @@ pub(crate) fn check_output(output: &str, sample_pid: u32) -> Result<(), CliError
                 reason: errno.desc().to_lowercase(),
             }
         }),
+    }
+}
+
+/// Checks that a picture (a format other than MOJO) goes to a regular file
+/// or a new one: it is converted into it at the end from a MOJO file made
+/// beside it, which a FIFO or a device (`/dev/stdout`) has no room for.
+fn check_picture_output(config: &Config, sample_pid: u32) -> Result<(), CliError> {
+    let Some(format) = config.format else {
+        return Ok(());
+    };
+    let path = PathBuf::from(expand_pid(&config.output, sample_pid));
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => Err(CliError::PictureToSpecialFile {
+            path: Quoted::new(&path),
+            format: format.name(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -157,6 +157,20 @@ pub enum CliError {
     /// The output path names an existing directory.
     #[error("output {0} is a directory, not a file")]
     OutputIsDir(Quoted),
+    /// A picture was asked for into something that is not a regular file
+    /// (a FIFO, a terminal, `/dev/stdout`): a picture is converted at the
+    /// end from a MOJO file made beside its output.
+    #[error(
+        "output {path} is not a regular file: a {format} picture is converted at the end from a \
+         MOJO file beside its output; give a file name, or write MOJO there and run \
+         echion-convert FILE -o {path}"
+    )]
+    PictureToSpecialFile {
+        /// The output (with a sample pid substituted).
+        path: Quoted,
+        /// The format asked for.
+        format: &'static str,
+    },
     /// The output file exists and cannot be overwritten by this user.
     #[error("output file {path} exists and is not writable ({reason})")]
     OutputNotWritable {
@@ -249,6 +263,7 @@ impl CliError {
             | CliError::OutputDirNotDir(_)
             | CliError::OutputDirNotWritable { .. }
             | CliError::OutputIsDir(_)
+            | CliError::PictureToSpecialFile { .. }
             | CliError::OutputNotWritable { .. }
             | CliError::BootstrapNotInstalled { .. }
             | CliError::NoInterpreter

@@ -716,6 +716,30 @@ fn the_format_comes_from_the_output_name_unless_given() {
         "unknown format 'png': give one of mojo, svg, speedscope, pprof, collapsed"
     );
     assert_eq!(err.exit_code(), 2);
+    // A picture is converted into a regular file: a FIFO (or a device,
+    // `/dev/stdout`) is refused, MOJO into it is not.
+    let fifo = sb.root.path().join("out/pipe.svg");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let err = sb.parse(&["-o", fifo, "prog"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "output '{fifo}' is not a regular file: a svg picture is converted at the end from a \
+             MOJO file beside its output; give a file name, or write MOJO there and run \
+             echion-convert FILE -o '{fifo}'"
+        )
+    );
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(format(&["--format", "mojo", "-o", fifo, "prog"]), None);
+    // `-o -` would be the program's own output.
+    let err = sb.parse(&["-o", "-", "prog"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid output path '-': the standard output is the program's"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 2);
     // A program named `convert` is still a program to profile.
     write_file(
         &sb.root.path().join("bin/convert"),

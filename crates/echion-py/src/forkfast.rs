@@ -81,6 +81,16 @@ static CPU_TIMER: AtomicI32 = AtomicI32::new(-1);
 /// of 16 ms, 1.00 with one due in 100 ms; `benches/startup.py` measures
 /// the first two forms under Python).
 const WAITING_FIRST: std::time::Duration = std::time::Duration::from_millis(16);
+/// The longest a forked child's start may be on its way, at `interval`,
+/// when nothing keeps it from running: put off by [`WAITING_FIRST`] (or
+/// an interval), then its signal again a [`crate::forkstart::REFIRE`]
+/// later (or an interval) where CPython's after-fork work cleared the
+/// first. (A start put off by [`crate::forkstart`], an interval, comes
+/// sooner.)
+pub fn put_off_at_most(interval: std::time::Duration) -> std::time::Duration {
+    interval.max(WAITING_FIRST) + interval.max(crate::forkstart::REFIRE)
+}
+
 /// The fork that made this process put its start off here (the Python
 /// after-fork hook, if the program's threads made it needed, has nothing
 /// left to do).

@@ -592,6 +592,7 @@ fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
 /// with `forked_at_ns` (see [`forkstart`]).
 fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> PyResult<()> {
     let (mut config, control, done, finish) = prepare(py)?;
+    control.begin();
     config.forked_at_ns = forked_at_ns;
     let opened = match config.python {
         Some(version) if open_first => {
@@ -716,9 +717,10 @@ fn stop(py: Python<'_>) -> PyResult<()> {
         // A forked child that ends (through the interpreter's exit) before
         // its sampler started: started and stopped now, its profile is
         // made and closed as any other's. Its life counts from the fork if
-        // it was short (else the start was kept from running, its signal
-        // blocked, say: its one sample would hold all of it, on the exit's
-        // stack).
+        // the start could still have been on its way (put off 16 ms for a
+        // child that waits, its signal come again once); else the start
+        // was kept from running, its signal blocked, say: its one sample
+        // would hold all of it, on the exit's stack.
         if urg {
             // (From any thread: where `_signal.signal` refuses, the
             // handler stays, inert, its timer gone.)
@@ -728,10 +730,21 @@ fn stop(py: Python<'_>) -> PyResult<()> {
         }
         forkstart::publish_pid(py);
         let interval = with_state(|s| s.settings.interval.as_nanos() as u64);
-        let recent = echion_sampler::clock::now_ns().saturating_sub(forked_at_ns) <= 2 * interval;
-        if let Err(e) = start_native(py, true, recent.then_some(forked_at_ns)) {
-            if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("echion: {e}");
+        let on_its_way = forkfast::put_off_at_most(Duration::from_nanos(interval)).as_nanos();
+        let recent =
+            u128::from(echion_sampler::clock::now_ns().saturating_sub(forked_at_ns)) <= on_its_way;
+        match start_native(py, true, recent.then_some(forked_at_ns)) {
+            // Its one sample (which holds that life) taken before the stop:
+            // the ticks' signal raised here, or the sampler thread's first.
+            Ok(()) => {
+                if !sigtick::tick_here() {
+                    wait_started(py, 0.1, false);
+                }
+            }
+            Err(e) => {
+                if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("echion: {e}");
+                }
             }
         }
     }

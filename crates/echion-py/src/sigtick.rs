@@ -203,12 +203,34 @@ pub fn stop() -> Option<Result<Summary, SamplerError>> {
 /// on a thread the child does not have) is forgotten, never touched; its
 /// timer is not the child's.
 pub fn forget_after_fork() {
-    // SAFETY: the child has one thread, this one, and no tick (a timer is
-    // not inherited, nor a pending signal): nothing else uses the slot.
-    // The parent's run is overwritten without being dropped.
+    // SAFETY: the child has one thread, this one. In the fork no tick can
+    // come (a timer is not inherited, nor a pending signal); later (the
+    // Python hook's renewal in a child whose start the fork put off) the
+    // start's timers may tick here, but the slot is already empty then
+    // (`forget_in_fork_of_ticking_thread`, in the fork), and a tick that
+    // finds it empty only reads it: nothing else writes the slot. The
+    // parent's run is overwritten without being dropped.
     unsafe { std::ptr::write(SLOT.0.get(), None) };
     BUSY.store(false, Ordering::Release);
     sigheap::after_fork_in_child();
+}
+
+/// Ticks now, on this thread, if a run ticks here (its signal raised:
+/// its handler runs before this returns, unless the thread blocks the
+/// signal, which then comes once it is unblocked). Whether it did.
+pub fn tick_here() -> bool {
+    take_busy();
+    // SAFETY: BUSY is held: no start or stop writes the slot meanwhile;
+    // only whether a run is in it is read.
+    let ticking = unsafe { (*SLOT.0.get()).is_some() };
+    BUSY.store(false, Ordering::Release);
+    let signo = signo();
+    if !ticking || signo <= 0 || !is_ours(signo) {
+        return false;
+    }
+    // SAFETY: sends the ticks' signal, whose handler is ours, to the
+    // calling thread.
+    unsafe { libc::raise(signo) == 0 }
 }
 
 /// The ticks' signal taken for the process, if any (0: none yet).

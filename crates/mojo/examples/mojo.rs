@@ -121,12 +121,16 @@ fn run(args: &[String]) -> Result<(), String> {
         [cmd, file] if cmd == "dump" || cmd == "render" => {
             let data = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
             let p = Profile::parse(&data).map_err(|e| format!("{file}: {e}"))?;
-            if cmd == "dump" {
-                println!("{}", dump(&p));
-                Ok(())
+            let written = if cmd == "dump" {
+                use std::io::Write;
+                writeln!(std::io::stdout().lock(), "{}", dump(&p))
             } else {
                 p.write_austin(std::io::stdout().lock())
-                    .map_err(|e| format!("cannot write: {e}"))
+            };
+            match written {
+                // The reader had what it wanted (`| head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.map_err(|e| format!("cannot write: {e}")),
             }
         }
         [cmd, out, rest @ ..] if cmd == "write-sample" => {

@@ -234,6 +234,15 @@ impl Control {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// Makes the control's run not started nor opened yet, for a run that
+    /// starts now: a forked child's control is its parent's, copied by the
+    /// fork with the parent's run started.
+    pub fn begin(&self) {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        *started = false;
+        self.opened.store(false, Ordering::Release);
+    }
+
     /// Marks the run as started (its first tick is written) or as having
     /// failed to start: either way, nobody needs to wait any longer.
     pub fn mark_started(&self) {

@@ -6,7 +6,8 @@ collapsed stacks.
 
 The format comes from the output's name (``.svg``, ``.speedscope.json``,
 ``.pprof`` or ``.pb.gz``, ``.collapsed`` or ``.folded``) unless
-``--format`` names it. Several inputs (the files of one family of
+``--format`` names it; ``-o -`` writes to the standard output (collapsed
+stacks unless ``--format`` names another). Several inputs (the files of one family of
 processes) merge into one picture, each process apart by its pid. The
 conversion itself is Rust (``echion.core.convert``); this module only reads
 the command line. Every error is one line on stderr and a non-zero exit.
@@ -28,7 +29,13 @@ def _parser() -> argparse.ArgumentParser:
         "speedscope JSON, pprof or collapsed stacks.",
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="MOJO files (several merge into one picture)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="the file to write; - for the standard output (collapsed stacks unless --format says otherwise)",
+    )
     p.add_argument(
         "-f",
         "--format",
@@ -66,8 +73,9 @@ def main(argv=None) -> int:
         )
     if not args.quiet:
         left = f", {report['left_out']} of echion's own left out" if report["left_out"] else ""
+        where = "the standard output" if args.output == "-" else args.output
         sys.stderr.write(
-            f"echion-convert: wrote {args.output} ({report['samples']} samples{left}, {report['stacks']} stacks)\n"
+            f"echion-convert: wrote {where} ({report['samples']} samples{left}, {report['stacks']} stacks)\n"
         )
     return 0
 
