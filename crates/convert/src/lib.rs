@@ -211,26 +211,16 @@ pub fn convert(
         return Err(ConvertError::ToMojo(output.to_path_buf()));
     }
     let agg = read_inputs(inputs, options)?;
+    let body = |w: &mut dyn Write| write(&agg, format, options, w);
     let result = match &target {
-        Target::Stdout => {
-            let stdout = std::io::stdout();
-            let mut w = BufWriter::with_capacity(256 * 1024, stdout.lock());
-            match write(&agg, format, options, &mut w).and_then(|()| w.flush()) {
-                // The reader had what it wanted (`| head`).
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                other => other,
-            }
-        }
-        Target::Into(path) => std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .and_then(|file| {
-                let mut w = BufWriter::with_capacity(256 * 1024, file);
-                write(&agg, format, options, &mut w).and_then(|()| w.flush())
-            }),
-        Target::Replace(path) => replace(path, |w| write(&agg, format, options, w)),
+        Target::Stdout => match buffered(std::io::stdout().lock(), body) {
+            // The reader had what it wanted (`| head`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        },
+        // (Truncated by `create`: a FIFO or a device ignores it.)
+        Target::Into(path) => File::create(path).and_then(|file| buffered(file, body)),
+        Target::Replace(path) => replace(path, body),
     };
     result.map_err(|e| ConvertError::Write {
         path: output.to_path_buf(),
@@ -277,20 +267,18 @@ impl Target {
 /// `path` itself is truncated and written.
 fn replace(
     path: &Path,
-    body: impl Fn(&mut BufWriter<File>) -> std::io::Result<()>,
+    body: impl Fn(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let tmp = tmp_beside(path);
     let file = match File::create(&tmp) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let mut w = BufWriter::with_capacity(256 * 1024, File::create(path)?);
-            body(&mut w)?;
-            return w.flush();
+            return buffered(File::create(path)?, body);
         }
         Err(e) => return Err(e),
     };
     let result = (|| {
-        let mut w = BufWriter::with_capacity(256 * 1024, file);
+        let mut w = BufWriter::with_capacity(BUFFER, file);
         body(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         if let Ok(old) = std::fs::metadata(path) {
@@ -303,6 +291,19 @@ fn replace(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The buffer a picture is written through.
+const BUFFER: usize = 256 * 1024;
+
+/// Writes `body` into `out` through a buffer, flushed at the end.
+fn buffered<W: Write>(
+    out: W,
+    body: impl Fn(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(BUFFER, out);
+    body(&mut w)?;
+    w.flush()
 }
 
 /// Converts into an open file (the profile file run mode holds locked):
@@ -322,9 +323,7 @@ pub fn convert_into(
         use std::io::Seek;
         output.set_len(0)?;
         output.seek(std::io::SeekFrom::Start(0))?;
-        let mut w = BufWriter::with_capacity(256 * 1024, &mut *output);
-        write(&agg, format, options, &mut w)?;
-        w.flush()
+        buffered(&mut *output, |w| write(&agg, format, options, w))
     })();
     result.map_err(|e| ConvertError::Write {
         path: output_name.to_path_buf(),

@@ -179,6 +179,8 @@ fn prepare(py: Python<'_>) -> PyResult<(Config, Arc<Control>, Done, Finish)> {
         }
         let done: Done = Arc::new((Mutex::new(false), Condvar::new()));
         let control = s.control.clone();
+        // (A forked child's is its parent's, copied with that run started.)
+        control.begin();
         s.running = Some(Running {
             pid: std::process::id(),
             control: control.clone(),
@@ -592,7 +594,6 @@ fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
 /// with `forked_at_ns` (see [`forkstart`]).
 fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> PyResult<()> {
     let (mut config, control, done, finish) = prepare(py)?;
-    control.begin();
     config.forked_at_ns = forked_at_ns;
     let opened = match config.python {
         Some(version) if open_first => {
