@@ -259,10 +259,12 @@ fn run_to_end(
     end_run(done);
 }
 
-/// What ends every run: the reserve given back, and whoever waits for the
-/// run told it is over.
+/// What ends every run: the reserve given back, `SIGQUIT` its default
+/// action again (nothing would print the stacks it asks for once sampling
+/// is over, as after `-x`), and whoever waits for the run told it is over.
 fn end_run(done: &Done) {
     reserve::release();
+    sigquit::uninstall();
     let (lock, cvar) = &**done;
     *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
     cvar.notify_all();
@@ -1472,9 +1474,41 @@ fn drop_fork_filter(py: Python<'_>, filter: &Bound<'_, PyAny>) {
     }
 }
 
-/// Tells the sampler the name and kernel id of a thread.
+/// A name the program gave (a thread's, a greenlet's) as text, whatever it
+/// is: `str()` of an object that is not a string, and a string's lone
+/// surrogates (a name decoded from bytes with `surrogateescape`: each the
+/// byte it stands for) replaced by U+FFFD. Never an error: a hook that
+/// raised would raise in the program's own thread (inside `Thread.start`,
+/// whose caller then waits for ever).
+fn name_text(name: &Bound<'_, PyAny>) -> String {
+    let text = match name.cast::<pyo3::types::PyString>() {
+        Ok(s) => s.clone(),
+        Err(_) => match name.str() {
+            Ok(s) => s,
+            // (`__str__` raised: the error is dropped.)
+            Err(_) => return "<unnamed>".to_owned(),
+        },
+    };
+    if let Ok(s) = text.to_cow() {
+        return s.into_owned();
+    }
+    // The bytes a `surrogateescape` name was decoded from (else `?` for
+    // each surrogate), their invalid UTF-8 replaced.
+    ["surrogateescape", "replace"]
+        .iter()
+        .find_map(|errors| {
+            let bytes = text.call_method1("encode", ("utf-8", *errors)).ok()?;
+            let bytes = bytes.cast::<pyo3::types::PyBytes>().ok()?;
+            Some(String::from_utf8_lossy(bytes.as_bytes()).into_owned())
+        })
+        .unwrap_or_else(|| "<unnamed>".to_owned())
+}
+
+/// Tells the sampler the name and kernel id of a thread (any object: see
+/// [`name_text`]).
 #[pyfunction]
-fn track_thread(thread_id: u64, thread_name: String, native_id: Option<u64>) {
+fn track_thread(thread_id: u64, thread_name: &Bound<'_, PyAny>, native_id: Option<u64>) {
+    let thread_name = name_text(thread_name);
     // (Names a tick freed wait for a call like this one, outside any tick,
     // to go back to `malloc`.)
     sigheap::drain_if_any();
@@ -1705,11 +1739,11 @@ fn real_thread_ident() -> u64 {
 /// running, else its suspended frame, which must stay alive while it is
 /// suspended: a greenlet's `gr_frame` does).
 #[pyfunction]
-fn track_greenlet(greenlet_id: u64, name: String, frame: Bound<'_, PyAny>) {
+fn track_greenlet(greenlet_id: u64, name: &Bound<'_, PyAny>, frame: Bound<'_, PyAny>) {
     let update = Update::Greenlet {
         id: greenlet_id,
         thread_id: real_thread_ident(),
-        name: Some(name),
+        name: Some(name_text(name)),
         frame: greenlet_frame(&frame),
     };
     with_state(|s| s.control.registry.post(update));

@@ -314,9 +314,11 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
 
     /// What `threading` of the interpreter at `interp` knows of its
     /// threads: each `Thread` in `threading._active`, by the `pthread_t`
-    /// that a thread state's `thread_id` holds. Empty when the interpreter
-    /// never imported `threading`. Threads whose name cannot be read are
-    /// left out.
+    /// that a thread state's `thread_id` holds, and echion's own sampler
+    /// thread (`echion.bootstrap._sampler_thread`), which echion keeps out
+    /// of `_active` so that the program does not see it. Empty when the
+    /// interpreter never imported `threading`. Threads whose name cannot be
+    /// read are left out.
     pub fn threading_names(&self, interp: Addr) -> Result<Vec<ThreadName>, ViewError> {
         let mut out = Vec::new();
         let Some(threading) = self.module(interp, "threading")? else {
@@ -326,32 +328,49 @@ impl<R: MemoryReader + ?Sized> Target<'_, R> {
             return Ok(out);
         };
         self.dict_items(active, &mut |ident, thread| {
-            let Ok(ident) = self.read_int(ident) else {
-                return Ok(ControlFlow::Continue(()));
-            };
-            if let Ok(Some(name)) = self.instance_attr(thread, "_name") {
-                let mut text = String::new();
-                if self.read_str(name, &mut text).is_ok() {
-                    let native_id = self
-                        .instance_attr(thread, "_native_id")
-                        .ok()
-                        .flatten()
-                        .and_then(|n| self.read_int(n).ok())
-                        .and_then(|n| u64::try_from(n).ok())
-                        .filter(|&n| n != 0);
-                    out.push(ThreadName {
-                        ident: ident as u64,
-                        name: text,
-                        native_id,
-                    });
-                }
+            if let Ok(ident) = self.read_int(ident) {
+                out.extend(self.thread_name(ident, thread));
             }
             if out.len() >= super::MAX_THREADS {
                 return Ok(ControlFlow::Break(()));
             }
             Ok(ControlFlow::Continue(()))
         })?;
+        let sampler = self
+            .module(interp, "echion.bootstrap")
+            .ok()
+            .flatten()
+            .and_then(|m| self.module_global(m, "_sampler_thread").ok().flatten());
+        if let Some(thread) = sampler {
+            let ident = self
+                .instance_attr(thread, "_ident")
+                .ok()
+                .flatten()
+                .and_then(|i| self.read_int(i).ok());
+            if let Some(ident) = ident.filter(|&i| !out.iter().any(|t| t.ident == i as u64)) {
+                out.extend(self.thread_name(ident, thread));
+            }
+        }
         Ok(out)
+    }
+
+    /// A `Thread` object's name and kernel id, known by `ident`.
+    fn thread_name(&self, ident: i64, thread: Addr) -> Option<ThreadName> {
+        let name = self.instance_attr(thread, "_name").ok().flatten()?;
+        let mut text = String::new();
+        self.read_str(name, &mut text).ok()?;
+        let native_id = self
+            .instance_attr(thread, "_native_id")
+            .ok()
+            .flatten()
+            .and_then(|n| self.read_int(n).ok())
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n != 0);
+        Some(ThreadName {
+            ident: ident as u64,
+            name: text,
+            native_id,
+        })
     }
 }
 

@@ -58,10 +58,22 @@ def _sampler_thread_class():
     from threading import Thread
 
     class SamplerThread(Thread):
-        """The sampler's Python thread. It starts before the program runs;
-        if the program then replaces ``threading.get_ident`` (gevent's
-        ``monkey.patch_all``), the end of this thread must still find its
-        own entry in ``threading._active`` instead of raising."""
+        """The sampler's Python thread, as in echion 0.3 (its profile and
+        where mode name it ``echion.core.sampler``), but not one of the
+        program's: it leaves ``threading._active`` as it starts, so that
+        ``threading.enumerate()`` and ``active_count()`` are what they are
+        without echion (a program that joins every thread but the main one
+        would wait for it for ever). Where mode reads its name from
+        ``echion.bootstrap._sampler_thread`` instead. Its end finds no
+        entry of its own there, which ``_delete`` takes as done."""
+
+        def run(self):
+            import threading
+
+            with threading._active_limbo_lock:
+                if threading._active.get(self._ident) is self:
+                    del threading._active[self._ident]
+            super().run()
 
         def _delete(self):
             try:
@@ -90,6 +102,7 @@ def _start_sampler(forked=False) -> None:
         ec.start_async(open_first=forked)
     else:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
+        _sampler_thread._echion_pid = os.getpid()
         _sampler_thread.start()
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
@@ -405,7 +418,10 @@ def _stop() -> None:
     # wants the GIL is ended by pthread_exit, unwinding through native
     # frames).
     thread, _sampler_thread = _sampler_thread, None
-    if thread is not None and thread.is_alive():
+    # (A forked child's is its parent's, left out of `threading._active`
+    # and so not marked ended by `threading`'s after-fork hook: before
+    # 3.13 it seems alive there, and a join would wait its 5 s out.)
+    if thread is not None and getattr(thread, "_echion_pid", None) == os.getpid() and thread.is_alive():
         thread.join(5.0)
     _unhook()
     _restore_profiled_pid()

@@ -9,10 +9,16 @@ original and passes its result and exceptions through unchanged; links are
 posted as addresses only, so no task is kept alive by them.
 """
 
+import functools
+import opcode
 import sys
 from _thread import get_ident
 
 import echion.core as ec
+
+_GET_AWAITABLE = opcode.opmap["GET_AWAITABLE"]
+#: How many cache entries follow each instruction (3.11+; none before).
+_CACHES = getattr(opcode, "_inline_cache_entries", None)
 
 _patched = False
 #: (owner, attribute, original value) of every patch, to undo them.
@@ -20,8 +26,28 @@ _originals = []
 
 
 def _set(owner, name, value):
-    _originals.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
+    original = owner.__dict__.get(name, getattr(owner, name))
+    _originals.append((owner, name, original))
+    if callable(original) and callable(value):
+        # Seen as the original (its name, module and docstring, and
+        # `__wrapped__`): `help()` and `inspect` say the same, and pickle
+        # finds the wrapper where it finds the original.
+        functools.update_wrapper(value, original)
     setattr(owner, name, value)
+
+
+def _awaited_at_once(frame) -> bool:
+    """Whether the call under way in ``frame`` is awaited as soon as it
+    returns (``await f(...)``): the next instruction is ``GET_AWAITABLE``."""
+    try:
+        code = frame.f_code.co_code
+        at = frame.f_lasti
+        if at < 0:
+            return False
+        following = at + 2 + 2 * (_CACHES[code[at]] if _CACHES else 0)
+        return following < len(code) and code[following] == _GET_AWAITABLE
+    except Exception:
+        return False
 
 
 def _current_task():
@@ -107,16 +133,36 @@ def patch():
     _set(tasks, "_wait", _wait)
 
     # as_completed: the futures are made tasks here, as the original does
-    # itself, so that they can be linked to the caller.
+    # itself, so that they can be linked to the caller. Before 3.13 the
+    # original is a generator, which makes them at its first `next()`: so
+    # does the wrapper's. (With `loop=` (3.8, 3.9), the original's own
+    # warning must name the program's line: no link then.)
     original_as_completed = tasks.as_completed
 
-    def as_completed(fs, *args, **kwargs):
-        parent = _current_task()
-        if parent is not None and not (asyncio.isfuture(fs) or asyncio.iscoroutine(fs)):
-            loop = kwargs.get("loop")
-            fs = {tasks.ensure_future(f, loop=loop) for f in set(fs)}
-            _link(parent, fs)
-        return original_as_completed(fs, *args, **kwargs)
+    if sys.version_info < (3, 13):
+
+        def _linked_as_completed(fs, args, kwargs):
+            parent = _current_task()
+            if parent is not None:
+                fs = {tasks.ensure_future(f) for f in set(fs)}
+                _link(parent, fs)
+            return (yield from original_as_completed(fs, *args, **kwargs))
+
+        _linked_as_completed.__name__ = _linked_as_completed.__qualname__ = "as_completed"
+
+        def as_completed(fs, *args, **kwargs):
+            if "loop" in kwargs or asyncio.isfuture(fs) or asyncio.iscoroutine(fs):
+                return original_as_completed(fs, *args, **kwargs)
+            return _linked_as_completed(fs, args, kwargs)
+
+    else:
+
+        def as_completed(fs, *args, **kwargs):
+            parent = _current_task()
+            if parent is not None and not (asyncio.isfuture(fs) or asyncio.iscoroutine(fs)):
+                fs = {tasks.ensure_future(f) for f in set(fs)}
+                _link(parent, fs)
+            return original_as_completed(fs, *args, **kwargs)
 
     for owner in (tasks, asyncio):
         if getattr(owner, "as_completed", None) is original_as_completed:
@@ -128,7 +174,9 @@ def patch():
 
     def shield(arg, *args, **kwargs):
         parent = _current_task()
-        if parent is not None:
+        # (With `loop=` (3.8, 3.9) the original warns, naming its caller's
+        # line: no link then, so that the caller is the program's.)
+        if parent is not None and "loop" not in kwargs:
             arg = tasks.ensure_future(arg, loop=kwargs.get("loop"))
             _link(parent, (arg,))
         return original_shield(arg, *args, **kwargs)
@@ -138,20 +186,34 @@ def patch():
             _set(owner, "shield", shield)
 
     # wait_for before 3.12 runs its argument as a task and waits on a
-    # future of its own (3.12+ awaits the argument directly).
+    # future of its own (3.12+ awaits the argument directly). The original
+    # is a coroutine function: it makes that task once it is awaited, and
+    # not at all if it never is. So the wrapper makes it here only when
+    # the call is awaited at once (`await wait_for(...)`, the same moment),
+    # and leaves any other use as it is, unlinked.
     if sys.version_info < (3, 12):
         original_wait_for = tasks.wait_for
 
         def wait_for(fut, timeout, *args, **kwargs):
             parent = _current_task()
-            if parent is not None and timeout is not None:
-                fut = tasks.ensure_future(fut, loop=kwargs.get("loop"))
+            if (
+                parent is not None
+                and timeout is not None
+                and "loop" not in kwargs
+                and _awaited_at_once(sys._getframe(1))
+            ):
+                fut = tasks.ensure_future(fut)
                 _link(parent, (fut,))
             return original_wait_for(fut, timeout, *args, **kwargs)
 
         for owner in (tasks, asyncio):
             if getattr(owner, "wait_for", None) is original_wait_for:
                 _set(owner, "wait_for", wait_for)
+        # (`asyncio.iscoroutinefunction` says what it says of the original;
+        # `inspect`'s reads the code's flags, and says no.)
+        marker = getattr(sys.modules.get("asyncio.coroutines"), "_is_coroutine", None)
+        if marker is not None:
+            wait_for._is_coroutine = marker
 
     # TaskGroup (3.11+): the task that entered the group waits on its tasks
     # in __aexit__.

@@ -45,7 +45,12 @@ def _set(owner, name, value):
 
 
 def _name(g):
-    return getattr(g, "name", None) or type(g).__qualname__
+    # (A subclass's own `name` may be anything, or raise: the sampler takes
+    # any object, and a name that cannot be read is the type's.)
+    try:
+        return getattr(g, "name", None) or type(g).__qualname__
+    except Exception:
+        return type(g).__qualname__
 
 
 def _where(g, frame):
@@ -59,20 +64,29 @@ def _where(g, frame):
 
 def _tracer(event, args):
     if _patched and event in ("switch", "throw"):
-        origin, target = args
-        if origin.dead:
-            # Its last switch: it is gone. (Nothing is linked to the
-            # greenlet itself: a link added from a trace function changes
-            # how some gevent releases wake their waiters.)
-            gid = id(origin)
-            if gid in _tracked:
-                _tracked.discard(gid)
-                ec.untrack_greenlet(gid)
-        else:
-            _where(origin, origin.gr_frame or _NOT_SET)
-        _where(target, None)
+        try:
+            _note_switch(args)
+        except Exception:
+            # (Raised here, it would end the program's event loop: the
+            # sampler only misses this switch.)
+            pass
     if _previous_tracer is not None:
         _previous_tracer(event, args)
+
+
+def _note_switch(args):
+    origin, target = args
+    if origin.dead:
+        # Its last switch: it is gone. (Nothing is linked to the
+        # greenlet itself: a link added from a trace function changes
+        # how some gevent releases wake their waiters.)
+        gid = id(origin)
+        if gid in _tracked:
+            _tracked.discard(gid)
+            ec.untrack_greenlet(gid)
+    else:
+        _where(origin, origin.gr_frame or _NOT_SET)
+    _where(target, None)
 
 
 def _link(children):

@@ -36,6 +36,17 @@ def _real_ident(thread: Thread):
 
 
 def _track(thread: Thread) -> None:
+    # Runs in the program's threads (as one starts, inside `Thread.start`,
+    # whose caller waits for it, and where the program renames one): an
+    # error here, from a subclass's own `name` or `ident`, would be the
+    # program's. The sampler then only misses the name.
+    try:
+        _track_or_raise(thread)
+    except Exception:
+        pass
+
+
+def _track_or_raise(thread: Thread) -> None:
     ident = _real_ident(thread)
     if ident is not None:
         native_id = getattr(thread, "native_id", None) or 0
@@ -60,14 +71,17 @@ def thread_bootstrap_inner(self, *args, **kwargs):
         return _original_bootstrap_inner(self, *args, **kwargs)
     finally:
         # The thread is about to end: the sampler stops naming it.
-        ident = self.ident
+        ident = getattr(self, "_ident", None)
         if ident is not None:
             ec.untrack_thread(ident)
 
 
 def _set_name(self, name):
     _original_name.fset(self, name)
-    if self.ident is not None:
+    # (Read as `threading` keeps it: a thread named before its
+    # `Thread.__init__` has run has no `_ident` yet, and `ident` itself
+    # asserts that `__init__` ran.)
+    if getattr(self, "_ident", None) is not None:
         _track(self)
 
 
