@@ -35,10 +35,10 @@ class Target:
 
     count = 0
 
-    def __init__(self, tmp_path, scenario, python=BASE_PYTHON, user=None):
+    def __init__(self, tmp_path, scenario, python=BASE_PYTHON, user=None, flags=(), prefix=()):
         Target.count += 1
         self.stopfile = Path(tmp_path) / ("stop-%s-%d" % (scenario, Target.count))
-        cmd = [python, str(TARGET), scenario, str(self.stopfile)]
+        cmd = [*prefix, python, *flags, str(TARGET), scenario, str(self.stopfile)]
         if user:
             cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
         self.proc = subprocess.Popen(
@@ -152,6 +152,19 @@ def test_attach_profiles_and_detaches(tmp_path, targets, scenario, thread, frame
         assert total(asleep) >= 0.98 * total(main) > 0, stack_summary(view, "MainThread")
     for name, other in p.readers():
         assert len(other["samples"]) == len(view["samples"]), name
+
+
+@shapes
+def test_an_attach_to_a_program_in_development_mode_leaves_no_warning(tmp_path, targets):
+    # `python -X dev` shows every ResourceWarning: the attach's own code,
+    # run in the program, must leave no file open for the collector.
+    t = start(targets, tmp_path, "busy", flags=("-X", "dev"))
+    run, out = attach(tmp_path, t.pid, "-x", "1")
+    assert run.returncode == 0, run.stderr.decode()
+    rc, report, err = t.finish()
+    assert "ResourceWarning" not in err, err[-2000:]
+    assert_left_as_found(rc, report, err)
+    assert read_all(out).ours["samples"]
 
 
 @shapes
@@ -493,6 +506,22 @@ def test_no_safe_point_leaves_nothing_behind(tmp_path, targets):
 
 
 @shapes
+def test_an_attach_whose_echion_was_killed_before_it_ran_starts_nothing(tmp_path, targets):
+    # The injection is queued while the program holds the GIL in C code
+    # for 6 s; echion is killed (SIGKILL: nothing of it runs) before the
+    # program runs it. The bootstrap then found the control directory and
+    # a FIFO nobody had opened to write: no end of file would ever come,
+    # and the program was profiled until it ended.
+    t = start(targets, tmp_path, "gil_in_c")
+    proc = attach_in_background(tmp_path, t.pid, "p.mojo")
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    rc, report, err = t.finish()
+    assert_left_as_found(rc, report, err, page_may_stay=True)
+
+
+@shapes
 def test_the_target_exiting_during_the_attach(tmp_path, targets):
     t = start(targets, tmp_path, "gil_in_c")
     proc = attach_in_background(tmp_path, t.pid, "p.mojo")
@@ -522,6 +551,43 @@ def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
     assert t.proc.returncode == 0, err_t.decode()[-2000:]
     assert out_t == b"done\n", out_t
     assert b"echion" not in err_t, err_t.decode()[-2000:]
+
+
+@shapes
+def test_a_process_in_another_mount_namespace_is_refused_at_once(tmp_path, targets):
+    # It cannot see the files echion hands it: each try found it "not at a
+    # good moment", and echion stopped it about 260 times in 10 s.
+    t = start(targets, tmp_path, "busy", prefix=("unshare", "--mount"))
+    began = time.monotonic()
+    run, out = attach(tmp_path, t.pid, "-x", "1")
+    took = time.monotonic() - began
+    err = run.stderr.decode()
+    assert run.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: " % t.pid), err
+    assert "mount namespace" in lines[0] and "nsenter" in lines[0], err
+    assert took < 5, took
+    assert_left_as_found(*t.finish())
+
+
+@shapes
+def test_a_program_running_its_atexit_handlers_is_left_alone(tmp_path, targets):
+    # A review found it on 3.8: at the exit, past its last pending calls
+    # and before it says it is finalizing, a pending call added fails,
+    # and (nobody holding the GIL) crashed the program with SIGSEGV.
+    t = start(targets, tmp_path, "atexit")
+    assert t.proc.stdout.readline() == b"exiting\n"
+    run, _ = attach(tmp_path, t.pid, "-x", "0.2")
+    err = run.stderr.decode()
+    out_t, err_t = t.proc.communicate(timeout=30)
+    # The program ends as it would have, with nothing of echion's shown.
+    assert t.proc.returncode == 0, (t.proc.returncode, err_t.decode()[-2000:], err)
+    assert out_t == b"done\n", out_t
+    assert b"SystemError" not in err_t and b"echion" not in err_t, err_t.decode()[-2000:]
+    # echion says the program exited (3.8: while already finalizing).
+    lines = err.strip().splitlines()
+    assert run.returncode == 1, err
+    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: the process exited during the attach" % t.pid), err
 
 
 @shapes

@@ -96,6 +96,11 @@ int main(void) {
 
     /* Runtime and interpreter state. */
     F(_PyRuntimeState, interpreters.head);
+#if PY_VERSION_HEX < 0x03090000
+    /* Set once the interpreter's exit has run its last pending calls,
+       before the atexit handlers (an attach must not queue one then). */
+    F(_PyRuntimeState, ceval.pending.finishing);
+#endif
 #if PY_VERSION_HEX >= 0x030d0000
     F(_PyRuntimeState, debug_offsets);
     S(_Py_DebugOffsets);

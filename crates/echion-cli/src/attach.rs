@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use echion_inject::{age, alive, Calls, Injection, Target};
 use echion_sampler::options::Options;
+use std::os::unix::fs::MetadataExt;
+
 use echion_sampler::{Mode, Session};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -73,14 +75,25 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
         }
     }
     .map_err(|e| gone(e.to_string()))?;
+    if let Some(why) = elsewhere(pid) {
+        return Err(fail(why));
+    }
     let version = session.version();
     let main_modules = session.main_modules().unwrap_or(0);
+    let pending_finishing = session
+        .layout()
+        .runtime
+        .pending_finishing
+        .map(|off| session.runtime().0 + off);
     drop(session);
     let entry = bootstrap_dir.join("attach_entry.py");
     if !entry.is_file() {
         return Err(fail(format!("{} is missing", entry.display())));
     }
     let mut target = Target::open(pid).map_err(|e| gone(e.to_string()))?;
+    if let Some(addr) = pending_finishing {
+        target.set_pending_finishing(addr);
+    }
 
     let signals = block_signals().map_err(|e| fail(format!("cannot handle signals: {e}")))?;
     let control = ControlDir::create(pid, fs_uid(pid))
@@ -162,19 +175,48 @@ fn options(config: &Config, output: &str) -> Options {
     }
 }
 
+/// Why process `pid` cannot see the files echion would hand it (its
+/// bootstrap, the control directory, the profile), if it cannot: it has
+/// another root directory or another mount namespace (a container, a
+/// service with a private `/tmp`). Else the attach would be retried until
+/// it gave up, each try stopping the program once for nothing.
+fn elsewhere(pid: u32) -> Option<String> {
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let root = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let other_mounts = ours.is_some() && theirs.is_some() && ours != theirs;
+    let other_root = root("/")
+        .zip(root(&format!("/proc/{pid}/root/")))
+        .is_some_and(|(a, b)| a != b);
+    (other_mounts || other_root).then(|| {
+        format!(
+            "it sees other files than echion does (another {}: a container?): run echion where it \
+             runs (e.g. `nsenter -t {pid} -m -p echion -p {pid}`, with echion installed there)",
+            if other_mounts {
+                "mount namespace"
+            } else {
+                "root directory"
+            }
+        )
+    })
+}
+
 /// The Python source the process runs: the entry file, executed in a
 /// namespace of its own, so that nothing is bound in `__main__`. Nothing
 /// but the program's own Ctrl-C gets out (a pending call that fails would
 /// raise in the program); any other failure is written to the status file.
+/// Each file it opens is closed as soon as it is read or written (through
+/// a lambda, which binds no name): one left to the collector would warn
+/// (`ResourceWarning`) in a program run with `-X dev` or `-W error`.
 fn entry_source(entry: &Path, control: &Path, main_modules: u64) -> Option<String> {
     let e = py_literal(entry.to_str()?);
     let c = py_literal(control.to_str()?);
     let b = "__import__('builtins')";
     Some(format!(
-        "try:\n {b}.exec({b}.compile(__import__('io').open_code({e}).read(),{e},'exec'),\
+        "try:\n {b}.exec({b}.compile((lambda f:(f.read(),f.close())[0])(__import__('io').open_code({e})),{e},'exec'),\
          {{'__name__':'__echion_attach__','__file__':{e},'CONTROL':{c},'MAIN_MODULES':{main_modules}}})\n\
          except KeyboardInterrupt:\n raise\n\
-         except BaseException:\n try:\n  {b}.open({c}+'/status','a').write('error: %r\\n'%(__import__('sys').exc_info()[1],))\n \
+         except BaseException:\n try:\n  (lambda f:(f.write('error: %r\\n'%(__import__('sys').exc_info()[1],)),f.close()))({b}.open({c}+'/status','a'))\n \
          except BaseException:\n  pass\n"
     ))
 }
@@ -230,7 +272,10 @@ impl ControlDir {
         let fifo_path = dir.join("control");
         nix::unistd::mkfifo(&fifo_path, FileMode::from_bits_truncate(0o600))
             .map_err(std::io::Error::from)?;
-        let fifo = File::options().read(true).write(true).open(&fifo_path)?;
+        let mut fifo = File::options().read(true).write(true).open(&fifo_path)?;
+        // The target's bootstrap reads this byte before it starts: it is
+        // there only while this process holds the FIFO (see `attach.run`).
+        fifo.write_all(b"h")?;
         if let Some(uid) = uid.filter(|&u| u != nix::unistd::geteuid().as_raw()) {
             let owner = Some(nix::unistd::Uid::from_raw(uid));
             for path in [&status, &fifo_path] {

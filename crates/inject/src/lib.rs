@@ -239,6 +239,7 @@ impl Target {
                 .find_function("Py_IsFinalizing")
                 .or_else(|| map.find_function("_Py_IsFinalizing"))
                 .map(|(a, _)| a),
+            pending_finishing: None,
         };
         if !cpu_has_xsave() {
             return Err(InjectError::Unsupported("the CPU has no xsave instruction"));
@@ -263,6 +264,15 @@ impl Target {
     /// The process's pid.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Where 3.8's `_PyRuntime.ceval.pending.finishing` is (an `int`): the
+    /// injection then reads it, in the target, just before it calls, and
+    /// asks nothing of a program that has run its last pending calls at
+    /// its exit (its atexit handlers are running: `_Py_IsFinalizing()`
+    /// does not say so yet, and a pending call added then crashes 3.8).
+    pub fn set_pending_finishing(&mut self, addr: u64) {
+        self.functions.pending_finishing = Some(addr);
     }
 
     /// Has `source` run in the process at its next safe point, looking for
@@ -342,7 +352,7 @@ impl Target {
             })
             .unwrap_or_default();
         tids.sort_unstable_by_key(|&t| (t != self.pid, t));
-        tids.retain(|&t| tracee::thread_alive(self.pid, t));
+        tids.retain(|&t| tracee::thread_stoppable(self.pid, t));
         tids
     }
 

@@ -281,6 +281,21 @@ pub fn thread_alive(pid: u32, tid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether thread `tid` of `pid` is alive and may be stopped now: not in
+/// an uninterruptible wait (`D`: a stuck network file system, a `vfork`
+/// parent waiting for its child's `exec`), which `PTRACE_INTERRUPT` does
+/// not end, so that the wait for its stop would last as long as it does
+/// (and echion, its signals blocked meanwhile, with it).
+pub fn thread_stoppable(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !stat_says_dead(rest) && !rest.trim_start().starts_with('D'))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether the fields of a `stat` line after the command's `)` say the
 /// task is dead or ending: a zombie (`Z`), dead (`X`), or exiting
 /// (`PF_EXITING` in its flags, the 7th field from there: its memory may
@@ -307,5 +322,49 @@ mod tests {
         // PF_EXITING (0x4) in the flags: its memory may already be gone.
         assert!(stat_says_dead("R 1 1 1 0 -1 4194564 100 0 0 0"));
         assert!(thread_alive(std::process::id(), std::process::id()));
+        assert!(thread_stoppable(std::process::id(), std::process::id()));
+    }
+
+    #[test]
+    fn a_thread_in_an_uninterruptible_wait_is_not_stopped() {
+        // A `posix_spawn` parent waits for its child's `exec` in `D`: the
+        // child opens a FIFO nobody writes (a file action) before it would.
+        let dir = std::env::temp_dir().join(format!("echion-dwait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("f");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let python = &echion_testkit::pythons()[0].exe;
+        let code = format!(
+            "import os\nos.posix_spawn('/bin/true', ['true'], {{}}, \
+             file_actions=[(os.POSIX_SPAWN_OPEN, 0, {fifo:?}, os.O_RDONLY, 0)])\n",
+            fifo = fifo.to_str().unwrap()
+        );
+        let mut child = std::process::Command::new(python)
+            .arg("-c")
+            .arg(&code)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen_d = false;
+        while std::time::Instant::now() < deadline && !seen_d {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            seen_d = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('D'));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let judged = thread_stoppable(pid, pid);
+        // Let it go: a writer lets the child's open return, and it execs.
+        let writer = std::fs::OpenOptions::new().write(true).open(&fifo);
+        let _ = child.wait();
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(seen_d, "the spawning parent never waited in D");
+        assert!(!judged, "a thread in D was judged stoppable");
     }
 }

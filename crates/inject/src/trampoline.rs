@@ -87,6 +87,8 @@ enum Slot {
     Release,
     SetInterrupt,
     IsFinalizing,
+    // An address to read: 3.8's `ceval.pending.finishing`.
+    PendingFinishing,
     // Results.
     Result,
     GilState,
@@ -158,6 +160,12 @@ pub struct Functions {
     /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8–3.12), where
     /// the interpreter exports one.
     pub is_finalizing: Option<u64>,
+    /// The address of 3.8's `_PyRuntime.ceval.pending.finishing` (an
+    /// `int`): not 0 from the end of the program's last pending calls at
+    /// its exit, before its atexit handlers, while `_Py_IsFinalizing()`
+    /// still says no. A pending call added then fails, and on a thread
+    /// with no thread state crashes the process.
+    pub pending_finishing: Option<u64>,
 }
 
 /// Where the borrowed thread goes back to, with which registers.
@@ -242,6 +250,13 @@ pub fn build(
     let mut to_exiting = Vec::new();
     if functions.is_finalizing.is_some() {
         a.call(slot(Slot::IsFinalizing));
+        a.code.extend_from_slice(&[0x85, 0xc0]); // test eax, eax
+        a.code.extend_from_slice(&[0x0f, 0x85, 0, 0, 0, 0]); // jnz exiting
+        to_exiting.push(a.code.len());
+    }
+    if functions.pending_finishing.is_some() {
+        a.load(RAX, slot(Slot::PendingFinishing));
+        a.code.extend_from_slice(&[0x8b, 0x00]); // mov eax, [rax]
         a.code.extend_from_slice(&[0x85, 0xc0]); // test eax, eax
         a.code.extend_from_slice(&[0x0f, 0x85, 0, 0, 0, 0]); // jnz exiting
         to_exiting.push(a.code.len());
@@ -344,6 +359,10 @@ pub fn build(
         slot(Slot::IsFinalizing),
         functions.is_finalizing.unwrap_or(0),
     );
+    put(
+        slot(Slot::PendingFinishing),
+        functions.pending_finishing.unwrap_or(0),
+    );
     put(slot(Slot::SourcePtr), base + SOURCE as u64);
     put(slot(Slot::RunPtr), base + RUN as u64);
     page[SOURCE..SOURCE + source.len()].copy_from_slice(source);
@@ -408,7 +427,57 @@ mod tests {
             release: 0x4444,
             set_interrupt: 0x5555,
             is_finalizing: Some(0x9999),
+            pending_finishing: None,
         }
+    }
+
+    #[test]
+    fn a_program_past_its_last_pending_calls_is_asked_nothing() {
+        // 3.8: the flag is read where it is, after the finalizing test and
+        // before any call of `calls`; set, it goes where finalizing goes.
+        let mut f = functions();
+        f.pending_finishing = Some(0xabc0);
+        for calls in [Calls::PendingCall, Calls::Directly] {
+            let page = build(0x10_0000, calls, f, b"x", resume());
+            let word = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().unwrap());
+            assert_eq!(word(slot(Slot::PendingFinishing)), 0xabc0);
+            let load = (0..RUN - 7)
+                .find(|&i| {
+                    page[i..i + 3] == [0x48, 0x8b, 0x05]
+                        && operand(&page, i + 7, 0) == slot(Slot::PendingFinishing)
+                })
+                .expect("the flag's address is loaded");
+            assert_eq!(
+                &page[load + 7..load + 13],
+                &[0x8b, 0x00, 0x85, 0xc0, 0x0f, 0x85]
+            );
+            let fin = (0..RUN - 6)
+                .find(|&i| {
+                    page[i..i + 2] == [0xff, 0x15]
+                        && operand(&page, i + 6, 0) == slot(Slot::IsFinalizing)
+                })
+                .unwrap();
+            assert!(fin < load);
+            assert_eq!(
+                lands(&page, load + 17),
+                lands(&page, fin + 14),
+                "both go to `exiting`"
+            );
+            let first = match calls {
+                Calls::PendingCall => Slot::AddPendingCall,
+                Calls::Directly => Slot::Ensure,
+            };
+            let call = (0..RUN - 6)
+                .find(|&i| {
+                    page[i..i + 2] == [0xff, 0x15] && operand(&page, i + 6, 0) == slot(first)
+                })
+                .unwrap();
+            assert!(load < call);
+        }
+        // Elsewhere nothing is read.
+        let page = build(0x10_0000, Calls::PendingCall, functions(), b"x", resume());
+        assert!(!(0..RUN - 7).any(|i| page[i..i + 3] == [0x48, 0x8b, 0x05]
+            && operand(&page, i + 7, 0) == slot(Slot::PendingFinishing)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const V3_8: &[Fact] = &[
     Fact::Field { key: "_PyRuntimeState.ceval.gil.last_holder", offset: 1160, size: 8 },
     Fact::Field { key: "_PyRuntimeState.ceval.gil.switch_number", offset: 1176, size: 8 },
     Fact::Field { key: "_PyRuntimeState.interpreters.head", offset: 32, size: 8 },
+    Fact::Field { key: "_PyRuntimeState.ceval.pending.finishing", offset: 600, size: 4 },
     Fact::Field { key: "PyInterpreterState.next", offset: 0, size: 8 },
     Fact::Field { key: "PyInterpreterState.id", offset: 16, size: 8 },
     Fact::Field { key: "PyInterpreterState.tstate_head", offset: 8, size: 8 },

@@ -77,6 +77,11 @@ pub struct RuntimeLayout {
     pub interpreters_head: u64,
     /// `debug_offsets`: where `_Py_DebugOffsets` sits (3.13+).
     pub debug_offsets: Option<u64>,
+    /// `ceval.pending.finishing` (3.8 only): not 0 once the interpreter's
+    /// exit has run its last pending calls, before its atexit handlers,
+    /// while `_Py_IsFinalizing()` still says no; `Py_AddPendingCall` then
+    /// fails (and crashes on a thread with no thread state).
+    pub pending_finishing: Option<u64>,
 }
 
 /// Offsets in `PyInterpreterState`.

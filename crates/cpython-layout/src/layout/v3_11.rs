@@ -342,6 +342,7 @@ pub const LAYOUT: Layout = Layout {
     runtime: RuntimeLayout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: None,
+        pending_finishing: None,
     },
     gil: GilLayout::at(GilLocation::Runtime(off!(RuntimeState, ceval_gil))),
     interp: InterpLayout {

@@ -354,6 +354,7 @@ pub const LAYOUT: Layout = Layout {
     runtime: RuntimeLayout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: Some(off!(RuntimeState, debug_offsets)),
+        pending_finishing: None,
     },
     gil: GilLayout::at(GilLocation::Interp(off!(InterpreterState, ceval_gil))),
     interp: InterpLayout {

@@ -41,8 +41,15 @@ pub struct RuntimeState {
     pub _pad0: [u8; 24],
     /// `interpreters`.
     pub interpreters: RuntimeInterpreters,
-    /// `xidregistry` … `ceval.signals_pending`.
-    pub _pad1: [u8; 1112],
+    /// `xidregistry` … `ceval.gil_drop_request`.
+    pub _pad1: [u8; 560],
+    /// `ceval.pending.finishing`: set by the interpreter's exit once it has
+    /// run its last pending calls, before the atexit handlers (from then
+    /// on `Py_AddPendingCall` fails, and on a thread without a thread
+    /// state crashes).
+    pub ceval_pending_finishing: i32,
+    /// The rest of `ceval.pending`, `ceval.signals_pending`.
+    pub _pad2: [u8; 548],
     /// `ceval.gil`.
     pub ceval_gil: GilRuntimeState,
 }
@@ -257,6 +264,7 @@ pub const LAYOUT: Layout = Layout {
     runtime: RuntimeLayout {
         interpreters_head: off!(RuntimeState, interpreters.head, RuntimeInterpreters),
         debug_offsets: None,
+        pending_finishing: Some(off!(RuntimeState, ceval_pending_finishing)),
     },
     gil: GilLayout::at(GilLocation::Runtime(off!(RuntimeState, ceval_gil))),
     interp: InterpLayout {
@@ -342,6 +350,11 @@ pub fn mirror_facts() -> Vec<Fact> {
             RuntimeState,
             interpreters.head,
             RuntimeInterpreters
+        ),
+        field!(
+            "_PyRuntimeState.ceval.pending.finishing",
+            RuntimeState,
+            ceval_pending_finishing
         ),
         field!(
             "_PyRuntimeState.ceval.gil.last_holder",

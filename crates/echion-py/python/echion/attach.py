@@ -40,6 +40,30 @@ def run(control, report):
         return
     env = _read_options(control)
     fd = os.open(os.path.join(control, "control"), os.O_RDONLY | os.O_NONBLOCK)
+    # echion wrote one byte into the FIFO as it made it: there while echion
+    # holds its end, gone with it (a FIFO keeps nothing once nobody has it
+    # open). Without it echion died before this moment (killed while the
+    # program held the GIL in C code, say): this process would never see
+    # the end of file that tells it to detach (only a reader that saw a
+    # writer does), and would be profiled until it ends.
+    try:
+        hello = os.read(fd, 1)
+    except BlockingIOError:
+        hello = b""
+    if hello != b"h":
+        os.close(fd)
+        # (What echion would have taken away as it ended, where this
+        # process may.)
+        for name in ("control", "options", "status"):
+            try:
+                os.unlink(os.path.join(control, name))
+            except OSError:
+                pass
+        try:
+            os.rmdir(control)
+        except OSError:
+            pass
+        return
     try:
         ec.set_quiet(True)
         bootstrap.start(env)
