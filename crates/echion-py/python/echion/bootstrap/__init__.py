@@ -59,21 +59,14 @@ def _sampler_thread_class():
 
     class SamplerThread(Thread):
         """The sampler's Python thread, as in echion 0.3 (its profile and
-        where mode name it ``echion.core.sampler``), but not one of the
-        program's: it leaves ``threading._active`` as it starts, so that
+        where mode name it ``echion.core.sampler``, its stack is 0.3's),
+        but not one of the program's: ``_start_sampler`` takes it out of
+        ``threading._active`` once it is there, so that
         ``threading.enumerate()`` and ``active_count()`` are what they are
         without echion (a program that joins every thread but the main one
         would wait for it for ever). Where mode reads its name from
         ``echion.bootstrap._sampler_thread`` instead. Its end finds no
         entry of its own there, which ``_delete`` takes as done."""
-
-        def run(self):
-            import threading
-
-            with threading._active_limbo_lock:
-                if threading._active.get(self._ident) is self:
-                    del threading._active[self._ident]
-            super().run()
 
         def _delete(self):
             try:
@@ -96,6 +89,25 @@ def _native_sampler(forked=False) -> bool:
     return forked or bool(_options.get("stealth")) or _gevent_patched("threading")
 
 
+def _hide_sampler_thread(thread) -> None:
+    """Takes the sampler's thread out of ``threading._active`` (see
+    ``SamplerThread``), where it puts itself just after ``start()`` has
+    returned, as it leaves ``threading._limbo``."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + 1.0
+    while True:
+        with threading._active_limbo_lock:
+            if thread not in threading._limbo:
+                if threading._active.get(thread._ident) is thread:
+                    del threading._active[thread._ident]
+                return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
 def _start_sampler(forked=False) -> None:
     global _sampler_thread
     if _native_sampler(forked):
@@ -104,6 +116,7 @@ def _start_sampler(forked=False) -> None:
         _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
         _sampler_thread._echion_pid = os.getpid()
         _sampler_thread.start()
+        _hide_sampler_thread(_sampler_thread)
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
     # An attached program goes on at once (echion -p waits elsewhere). A
