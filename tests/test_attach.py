@@ -80,10 +80,10 @@ def start(targets, tmp_path, scenario, **kw):
     return t
 
 
-def attach(tmp_path, pid, *args, timeout=90, name="profile.mojo"):
+def attach(tmp_path, pid, *args, timeout=90, name="profile.mojo", env=None):
     out = Path(tmp_path) / name
     cmd = echion_command() + ["-o", str(out)] + [str(a) for a in args] + ["-p", str(pid)]
-    run = subprocess.run(cmd, env=echion_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    run = subprocess.run(cmd, env=echion_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return run, out
 
 
@@ -554,20 +554,35 @@ def test_a_finalizing_program_is_asked_nothing(tmp_path, targets):
 
 
 @shapes
-def test_a_process_in_another_mount_namespace_is_refused_at_once(tmp_path, targets):
-    # It cannot see the files echion hands it: each try found it "not at a
-    # good moment", and echion stopped it about 260 times in 10 s.
-    t = start(targets, tmp_path, "busy", prefix=("unshare", "--mount"))
+def test_a_process_that_sees_other_files_is_refused_at_once(tmp_path, targets):
+    # A private /tmp (a container, a service with PrivateTmp=): it cannot
+    # see the control directory echion makes there. Each try found it "not
+    # at a good moment", and echion stopped it about 260 times in 10 s.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    mount_then = ("unshare", "--mount", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(private))
+    t = start(targets, tmp_path, "busy", prefix=mount_then)
     began = time.monotonic()
-    run, out = attach(tmp_path, t.pid, "-x", "1")
+    run, out = attach(tmp_path, t.pid, "-x", "1", env={"TMPDIR": str(private)})
     took = time.monotonic() - began
     err = run.stderr.decode()
     assert run.returncode == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: " % t.pid), err
-    assert "mount namespace" in lines[0] and "nsenter" in lines[0], err
+    assert str(private) in lines[0] and "nsenter -t %d" % t.pid in lines[0], err
     assert took < 5, took
     assert_left_as_found(*t.finish())
+
+
+@shapes
+def test_a_process_in_another_mount_namespace_that_sees_the_same_files_is_attached(tmp_path, targets):
+    # A hardened service (ProtectSystem=, PrivateDevices=) has a namespace
+    # of its own whose /tmp and site-packages are the host's.
+    t = start(targets, tmp_path, "busy", prefix=("unshare", "--mount"))
+    run, out = attach(tmp_path, t.pid, "-x", "1")
+    assert run.returncode == 0, run.stderr.decode()
+    assert_left_as_found(*t.finish())
+    assert read_all(out).ours["samples"]
 
 
 @shapes

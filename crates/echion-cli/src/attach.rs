@@ -75,7 +75,11 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
         }
     }
     .map_err(|e| gone(e.to_string()))?;
-    if let Some(why) = elsewhere(pid) {
+    let temp = std::env::temp_dir();
+    let entry_file = bootstrap_dir.join("attach_entry.py");
+    let output_dir = PathBuf::from(output_path(config, pid));
+    let output_dir = output_dir.parent().unwrap_or(Path::new("/"));
+    if let Some(why) = elsewhere(pid, &[&temp, &entry_file, output_dir]) {
         return Err(fail(why));
     }
     let version = session.version();
@@ -175,30 +179,39 @@ fn options(config: &Config, output: &str) -> Options {
     }
 }
 
-/// Why process `pid` cannot see the files echion would hand it (its
-/// bootstrap, the control directory, the profile), if it cannot: it has
-/// another root directory or another mount namespace (a container, a
-/// service with a private `/tmp`). Else the attach would be retried until
-/// it gave up, each try stopping the program once for nothing.
-fn elsewhere(pid: u32) -> Option<String> {
-    let ours = std::fs::read_link("/proc/self/ns/mnt").ok();
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let root = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    let other_mounts = ours.is_some() && theirs.is_some() && ours != theirs;
-    let other_root = root("/")
-        .zip(root(&format!("/proc/{pid}/root/")))
-        .is_some_and(|(a, b)| a != b);
-    (other_mounts || other_root).then(|| {
-        format!(
-            "it sees other files than echion does (another {}: a container?): run echion where it \
-             runs (e.g. `nsenter -t {pid} -m -p echion -p {pid}`, with echion installed there)",
-            if other_mounts {
-                "mount namespace"
-            } else {
-                "root directory"
-            }
-        )
-    })
+/// Why process `pid` cannot see the files echion would hand it, if it
+/// cannot: each of `paths` (the directory the control directory goes in,
+/// the bootstrap's entry file, the profile's directory) must be the same
+/// file through `/proc/<pid>/root`, which the kernel resolves in the
+/// target's own mount namespace and root directory. A container or a
+/// service with a private `/tmp` fails this; a service whose namespace
+/// only makes other parts read-only does not. Else the attach would be
+/// retried until it gave up, each try stopping the program for nothing.
+fn elsewhere(pid: u32, paths: &[&Path]) -> Option<String> {
+    let id = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let unseen = paths.iter().find(|path| {
+        let (Some(ours), Ok(rel)) = (id(path), path.strip_prefix("/")) else {
+            return false;
+        };
+        id(&root.join(rel)) != Some(ours)
+    })?;
+    // (Its pid as its own pid namespace numbers it: what `echion -p`
+    // inside that namespace takes.)
+    let inner = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|ids| ids.split_whitespace().last().map(str::to_owned))
+        })
+        .unwrap_or_else(|| pid.to_string());
+    Some(format!(
+        "it does not see {} as echion does (another mount namespace or root directory: a \
+         container?): run echion where it runs (e.g. `nsenter -t {pid} -m -p -r echion -p {inner}`, \
+         with echion installed there)",
+        unseen.display()
+    ))
 }
 
 /// The Python source the process runs: the entry file, executed in a

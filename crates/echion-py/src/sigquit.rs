@@ -8,10 +8,13 @@
 //! handler, before or after us, keeps its own), and taken out when sampling
 //! stops.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether the handler is installed (and was found in place since).
-static INSTALLED: Mutex<bool> = Mutex::new(false);
+/// Whether the handler is installed (and was found in place since). An
+/// atomic, not a lock: a run that ends by itself takes the handler out on
+/// the sampler's thread, without the GIL, where a fork by the program
+/// could copy a lock held into a child that then installs it again.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigquit(_signal: libc::c_int) {
     echion_sampler::request_dump();
@@ -34,31 +37,26 @@ fn ours() -> libc::sighandler_t {
 
 /// Installs the handler if `SIGQUIT` has its default action.
 pub(crate) fn install() {
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if *installed || current() != Some(libc::SIG_DFL) {
+    if INSTALLED.load(Ordering::Acquire) || current() != Some(libc::SIG_DFL) {
         return;
     }
     // SAFETY: the handler is an `extern "C"` function that only stores
     // to an atomic (async-signal-safe); SA_RESTART keeps the program's
     // interrupted system calls going as if nothing happened.
-    unsafe {
+    let done = unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = ours();
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
-        *installed = libc::sigaction(libc::SIGQUIT, &action, std::ptr::null_mut()) == 0;
-    }
+        libc::sigaction(libc::SIGQUIT, &action, std::ptr::null_mut()) == 0
+    };
+    INSTALLED.store(done, Ordering::Release);
 }
 
 /// Puts the default action back if the handler is still ours (a program
 /// that installed its own since keeps it).
 pub(crate) fn uninstall() {
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if !*installed {
-        return;
-    }
-    *installed = false;
-    if current() != Some(ours()) {
+    if !INSTALLED.swap(false, Ordering::AcqRel) || current() != Some(ours()) {
         return;
     }
     // SAFETY: an all-zero sigaction is SIG_DFL with no flags; the old

@@ -96,6 +96,8 @@ def _hide_sampler_thread(thread) -> None:
     import threading
     import time
 
+    # (The system's sleep, where gevent patched `time` only.)
+    sleep = _original("time", "sleep")
     deadline = time.monotonic() + 1.0
     while True:
         with threading._active_limbo_lock:
@@ -105,7 +107,7 @@ def _hide_sampler_thread(thread) -> None:
                 return
         if time.monotonic() > deadline:
             return
-        time.sleep(0.001)
+        sleep(0.001)
 
 
 def _start_sampler(forked=False) -> None:
@@ -431,9 +433,8 @@ def _stop() -> None:
     # wants the GIL is ended by pthread_exit, unwinding through native
     # frames).
     thread, _sampler_thread = _sampler_thread, None
-    # (A forked child's is its parent's, left out of `threading._active`
-    # and so not marked ended by `threading`'s after-fork hook: before
-    # 3.13 it seems alive there, and a join would wait its 5 s out.)
+    # (A forked child's is its parent's: never joined there, whatever
+    # `threading`'s after-fork hook made of it.)
     if thread is not None and getattr(thread, "_echion_pid", None) == os.getpid() and thread.is_alive():
         thread.join(5.0)
     _unhook()
