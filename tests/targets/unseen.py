@@ -149,6 +149,10 @@ def gevent_scenario():
 
 
 def sigquit_scenario():
+    import resource
+
+    # (Its default action dumps core: none is wanted.)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     time.sleep(0.6)
     os.kill(os.getpid(), signal.SIGQUIT)
     time.sleep(0.3)
