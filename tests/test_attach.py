@@ -586,28 +586,6 @@ def test_a_process_in_another_mount_namespace_that_sees_the_same_files_is_attach
 
 
 @shapes
-def test_a_program_running_its_atexit_handlers_is_left_alone(tmp_path, targets):
-    # A review found it on 3.8: at the exit, past its last pending calls
-    # and before it says it is finalizing, a pending call added fails,
-    # and (nobody holding the GIL) crashed the program with SIGSEGV.
-    t = start(targets, tmp_path, "atexit")
-    assert t.proc.stdout.readline() == b"exiting\n"
-    run, _ = attach(tmp_path, t.pid, "-x", "0.2")
-    err = run.stderr.decode()
-    out_t, err_t = t.proc.communicate(timeout=30)
-    # The program ends as it would have, with nothing of echion's shown.
-    assert t.proc.returncode == 0, (t.proc.returncode, err_t.decode()[-2000:], err)
-    assert out_t == b"done\n", out_t
-    assert b"SystemError" not in err_t and b"echion" not in err_t, err_t.decode()[-2000:]
-    # echion says in one line why it could not: that the program exited
-    # (3.8: already finalizing), found no safe point (its main thread waits
-    # in C code), or (3.12+) could start no thread in a program at its end.
-    lines = err.strip().splitlines()
-    assert run.returncode == 1, err
-    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: " % t.pid), err
-
-
-@shapes
 def test_a_pending_call_run_as_the_program_ends_starts_nothing(monkeypatch):
     # Queued before the interpreter began to finalize, run after: the entry
     # does nothing ("later"; the command then sees the exit).

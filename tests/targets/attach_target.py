@@ -271,18 +271,6 @@ elif SCENARIO == "finalizing":
 
     late = Late()
     ready()
-elif SCENARIO == "atexit":
-    import atexit
-
-    def at_exit():
-        # The program's exit is under way and nobody holds the GIL: 3.8 has
-        # run its last pending calls and says it is not finalizing yet.
-        print("exiting", flush=True)
-        os.system("sleep 3")
-        print("done", flush=True)
-
-    atexit.register(at_exit)
-    ready()
 elif SCENARIO == "gevent":
     from gevent import monkey
 
