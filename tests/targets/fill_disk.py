@@ -1,7 +1,7 @@
 """Makes new code objects all the time (each a function of its own name: a
 profile grows fast) for about 1.5 s, prints how many, exits with 4. With
 FILL_DISK_WATCH naming a directory, it goes on (for at most 60 s) until the
-filesystem there has at most a page free and then 1 s more: a busy machine
+filesystem there has at most a page free and then 3 s more: a busy machine
 that ran it slowly still fills it. (Not until it is full: a profile cut
 short at a full disk gives back the partial event it ends with.)"""
 
@@ -25,7 +25,7 @@ while True:
     if watch:
         if filled_at is None and full(watch):
             filled_at = now
-        if (filled_at is not None and now >= max(end, filled_at + 1.0)) or now >= start + 60:
+        if (filled_at is not None and now >= max(end, filled_at + 3.0)) or now >= start + 60:
             break
     elif now >= end:
         break
