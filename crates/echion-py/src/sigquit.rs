@@ -40,9 +40,11 @@ pub(crate) fn install() {
     if INSTALLED.load(Ordering::Acquire) || current() != Some(libc::SIG_DFL) {
         return;
     }
-    // SAFETY: the handler is an `extern "C"` function that only stores
-    // to an atomic (async-signal-safe); SA_RESTART keeps the program's
-    // interrupted system calls going as if nothing happened.
+    // SAFETY: sigaction gets a zeroed, fully set struct of its own type and
+    // no old action; the handler is an `extern "C"` function that only
+    // stores to an atomic (async-signal-safe); SA_RESTART keeps the
+    // program's interrupted system calls going as if nothing happened. The
+    // block yields only whether the call succeeded.
     let done = unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = ours();
