@@ -3,10 +3,12 @@ sampler's own thread) must not change: each scenario of ``unseen.py`` has
 the output, errors and exit status it has without echion."""
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
-from harness import SAMPLER_THREAD, run_echion, run_plain, target, threads
+from harness import SAMPLER_THREAD, echion_cmd, echion_env, run_echion, run_plain, target, threads
 
 # Outputs and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -58,6 +60,24 @@ def test_greenlet_names_of_any_kind_never_raise_in_the_program(tmp_path):
     # Raised in gevent's trace function, it ended the program's event loop.
     plain, _ = same_as_plain(tmp_path, "gevent")
     assert plain.stdout.decode() == "[0, 1, 2]\n1\n", plain.describe()
+
+
+def test_no_thread_imports_nothing_into_the_program_but_echion(tmp_path):
+    # Every module imported is memory that each fork of the program copies
+    # (importlib, importlib.machinery, warnings and types were: a fork
+    # loop's rate). In a venv of its own, whose site-packages has no `.pth`
+    # file that imports them first.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    command = [str(venv / "bin" / "python"), str(target("modules.py"))]
+    plain = subprocess.run(command, capture_output=True, timeout=30, env=echion_env(None))
+    profiled = subprocess.run(
+        echion_cmd(tmp_path, "--no-thread") + command, capture_output=True, timeout=30, env=echion_env(None)
+    )
+    assert plain.returncode == 0 and "'os'" in plain.stdout.decode(), plain
+    assert profiled.returncode == 0 and not profiled.stderr, profiled
+    assert profiled.stdout.decode() == plain.stdout.decode()
+    assert list(tmp_path.glob("profile*.mojo")), sorted(tmp_path.iterdir())
 
 
 def test_sigquit_once_sampling_is_over_has_its_default_action(tmp_path):

@@ -50,7 +50,13 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     if SLOT.load(Ordering::Acquire) != 0 {
         return Ok(());
     }
-    let code_type = py.import("types")?.getattr("CodeType")?;
+    // (The type of a code object `os` has, not `types.CodeType`: importing
+    // `types`, or compiling, would leave more memory in every profiled
+    // program, which its forks copy.)
+    let code_type = match py.import("os")?.getattr("makedirs")?.getattr("__code__") {
+        Ok(code) => code.get_type().into_any(),
+        Err(_) => py.import("types")?.getattr("CodeType")?,
+    };
     let basicsize: usize = code_type.getattr("__basicsize__")?.extract()?;
     let base = code_type.as_ptr() as *mut u8;
     // SAFETY: `base` is the live `code` type object (we hold a reference and

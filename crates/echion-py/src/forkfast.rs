@@ -173,10 +173,10 @@ pub fn signal() -> Option<libc::c_int> {
         .then(|| SIGNO.load(Ordering::Relaxed))
 }
 
-/// What [`prepare_fork`] found for the child: 0 where its start may not
-/// be put off in the fork, else the time of the fork.
+/// What [`prepare_fork`] found for the child: whether its start may be
+/// put off in the fork.
 #[link_section = ".data.echion_fork"]
-static FAST_AT_NS: AtomicU64 = AtomicU64::new(0);
+static FAST: AtomicBool = AtomicBool::new(false);
 /// `_ECHION_PROFILED_PID`'s digits in the environment at the fork, where
 /// they are as the bootstrap wrote them (0: not).
 #[link_section = ".data.echion_fork"]
@@ -277,23 +277,35 @@ const PID_NAME: [u64; 3] = [
 const PID_NAME_LEN: usize = 21;
 
 /// In the parent, before a fork (`pthread_atfork`'s prepare handler):
-/// whether the child may put its start off in the fork (`fast`), with the
-/// fork's time and where the pid's digits are.
+/// whether the child may put its start off in the fork (`fast`), with
+/// where the pid's digits are.
+///
+/// Each static is written only when it changes: the last fork left their
+/// page copy-on-write, and a write would copy it in every fork of a loop
+/// (the child takes the fork's time itself, [`forget_in_fork`]).
 pub fn prepare_fork(fast: bool) {
-    if !fast {
-        FAST_AT_NS.store(0, Ordering::Relaxed);
-        return;
+    if fast {
+        let at = crate::profiled_pid_digits().map_or(0, |p| p as usize);
+        store_changed(&PID_AT, at);
+        store_changed(&FAST_FOR, thread_pointer());
     }
-    let at = crate::profiled_pid_digits().map_or(0, |p| p as usize);
-    PID_AT.store(at, Ordering::Relaxed);
-    FAST_FOR.store(thread_pointer(), Ordering::Relaxed);
-    FAST_AT_NS.store(echion_sampler::clock::now_ns().max(1), Ordering::Relaxed);
+    if FAST.load(Ordering::Relaxed) != fast {
+        FAST.store(fast, Ordering::Relaxed);
+    }
+}
+
+/// Stores `value` in `cell` unless it holds it already (see
+/// [`prepare_fork`]).
+fn store_changed(cell: &AtomicUsize, value: usize) {
+    if cell.load(Ordering::Relaxed) != value {
+        cell.store(value, Ordering::Relaxed);
+    }
 }
 
 /// In a forked child, in the fork (async-signal-safe): forgets a start the
 /// parent put off (its timer is the parent's; written only if there was
-/// one), and says when the fork was if this child may put its start off
-/// ([`prepare_fork`]).
+/// one), and says when the fork was (now) if this child may put its start
+/// off ([`prepare_fork`]).
 pub fn forget_in_fork() -> Option<u64> {
     if PENDING_NS.load(Ordering::Relaxed) != 0 {
         PENDING_NS.store(0, Ordering::Relaxed);
@@ -303,11 +315,8 @@ pub fn forget_in_fork() -> Option<u64> {
     if HANDLED.load(Ordering::Relaxed) {
         HANDLED.store(false, Ordering::Relaxed);
     }
-    match FAST_AT_NS.load(Ordering::Relaxed) {
-        0 => None,
-        at if FAST_FOR.load(Ordering::Relaxed) == thread_pointer() => Some(at),
-        _ => None,
-    }
+    (FAST.load(Ordering::Relaxed) && FAST_FOR.load(Ordering::Relaxed) == thread_pointer())
+        .then(crate::forkstart::monotonic_ns_in_fork)
 }
 
 /// In a forked child, in the fork: writes its `pid` over the parent's in

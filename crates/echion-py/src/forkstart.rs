@@ -482,6 +482,37 @@ unsafe fn syscall4(nr: libc::c_long, args: [libc::c_long; 4]) -> libc::c_long {
     }
 }
 
+/// The monotonic clock's time in nanoseconds (at least 1), read in a
+/// forked child's fork: by the system call, not the vDSO, whose pages the
+/// child has not touched yet (a fault each), nor the C library's page of
+/// `clock_gettime`. As [`echion_sampler::clock::now_ns`] reads it.
+pub fn monotonic_ns_in_fork() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime(CLOCK_MONOTONIC, &ts)`: the kernel writes one
+    // `timespec` to the local above.
+    let ret = unsafe {
+        syscall4(
+            libc::SYS_clock_gettime,
+            [
+                libc::c_long::from(libc::CLOCK_MONOTONIC),
+                std::ptr::addr_of_mut!(ts) as libc::c_long,
+                0,
+                0,
+            ],
+        )
+    };
+    if ret != 0 {
+        return 1;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+        .max(1)
+}
+
 /// Takes the pending start, if any, and deletes its timer (the caller
 /// gives the signal back, [`restore`]). When the fork was, for the run to
 /// start.

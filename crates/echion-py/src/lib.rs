@@ -1102,9 +1102,14 @@ fn current_tid() -> i64 {
 #[link_section = ".data.echion_fork"]
 static FORKING_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// `pthread_atfork`'s prepare handler: notes which thread forks.
+/// `pthread_atfork`'s prepare handler: notes which thread forks (where it
+/// changed: the last fork left the static's page copy-on-write, and a
+/// write would copy it in every fork of a loop).
 extern "C" fn note_forking_thread() {
-    FORKING_TID.store(current_tid(), std::sync::atomic::Ordering::Relaxed);
+    let tid = current_tid();
+    if FORKING_TID.load(std::sync::atomic::Ordering::Relaxed) != tid {
+        FORKING_TID.store(tid, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Whether a forked child restarts the sampler here, natively (run mode,

@@ -385,6 +385,13 @@ extern "C" fn on_tick(signo: libc::c_int) {
         }
         BUSY.store(false, Ordering::Release);
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
+    // SAFETY: as above. (Put back only where it changed: errno is in the
+    // thread's TLS page, which a fork left copy-on-write, and a write there
+    // would copy it.)
+    unsafe {
+        let now = libc::__errno_location();
+        if *now != errno {
+            *now = errno;
+        }
+    }
 }

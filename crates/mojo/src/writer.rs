@@ -169,7 +169,8 @@ impl<W: Write> MojoWriter<W> {
 
     /// Starts a stream for process `pid`; the header is buffered at once.
     pub fn with_options(out: W, pid: i64, options: WriterOptions) -> io::Result<Self> {
-        let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+        // (Its room for samples is made at the first one: see `sample`.)
+        let mut buf = Vec::new();
         encode_header(options.version, &mut buf);
         Ok(Self {
             out: Some(out),
@@ -335,6 +336,15 @@ impl<W: Write> MojoWriter<W> {
     /// `STACK_REPEAT` for the part shared with the thread's previous
     /// sample), `GC`, `IDLE` and the metrics.
     pub fn sample(&mut self, sample: &SampleRef<'_>) -> io::Result<()> {
+        if self.buf.capacity() < FLUSH_AT {
+            // The buffer's room for a flush's worth of samples, made by the
+            // first sample rather than with the writer: by whoever samples,
+            // with the allocator in effect there (echion's ticks in a signal
+            // handler take theirs from memory a forked child gets empty, and
+            // a block made before would sit in the program's heap, which
+            // every fork copies).
+            self.buf.reserve_exact(FLUSH_AT + 4096 - self.buf.len());
+        }
         let buf = &mut self.buf;
         buf.push(id::STACK);
         varint::encode(self.pid, buf);

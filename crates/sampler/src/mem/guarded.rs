@@ -137,7 +137,11 @@ impl GuardedReader {
             && HELD_OFF.load(Ordering::SeqCst) == 0
             && imp::installed()
             && imp::on_top();
-        self.active.set(ok);
+        // (Written only when it changes: after a fork, a write to the
+        // reader's page of the heap would copy it.)
+        if self.active.get() != ok {
+            self.active.set(ok);
+        }
         ok
     }
 

@@ -26,8 +26,16 @@ def load_echion(package_dir):
                 name="echion",
             )
         return loaded
-    from importlib._bootstrap import module_from_spec  # (importlib.util's)
-    from importlib.machinery import PathFinder
+    # The import system's own modules, as the interpreter loaded them at its
+    # start (importlib.machinery would import importlib, warnings and types
+    # into the program too); through importlib where an embedder left them
+    # out.
+    bootstrap = sys.modules.get("_frozen_importlib")
+    external = sys.modules.get("_frozen_importlib_external")
+    if bootstrap is None or external is None:
+        from importlib import _bootstrap as bootstrap, _bootstrap_external as external
+    module_from_spec = bootstrap.module_from_spec  # (importlib.util's)
+    PathFinder = external.PathFinder
 
     # The finder is asked about this one directory: nothing else of the
     # site-packages that holds echion becomes importable.

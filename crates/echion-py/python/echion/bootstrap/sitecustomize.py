@@ -39,15 +39,25 @@ def _load_own_echion() -> None:
     # Run through its loader, from the bytecode cached beside it: in an
     # interpreter that found every module's cache fresh, the first
     # compile() warms up the compiler, a millisecond of start-up.
-    # (importlib's own bootstrap functions: importlib.util imports
-    # contextlib and more.)
-    from importlib import _bootstrap
-    from importlib.machinery import SourceFileLoader
-
-    loader = SourceFileLoader("echion_loader", path)
+    # (The import system's own modules, already loaded: importing
+    # importlib.machinery would add importlib, warnings and types to the
+    # program, whose every fork then copies their memory.)
+    _bootstrap, _external = _import_system()
+    loader = _external.SourceFileLoader("echion_loader", path)
     module = _bootstrap.module_from_spec(_bootstrap.spec_from_loader("echion_loader", loader))
     loader.exec_module(module)
     module.load_echion(os.path.dirname(here))
+
+
+def _import_system():
+    # importlib._bootstrap and importlib._bootstrap_external, as the
+    # interpreter loaded them at its start (the names are CPython's since
+    # 3.5); through importlib where an embedder left them out.
+    bootstrap = sys.modules.get("_frozen_importlib")
+    external = sys.modules.get("_frozen_importlib_external")
+    if bootstrap is None or external is None:
+        from importlib import _bootstrap as bootstrap, _bootstrap_external as external
+    return bootstrap, external
 
 
 def _chain_to_user_sitecustomize() -> None:
