@@ -585,6 +585,75 @@ def test_a_process_in_another_mount_namespace_that_sees_the_same_files_is_attach
     assert read_all(out).ours["samples"]
 
 
+def start_exiting(tmp_path, targets, form):
+    """``attach_exiting.py`` in a plain interpreter, once its atexit handler
+    runs (it sleeps 0.4 s, then the interpreter finalizes for 1 s)."""
+    proc = subprocess.Popen(
+        # (-S: no `.pth` file imports `threading` into the bare form.)
+        [BASE_PYTHON, "-S", str(target("attach_exiting.py")), "0.4", form],
+        cwd=str(tmp_path),
+        env=echion_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    t = type("Exiting", (), {"proc": proc, "pid": proc.pid, "kill": Target.kill})()
+    targets.append(t)
+    line = proc.stdout.readline()
+    assert line == b"ready\n", (line, proc.stderr.read().decode()[-2000:])
+    assert proc.stdout.readline() == b"exiting\n"
+    return t
+
+
+def assert_unharmed(t, err):
+    out_t, err_t = t.proc.communicate(timeout=30)
+    # The program ends as it would have, with nothing of echion's shown.
+    assert t.proc.returncode == 0, (t.proc.returncode, err_t.decode()[-2000:], err)
+    assert out_t == b"done\n", out_t
+    assert b"echion" not in err_t and b"Error" not in err_t, err_t.decode()[-2000:]
+
+
+@shapes
+def test_a_program_running_its_atexit_handlers_is_not_attached_to(tmp_path, targets):
+    # A run started then would never be stopped (an atexit.register made
+    # while the handlers run is not called); 3.13 crashed at the end.
+    # `threading` shows the exit has begun (3.8: past its last pending
+    # calls, the program is asked nothing).
+    t = start_exiting(tmp_path, targets, "threading")
+    run, _ = attach(tmp_path, t.pid, "-x", "0.5")
+    err = run.stderr.decode()
+    assert_unharmed(t, err)
+    lines = err.strip().splitlines()
+    assert run.returncode == 1, err
+    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: " % t.pid), err
+    assert "exiting" in lines[0] or "finalizing" in lines[0], err
+
+
+@shapes
+def test_a_run_attached_as_the_program_exits_leaves_it_unharmed(tmp_path, targets):
+    # Without `threading` nothing shows the exit has begun: the run starts
+    # and nothing stops it. Its exposure ends as the interpreter
+    # finalizes, when its threads' waits end: one that took the GIL back
+    # then was ended by pthread_exit through echion's frames (SIGSEGV).
+    t = start_exiting(tmp_path, targets, "bare")
+    run, out = attach(tmp_path, t.pid, "-x", "0.5")
+    err = run.stderr.decode()
+    assert_unharmed(t, err)
+    if sys.version_info < (3, 9):
+        # 3.8, past its last pending calls before its atexit handlers, is
+        # asked nothing.
+        assert run.returncode == 1 and "finalizing" in err, err
+        return
+    if sys.version_info[:2] == (3, 12):
+        # 3.12 makes no thread once its exit has begun: echion says so.
+        assert run.returncode == 1 and "can't create new thread" in err, err
+        return
+    assert run.returncode == 0, err
+    assert "exited" in err, err
+    # The profile holds what was written before the process ended.
+    assert read_all(out, austin1=False).ours["samples"], err
+
+
 @shapes
 def test_a_pending_call_run_as_the_program_ends_starts_nothing(monkeypatch):
     # Queued before the interpreter began to finalize, run after: the entry

@@ -416,6 +416,15 @@ impl Attached {
                     // The program stopped echion before its first sample:
                     // at its exit (atexit), as it was attached to.
                     return self.stopped_early(output);
+                } else if line == "exiting" {
+                    // Its exit has begun (atexit handlers): a run started
+                    // now would never be stopped.
+                    self.cleanup();
+                    return Err(self.fail(
+                        "the program is exiting (its atexit handlers run); nothing was left \
+                         running in it"
+                            .to_owned(),
+                    ));
                 } else if line == "busy" {
                     self.cleanup();
                     return Err(self.fail("it is already being profiled by echion".to_owned()));

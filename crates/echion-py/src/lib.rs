@@ -572,7 +572,10 @@ fn start(py: Python<'_>) -> PyResult<()> {
     // still to take the GIL (which ends it by pthread_exit, unwinding
     // through these frames: a crash).
     watcher_enters();
-    py.detach(|| run_to_end(&config, &control, &done, finish, None));
+    py.detach(|| {
+        run_to_end(&config, &control, &done, finish, None);
+        never_back_if_finalizing();
+    });
     watcher_leaves();
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
@@ -695,6 +698,48 @@ fn uncount_watcher() {
 /// Counts the calling thread in [`WATCHERS`] (with the GIL held).
 fn watcher_enters() {
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+}
+
+/// Ends a wait with the GIL released, on a thread of the program that
+/// would take the GIL back next ([`start`]'s sampling, [`watch_control`]):
+/// if the interpreter is finalizing, the thread never takes it and waits
+/// here until the process is gone. CPython ends a thread that asks for the
+/// GIL then by `pthread_exit`, whose unwinding through this module's frames
+/// crashes the program. The stop that the program's exit makes (`atexit`)
+/// waits for these threads to be back in Python first, so only a run that
+/// no stop ends comes here: one attached while the program's atexit
+/// handlers ran, whose own `atexit.register` came too late to be called.
+/// (Between this look and CPython's taking of the GIL, a few instructions
+/// later, the exit may still begin.)
+fn never_back_if_finalizing() {
+    while interpreter_finalizing() {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Whether the interpreter is finalizing: `Py_IsFinalizing` (3.13) or
+/// `_Py_IsFinalizing` (3.8–3.12), a read of the runtime's state that needs
+/// no GIL, looked up once (false where neither is found).
+fn interpreter_finalizing() -> bool {
+    type IsFinalizing = unsafe extern "C" fn() -> libc::c_int;
+    static FUNCTION: std::sync::OnceLock<Option<IsFinalizing>> = std::sync::OnceLock::new();
+    let function = FUNCTION.get_or_init(|| {
+        [c"Py_IsFinalizing", c"_Py_IsFinalizing"]
+            .iter()
+            .find_map(|name| {
+                // SAFETY: a look-up of a symbol by its NUL-terminated name in
+                // the process's global scope, where the interpreter's own
+                // functions are.
+                let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+                // SAFETY: both names are CPython's `int (void)` functions.
+                (!address.is_null()).then(|| unsafe {
+                    std::mem::transmute::<*mut libc::c_void, IsFinalizing>(address)
+                })
+            })
+    });
+    // SAFETY: CPython's function, which reads one field of the runtime's
+    // state (atomically from 3.12), with or without the GIL.
+    function.is_some_and(|f| unsafe { f() } != 0)
 }
 
 /// Counts the calling thread out of [`WATCHERS`], back with the GIL.
@@ -871,15 +916,17 @@ fn watch_control(
         let ok = match control {
             Some(c) => py.detach(|| {
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                loop {
+                let started = loop {
                     if c.wait_started(Duration::from_millis(50)) {
-                        return true;
+                        break true;
                     }
                     if STOPS.load(Ordering::Acquire) != run || std::time::Instant::now() >= deadline
                     {
-                        return false;
+                        break false;
                     }
-                }
+                };
+                never_back_if_finalizing();
+                started
             }),
             None => false,
         };
@@ -894,23 +941,27 @@ fn watch_control(
             return Ok(false);
         }
     }
-    let asked = py.detach(|| loop {
-        if STOPS.load(Ordering::Acquire) != run {
-            return false;
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
+    let asked = py.detach(|| {
+        let asked = loop {
+            if STOPS.load(Ordering::Acquire) != run {
+                break false;
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, its count, a timeout in milliseconds.
+            let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if n > 0 {
+                break true;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break true;
+            }
         };
-        // SAFETY: one valid pollfd, its count, a timeout in milliseconds.
-        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if n > 0 {
-            return true;
-        }
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return true;
-        }
+        never_back_if_finalizing();
+        asked
     });
     // Back with the GIL: from here on this thread ends without waiting for
     // it again.

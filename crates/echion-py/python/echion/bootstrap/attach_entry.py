@@ -60,6 +60,37 @@ def _bad_moment():
     return None
 
 
+def _exiting():
+    """Whether the program's atexit handlers run: a run started now would
+    never be stopped, since an ``atexit.register`` made while they run is
+    not called. ``threading`` shows it where the program imported it: its
+    shutdown, the exit's first step, sets ``_SHUTTING_DOWN`` (3.9+; 3.8
+    stops the main thread's ``Thread``), and once it has returned the
+    atexit handlers come. While it still waits for the program's threads
+    (a frame of ``_shutdown`` on this, the main, thread: a server whose
+    main thread ended) they are still to come, and the attach goes on.
+    Without ``threading`` nothing shows it, and a run started then ends
+    its threads' waits without the GIL once the interpreter finalizes
+    (``echion.core``)."""
+    import sys
+
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return False
+    down = getattr(threading, "_SHUTTING_DOWN", None)
+    if down is None:
+        down = getattr(getattr(threading, "_main_thread", None), "_is_stopped", False)
+    if down is not True:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        # (By name: gevent puts a `_shutdown` of its own in.)
+        if frame.f_code.co_name == "_shutdown":
+            return False
+        frame = frame.f_back
+    return True
+
+
 def _status(control, line):
     # Through io (which read this file) rather than os: in a subinterpreter
     # that is starting, os may be half imported.
@@ -71,6 +102,9 @@ def _status(control, line):
 
 
 def _attach(control):
+    if _exiting():
+        _status(control, "exiting")
+        return
     why = _bad_moment()
     if why is not None:
         _status(control, "later: " + why)
