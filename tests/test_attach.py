@@ -585,9 +585,11 @@ def test_a_process_in_another_mount_namespace_that_sees_the_same_files_is_attach
     assert read_all(out).ours["samples"]
 
 
-def start_exiting(tmp_path, targets, form):
-    """``attach_exiting.py`` in a plain interpreter, once its atexit handler
-    runs (it sleeps 0.4 s, then the interpreter finalizes for 1 s)."""
+def attach_while_exiting(tmp_path, targets, form):
+    """Attaches for 0.5 s to ``attach_exiting.py`` in a plain interpreter
+    once its atexit handler runs (it sleeps 0.4 s, then the interpreter
+    finalizes for 1 s), checks that the program ended unharmed, and returns
+    the command's outcome, profile and stderr."""
     proc = subprocess.Popen(
         # (-S: no `.pth` file imports `threading` into the bare form.)
         [BASE_PYTHON, "-S", str(target("attach_exiting.py")), "0.4", form],
@@ -602,15 +604,14 @@ def start_exiting(tmp_path, targets, form):
     line = proc.stdout.readline()
     assert line == b"ready\n", (line, proc.stderr.read().decode()[-2000:])
     assert proc.stdout.readline() == b"exiting\n"
-    return t
-
-
-def assert_unharmed(t, err):
+    run, out = attach(tmp_path, t.pid, "-x", "0.5")
+    err = run.stderr.decode()
     out_t, err_t = t.proc.communicate(timeout=30)
     # The program ends as it would have, with nothing of echion's shown.
     assert t.proc.returncode == 0, (t.proc.returncode, err_t.decode()[-2000:], err)
     assert out_t == b"done\n", out_t
     assert b"echion" not in err_t and b"Error" not in err_t, err_t.decode()[-2000:]
+    return run, out, err
 
 
 @shapes
@@ -619,13 +620,10 @@ def test_a_program_running_its_atexit_handlers_is_not_attached_to(tmp_path, targ
     # while the handlers run is not called); 3.13 crashed at the end.
     # `threading` shows the exit has begun (3.8: past its last pending
     # calls, the program is asked nothing).
-    t = start_exiting(tmp_path, targets, "threading")
-    run, _ = attach(tmp_path, t.pid, "-x", "0.5")
-    err = run.stderr.decode()
-    assert_unharmed(t, err)
+    run, _, err = attach_while_exiting(tmp_path, targets, "threading")
     lines = err.strip().splitlines()
     assert run.returncode == 1, err
-    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid %d: " % t.pid), err
+    assert len(lines) == 1 and lines[0].startswith("echion: cannot attach to pid "), err
     assert "exiting" in lines[0] or "finalizing" in lines[0], err
 
 
@@ -635,10 +633,7 @@ def test_a_run_attached_as_the_program_exits_leaves_it_unharmed(tmp_path, target
     # and nothing stops it. Its exposure ends as the interpreter
     # finalizes, when its threads' waits end: one that took the GIL back
     # then was ended by pthread_exit through echion's frames (SIGSEGV).
-    t = start_exiting(tmp_path, targets, "bare")
-    run, out = attach(tmp_path, t.pid, "-x", "0.5")
-    err = run.stderr.decode()
-    assert_unharmed(t, err)
+    run, out, err = attach_while_exiting(tmp_path, targets, "bare")
     if sys.version_info < (3, 9):
         # 3.8, past its last pending calls before its atexit handlers, is
         # asked nothing.
