@@ -572,10 +572,7 @@ fn start(py: Python<'_>) -> PyResult<()> {
     // still to take the GIL (which ends it by pthread_exit, unwinding
     // through these frames: a crash).
     watcher_enters();
-    py.detach(|| {
-        run_to_end(&config, &control, &done, finish, None);
-        never_back_if_finalizing();
-    });
+    detach_waiting(py, || run_to_end(&config, &control, &done, finish, None));
     watcher_leaves();
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
@@ -700,10 +697,25 @@ fn watcher_enters() {
     *WATCHERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
 }
 
+/// `py.detach(wait)` for a thread of the program that waits in this module
+/// with the GIL released and may outlive the run's stop ([`start`]'s
+/// sampling, [`watch_control`]'s waits): see [`never_back_if_finalizing`].
+fn detach_waiting<T, F>(py: Python<'_>, wait: F) -> T
+where
+    F: Send + FnOnce() -> T,
+    T: Send,
+{
+    py.detach(|| {
+        let result = wait();
+        never_back_if_finalizing();
+        result
+    })
+}
+
 /// Ends a wait with the GIL released, on a thread of the program that
-/// would take the GIL back next ([`start`]'s sampling, [`watch_control`]):
-/// if the interpreter is finalizing, the thread never takes it and waits
-/// here until the process is gone. CPython ends a thread that asks for the
+/// would take the GIL back next ([`detach_waiting`]): if the interpreter
+/// is finalizing, the thread never takes it and waits here until the
+/// process is gone. CPython ends a thread that asks for the
 /// GIL then by `pthread_exit`, whose unwinding through this module's frames
 /// crashes the program. The stop that the program's exit makes (`atexit`)
 /// waits for these threads to be back in Python first, so only a run that
@@ -914,19 +926,17 @@ fn watch_control(
     if let Some(started) = started {
         let control = with_state(|s| s.running.as_ref().map(|r| r.control.clone()));
         let ok = match control {
-            Some(c) => py.detach(|| {
+            Some(c) => detach_waiting(py, || {
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                let started = loop {
+                loop {
                     if c.wait_started(Duration::from_millis(50)) {
-                        break true;
+                        return true;
                     }
                     if STOPS.load(Ordering::Acquire) != run || std::time::Instant::now() >= deadline
                     {
-                        break false;
+                        return false;
                     }
-                };
-                never_back_if_finalizing();
-                started
+                }
             }),
             None => false,
         };
@@ -941,27 +951,23 @@ fn watch_control(
             return Ok(false);
         }
     }
-    let asked = py.detach(|| {
-        let asked = loop {
-            if STOPS.load(Ordering::Acquire) != run {
-                break false;
-            }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, its count, a timeout in milliseconds.
-            let n = unsafe { libc::poll(&mut pfd, 1, 100) };
-            if n > 0 {
-                break true;
-            }
-            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                break true;
-            }
+    let asked = detach_waiting(py, || loop {
+        if STOPS.load(Ordering::Acquire) != run {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
         };
-        never_back_if_finalizing();
-        asked
+        // SAFETY: one valid pollfd, its count, a timeout in milliseconds.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n > 0 {
+            return true;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true;
+        }
     });
     // Back with the GIL: from here on this thread ends without waiting for
     // it again.
