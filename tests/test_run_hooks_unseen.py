@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness import SAMPLER_THREAD, echion_cmd, echion_env, run_echion, run_plain, target, threads
+from harness import SAMPLER_THREAD, echion_cmd, echion_env, read_ours, run_echion, run_plain, target, threads
 
 # Outputs and exit statuses only: may run beside other tests.
 pytestmark = pytest.mark.parallel
@@ -62,22 +62,31 @@ def test_greenlet_names_of_any_kind_never_raise_in_the_program(tmp_path):
     assert plain.stdout.decode() == "[0, 1, 2]\n1\n", plain.describe()
 
 
-def test_no_thread_imports_nothing_into_the_program_but_echion(tmp_path):
-    # Every module imported is memory that each fork of the program copies
-    # (importlib, importlib.machinery, warnings and types were: a fork
-    # loop's rate). In a venv of its own, whose site-packages has no `.pth`
-    # file that imports them first.
+@pytest.mark.parametrize("mode", [(), ("--no-thread",), ("-s",)], ids=["sampler-thread", "no-thread", "stealth"])
+def test_echion_imports_nothing_into_the_program_but_itself(tmp_path, mode):
+    # Every module imported is start-up time and memory that each fork of
+    # the program copies (importlib, importlib.machinery, warnings and
+    # types were: a fork loop's rate; `threading`, for a sampler thread of
+    # its own, was a third of an empty script's start-up, and its after-fork
+    # hook runs in every child). In a venv of its own, whose site-packages
+    # has no `.pth` file that imports them first.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     command = [str(venv / "bin" / "python"), str(target("modules.py"))]
     plain = subprocess.run(command, capture_output=True, timeout=30, env=echion_env(None))
-    profiled = subprocess.run(
-        echion_cmd(tmp_path, "--no-thread") + command, capture_output=True, timeout=30, env=echion_env(None)
-    )
+    profiled = subprocess.run(echion_cmd(tmp_path, *mode) + command, capture_output=True, timeout=30, env=echion_env(None))
     assert plain.returncode == 0 and "'os'" in plain.stdout.decode(), plain
     assert profiled.returncode == 0 and not profiled.stderr, profiled
     assert profiled.stdout.decode() == plain.stdout.decode()
-    assert list(tmp_path.glob("profile*.mojo")), sorted(tmp_path.iterdir())
+    profiles = sorted(tmp_path.glob("profile*.mojo"))
+    assert profiles, sorted(tmp_path.iterdir())
+    # Sampled all the same, with no thread but the program's (a sampler
+    # thread's first tick comes before the program's first line; without
+    # one, at the end of the first interval, which a short program may not
+    # reach).
+    view = read_ours(profiles[0])
+    seen = {s["thread"] for s in view["samples"]}
+    assert seen <= {"MainThread"} if mode == ("--no-thread",) else seen == {"MainThread"}, view["metadata"]
 
 
 def test_sigquit_once_sampling_is_over_has_its_default_action(tmp_path):

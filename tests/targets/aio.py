@@ -417,7 +417,7 @@ def no_asyncio():
     end = time.time() + 0.3
     while time.time() < end:
         pass
-    report(asyncio_imported="asyncio" in sys.modules)
+    report(asyncio_imported="asyncio" in sys.modules, threading_imported="threading" in sys.modules)
 
 
 def uvloop_scenario():

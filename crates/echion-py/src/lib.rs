@@ -559,7 +559,8 @@ fn threads_besides_echion() -> i64 {
         SAMPLER_SPAWNED.load(std::sync::atomic::Ordering::Acquire)
             || (tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()),
     );
-    n - ours
+    let stand_in = i64::from(STAND_IN_TID.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    n - ours - stand_in
 }
 
 /// Samples in the calling thread until `stop()`; the GIL is released
@@ -578,6 +579,58 @@ fn start(py: Python<'_>) -> PyResult<()> {
     // goes on with its own allocators.
     echion_memtrace::uninstall();
     Ok(())
+}
+
+/// The kernel id of the thread in [`stand_in`] while it stands for the
+/// sampler (0: none): one of echion's threads, as the sampler's own.
+static STAND_IN_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Stands for the run's native sampler thread in the calling thread until
+/// the run ends (the GIL released), and returns then (at once if no run
+/// with a sampler thread is under way in this process).
+///
+/// The sampler runs in a thread of its own that Python does not know
+/// about, so that echion never imports `threading` into a program (a tenth
+/// of an empty script's start-up; its after-fork hook in every fork).
+/// echion 0.3's profile shows its sampler as the `threading` thread
+/// `echion.core.sampler`, whose target is its native `start()`: the
+/// bootstrap starts such a thread with this function as its target once
+/// the program has imported `threading`, and the profile shows its stack
+/// with the sampler's kernel id, so its CPU time (and, with `--native`,
+/// its native frames) are the sampler's.
+#[pyfunction]
+fn stand_in(py: Python<'_>) {
+    let Some((control, done)) = with_state(|s| {
+        s.running
+            .as_ref()
+            .filter(|r| r.pid == std::process::id() && r.no_thread.is_none())
+            .map(|r| (r.control.clone(), r.done.clone()))
+    }) else {
+        return;
+    };
+    // Counted until it has the GIL back, as `start`'s thread is.
+    watcher_enters();
+    detach_waiting(py, || {
+        // (An attached run goes on before its sampler has started.)
+        if control.wait_started(Duration::from_secs(10)) {
+            let sampler = SAMPLER_TID.load(std::sync::atomic::Ordering::Relaxed);
+            if sampler > 0 {
+                STAND_IN_TID.store(current_tid() as i32, std::sync::atomic::Ordering::Relaxed);
+                control.registry.post(Update::StandIn {
+                    thread_id: current_ident(),
+                    native_id: sampler as u64,
+                });
+            }
+        }
+        let (lock, cvar) = &*done;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        drop(cvar.wait_while(guard, |finished| !*finished));
+        STAND_IN_TID.store(0, std::sync::atomic::Ordering::Relaxed);
+    });
+    watcher_leaves();
+    // Sampling is over (stopped, or the exposure time is up): the program
+    // goes on with its own allocators (as after `start`).
+    echion_memtrace::uninstall();
 }
 
 /// Samples in a native thread that Python does not know about (stealth).
@@ -1857,6 +1910,7 @@ fn cli_main(argv: Vec<std::ffi::OsString>, bootstrap_dir: Option<PathBuf>) -> i3
 fn core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(stand_in, m)?)?;
     m.add_function(wrap_pyfunction!(start_async, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(wait_started, m)?)?;

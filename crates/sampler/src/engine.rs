@@ -832,9 +832,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let fresh = self.forked_tid != 0 && !self.threads.contains_key(&key);
         // Its kernel id as the thread state or a hook tells it (0: neither
         // yet).
-        let told_id = thread
-            .native_thread_id
-            .filter(|&t| t != 0)
+        let stands_for = self.names.stands_for(thread.thread_id);
+        let told_id = stands_for
+            .or(thread.native_thread_id.filter(|&t| t != 0))
             .unwrap_or(named_id);
         let per = self.threads.entry(key).or_insert_with(|| PerThread {
             native_id: Some(told_id)
@@ -857,6 +857,14 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             self.forked_tid = 0;
         }
         per.seen_tick = tick;
+        if let Some(tid) = stands_for {
+            if per.native_id != tid {
+                // Seen before it stood for the sampler: its CPU time is
+                // the sampler's from now on (counted from the next look).
+                per.native_id = tid;
+                per.cpu_ns = None;
+            }
+        }
         if per.native_id == 0 {
             // First seen between the stores of its thread id and its native
             // id (a thread state being made), or before a hook named it:

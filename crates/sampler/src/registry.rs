@@ -38,6 +38,18 @@ pub enum Update {
         /// The code object's address (`id(Thread._bootstrap.__code__)`).
         code: u64,
     },
+    /// A thread of Python's stands in the profile for a native thread:
+    /// its stacks are its own, but its kernel id (for its CPU time and its
+    /// native frames) is the other thread's. echion's sampler runs in a
+    /// native thread and is shown, as echion 0.3 shows its own, by the
+    /// `threading` thread `echion.core.sampler`, which waits for the run's
+    /// end (`echion.core.stand_in`).
+    StandIn {
+        /// `threading.get_ident()` of the thread shown.
+        thread_id: u64,
+        /// The kernel id of the thread it stands for (0: none any more).
+        native_id: u64,
+    },
     /// asyncio was imported: where it keeps its tasks
     /// (`echion.core.init_asyncio`).
     AsyncioRoots {
@@ -181,6 +193,9 @@ pub struct ThreadNames {
     /// `get_ident()`: all of them are kept, with their kernel ids.)
     retired: Vec<(u64, ThreadMeta)>,
     bootstrap_codes: Vec<u64>,
+    /// The thread that stands for another ([`Update::StandIn`]): its
+    /// ident and the other's kernel id.
+    stand_in: Option<(u64, u64)>,
     scratch: Vec<Update>,
     asyncio: AsyncioKnown,
     greenlets: GreenletsKnown,
@@ -275,6 +290,12 @@ impl ThreadNames {
                         self.greenlets.parents.insert(child, parent);
                     }
                 }
+                Update::StandIn {
+                    thread_id,
+                    native_id,
+                } => {
+                    self.stand_in = (native_id != 0).then_some((thread_id, native_id));
+                }
                 Update::BootstrapCode { code } => {
                     if code != 0 && !self.bootstrap_codes.contains(&code) {
                         self.bootstrap_codes.push(code);
@@ -283,6 +304,14 @@ impl ThreadNames {
             }
         }
         self.scratch = scratch;
+    }
+
+    /// The kernel id of the thread that `thread_id` stands for
+    /// ([`Update::StandIn`]), if it stands for one.
+    pub fn stands_for(&self, thread_id: u64) -> Option<u64> {
+        self.stand_in
+            .filter(|&(id, _)| id == thread_id)
+            .map(|(_, native_id)| native_id)
     }
 
     /// What is known of the thread `thread_id`.
@@ -401,6 +430,35 @@ mod tests {
         assert_eq!(out.len(), 1);
         q.drain_into(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_stand_in_lends_its_kernel_id_to_one_thread_until_taken_back() {
+        let q = RegistryQueue::default();
+        let mut names = ThreadNames::default();
+        q.post(Update::StandIn {
+            thread_id: 5,
+            native_id: 500,
+        });
+        names.refresh(&q);
+        assert_eq!(names.stands_for(5), Some(500));
+        assert_eq!(names.stands_for(6), None);
+        // A later one replaces it; one with no kernel id ends it.
+        q.post(Update::StandIn {
+            thread_id: 6,
+            native_id: 600,
+        });
+        names.refresh(&q);
+        assert_eq!(
+            (names.stands_for(5), names.stands_for(6)),
+            (None, Some(600))
+        );
+        q.post(Update::StandIn {
+            thread_id: 6,
+            native_id: 0,
+        });
+        names.refresh(&q);
+        assert_eq!(names.stands_for(6), None);
     }
 
     #[test]

@@ -424,6 +424,55 @@ fn cpu_mode_replays_cpu_deltas() {
     }
 }
 
+#[test]
+fn a_stand_in_shows_its_own_stack_with_the_cpu_time_of_the_thread_it_stands_for() {
+    for img in images() {
+        let (worker_tid, _, _) = img.native_ids();
+        // The sampler: a native thread no thread state of Python's is.
+        let sampler_tid = 4_000_000;
+        let clocks = FakeClocks {
+            tick: Cell::new(0),
+            times: HashMap::from([
+                (
+                    worker_tid,
+                    vec![7_000_000, 9_500_000, 9_500_000, 10_250_000],
+                ),
+                (
+                    sampler_tid,
+                    vec![3_000_000, 3_300_000, 3_300_000, 3_900_000],
+                ),
+            ]),
+        };
+        let worker = img.thread(&img.a, Some("worker"));
+        let names = img.registry(&img.a);
+        names.post(Update::StandIn {
+            thread_id: worker["ident"].as_u64().expect("ident"),
+            native_id: sampler_tid,
+        });
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Cpu);
+        engine.set_cpu_clocks(&clocks);
+        for tick in 0..4 {
+            clocks.tick.set(tick);
+            engine
+                .tick(1_000_000 * (tick as u64 + 1), &names, &freed)
+                .expect("tick");
+        }
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        // Not its own CPU time (2500 and 750 µs): the sampler's, on its own
+        // stack.
+        let times: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
+        assert_eq!(times, [300, 600], "{}: worker", img.name);
+        assert_eq!(
+            got["worker"][0].0,
+            img.expected(worker),
+            "{}: its stack",
+            img.name
+        );
+    }
+}
+
 /// Serves image `a` until the `at`-th read of `addr` (the thread state of
 /// the worker, re-read after its walk), then image `b`: the thread moved on
 /// between the walk and the check.

@@ -58,9 +58,11 @@ def _sampler_thread_class():
     from threading import Thread
 
     class SamplerThread(Thread):
-        """The sampler's Python thread, as in echion 0.3 (its profile and
-        where mode name it ``echion.core.sampler``, its stack is 0.3's),
-        but not one of the program's: ``_start_sampler`` takes it out of
+        """The thread that shows echion's sampler in the profile, as echion
+        0.3's does (named ``echion.core.sampler``, with 0.3's stack): the
+        sampler runs in a native thread, for which this one stands
+        (``echion.core.stand_in``: its CPU time is the sampler's). It is
+        not one of the program's: ``_show_sampler`` takes it out of
         ``threading._active`` once it is there, so that
         ``threading.enumerate()`` and ``active_count()`` are what they are
         without echion (a program that joins every thread but the main one
@@ -79,14 +81,22 @@ def _sampler_thread_class():
     return SamplerThread
 
 
-def _native_sampler(forked=False) -> bool:
-    """Whether the sampler is a native thread: in stealth mode (as in echion
-    0.3, the profile then shows no thread of echion's, and `threading` is
-    not imported for it), in an attach to a gevent-patched program (whose
-    `threading` threads are greenlets) and in a forked child (starting a
-    `threading` thread waits for it to take the GIL once, a fork's cost
-    many times over)."""
-    return forked or bool(_options.get("stealth")) or _gevent_patched("threading")
+#: The process whose run shows its sampler as a thread (see
+#: ``_show_sampler``), while it runs.
+_shows_sampler_in = None
+
+
+def _shows_sampler(forked=False) -> bool:
+    """Whether the profile shows the sampler as a `threading` thread, as
+    echion 0.3's does: not in stealth mode (as in 0.3), nor with
+    ``--no-thread`` (there is none), nor in memory mode (0.3's sampler
+    allocates nothing from Python there, so it never shows; the thread's
+    own start would), nor where `threading`'s threads are gevent's
+    greenlets, nor in a forked child (starting a `threading` thread waits
+    for it to take the GIL once, a fork's cost many times over)."""
+    if forked or _options.get("stealth") or _options.get("no_thread") or _options.get("memory"):
+        return False
+    return not _gevent_patched("threading")
 
 
 def _hide_sampler_thread(thread) -> None:
@@ -111,14 +121,10 @@ def _hide_sampler_thread(thread) -> None:
 
 
 def _start_sampler(forked=False) -> None:
-    global _sampler_thread
-    if _native_sampler(forked):
-        ec.start_async(open_first=forked)
-    else:
-        _sampler_thread = _sampler_thread_class()(target=ec.start, name="echion.core.sampler", daemon=True)
-        _sampler_thread._echion_pid = os.getpid()
-        _sampler_thread.start()
-        _hide_sampler_thread(_sampler_thread)
+    global _shows_sampler_in
+    # The sampler runs in a native thread (none with `--no-thread`): echion
+    # never imports `threading` into the program.
+    ec.start_async(open_first=forked)
     # The sampler sets itself up in its own thread; the program goes on once
     # it has taken its first sample, so that its start is in the profile.
     # An attached program goes on at once (echion -p waits elsewhere). A
@@ -128,6 +134,25 @@ def _start_sampler(forked=False) -> None:
     # profile or, before its first flush, none.
     if _attached_env is None:
         ec.wait_started(1.0, forked)
+    if _shows_sampler(forked):
+        # Shown once the program has `threading` (now, or when it imports
+        # it: `_hook_threading`).
+        _shows_sampler_in = os.getpid()
+        if "threading" in sys.modules:
+            _show_sampler()
+
+
+def _show_sampler() -> None:
+    """Starts the thread that stands for the sampler in the profile
+    (``SamplerThread``), if this process's run shows one and has none."""
+    global _sampler_thread
+    if _shows_sampler_in != os.getpid() or _sampler_thread is not None:
+        return
+    thread = _sampler_thread_class()(target=ec.stand_in, name="echion.core.sampler", daemon=True)
+    thread._echion_pid = os.getpid()
+    thread.start()
+    _sampler_thread = thread
+    _hide_sampler_thread(thread)
 
 
 def _track_main_thread() -> None:
@@ -152,6 +177,9 @@ def _hook_threading() -> None:
     from echion.monkey import threading as threading_hooks
 
     threading_hooks.patch()
+    # (Its start runs no import: `threading`'s module lock is still held
+    # here, and the new thread must set `_started` for `start()` to return.)
+    _show_sampler()
 
 
 # --- fork ------------------------------------------------------------------
@@ -339,10 +367,7 @@ def start(env=None) -> None:
     # them, never imported here.
     from echion.monkey import when_imported
 
-    if not _native_sampler():
-        # The sampler is a `threading` thread, as in echion 0.3.
-        import threading  # noqa: F401
-    elif "threading" not in sys.modules:
+    if "threading" not in sys.modules:
         _track_main_thread()
     when_imported("threading", _hook_threading)
 
@@ -418,9 +443,10 @@ def stop() -> None:
 
 
 def _stop() -> None:
-    global _started, _sampler_thread
+    global _started, _sampler_thread, _shows_sampler_in
     if not _started:
         return
+    _shows_sampler_in = None
     # A thread that forks while the sampler finishes (the GIL is let go
     # below) must not restart it natively in the child: nothing would stop
     # it there. First, so that a fork between these two lines takes the
@@ -443,9 +469,10 @@ def _stop() -> None:
 
 def _unhook() -> None:
     """Takes out every hook ``start`` put in (the fork hooks stay, inert)."""
-    global _started, _sampler_thread
+    global _started, _sampler_thread, _shows_sampler_in
     _started = False
     _sampler_thread = None
+    _shows_sampler_in = None
     ec.set_fork_native(False)
     from echion.monkey import forget
 
