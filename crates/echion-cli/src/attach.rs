@@ -68,7 +68,7 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
     // see [`START_GRACE`].)
     let session = loop {
         match Session::attach(pid) {
-            Err(e) if e.is_not_python() && age(pid).is_some_and(|a| a < START_GRACE) => {
+            Err(e) if e.may_be_starting() && age(pid).is_some_and(|a| a < START_GRACE) => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             other => break other,
@@ -142,7 +142,8 @@ pub(crate) fn run(config: &Config, bootstrap_dir: &Path) -> Result<i32, CliError
 
 /// How long after its start a process that does not look like CPython yet
 /// is looked at again: `python app.py & echion -p $!` may look between the
-/// shell's fork and its `exec` of Python, or before the loader has mapped
+/// shell's fork and its `exec` of Python, during the `exec` (a first read
+/// fails where the map said the old image was), or before the loader has mapped
 /// libpython (a `subprocess.Popen` returns before the new program is
 /// mapped). An interpreter found but not started yet is the injection's to
 /// wait for.

@@ -45,6 +45,14 @@ impl SessionError {
     pub fn is_not_python(&self) -> bool {
         matches!(self, Self::Process(ProcessError::NotPython { .. }))
     }
+
+    /// [`SessionError::is_not_python`], or a first read that failed at an
+    /// address the process's map had just listed: a process caught in its
+    /// `exec` (the old image's mappings go as the new one's come), which
+    /// may be Python a moment later.
+    pub fn may_be_starting(&self) -> bool {
+        self.is_not_python() || matches!(self, Self::Attach(AttachError::Io { .. }))
+    }
 }
 
 /// One CPython process and the reader of its memory.
