@@ -369,6 +369,27 @@ impl CpuClocks for FakeClocks {
     }
 }
 
+/// Four CPU-mode ticks of image `a`, 1 ms apart, with `clocks`: the
+/// samples by thread, and the engine's statistics.
+fn cpu_ticks(
+    img: &Image,
+    names: &RegistryQueue,
+    clocks: &FakeClocks,
+) -> (HashMap<String, Vec<(Stack, i64)>>, echion_sampler::Stats) {
+    let freed = FreedCodes::new();
+    let mut engine = img.engine(&img.snap_a, Mode::Cpu);
+    engine.set_cpu_clocks(clocks);
+    for tick in 0..4 {
+        clocks.tick.set(tick);
+        engine
+            .tick(1_000_000 * (tick as u64 + 1), names, &freed)
+            .expect("tick");
+    }
+    let stats = engine.stats().clone();
+    let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+    (by_thread(&profile), stats)
+}
+
 #[test]
 fn cpu_mode_replays_cpu_deltas() {
     for img in images() {
@@ -386,18 +407,7 @@ fn cpu_mode_replays_cpu_deltas() {
             ]),
         };
         let names = img.registry(&img.a);
-        let freed = FreedCodes::new();
-        let mut engine = img.engine(&img.snap_a, Mode::Cpu);
-        engine.set_cpu_clocks(&clocks);
-        for tick in 0..4 {
-            clocks.tick.set(tick);
-            engine
-                .tick(1_000_000 * (tick as u64 + 1), &names, &freed)
-                .expect("tick");
-        }
-        let stats = engine.stats().clone();
-        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
-        let got = by_thread(&profile);
+        let (got, stats) = cpu_ticks(&img, &names, &clocks);
         // First sight is the baseline; then only the CPU time used shows,
         // and a thread whose clock did not move (and is not running) is
         // left out.
@@ -449,17 +459,7 @@ fn a_stand_in_shows_its_own_stack_with_the_cpu_time_of_the_thread_it_stands_for(
             thread_id: worker["ident"].as_u64().expect("ident"),
             native_id: sampler_tid,
         });
-        let freed = FreedCodes::new();
-        let mut engine = img.engine(&img.snap_a, Mode::Cpu);
-        engine.set_cpu_clocks(&clocks);
-        for tick in 0..4 {
-            clocks.tick.set(tick);
-            engine
-                .tick(1_000_000 * (tick as u64 + 1), &names, &freed)
-                .expect("tick");
-        }
-        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
-        let got = by_thread(&profile);
+        let (got, _) = cpu_ticks(&img, &names, &clocks);
         // Not its own CPU time (2500 and 750 µs): the sampler's, on its own
         // stack.
         let times: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
