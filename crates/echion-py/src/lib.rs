@@ -633,7 +633,8 @@ fn stand_in(py: Python<'_>) {
     echion_memtrace::uninstall();
 }
 
-/// Samples in a native thread that Python does not know about (stealth).
+/// Samples in a native thread that Python does not know about (every run
+/// the bootstrap starts; [`stand_in`] shows it in the profile).
 /// With `open_first`, the profile's writer is made, its header buffered,
 /// before this returns, on the calling thread, and the file on disk at the
 /// run's first flush (10 ms) or its end (`run::open_deferred`): a forked

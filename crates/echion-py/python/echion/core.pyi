@@ -8,11 +8,18 @@ def start() -> None:
     """Sample in the calling thread until ``stop()``; releases the GIL."""
 
 def start_async(open_first: bool = False) -> None:
-    """Sample in a native thread that Python does not see (stealth mode).
+    """Sample in a native thread that Python does not see (how the
+    bootstrap runs every sampler; ``stand_in`` shows it in the profile).
     With ``open_first`` the profile's writer is ready, header buffered,
     when this returns, and the file is made at the first flush (10 ms) or
     the end (a forked child: one that leaves sooner by ``os._exit`` makes
     no file)."""
+
+def stand_in() -> None:
+    """Stand for the native sampler thread in the calling thread until the
+    run ends (GIL released): the profile shows this thread's stack with the
+    sampler's kernel id (its CPU time). The target of the ``threading``
+    thread ``echion.core.sampler``."""
 
 def stop() -> None:
     """Stop sampling, write the closing metadata and close the profile."""
