@@ -292,6 +292,9 @@ pub struct Engine<'r, R: MemoryReader + ?Sized, S: Sink> {
     forked_tid: u64,
     /// The code object of the outermost Python frame of the last walk.
     outermost_code: u64,
+    /// The code object field of the frame the last walk started from, as
+    /// the walk read it.
+    first_code: Option<u64>,
     /// Where this process's `struct pthread` keeps the kernel tid, to find
     /// the native id of threads before 3.11 that `threading` does not know.
     tid_offset: Option<TidOffset>,
@@ -432,6 +435,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             flushed_ns: 0,
             forked_tid: 0,
             outermost_code: 0,
+            first_code: None,
             tid_offset: None,
             clocks: &KernelClocks,
             stats: Stats::default(),
@@ -1009,10 +1013,20 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             // on in between, the two may not belong together. Check the
             // thread's current frame afresh; if it changed, walk again from
             // it, reading fresh memory only.
-            let now = Target::new(self.reader, self.layout)
+            let target = Target::new(self.reader, self.layout);
+            let now = target
                 .thread(thread.addr)
                 .map_err(|e| Skip::Reason(e.into()))?;
-            if now.frame != thread.frame {
+            // (At the same address, another call's frame: from 3.11 a
+            // frame's memory is the next call's at the same depth, and a
+            // thread that returned and called again while the walk read
+            // its frames left a walk of two calls' frames. The first frame's
+            // code tells most of them apart.)
+            let same_call = || {
+                now.frame.is_null()
+                    || target.frame_code(now.frame).ok().map(|c| c.0) == self.first_code
+            };
+            if now.frame != thread.frame || !same_call() {
                 rewalked = true;
                 self.stack.clear();
                 self.stack_addrs.clear();
@@ -1045,6 +1059,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 stack: &mut self.task_buf,
                 addrs: None,
                 outermost: 0,
+                first_code: None,
                 tick,
                 format: self.format,
             };
@@ -1201,6 +1216,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                             stack: &mut walked,
                             addrs: None,
                             outermost: 0,
+                            first_code: None,
                             tick: self.tick,
                             format: self.format,
                         };
@@ -1246,6 +1262,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             stack: &mut self.py_ids,
             addrs: Some(&mut self.py_addrs),
             outermost: 0,
+            first_code: None,
             tick: self.tick,
             format: self.format,
         };
@@ -1289,11 +1306,13 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             stack: &mut self.stack,
             addrs: addrs.then_some(&mut self.stack_addrs),
             outermost: 0,
+            first_code: None,
             tick: self.tick,
             format: self.format,
         };
         let result = Target::new(memory, self.layout).walk(frame, &mut builder);
         self.outermost_code = builder.outermost;
+        self.first_code = builder.first_code;
         result.map(drop)
     }
 }
@@ -1308,6 +1327,8 @@ struct StackBuilder<'e, S: Sink> {
     addrs: Option<&'e mut Vec<u64>>,
     /// The code object of the outermost Python frame so far.
     outermost: u64,
+    /// The code object field of the first frame visited (any kind).
+    first_code: Option<u64>,
     tick: u64,
     format: TableFormat,
 }
@@ -1321,6 +1342,9 @@ impl<R: MemoryReader + ?Sized, S: Sink> FrameVisitor<R> for StackBuilder<'_, S> 
     }
 
     fn frame(&mut self, target: &Target<'_, R>, info: &FrameInfo) -> Result<(), Skip> {
+        if self.first_code.is_none() {
+            self.first_code = Some(info.code.0);
+        }
         if !info.is_python() {
             return Ok(());
         }

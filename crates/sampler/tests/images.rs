@@ -652,3 +652,25 @@ fn a_thread_first_seen_with_no_native_id_takes_it_later() {
         assert_eq!(later, 2000, "{}: the later ticks' time", img.name);
     }
 }
+
+#[test]
+fn a_frames_code_alone_is_what_reading_the_whole_frame_gives() {
+    for img in images() {
+        let target = Target::new(&img.snap_a, img.layout);
+        let worker = img.thread_state(img.thread(&img.a, Some("worker")));
+        let mut frame = worker.frame;
+        let mut seen = 0;
+        while !frame.is_null() {
+            let (info, previous) = target.frame(frame).expect("frame");
+            assert_eq!(
+                target.frame_code(frame).expect("code"),
+                info.code,
+                "{}",
+                img.name
+            );
+            frame = previous;
+            seen += 1;
+        }
+        assert!(seen >= 2, "{}: {seen} frames", img.name);
+    }
+}

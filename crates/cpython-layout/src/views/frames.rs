@@ -104,6 +104,17 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
         self.frame_with(addr, &mut |code| self.code_firsttraceable(code))
     }
 
+    /// The code object field (`f_code`, or `f_executable` on 3.13) of the
+    /// frame at `addr`, alone: one read, to tell whether a frame address
+    /// that a walk started from still holds the same function's frame.
+    pub fn frame_code(&self, addr: Addr) -> Result<Addr, ViewError> {
+        let offset = match &self.layout.frame {
+            FrameLayout::Object(l) => l.f_code,
+            FrameLayout::Interpreter(l) => l.code,
+        };
+        self.field_addr(addr, offset)
+    }
+
     /// [`Target::frame`], with `first_traceable(code)` giving a code
     /// object's `_co_firsttraceable` (3.11+), so that a caller with a cache
     /// of code objects saves a read per frame.
