@@ -643,6 +643,12 @@ def test_a_run_attached_as_the_program_exits_leaves_it_unharmed(tmp_path, target
         # 3.12 makes no thread once its exit has begun: echion says so.
         assert run.returncode == 1 and "can't create new thread" in err, err
         return
+    if run.returncode == 1 and "already finalizing" in err:
+        # A loaded machine: the attach came after the handler's 0.4 s,
+        # when the interpreter finalized. echion said so, in one line, and
+        # the program ended unharmed (above).
+        assert len(err.strip().splitlines()) == 1, err
+        return
     assert run.returncode == 0, err
     assert "exited" in err, err
     # The profile holds what was written before the process ended.
