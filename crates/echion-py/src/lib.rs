@@ -590,8 +590,9 @@ static STAND_IN_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32
 /// with a sampler thread is under way in this process).
 ///
 /// The sampler runs in a thread of its own that Python does not know
-/// about, so that echion never imports `threading` into a program (a tenth
-/// of an empty script's start-up; its after-fork hook in every fork).
+/// about, so that echion never imports `threading` into a program (a third
+/// of an empty script's start-up on 3.11; its after-fork hook in every
+/// fork).
 /// echion 0.3's profile shows its sampler as the `threading` thread
 /// `echion.core.sampler`, whose target is its native `start()`: the
 /// bootstrap starts such a thread with this function as its target once
