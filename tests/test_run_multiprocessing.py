@@ -192,3 +192,14 @@ def test_a_forked_child_that_blocks_at_once_is_sampled_while_it_blocks(tmp_path,
     assert seen >= 0.6 * got["sleep"] * 1e6, f"{seen} µs of the {got['sleep']} s sleep seen after the first sample\n{stack_summary(view)}"
     after = total(select(view, lambda s: contains(s, [("child", marker_line(script, "after"))])))
     assert after >= 0.1e6, f"{after} µs of the child's 0.2 s after its sleep\n{stack_summary(view)}"
+
+
+def test_a_thread_on_the_stack_of_the_parents_sampler_forks_a_working_child(tmp_path):
+    # The sampler thread's stack below its run's frame is one a forked child
+    # gets empty (the ticks after a fork then copy none of its pages). The
+    # child has not that thread, but its C library may give the stack to a
+    # thread of the child's, which may fork: that grandchild must get a
+    # copy, not zeroes (it would crash at its first return).
+    run = run_echion(tmp_path, target("fork_stack_reuse.py"), expect_profile=None, timeout=120)
+    assert run.returncode == 0, run.describe()
+    assert run.result["children"] == [0] * 6, f"child statuses {run.result['children']}; {run.describe()}"

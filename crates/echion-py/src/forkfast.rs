@@ -140,14 +140,7 @@ pub fn set_up(py: Python<'_>, signo: libc::c_int, interval: std::time::Duration)
     CPYTHON.store(cpython.sa_sigaction, Ordering::Relaxed);
     SIGNO.store(signo, Ordering::Relaxed);
     adopt_pid_entry();
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a child handler that only stores atomics and
-        // makes system calls (see `crate::child_forked`); once per process.
-        unsafe {
-            libc::pthread_atfork(Some(crate::fork_preparing), None, Some(crate::child_forked))
-        };
-    });
+    crate::register_fork_handlers();
     IN_C.store(true, Ordering::Release);
     Ok(true)
 }

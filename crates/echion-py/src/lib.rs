@@ -247,16 +247,56 @@ fn run_to_end(
     done: &Done,
     finish: Finish,
     opened: Option<Result<echion_sampler::run::Opened, SamplerError>>,
+    own_heap: bool,
 ) {
     SAMPLER_TID.store(current_tid() as i32, std::sync::atomic::Ordering::Relaxed);
     SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
     reserve::arm();
-    let result: Result<Summary, SamplerError> =
-        echion_sampler::run::run_opened(config, control, opened);
+    let result: Result<Summary, SamplerError> = if own_heap {
+        run_apart(config, control, opened)
+    } else {
+        echion_sampler::run::run_opened(config, control, opened)
+    };
     report(result, &finish);
     // Sampling is over: the reserve's address space goes back to the
     // program before this thread does (see `reserve::release`).
     end_run(done);
+}
+
+/// The run, sampled on this thread with what it makes in memory a forked
+/// child gets empty ([`sigheap::enter_thread`]) and this thread's stack
+/// below this frame wiped in a child too ([`sigheap::wipe_stack_below`]):
+/// a fork copies none of it, so the ticks after a fork write no page the
+/// fork made shared. (Those writes cost a fork loop a fifth of its rate:
+/// a fault each, and with the program on the other CPU an interrupt of it
+/// to flush the page's old mapping.)
+#[inline(never)]
+fn run_apart(
+    config: &Config,
+    control: &Control,
+    opened: Option<Result<echion_sampler::run::Opened, SamplerError>>,
+) -> Result<Summary, SamplerError> {
+    let here = 0u8;
+    let _stack = sigheap::wipe_stack_below(std::hint::black_box(std::ptr::addr_of!(here)) as usize);
+    a_page_down(|| {
+        echion_sampler::run::run_opened_in(config, control, opened, &|on| {
+            if on {
+                sigheap::enter_thread();
+            } else {
+                sigheap::leave_thread();
+            }
+        })
+    })
+}
+
+/// Calls `f` a page below the caller's frame (its callees' frames are in
+/// the pages [`run_apart`] wipes, whatever the page the caller's frame
+/// starts in).
+#[inline(never)]
+fn a_page_down<T>(f: impl FnOnce() -> T) -> T {
+    let pad = [0u8; 4096];
+    std::hint::black_box(&pad);
+    f()
 }
 
 /// What ends every run: the reserve given back, `SIGQUIT` its default
@@ -573,7 +613,9 @@ fn start(py: Python<'_>) -> PyResult<()> {
     // still to take the GIL (which ends it by pthread_exit, unwinding
     // through these frames: a crash).
     watcher_enters();
-    detach_waiting(py, || run_to_end(&config, &control, &done, finish, None));
+    detach_waiting(py, || {
+        run_to_end(&config, &control, &done, finish, None, false)
+    });
     watcher_leaves();
     // Sampling is over (stopped, or the exposure time is up): the program
     // goes on with its own allocators.
@@ -652,6 +694,12 @@ fn start_async(py: Python<'_>, open_first: bool) -> PyResult<()> {
 fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> PyResult<()> {
     let (mut config, control, done, finish) = prepare(py)?;
     config.forked_at_ns = forked_at_ns;
+    // (Not memory mode's nor native mode's: their hooks and capturer keep
+    // what they make for the process, a child's included.)
+    let own_heap = with_state(|s| !s.settings.memory && !s.settings.native);
+    if own_heap {
+        register_fork_handlers();
+    }
     let opened = match config.python {
         Some(version) if open_first => {
             // Made on disk at the run's first flush: a child that ends
@@ -688,7 +736,7 @@ fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> 
     SAMPLER_SPAWNED.store(true, std::sync::atomic::Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
-        .spawn(move || run_to_end(&config, &control, &done, finish, opened))
+        .spawn(move || run_to_end(&config, &control, &done, finish, opened, own_heap))
         .map_err(|e| {
             SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
             PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}"))
@@ -1318,6 +1366,20 @@ fn fork_in_c(py: Python<'_>) -> PyResult<bool> {
     Ok(set_up)
 }
 
+/// Registers [`fork_preparing`] and [`child_forked`] with
+/// `pthread_atfork`, once per process: where the fast path is set up
+/// ([`forkfast::set_up`]), and where a run's sampler thread keeps its data
+/// apart ([`run_apart`]: a child forgets it in the fork).
+fn register_fork_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers handlers that only load and store atomics and
+        // make system calls (see `fork_preparing` and `child_forked`);
+        // once per process.
+        unsafe { libc::pthread_atfork(Some(fork_preparing), None, Some(child_forked)) };
+    });
+}
+
 /// The main thread's ident, for [`child_forked`] (which serves its forks
 /// only).
 static MAIN_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1331,6 +1393,7 @@ static MAIN_IDENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// ours, and no start of another kind is put off.
 extern "C" fn fork_preparing() {
     use std::sync::atomic::Ordering::Relaxed;
+    sigheap::fork_preparing();
     let fast = FORK_NATIVE.load(Relaxed)
         && forkfast::signal().is_some_and(|signo| {
             // (A child of another thread: CPython 3.13 runs no signal
@@ -1352,6 +1415,7 @@ extern "C" fn fork_preparing() {
 /// not as the bootstrap wrote it).
 extern "C" fn child_forked() {
     use std::sync::atomic::Ordering::Relaxed;
+    sigheap::child_forked();
     let Some(forked_at_ns) = forkfast::forget_in_fork() else {
         // Not this way: the parent's run is forgotten all the same (its
         // tick may have been under way on a thread the child has not);

@@ -31,14 +31,18 @@ pub struct WithReserve;
 
 // SAFETY: every method hands the request to `System` unchanged, and only
 // ever returns what `System` returned, but for the thread whose tick runs
-// in a signal handler, whose requests go to `sigheap` (blocks of the
-// asked size and alignment or more, never shared); a block is freed where
+// in a signal handler or the sampler thread that owns `sigheap`, whose
+// requests go there (blocks of the asked size and alignment or more,
+// never shared; the thread's, where there is no room, to `System`); a block is freed where
 // it came from (`sigheap::owns` tells). The reserve is a separate mapping
 // no allocation ever points into.
 unsafe impl GlobalAlloc for WithReserve {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if sigheap::active() {
-            return sigheap::alloc(layout.size(), layout.align());
+            let p = sigheap::alloc(layout.size(), layout.align());
+            if !p.is_null() || !sigheap::owner_is_thread() {
+                return p;
+            }
         }
         // SAFETY: the caller's contract for `alloc` is `System`'s.
         let p = unsafe { System.alloc(layout) };
@@ -56,7 +60,9 @@ unsafe impl GlobalAlloc for WithReserve {
                 // SAFETY: a fresh block of at least `layout.size()` bytes.
                 unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
             }
-            return p;
+            if !p.is_null() || !sigheap::owner_is_thread() {
+                return p;
+            }
         }
         // SAFETY: the caller's contract for `alloc_zeroed` is `System`'s.
         let p = unsafe { System.alloc_zeroed(layout) };
@@ -70,7 +76,7 @@ unsafe impl GlobalAlloc for WithReserve {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if sigheap::owns(ptr) {
             sigheap::dealloc(ptr, layout.size(), layout.align());
-        } else if sigheap::active() {
+        } else if sigheap::defers_free() {
             // `free` may wait for a lock the stopped thread holds.
             sigheap::defer(ptr);
         } else {

@@ -33,6 +33,16 @@
 //! copy of the heap may be mid-change (another thread forked while the
 //! main thread ticked), so the child forgets its freed blocks and
 //! allocates after the parent's.
+//!
+//! A sampler thread's run (wall and CPU mode) is made here too, for the
+//! same reason ([`enter_thread`], for the run's life): its ticks after a
+//! fork otherwise write the pages of its data that the fork made shared,
+//! each a fault and, with the program on another CPU, an interrupt of that
+//! CPU to flush the page's old mapping. That thread is no signal handler:
+//! the `malloc` blocks it frees go back at once, and what the region
+//! cannot hold (short of its reserve) comes from `malloc`. Its stack below
+//! the run's frame is given to a child empty as well
+//! ([`wipe_stack_below`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
@@ -71,6 +81,11 @@ static WIPED_IN_CHILD: AtomicBool = AtomicBool::new(false);
 /// its tick runs, or the run is made), 0 for none.
 #[link_section = ".data.echion_fork"]
 static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// Whether [`OWNER`] is a sampler thread ([`enter_thread`]), not a tick in
+/// a signal handler: `malloc`'s blocks it frees go back at once, and what
+/// the region cannot hold comes from `malloc`.
+#[link_section = ".data.echion_fork"]
+static OWNER_IS_THREAD: AtomicBool = AtomicBool::new(false);
 /// `malloc`'s blocks freed by a tick, given back at the run's end.
 static DEFERRED: [AtomicUsize; 1024] = [const { AtomicUsize::new(0) }; 1024];
 /// How many of `malloc`'s blocks did not fit in [`DEFERRED`] (left alone:
@@ -125,6 +140,172 @@ pub fn enter() {
 /// Ends [`enter`].
 pub fn leave() {
     OWNER.store(0, Ordering::Relaxed);
+}
+
+/// The calling thread, a sampler thread, allocates from here until
+/// [`leave_thread`], where it can ([`alloc`] refuses what would reach the
+/// reserve: that comes from `malloc`, [`owner_is_thread`]); whether it
+/// does (the region is there). What the run it samples makes and grows is
+/// then in memory a forked child gets empty: a fork copies none of it, and
+/// the thread's ticks after a fork write no page the fork made shared (a
+/// page fault each, and on a machine where the program runs on another
+/// CPU, an interrupt of that CPU to flush the old mapping).
+pub fn enter_thread() -> bool {
+    if !arm() {
+        return false;
+    }
+    OWNER_IS_THREAD.store(true, Ordering::Relaxed);
+    enter();
+    true
+}
+
+/// Ends [`enter_thread`].
+pub fn leave_thread() {
+    leave();
+    OWNER_IS_THREAD.store(false, Ordering::Relaxed);
+}
+
+/// The range of this process's sampler thread's stack that a forked child
+/// gets empty ([`wipe_stack_below`]): its start and length (0: none).
+#[link_section = ".data.echion_fork"]
+static WIPED_STACK: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+/// In a forked child, the range its parent's sampler thread had wiped
+/// (0: none): still marked so in the child, whose threads may get that
+/// stack from the C library's cache, and given its copy back at the
+/// child's next fork ([`fork_preparing`]).
+#[link_section = ".data.echion_fork"]
+static LEFT_WIPED: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+
+/// The calling thread's stack below the page that holds `sp` (an address
+/// in the caller's frame), which a forked child gets empty from now on
+/// (`MADV_WIPEONFORK`) until the guard is dropped (by the same thread,
+/// before it ends): the child has not the thread, and the pages that
+/// the thread's calls below write after a fork are then not the fork's to
+/// copy. The caller's frame and those above it (where the C library keeps
+/// the thread's own data, which a child reads) are copied as before.
+/// `None` where the kernel or the C library says no.
+///
+/// The caller's `pthread_atfork` handlers call [`fork_preparing`] and
+/// [`child_forked`] (registered before the thread that calls this starts).
+pub fn wipe_stack_below(sp: usize) -> Option<WipedStack> {
+    // SAFETY: `attr` is filled by `pthread_getattr_np` for the calling
+    // thread and destroyed once read; `addr` and `size` are live locals.
+    let (low, size) = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if got != 0 {
+            return None;
+        }
+        (addr as usize, size)
+    };
+    let page = 4096;
+    let start = (low + page - 1) & !(page - 1);
+    let end = sp & !(page - 1);
+    if sp < low || sp >= low + size || end <= start {
+        return None;
+    }
+    // (A stack the parent's sampler had, which this thread got: marked
+    // again here, given back when this thread is done with it.)
+    let left = LEFT_WIPED[0].load(Ordering::Relaxed);
+    if left >= low && left < low + size {
+        LEFT_WIPED[0].store(0, Ordering::Relaxed);
+    }
+    // SAFETY: advice on whole pages of this thread's own stack, below the
+    // caller's frame: it changes only what a forked child gets of them.
+    if unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_WIPEONFORK,
+        )
+    } != 0
+    {
+        return None;
+    }
+    WIPED_STACK[1].store(end - start, Ordering::Relaxed);
+    WIPED_STACK[0].store(start, Ordering::Release);
+    Some(WipedStack {
+        start,
+        len: end - start,
+    })
+}
+
+/// A range of a thread's stack that a forked child gets empty, copied
+/// again once dropped ([`wipe_stack_below`]).
+pub struct WipedStack {
+    start: usize,
+    len: usize,
+}
+
+impl Drop for WipedStack {
+    fn drop(&mut self) {
+        // (Copied again before it is forgotten: a child forked between the
+        // two gives it back once more.)
+        keep_on_fork(self.start, self.len);
+        WIPED_STACK[0].store(0, Ordering::Release);
+    }
+}
+
+/// Gives `len` bytes at `start` back their copy in a forked child.
+fn keep_on_fork(start: usize, len: usize) {
+    // SAFETY: advice on the range [`wipe_stack_below`] marked, whole pages
+    // of a thread's stack mapping (another thread's, in a child, where the
+    // C library may have given it to one: still a stack).
+    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_KEEPONFORK) };
+}
+
+/// For `pthread_atfork`'s prepare handler (see [`wipe_stack_below`]): in
+/// a child that forks in turn, the range its parent's sampler thread had
+/// wiped is copied again from now on (a thread of this process may run on
+/// it, and fork). A load in the common case.
+#[inline(always)]
+pub fn fork_preparing() {
+    if LEFT_WIPED[0].load(Ordering::Relaxed) != 0 {
+        let start = LEFT_WIPED[0].swap(0, Ordering::Acquire);
+        if start != 0 {
+            keep_on_fork(start, LEFT_WIPED[1].load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// For `pthread_atfork`'s child handler, first: the parent's sampler
+/// thread, which the child has not, owned the heap and had its stack
+/// wiped: neither is the child's (see [`after_fork_of_ticking_thread`]).
+/// (Inlined in the handler: a function on a page of its own would cost
+/// every child a fault.)
+#[inline(always)]
+pub fn child_forked() {
+    let wiped = WIPED_STACK[0].load(Ordering::Relaxed);
+    if wiped != 0 {
+        LEFT_WIPED[1].store(WIPED_STACK[1].load(Ordering::Relaxed), Ordering::Relaxed);
+        LEFT_WIPED[0].store(wiped, Ordering::Release);
+        WIPED_STACK[0].store(0, Ordering::Relaxed);
+    }
+    // (The thread may have held the lock, its lists mid-change.)
+    if OWNER_IS_THREAD.load(Ordering::Relaxed) {
+        after_fork_of_ticking_thread();
+    }
+}
+
+/// Whether the heap's owner is a sampler thread ([`enter_thread`]): what
+/// [`alloc`] refuses it comes from `malloc`.
+#[inline]
+pub fn owner_is_thread() -> bool {
+    OWNER_IS_THREAD.load(Ordering::Relaxed)
+}
+
+/// Whether `malloc`'s blocks that the calling thread frees must wait
+/// ([`defer`]): it ticks in a signal handler, which may have stopped a
+/// `free` under way.
+#[inline]
+pub fn defers_free() -> bool {
+    active() && !owner_is_thread()
 }
 
 /// Runs `make` with the calling thread's allocations taken from here (the
@@ -258,12 +439,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let a = size.min(4096);
         let at = (NEXT.load(Ordering::Relaxed) + a - 1) & !(a - 1);
         let end = END.load(Ordering::Relaxed);
-        if at + size > end - RESERVE {
+        let thread = owner_is_thread();
+        if at + size > end - RESERVE && !thread {
             // Into the reserve, or past it (then null: the process ends,
             // as it would without echion's reserve).
             echion_sampler::note_out_of_memory(size);
         }
-        if at + size > end {
+        // (A sampler thread takes `malloc`'s instead of the reserve.)
+        if at + size > end || (thread && at + size > end - RESERVE) {
             0
         } else {
             NEXT.store(at + size, Ordering::Relaxed);
@@ -377,6 +560,7 @@ fn start_again_in_child() -> bool {
 #[inline(always)]
 pub fn after_fork_in_child() {
     OWNER.store(0, Ordering::Relaxed);
+    OWNER_IS_THREAD.store(false, Ordering::Relaxed);
     if !start_again_in_child() {
         for f in &FREE {
             f.store(0, Ordering::Relaxed);
@@ -397,6 +581,12 @@ pub fn after_fork_in_child() {
 /// blocks (`malloc`'s) are the child's to give back too.
 #[inline(always)]
 pub fn after_fork_of_ticking_thread() {
+    // (A sampler thread's, which the child has not: a thread of the child
+    // may get its `pthread_t`.)
+    if OWNER.load(Ordering::Relaxed) != 0 {
+        OWNER.store(0, Ordering::Relaxed);
+        OWNER_IS_THREAD.store(false, Ordering::Relaxed);
+    }
     if start_again_in_child() {
         if LOCK.load(Ordering::Relaxed) {
             LOCK.store(false, Ordering::Release);
@@ -495,6 +685,105 @@ mod tests {
         assert_eq!(libc::WEXITSTATUS(status), 0);
         // The parent's block is as it was.
         assert!(made.iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn a_sampler_thread_takes_from_malloc_what_the_region_cannot_hold_and_frees_its_blocks_at_once()
+    {
+        let _owner = one_owner();
+        assert!(arm());
+        let before = Box::new([3u8; 64]);
+        let (small, big, freed_at_once) = std::thread::spawn(move || {
+            assert!(enter_thread());
+            assert!(active() && owner_is_thread() && !defers_free());
+            let small = vec![1u8; 100];
+            // More than the region holds before its reserve: `malloc`'s,
+            // not null (the allocator would end the process).
+            let big = vec![2u8; REGION - RESERVE];
+            let at = before.as_ptr() as usize;
+            drop(before);
+            let freed_at_once = !is_deferred(at);
+            let got = (
+                owns(small.as_ptr() as *mut u8),
+                owns(big.as_ptr() as *mut u8),
+                freed_at_once,
+            );
+            drop((small, big));
+            leave_thread();
+            assert!(!active() && !owner_is_thread());
+            got
+        })
+        .join()
+        .expect("thread");
+        assert!(small, "a small block of the thread's is not the region's");
+        assert!(!big, "the big block is the region's");
+        assert!(freed_at_once, "malloc's block waits for the run's end");
+    }
+
+    #[test]
+    fn a_child_gets_the_stack_below_the_frame_empty_until_the_guard_is_dropped() {
+        use std::sync::mpsc;
+        let (to_main, from_thread) = mpsc::channel();
+        let (to_thread, from_main) = mpsc::channel::<()>();
+        /// A page down from the frame that wiped, a marked buffer: its
+        /// address, kept until told.
+        #[inline(never)]
+        fn marked(to_main: &mpsc::Sender<usize>, from_main: &mpsc::Receiver<()>) {
+            let mut buf = [0u8; 3 * 4096];
+            buf.fill(0x5a);
+            let buf = std::hint::black_box(&mut buf);
+            to_main.send(buf.as_ptr() as usize + 4096).expect("send");
+            from_main.recv().expect("recv");
+        }
+        let thread = std::thread::spawn(move || {
+            let here = 0u8;
+            let guard = wipe_stack_below(std::hint::black_box(std::ptr::addr_of!(here)) as usize);
+            let range = guard.as_ref().map(|g| (g.start, g.len));
+            marked(&to_main, &from_main);
+            drop(guard);
+            // (The same frame again, the same address.)
+            marked(&to_main, &from_main);
+            range
+        });
+        // What a forked child reads at `at` (4: the mark, 0: zero), with
+        // whether it took the wiped range for its next fork to give back
+        // (2) and gave it back there (1).
+        let child_reads = |at: usize| {
+            // SAFETY: the child reads memory and this module's statics,
+            // writes them, and leaves by `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: `at` is in the thread's stack, mapped in the child.
+                let byte = unsafe { std::ptr::read_volatile(at as *const u8) };
+                child_forked();
+                let left = LEFT_WIPED[0].load(Ordering::Relaxed) != 0
+                    && WIPED_STACK[0].load(Ordering::Relaxed) == 0;
+                fork_preparing();
+                let given_back = left && LEFT_WIPED[0].load(Ordering::Relaxed) == 0;
+                let code =
+                    4 * i32::from(byte == 0x5a) + 2 * i32::from(left) + i32::from(given_back);
+                // SAFETY: ends the child, running nothing of the parent's.
+                unsafe { libc::_exit(code) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child just forked; `status` is a live local.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status), "status {status:#x}");
+            libc::WEXITSTATUS(status)
+        };
+        let at = from_thread.recv().expect("recv");
+        // Zeroes, and the range is the child's to give back.
+        assert_eq!(child_reads(at), 2 + 1);
+        to_thread.send(()).expect("send");
+        // The guard dropped: the child gets a copy, and no range.
+        assert_eq!(from_thread.recv().expect("recv"), at);
+        assert_eq!(child_reads(at), 4);
+        to_thread.send(()).expect("send");
+        let (start, len) = thread.join().expect("thread").expect("no stack wiped");
+        assert!(
+            start <= at && at < start + len,
+            "{at:#x} not in {start:#x}+{len:#x}"
+        );
     }
 
     #[test]

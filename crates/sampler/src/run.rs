@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use echion_cpython_layout::process::{self, ProcessError};
@@ -194,10 +194,36 @@ pub struct Control {
     /// failed to start: from then on the process may end at any moment and
     /// leave a readable profile (or, deferred, none).
     opened: AtomicBool,
-    /// The thread that runs the loop, while it runs: a stop wakes it from
-    /// its sleep instead of waiting for the next tick (up to an interval at
+    /// What the loop sleeps on, while it runs: a stop wakes it from its
+    /// sleep instead of waiting for the next tick (up to an interval at
     /// the program's exit; 50 ms with `-i 1s`).
-    sleeper: Mutex<Option<std::thread::Thread>>,
+    sleeper: Mutex<Option<Arc<Nap>>>,
+}
+
+impl Nap {
+    /// Sleeps until the monotonic clock reads `deadline_ns` (`now_ns` is
+    /// now), or until [`Control::request_stop`] wakes it; may return early
+    /// (the caller looks at the clock again).
+    fn sleep(&self, now_ns: u64, deadline_ns: u64) {
+        let woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+        if !*woken {
+            let wait = Duration::from_nanos(deadline_ns.saturating_sub(now_ns));
+            drop(self.wake.wait_timeout(woken, wait));
+        }
+    }
+}
+
+/// The loop's sleep: a stop sets `woken` and wakes it.
+///
+/// Made by the loop's thread when its run starts, so in the memory where
+/// the run's data is (see [`run_opened_in`]): each nap writes its lock and
+/// its futex word, which are then not a page a fork made shared, as the
+/// thread's own parker (`thread::park_timeout`) was, made by the thread
+/// that spawned it.
+#[derive(Debug, Default)]
+struct Nap {
+    woken: Mutex<bool>,
+    wake: Condvar,
 }
 
 impl Control {
@@ -210,23 +236,16 @@ impl Control {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         let sleeper = self.sleeper.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(thread) = sleeper.as_ref() {
-            thread.unpark();
+        if let Some(nap) = sleeper.as_ref() {
+            *nap.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            nap.wake.notify_all();
         }
     }
 
-    /// Sleeps until the monotonic clock reads `deadline_ns` (`now_ns` is
-    /// now), or until [`Control::request_stop`] wakes the loop's thread;
-    /// may return early (the caller looks at the clock again).
-    fn nap(&self, now_ns: u64, deadline_ns: u64) {
-        std::thread::park_timeout(Duration::from_nanos(deadline_ns.saturating_sub(now_ns)));
-    }
-
-    /// Names the calling thread as the one a stop wakes (`true`), or no
-    /// thread (`false`).
-    fn set_sleeper(&self, this_thread: bool) {
-        let mut sleeper = self.sleeper.lock().unwrap_or_else(|e| e.into_inner());
-        *sleeper = this_thread.then(std::thread::current);
+    /// Makes the sleep a stop wakes the loop from ([`Control::nap`]), on the
+    /// loop's thread (`Some`), or takes it away (`None`).
+    fn set_sleeper(&self, nap: Option<Arc<Nap>>) {
+        *self.sleeper.lock().unwrap_or_else(|e| e.into_inner()) = nap;
     }
 
     /// Whether stopping was asked.
@@ -449,6 +468,27 @@ pub fn run_opened(
     control: &Control,
     opened: Option<Result<Opened, SamplerError>>,
 ) -> Result<Summary, SamplerError> {
+    run_opened_in(config, control, opened, &|_| {})
+}
+
+/// [`run_opened`], telling `heap` when what the run makes starts
+/// (`heap(true)`, once the profile is open) and when its sampling is over
+/// (`heap(false)`, before the profile is closed, however the run ends):
+/// an embedder that allocates the run's data apart (echion's module, in
+/// memory a forked child gets empty) knows what to keep where.
+pub fn run_opened_in(
+    config: &Config,
+    control: &Control,
+    opened: Option<Result<Opened, SamplerError>>,
+    heap: &dyn Fn(bool),
+) -> Result<Summary, SamplerError> {
+    /// Tells `heap` the run's sampling is over, when dropped.
+    struct Scope<'a>(&'a dyn Fn(bool));
+    impl Drop for Scope<'_> {
+        fn drop(&mut self) {
+            (self.0)(false);
+        }
+    }
     let started = StartGuard(control);
     // Sampling starts now (or at the fork of a child whose run starts
     // later): no thread's first sample counts from before.
@@ -457,12 +497,15 @@ pub fn run_opened(
     let reader = reader_for(config)?;
     let (session, opened) = prepare(config, &reader, opened)?;
     control.mark_opened();
+    heap(true);
+    let scope = Scope(heap);
     let mut ticking = Ticking::new(config, &session, opened, origin_ns, true)?;
 
     clock::minimise_timer_slack();
     let interval_ns = interval_ns(config);
     let mut next = clock::now_ns();
-    control.set_sleeper(true);
+    let nap = Arc::new(Nap::default());
+    control.set_sleeper(Some(nap.clone()));
     while !control.stop_requested() {
         if !ticking.tick(clock::now_ns(), &control.registry) {
             break;
@@ -492,10 +535,11 @@ pub fn run_opened(
             if now >= next {
                 break;
             }
-            control.nap(now, next.min(now + MAX_NAP_NS));
+            nap.sleep(now, next.min(now + MAX_NAP_NS));
         }
     }
-    control.set_sleeper(false);
+    control.set_sleeper(None);
+    drop(scope);
     ticking.finish(&control.registry)
 }
 
@@ -902,7 +946,8 @@ mod tests {
         let sleeper = {
             let c = c.clone();
             std::thread::spawn(move || {
-                c.set_sleeper(true);
+                let nap = Arc::new(Nap::default());
+                c.set_sleeper(Some(nap.clone()));
                 let start = clock::now_ns();
                 // A tick ten seconds away, as `-i 10s` would sleep.
                 let deadline = start + 10_000_000_000;
@@ -911,9 +956,9 @@ mod tests {
                     if now >= deadline {
                         break;
                     }
-                    c.nap(now, deadline);
+                    nap.sleep(now, deadline);
                 }
-                c.set_sleeper(false);
+                c.set_sleeper(None);
                 clock::now_ns() - start
             })
         };
@@ -928,10 +973,10 @@ mod tests {
         // one 5 ms away, not thousands (a nap that returned at once would
         // spin).
         let start = clock::now_ns();
-        let quiet = Control::new();
+        let quiet = Nap::default();
         let mut naps = 0;
         while clock::now_ns() < start + 5_000_000 {
-            quiet.nap(clock::now_ns(), start + 5_000_000);
+            quiet.sleep(clock::now_ns(), start + 5_000_000);
             naps += 1;
         }
         assert!(naps < 50, "{naps} naps for 5 ms");
