@@ -200,19 +200,6 @@ pub struct Control {
     sleeper: Mutex<Option<Arc<Nap>>>,
 }
 
-impl Nap {
-    /// Sleeps until the monotonic clock reads `deadline_ns` (`now_ns` is
-    /// now), or until [`Control::request_stop`] wakes it; may return early
-    /// (the caller looks at the clock again).
-    fn sleep(&self, now_ns: u64, deadline_ns: u64) {
-        let woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
-        if !*woken {
-            let wait = Duration::from_nanos(deadline_ns.saturating_sub(now_ns));
-            drop(self.wake.wait_timeout(woken, wait));
-        }
-    }
-}
-
 /// The loop's sleep: a stop sets `woken` and wakes it.
 ///
 /// Made by the loop's thread when its run starts, so in the memory where
@@ -224,6 +211,19 @@ impl Nap {
 struct Nap {
     woken: Mutex<bool>,
     wake: Condvar,
+}
+
+impl Nap {
+    /// Sleeps until the monotonic clock reads `deadline_ns` (`now_ns` is
+    /// now), or until [`Control::request_stop`] wakes it; may return early
+    /// (the caller looks at the clock again).
+    fn sleep(&self, now_ns: u64, deadline_ns: u64) {
+        let woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+        if !*woken {
+            let wait = Duration::from_nanos(deadline_ns.saturating_sub(now_ns));
+            drop(self.wake.wait_timeout(woken, wait));
+        }
+    }
 }
 
 impl Control {
