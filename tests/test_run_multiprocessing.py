@@ -203,3 +203,19 @@ def test_a_thread_on_the_stack_of_the_parents_sampler_forks_a_working_child(tmp_
     run = run_echion(tmp_path, target("fork_stack_reuse.py"), expect_profile=None, timeout=120)
     assert run.returncode == 0, run.describe()
     assert run.result["children"] == [0] * 6, f"child statuses {run.result['children']}; {run.describe()}"
+
+
+@pytest.mark.parametrize("mode", ["wall", "cpu", "memory"])
+def test_the_sampler_thread_keeps_its_run_where_a_fork_copies_nothing(tmp_path, mode):
+    # In wall and CPU mode the run's data and the sampler thread's stack
+    # below the run's frame are memory a forked child gets empty, so the
+    # ticks after a fork copy none of it; memory mode's hooks keep what they
+    # make for the process, so its run stays where it was.
+    options = {"wall": [], "cpu": ["-c"], "memory": ["-m"]}[mode]
+    run = run_echion(tmp_path, target("sampler_apart.py"), *options, expect_profile=None, timeout=60)
+    assert run.returncode == 0, run.describe()
+    got = run.result
+    assert got["sampler"], f"no echion-sampler thread; {run.describe()}"
+    apart = mode != "memory"
+    assert got["sp_wiped"] == apart, got
+    assert got["region_used"] == apart, got

@@ -287,8 +287,11 @@ pub fn child_forked() {
         LEFT_WIPED[0].store(wiped, Ordering::Release);
         WIPED_STACK[0].store(0, Ordering::Relaxed);
     }
-    // (The thread may have held the lock, its lists mid-change.)
+    // (A thread of the child may get the owner's `pthread_t`; the owner
+    // may have held the lock, its lists mid-change.)
     if OWNER_IS_THREAD.load(Ordering::Relaxed) {
+        OWNER.store(0, Ordering::Relaxed);
+        OWNER_IS_THREAD.store(false, Ordering::Relaxed);
         after_fork_of_ticking_thread();
     }
 }
@@ -439,14 +442,15 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let a = size.min(4096);
         let at = (NEXT.load(Ordering::Relaxed) + a - 1) & !(a - 1);
         let end = END.load(Ordering::Relaxed);
+        let into_reserve = at + size > end - RESERVE;
+        // (A sampler thread takes `malloc`'s instead of the reserve.)
         let thread = owner_is_thread();
-        if at + size > end - RESERVE && !thread {
+        if into_reserve && !thread {
             // Into the reserve, or past it (then null: the process ends,
             // as it would without echion's reserve).
             echion_sampler::note_out_of_memory(size);
         }
-        // (A sampler thread takes `malloc`'s instead of the reserve.)
-        if at + size > end || (thread && at + size > end - RESERVE) {
+        if at + size > end || (into_reserve && thread) {
             0
         } else {
             NEXT.store(at + size, Ordering::Relaxed);
@@ -581,12 +585,6 @@ pub fn after_fork_in_child() {
 /// blocks (`malloc`'s) are the child's to give back too.
 #[inline(always)]
 pub fn after_fork_of_ticking_thread() {
-    // (A sampler thread's, which the child has not: a thread of the child
-    // may get its `pthread_t`.)
-    if OWNER.load(Ordering::Relaxed) != 0 {
-        OWNER.store(0, Ordering::Relaxed);
-        OWNER_IS_THREAD.store(false, Ordering::Relaxed);
-    }
     if start_again_in_child() {
         if LOCK.load(Ordering::Relaxed) {
             LOCK.store(false, Ordering::Release);
