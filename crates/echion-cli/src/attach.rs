@@ -188,6 +188,9 @@ fn options(config: &Config, output: &str) -> Options {
 /// service with a private `/tmp` fails this; a service whose namespace
 /// only makes other parts read-only does not. Else the attach would be
 /// retried until it gave up, each try stopping the program for nothing.
+/// A process whose root cannot be resolved at all is not said to be
+/// elsewhere: it is exiting (its files and root go before it is a
+/// zombie), which the attach's next steps report as such.
 fn elsewhere(pid: u32, paths: &[&Path]) -> Option<String> {
     let id = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let root = PathBuf::from(format!("/proc/{pid}/root"));
@@ -195,7 +198,12 @@ fn elsewhere(pid: u32, paths: &[&Path]) -> Option<String> {
         let (Some(ours), Ok(rel)) = (id(path), path.strip_prefix("/")) else {
             return false;
         };
-        id(&root.join(rel)) != Some(ours)
+        match id(&root.join(rel)) {
+            Some(theirs) => theirs != ours,
+            // (Looked at after the path: a process that exits meanwhile
+            // is not taken for one in a container.)
+            None => std::fs::metadata(&root).is_ok(),
+        }
     })?;
     // (Its pid as its own pid namespace numbers it: what `echion -p`
     // inside that namespace takes.)
@@ -635,6 +643,32 @@ fn fs_uid(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_whose_root_is_gone_is_not_said_to_be_elsewhere() {
+        // A zombie has no root (as a process has from the moment its exit
+        // releases it): said to be elsewhere, the attach to a program that
+        // exits reported a container (the long soak, 1 attach in 1,000).
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        }) {
+            assert!(Instant::now() < deadline, "`true` did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tmp = std::env::temp_dir();
+        assert_eq!(elsewhere(pid, &[&tmp]), None);
+        child.wait().expect("reap");
+        // A live process that sees the same files is not elsewhere either.
+        let me = std::process::id();
+        assert_eq!(elsewhere(me, &[&tmp]), None);
+    }
 
     #[test]
     fn python_literals_escape_what_python_would_misread() {
