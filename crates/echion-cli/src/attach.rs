@@ -648,7 +648,7 @@ mod tests {
     fn a_process_whose_root_is_gone_is_not_said_to_be_elsewhere() {
         // A zombie has no root (as a process has from the moment its exit
         // releases it): said to be elsewhere, the attach to a program that
-        // exits reported a container (the long soak, 1 attach in 1,000).
+        // exits reported a container (the long soak: 1 run in 1,260).
         let mut child = std::process::Command::new("true")
             .spawn()
             .expect("spawn true");
