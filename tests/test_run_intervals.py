@@ -67,9 +67,15 @@ def test_a_forked_child_starts_once_it_has_run_an_interval_or_after_16_ms(tmp_pa
         # alone, so that the child gets its CPU).
         assert after["computes"] < 15_000, after
     # A child that ends before its start came: started at its exit, its
-    # life still counts from the fork.
+    # life still counts from the fork. (On a busy machine its start may come
+    # in its sleep, 3.8's after 1 ms of CPU spent in the fork's Python
+    # hooks: the ticks after its first sample then hold the rest of the
+    # sleep, less the last interval's and a late tick's.) Either way its
+    # first sample holds its life from the fork to its start.
     early = got["ends_early"]
     assert early in run.profiles, f"no profile for child ends_early; {run.describe()}"
     view = run.profiles[early].ours
     main = total(samples_of(view, "MainThread"))
-    assert 7_000 <= main <= 0.2e6, (main, view["metadata"], stack_summary(view))
+    started = int(view["metadata"]["started_after_fork"])
+    assert main >= started, (main, view["metadata"], stack_summary(view))
+    assert 4_000 <= main <= 0.2e6, (main, view["metadata"], stack_summary(view))
