@@ -776,7 +776,21 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             let gil = gil
                 .filter(|(at, _)| *at == interp.addr && interp.next.is_null())
                 .map(|(_, g)| g);
-            for thread in target.threads(&interp) {
+            // A thread that has not held the GIL since its last walk is
+            // where that walk found it: its frame is not read again (from
+            // its `cframe`, on its own stack: a cache line and a page of
+            // every waiting thread's, each tick).
+            let seen = &self.threads;
+            let unmoved = |addr: Addr, thread_id: u64| {
+                let g = gil.filter(|g| g.last_holder != addr)?;
+                let per = seen.get(&(addr.0, thread_id))?;
+                let walked = per.walked.filter(|w| {
+                    per.held.active && w.gil == g.addr.0 && w.switch_number == g.switch_number
+                })?;
+                Some(Addr(walked.frame))
+            };
+            let mut threads = target.threads(&interp);
+            while let Some(thread) = threads.next_knowing(unmoved) {
                 match thread {
                     Ok(thread) => states.push(TickState {
                         iid: interp.id,

@@ -674,3 +674,145 @@ fn a_frames_code_alone_is_what_reading_the_whole_frame_gives() {
         assert!(seen >= 2, "{}: {seen} frames", img.name);
     }
 }
+
+/// Serves an image with the words of `words` put over it (a GIL's state
+/// that the recording left out: unmapped memory reads as zeros under
+/// them), and counts the reads that touch any address of `watched`.
+struct WithGil<'a> {
+    snap: &'a SnapshotReader,
+    words: Vec<(Addr, u64)>,
+    watched: Vec<Addr>,
+    hits: Cell<usize>,
+}
+
+impl MemoryReader for WithGil<'_> {
+    fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
+        let end = addr.0 + buf.len() as u64;
+        let within = |a: u64| addr.0 <= a && a < end;
+        if self.watched.iter().any(|w| within(w.0)) {
+            self.hits.set(self.hits.get() + 1);
+        }
+        let covers = self.words.iter().any(|(a, _)| within(a.0));
+        match self.snap.read(addr, buf) {
+            Err(_) if covers => buf.fill(0),
+            other => other?,
+        }
+        for (a, value) in &self.words {
+            for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+                if within(a.0 + i as u64) {
+                    buf[(a.0 + i as u64 - addr.0) as usize] = byte;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reads_are_cheap(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
+    use echion_cpython_layout::layout::{CurrentFrame, GilLocation};
+    for img in images() {
+        let target = Target::new(&img.snap_a, img.layout);
+        let interp = target
+            .interpreters(img.runtime)
+            .next()
+            .expect("an interpreter")
+            .expect("readable");
+        let main_ident = img.a["main"]["ident"].as_u64().expect("ident");
+        let threads: Vec<ThreadInfo> = target
+            .threads(&interp)
+            .map(|t| t.expect("thread"))
+            .collect();
+        let main = threads
+            .iter()
+            .find(|t| t.thread_id == main_ident)
+            .expect("the main thread's state");
+        // The GIL (left out of the recording): the main thread took it
+        // last, 7 switches so far.
+        let l = &img.layout.gil;
+        let mut words = Vec::new();
+        let gil = match l.location {
+            GilLocation::Runtime(off) => Addr(img.runtime.0 + off),
+            GilLocation::Interp(off) => {
+                let at = Addr(0x7e57_0000_0000);
+                words.push((Addr(interp.addr.0 + off), at.0));
+                at
+            }
+        };
+        words.push((Addr(gil.0 + l.last_holder), main.addr.0));
+        words.push((Addr(gil.0 + l.switch_number), 7));
+        // Where the worker's `cframe->current_frame` is (3.11, 3.12).
+        let worker_ident = img.thread(&img.a, Some("worker"))["ident"]
+            .as_u64()
+            .expect("ident");
+        let worker = threads
+            .iter()
+            .find(|t| t.thread_id == worker_ident)
+            .expect("the worker's state");
+        let mut watched = Vec::new();
+        if let CurrentFrame::ViaCFrame {
+            cframe,
+            current_frame,
+        } = img.layout.thread.current_frame
+        {
+            let mut cf = [0u8; 8];
+            img.snap_a
+                .read(Addr(worker.addr.0 + cframe), &mut cf)
+                .expect("cframe");
+            watched.push(Addr(u64::from_le_bytes(cf) + current_frame));
+        }
+        let reader = WithGil {
+            snap: &img.snap_a,
+            words,
+            watched,
+            hits: Cell::new(0),
+        };
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&reader, Mode::Wall);
+        engine.set_hold_unchanged(true);
+        engine.start_at(1_000_000);
+        engine.tick(2_000_000, &names, &freed).expect("tick");
+        let first = reader.hits.get();
+        let shown = engine.stats().samples;
+        assert_eq!(
+            engine.stats().unwalked,
+            0,
+            "{}: the first tick walks",
+            img.name
+        );
+        assert!(shown >= 3, "{}: {shown} threads shown", img.name);
+        if img.version.minor == 11 || img.version.minor == 12 {
+            assert!(first >= 1, "{}: the worker's cframe read", img.name);
+        }
+        engine.tick(3_000_000, &names, &freed).expect("tick");
+        // The GIL has not changed hands: the threads shown but the main
+        // one are where their walk found them, their frames not read again.
+        assert_eq!(
+            reader.hits.get(),
+            first,
+            "{}: the worker's cframe read again",
+            img.name
+        );
+        assert_eq!(
+            engine.stats().unwalked,
+            shown - 1,
+            "{}: samples without a walk",
+            img.name
+        );
+        engine.write_held().expect("write");
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let worker = &got["worker"];
+        assert_eq!(worker.len(), 1, "{}: one held sample", img.name);
+        assert_eq!(
+            worker[0].0,
+            img.expected(img.thread(&img.a, Some("worker")))
+        );
+        assert_eq!(worker[0].1, 2000, "{}: both ticks' time", img.name);
+    }
+}

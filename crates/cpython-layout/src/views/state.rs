@@ -98,6 +98,19 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
     /// Reads the thread state at `addr`, including where its current frame
     /// is.
     pub fn thread(&self, addr: Addr) -> Result<ThreadInfo, ViewError> {
+        self.thread_knowing(addr, |_, _| None)
+    }
+
+    /// [`Target::thread`], with `known(addr, thread_id)` telling the
+    /// current frame of a thread state that cannot have moved since the
+    /// caller last read it (its thread has not held the GIL since): where
+    /// the frame is found through the thread's `cframe` (3.11, 3.12),
+    /// which lives on the thread's own stack, that read is spared.
+    pub fn thread_knowing(
+        &self,
+        addr: Addr,
+        known: impl FnOnce(Addr, u64) -> Option<Addr>,
+    ) -> Result<ThreadInfo, ViewError> {
         let l = &self.layout.thread;
         let mut end = (l.next + 8).max(l.interp + 8).max(l.thread_id + 8);
         if let Some(n) = l.native_thread_id {
@@ -118,6 +131,8 @@ impl<'r, R: MemoryReader + ?Sized> Target<'r, R> {
                 let cf = get_addr(b, cframe)?;
                 if cf.is_null() {
                     Addr::NULL
+                } else if let Some(frame) = known(addr, get(b, l.thread_id)?) {
+                    frame
                 } else {
                     self.field_addr(cf, current_frame)?
                 }
@@ -211,14 +226,16 @@ pub struct Threads<'r, R: MemoryReader + ?Sized> {
     guard: CycleGuard,
 }
 
-impl<R: MemoryReader + ?Sized> Iterator for Threads<'_, R> {
-    type Item = Result<ThreadInfo, ViewError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: MemoryReader + ?Sized> Threads<'_, R> {
+    /// The next thread state, read with [`Target::thread_knowing`].
+    pub fn next_knowing(
+        &mut self,
+        known: impl FnOnce(Addr, u64) -> Option<Addr>,
+    ) -> Option<Result<ThreadInfo, ViewError>> {
         if self.failed || self.next.is_null() {
             return None;
         }
-        let result = self.target.thread(self.next).and_then(|t| {
+        let result = self.target.thread_knowing(self.next, known).and_then(|t| {
             // A thread state that belongs to another interpreter means the
             // list changed under us or the pointer is garbage.
             if t.interp != self.interp {
@@ -239,5 +256,13 @@ impl<R: MemoryReader + ?Sized> Iterator for Threads<'_, R> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+impl<R: MemoryReader + ?Sized> Iterator for Threads<'_, R> {
+    type Item = Result<ThreadInfo, ViewError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_knowing(|_, _| None)
     }
 }
