@@ -185,6 +185,12 @@ struct Held {
     /// The thread's CPU clock when a flush first found the sample held
     /// for a window: a thread whose clock stays there waits.
     cpu_ns: Option<u64>,
+    /// Whether a flush found the clock where `cpu_ns` left it: the thread
+    /// waits, and its clock is not read again for this sample.
+    waits: bool,
+    /// [`ThreadNames::generation`] when `name` was last found to be the
+    /// thread's: while it stays, the name is not compared again.
+    names_seen: u64,
 }
 
 /// The longest a sample of a thread that waits is held back: what a
@@ -192,7 +198,9 @@ struct Held {
 /// write 10 samples a second each. A thread that runs with the same stack
 /// (a loop on one line) is written every window or two (at most 30 ms
 /// held), so that a process that ends by `os._exit` or a signal keeps
-/// nearly all of its last work.
+/// nearly all of its last work; one whose clock stood still for a window
+/// waits, and its sample is held this long even if it starts to run
+/// without moving its Python frame (native code without the GIL).
 pub const HOLD_AT_MOST_NS: u64 = 100_000_000;
 
 impl Held {
@@ -705,10 +713,18 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                     false
                 } else if age >= HOLD_AT_MOST_NS || t.native_id == 0 {
                     true
+                } else if held.waits {
+                    // Found waiting: held until HOLD_AT_MOST_NS (or its
+                    // stack changes), its clock not read again (a system
+                    // call a waiting thread a window).
+                    false
                 } else {
                     match (self.clocks.thread_cpu_ns(t.native_id), held.cpu_ns) {
-                        // Not on a CPU since the last look: it waits.
-                        (Some(now), Some(then)) if now == then => false,
+                        // Not on a CPU for a window: it waits.
+                        (Some(now), Some(then)) if now == then => {
+                            held.waits = true;
+                            false
+                        }
                         // The first look: the next one tells.
                         (Some(now), None) => {
                             held.cpu_ns = Some(now);
@@ -975,10 +991,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 && self.names.asyncio().loop_of(thread.thread_id).is_none()
                 && !self.names.greenlets().has_thread(thread.thread_id)
                 && match self.names.get(thread.thread_id) {
-                    Some(meta) => held.named && meta.name == held.name,
+                    Some(meta) => {
+                        held.named
+                            && (held.names_seen == self.names.generation()
+                                || meta.name == held.name)
+                    }
                     None => !held.named,
                 }
             {
+                held.names_seen = self.names.generation();
                 held.metric += metric_us as i64;
                 per.walked = walked;
                 self.stats.unwalked += 1;
@@ -1143,7 +1164,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         held.metric = metric_us as i64;
                         held.since_ns = now_ns;
                         held.cpu_ns = None;
+                        held.waits = false;
                     }
+                    held.names_seen = self.names.generation();
                     held.named = named;
                     // Taken from the frame the tick found (a walk that had
                     // to start again from a newer one is not).

@@ -199,6 +199,8 @@ pub struct ThreadNames {
     scratch: Vec<Update>,
     asyncio: AsyncioKnown,
     greenlets: GreenletsKnown,
+    /// Counts the refreshes that tracked or untracked a thread.
+    generation: u64,
 }
 
 impl ThreadNames {
@@ -207,6 +209,12 @@ impl ThreadNames {
         let mut scratch = std::mem::take(&mut self.scratch);
         queue.drain_into(&mut scratch);
         self.retired.clear();
+        if scratch
+            .iter()
+            .any(|u| matches!(u, Update::Track { .. } | Update::Untrack { .. }))
+        {
+            self.generation += 1;
+        }
         for update in scratch.drain(..) {
             match update {
                 Update::Track {
@@ -312,6 +320,12 @@ impl ThreadNames {
         self.stand_in
             .filter(|&(id, _)| id == thread_id)
             .map(|(_, native_id)| native_id)
+    }
+
+    /// Changes each time a refresh tracks or untracks a thread (names
+    /// that were a thread's are still its own while it stays the same).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// What is known of the thread `thread_id`.

@@ -804,15 +804,102 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
             "{}: samples without a walk",
             img.name
         );
+        // Renamed (the GIL still where it was): the next sample has the
+        // new name.
+        names.post(Update::Track {
+            thread_id: worker_ident,
+            name: "renamed".into(),
+            native_id: img.thread(&img.a, Some("worker"))["native_id"]
+                .as_u64()
+                .expect("native"),
+        });
+        engine.tick(4_000_000, &names, &freed).expect("tick");
         engine.write_held().expect("write");
         let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
         let got = by_thread(&profile);
-        let worker = &got["worker"];
-        assert_eq!(worker.len(), 1, "{}: one held sample", img.name);
+        let stack = img.expected(img.thread(&img.a, Some("worker")));
+        for (name, time) in [("worker", 2000), ("renamed", 1000)] {
+            let samples = &got[name];
+            assert_eq!(samples.len(), 1, "{}: one held sample of {name}", img.name);
+            assert_eq!(samples[0].0, stack, "{}: {name}", img.name);
+            assert_eq!(samples[0].1, time, "{}: {name}'s time", img.name);
+        }
+    }
+}
+
+/// [`FakeClocks`], counting the reads of each thread's clock.
+struct CountedClocks {
+    clocks: FakeClocks,
+    reads: std::cell::RefCell<HashMap<u64, usize>>,
+}
+
+impl CpuClocks for CountedClocks {
+    fn thread_cpu_ns(&self, tid: u64) -> Option<u64> {
+        *self.reads.borrow_mut().entry(tid).or_default() += 1;
+        self.clocks.thread_cpu_ns(tid)
+    }
+
+    fn thread_is_running(&self, tid: u64) -> bool {
+        self.clocks.thread_is_running(tid)
+    }
+}
+
+#[test]
+fn a_held_sample_found_waiting_is_not_looked_at_again_until_written() {
+    for img in images() {
+        let (worker_tid, _, raw_tid) = img.native_ids();
+        // The worker waits; the raw thread waits for two windows, then
+        // runs (its stack the same).
+        let clocks = CountedClocks {
+            clocks: FakeClocks {
+                tick: Cell::new(0),
+                times: HashMap::from([
+                    (worker_tid, vec![5_000_000; 8]),
+                    (
+                        raw_tid,
+                        vec![0, 0, 0, 0, 0, 1_000_000, 2_000_000, 3_000_000],
+                    ),
+                ]),
+            },
+            reads: Default::default(),
+        };
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&img.snap_a, Mode::Wall);
+        engine.set_cpu_clocks(&clocks);
+        engine.set_hold_unchanged(true);
+        let t0 = 5_000_000_000;
+        engine.start_at(t0);
+        for (i, ms) in [1, 20, 40, 60, 80, 99].into_iter().enumerate() {
+            clocks.clocks.tick.set(i);
+            engine
+                .tick(t0 + ms * 1_000_000, &names, &freed)
+                .expect("tick");
+        }
+        // The first look at 20 ms, the second at 40 finds it waiting:
+        // none after (the raw thread's clock moved at 99 ms unseen).
+        let reads = clocks.reads.borrow();
         assert_eq!(
-            worker[0].0,
-            img.expected(img.thread(&img.a, Some("worker")))
+            reads.get(&worker_tid),
+            Some(&2),
+            "{}: the worker's clock",
+            img.name
         );
-        assert_eq!(worker[0].1, 2000, "{}: both ticks' time", img.name);
+        if img.version.minor >= 11 {
+            // (Before 3.11 only `threading` threads have a kernel id: the
+            // raw thread's sample is written at every flush.)
+            assert_eq!(
+                reads.get(&raw_tid),
+                Some(&2),
+                "{}: the raw thread's clock",
+                img.name
+            );
+        }
+        engine.write_held().expect("write");
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        // Held whole: 99 ms of one stack in one sample.
+        let worker: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
+        assert_eq!(worker, vec![99_000], "{}: the worker's time", img.name);
     }
 }
