@@ -155,6 +155,20 @@ impl Image {
         )
     }
 
+    /// A wall-mode engine over snapshot `a` that holds unchanged samples,
+    /// reading CPU clocks from `clocks`, started at `t0`.
+    fn holding_engine<'r>(
+        &'r self,
+        clocks: &'r dyn CpuClocks,
+        t0: u64,
+    ) -> Engine<'r, SnapshotReader, MojoWriter<Vec<u8>>> {
+        let mut engine = self.engine(&self.snap_a, Mode::Wall);
+        engine.set_cpu_clocks(clocks);
+        engine.set_hold_unchanged(true);
+        engine.start_at(t0);
+        engine
+    }
+
     fn engine<'r, R: MemoryReader + ?Sized>(
         &'r self,
         reader: &'r R,
@@ -295,11 +309,8 @@ fn unchanged_stacks_are_held_into_one_sample_with_every_tick_s_time() {
         };
         let names = img.registry(&img.a);
         let freed = FreedCodes::new();
-        let mut engine = img.engine(&img.snap_a, Mode::Wall);
-        engine.set_cpu_clocks(&clocks);
-        engine.set_hold_unchanged(true);
         let t0 = 5_000_000_000;
-        engine.start_at(t0);
+        let mut engine = img.holding_engine(&clocks, t0);
         let mut ticks = 0;
         let mut tick_at = |engine: &mut Engine<'_, _, _>, ms: u64| {
             clocks.tick.set(ticks);
@@ -865,11 +876,8 @@ fn a_held_sample_found_waiting_is_not_looked_at_again_until_written() {
         };
         let names = img.registry(&img.a);
         let freed = FreedCodes::new();
-        let mut engine = img.engine(&img.snap_a, Mode::Wall);
-        engine.set_cpu_clocks(&clocks);
-        engine.set_hold_unchanged(true);
         let t0 = 5_000_000_000;
-        engine.start_at(t0);
+        let mut engine = img.holding_engine(&clocks, t0);
         for (i, ms) in [1, 20, 40, 60, 80, 99].into_iter().enumerate() {
             clocks.clocks.tick.set(i);
             engine
