@@ -200,7 +200,8 @@ struct Held {
 /// held), so that a process that ends by `os._exit` or a signal keeps
 /// nearly all of its last work; one whose clock stood still for a window
 /// waits, and its sample is held this long even if it starts to run
-/// without moving its Python frame (native code without the GIL).
+/// native code without the GIL and without moving its Python frame (once
+/// it takes the GIL its clock is looked at again).
 pub const HOLD_AT_MOST_NS: u64 = 100_000_000;
 
 impl Held {
@@ -781,6 +782,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         // is where its thread is depends on the others (`hidden`).
         let mut states = std::mem::take(&mut self.tick_states);
         states.clear();
+        // The thread id of the GIL's last holder: another thread state of
+        // the same thread may have run since without a switch (up to 3.11
+        // `PyThreadState_Swap` hands the GIL over as it is).
+        let holder = gil.and_then(|(_, g)| {
+            target
+                .thread_knowing(g.last_holder, |_, _| Some(Addr::NULL))
+                .ok()
+                .map(|t| t.thread_id)
+        });
         for interp in target.interpreters(self.runtime) {
             let interp = match interp {
                 Ok(i) => i,
@@ -799,6 +809,9 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             let seen = &self.threads;
             let unmoved = |addr: Addr, thread_id: u64| {
                 let g = gil.filter(|g| g.last_holder != addr)?;
+                if holder? == thread_id {
+                    return None;
+                }
                 let per = seen.get(&(addr.0, thread_id))?;
                 let walked = per.walked.filter(|w| {
                     per.held.active && w.gil == g.addr.0 && w.switch_number == g.switch_number
@@ -1167,6 +1180,12 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                         held.waits = false;
                     }
                     held.names_seen = self.names.generation();
+                    if gil.is_some_and(|g| g.last_holder == thread.addr) {
+                        // It ran Python code: its clock is looked at
+                        // again (written within a window or two if it
+                        // runs on).
+                        held.waits = false;
+                    }
                     held.named = named;
                     // Taken from the frame the tick found (a walk that had
                     // to start again from a newer one is not).

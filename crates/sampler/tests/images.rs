@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use echion_cpython_layout::views::{Target, ThreadInfo};
+use echion_cpython_layout::views::{InterpreterInfo, Target, ThreadInfo};
 use echion_cpython_layout::{Addr, Layout, MemError, MemoryReader, PyVersion, SnapshotReader};
 use echion_mojo::{Frame, MojoWriter, Profile};
 use echion_sampler::clock::CpuClocks;
@@ -78,15 +78,20 @@ impl Image {
             .unwrap_or_else(|| panic!("{}: no thread {name:?} in the report", self.name))
     }
 
+    /// The main interpreter's state in snapshot `a`.
+    fn interp_a(&self) -> InterpreterInfo {
+        Target::new(&self.snap_a, self.layout)
+            .interpreters(self.runtime)
+            .next()
+            .expect("an interpreter")
+            .expect("readable")
+    }
+
     /// The thread state (in snapshot `a`) of a thread reported in `a`.
     fn thread_state(&self, thread: &Value) -> ThreadInfo {
         let ident = thread["ident"].as_u64().expect("ident");
         let target = Target::new(&self.snap_a, self.layout);
-        let interp = target
-            .interpreters(self.runtime)
-            .next()
-            .expect("an interpreter")
-            .expect("readable");
+        let interp = self.interp_a();
         target
             .threads(&interp)
             .map(|t| t.expect("thread"))
@@ -691,7 +696,7 @@ fn a_frames_code_alone_is_what_reading_the_whole_frame_gives() {
 /// them), and counts the reads that touch any address of `watched`.
 struct WithGil<'a> {
     snap: &'a SnapshotReader,
-    words: Vec<(Addr, u64)>,
+    words: std::cell::RefCell<Vec<(Addr, u64)>>,
     watched: Vec<Addr>,
     hits: Cell<usize>,
 }
@@ -703,12 +708,13 @@ impl MemoryReader for WithGil<'_> {
         if self.watched.iter().any(|w| within(w.0)) {
             self.hits.set(self.hits.get() + 1);
         }
-        let covers = self.words.iter().any(|(a, _)| within(a.0));
+        let words = self.words.borrow();
+        let covers = words.iter().any(|(a, _)| within(a.0));
         match self.snap.read(addr, buf) {
             Err(_) if covers => buf.fill(0),
             other => other?,
         }
-        for (a, value) in &self.words {
+        for (a, value) in words.iter() {
             for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
                 if within(a.0 + i as u64) {
                     buf[(a.0 + i as u64 - addr.0) as usize] = byte;
@@ -723,16 +729,42 @@ impl MemoryReader for WithGil<'_> {
     }
 }
 
+/// Where the GIL of `img`'s interpreter at `interp` is, and the words that
+/// make it say that `holder` took it last, 7 switches so far (the
+/// recordings leave the GIL out; 3.12's is behind a pointer of the
+/// interpreter's, pointed here at unmapped memory).
+fn gil_words(img: &Image, interp: Addr, holder: Addr) -> (Addr, Vec<(Addr, u64)>) {
+    use echion_cpython_layout::layout::GilLocation;
+    let l = &img.layout.gil;
+    let mut words = Vec::new();
+    let gil = match l.location {
+        GilLocation::Runtime(off) => Addr(img.runtime.0 + off),
+        GilLocation::Interp(off) => {
+            let at = Addr(0x7e57_0000_0000);
+            words.push((Addr(interp.0 + off), at.0));
+            at
+        }
+    };
+    words.push((Addr(gil.0 + l.last_holder), holder.0));
+    words.push((Addr(gil.0 + l.switch_number), 7));
+    (gil, words)
+}
+
+impl WithGil<'_> {
+    /// Puts `value` at `addr` (over what was put there before).
+    fn put(&self, addr: Addr, value: u64) {
+        let mut words = self.words.borrow_mut();
+        words.retain(|(a, _)| *a != addr);
+        words.push((addr, value));
+    }
+}
+
 #[test]
 fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
-    use echion_cpython_layout::layout::{CurrentFrame, GilLocation};
+    use echion_cpython_layout::layout::CurrentFrame;
     for img in images() {
         let target = Target::new(&img.snap_a, img.layout);
-        let interp = target
-            .interpreters(img.runtime)
-            .next()
-            .expect("an interpreter")
-            .expect("readable");
+        let interp = img.interp_a();
         let main_ident = img.a["main"]["ident"].as_u64().expect("ident");
         let threads: Vec<ThreadInfo> = target
             .threads(&interp)
@@ -745,17 +777,7 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
         // The GIL (left out of the recording): the main thread took it
         // last, 7 switches so far.
         let l = &img.layout.gil;
-        let mut words = Vec::new();
-        let gil = match l.location {
-            GilLocation::Runtime(off) => Addr(img.runtime.0 + off),
-            GilLocation::Interp(off) => {
-                let at = Addr(0x7e57_0000_0000);
-                words.push((Addr(interp.addr.0 + off), at.0));
-                at
-            }
-        };
-        words.push((Addr(gil.0 + l.last_holder), main.addr.0));
-        words.push((Addr(gil.0 + l.switch_number), 7));
+        let (gil, words) = gil_words(&img, interp.addr, main.addr);
         // Where the worker's `cframe->current_frame` is (3.11, 3.12).
         let worker_ident = img.thread(&img.a, Some("worker"))["ident"]
             .as_u64()
@@ -778,10 +800,11 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
         }
         let reader = WithGil {
             snap: &img.snap_a,
-            words,
+            words: words.into(),
             watched,
             hits: Cell::new(0),
         };
+        let reads_cframes = img.version.minor == 11 || img.version.minor == 12;
         let names = img.registry(&img.a);
         let freed = FreedCodes::new();
         let mut engine = img.engine(&reader, Mode::Wall);
@@ -797,7 +820,7 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
             img.name
         );
         assert!(shown >= 3, "{}: {shown} threads shown", img.name);
-        if img.version.minor == 11 || img.version.minor == 12 {
+        if reads_cframes {
             assert!(first >= 1, "{}: the worker's cframe read", img.name);
         }
         engine.tick(3_000_000, &names, &freed).expect("tick");
@@ -815,8 +838,42 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
             "{}: samples without a walk",
             img.name
         );
-        // Renamed (the GIL still where it was): the next sample has the
-        // new name.
+        // The GIL changed hands (and came back): every thread is read and
+        // walked.
+        reader.put(Addr(gil.0 + l.switch_number), 8);
+        engine.tick(4_000_000, &names, &freed).expect("tick");
+        let second = reader.hits.get();
+        if reads_cframes {
+            assert!(
+                second > first,
+                "{}: the worker's cframe after a switch",
+                img.name
+            );
+        }
+        assert_eq!(
+            engine.stats().unwalked,
+            shown - 1,
+            "{}: all walked",
+            img.name
+        );
+        // The last holder is another thread state of the worker's thread
+        // (3.11 swaps thread states without a switch): the worker's frame
+        // is read again.
+        let t = &img.layout.thread;
+        let other = Addr(0x7e58_0000_0000);
+        reader.put(Addr(other.0 + t.interp), interp.addr.0);
+        reader.put(Addr(other.0 + t.thread_id), worker_ident);
+        reader.put(Addr(gil.0 + l.last_holder), other.0);
+        engine.tick(5_000_000, &names, &freed).expect("tick");
+        if reads_cframes {
+            assert!(
+                reader.hits.get() > second,
+                "{}: the worker's cframe, its thread holding the GIL",
+                img.name
+            );
+        }
+        // Renamed (the GIL where it was): the next sample has the new
+        // name.
         names.post(Update::Track {
             thread_id: worker_ident,
             name: "renamed".into(),
@@ -824,12 +881,12 @@ fn a_thread_that_has_not_held_the_gil_since_its_walk_is_not_read_again() {
                 .as_u64()
                 .expect("native"),
         });
-        engine.tick(4_000_000, &names, &freed).expect("tick");
+        engine.tick(6_000_000, &names, &freed).expect("tick");
         engine.write_held().expect("write");
         let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
         let got = by_thread(&profile);
         let stack = img.expected(img.thread(&img.a, Some("worker")));
-        for (name, time) in [("worker", 2000), ("renamed", 1000)] {
+        for (name, time) in [("worker", 4000), ("renamed", 1000)] {
             let samples = &got[name];
             assert_eq!(samples.len(), 1, "{}: one held sample of {name}", img.name);
             assert_eq!(samples[0].0, stack, "{}: {name}", img.name);
@@ -909,5 +966,58 @@ fn a_held_sample_found_waiting_is_not_looked_at_again_until_written() {
         // Held whole: 99 ms of one stack in one sample.
         let worker: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
         assert_eq!(worker, vec![99_000], "{}: the worker's time", img.name);
+    }
+}
+
+#[test]
+fn a_held_sample_found_waiting_is_looked_at_again_once_its_thread_took_the_gil() {
+    for img in images() {
+        let (worker_tid, _, _) = img.native_ids();
+        let interp = img.interp_a();
+        let worker = img.thread_state(img.thread(&img.a, Some("worker")));
+        // The worker holds the GIL (its switches never counted): it waits
+        // for two windows, then runs on one line.
+        let (_, words) = gil_words(&img, interp.addr, worker.addr);
+        let reader = WithGil {
+            snap: &img.snap_a,
+            words: words.into(),
+            watched: Vec::new(),
+            hits: Cell::new(0),
+        };
+        let clocks = CountedClocks {
+            clocks: FakeClocks {
+                tick: Cell::new(0),
+                times: HashMap::from([(
+                    worker_tid,
+                    vec![0, 0, 0, 1_000_000, 2_000_000, 3_000_000],
+                )]),
+            },
+            reads: Default::default(),
+        };
+        let names = img.registry(&img.a);
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&reader, Mode::Wall);
+        engine.set_cpu_clocks(&clocks);
+        engine.set_hold_unchanged(true);
+        let t0 = 5_000_000_000;
+        engine.start_at(t0);
+        for (i, ms) in [1, 20, 40, 60].into_iter().enumerate() {
+            clocks.clocks.tick.set(i);
+            engine
+                .tick(t0 + ms * 1_000_000, &names, &freed)
+                .expect("tick");
+        }
+        // Found waiting at 40 ms; at 60 its clock is read again (it held
+        // the GIL since), moved: written, all 60 ms of it.
+        assert_eq!(
+            clocks.reads.borrow().get(&worker_tid),
+            Some(&3),
+            "{}: the worker's clock",
+            img.name
+        );
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let worker: Vec<i64> = got["worker"].iter().map(|s| s.1).collect();
+        assert_eq!(worker, vec![60_000], "{}: the worker's time", img.name);
     }
 }
