@@ -72,6 +72,19 @@ static SLOT: Slot = Slot(UnsafeCell::new(None));
 /// its thread's last one).
 const SHARE: u64 = 4;
 
+/// The longest the ticks rest after one ([`SHARE`]): a tick's duration is
+/// wall time, and one whose thread the kernel set aside meanwhile (a busy
+/// machine) would otherwise put the next ticks, and the flush of what
+/// they hold, off for three times as long (a child that then ends by
+/// `os._exit` lost 150 ms that way). A tick that really takes longer
+/// than this (tens of thousands of threads) takes more than its share.
+const REST_AT_MOST_NS: u64 = 10_000_000;
+
+/// How long the ticks rest after one that took `took_ns` (wall time).
+fn rest_after(took_ns: u64) -> u64 {
+    took_ns.saturating_mul(SHARE - 1).min(REST_AT_MOST_NS)
+}
+
 /// Held by the tick, the start and the stop while they use [`SLOT`].
 #[link_section = ".data.echion_fork"]
 static BUSY: AtomicBool = AtomicBool::new(false);
@@ -373,7 +386,7 @@ extern "C" fn on_tick(signo: libc::c_int) {
                 let end = clock::now_ns();
                 let took = end.saturating_sub(now);
                 run.ticking.note_tick_time(took);
-                run.resume_ns = end + took * (SHARE - 1);
+                run.resume_ns = end + rest_after(took);
                 if !go_on {
                     run.over = true;
                     forkstart::disarm(run.timer);
@@ -393,5 +406,19 @@ extern "C" fn on_tick(signo: libc::c_int) {
         if *now != errno {
             *now = errno;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticks_rest_three_times_a_tick_and_never_more_than_10_ms() {
+        assert_eq!(rest_after(20_000), 60_000);
+        assert_eq!(rest_after(3_000_000), 9_000_000);
+        // A tick whose thread was set aside for 50 ms by a busy machine.
+        assert_eq!(rest_after(50_000_000), REST_AT_MOST_NS);
+        assert_eq!(rest_after(u64::MAX), REST_AT_MOST_NS);
     }
 }
