@@ -784,13 +784,19 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         states.clear();
         // The thread id of the GIL's last holder: another thread state of
         // the same thread may have run since without a switch (up to 3.11
-        // `PyThreadState_Swap` hands the GIL over as it is).
-        let holder = gil.and_then(|(_, g)| {
-            target
-                .thread_knowing(g.last_holder, |_, _| Some(Addr::NULL))
-                .ok()
-                .map(|t| t.thread_id)
-        });
+        // `PyThreadState_Swap` hands the GIL over as it is). Read at the
+        // first thread whose frame is behind its `cframe` (3.11, 3.12).
+        let holder_cell = std::cell::OnceCell::new();
+        let holder = || {
+            *holder_cell.get_or_init(|| {
+                gil.and_then(|(_, g)| {
+                    target
+                        .thread_knowing(g.last_holder, |_, _| Some(Addr::NULL))
+                        .ok()
+                        .map(|t| t.thread_id)
+                })
+            })
+        };
         for interp in target.interpreters(self.runtime) {
             let interp = match interp {
                 Ok(i) => i,
@@ -809,7 +815,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
             let seen = &self.threads;
             let unmoved = |addr: Addr, thread_id: u64| {
                 let g = gil.filter(|g| g.last_holder != addr)?;
-                if holder? == thread_id {
+                if holder()? == thread_id {
                     return None;
                 }
                 let per = seen.get(&(addr.0, thread_id))?;
