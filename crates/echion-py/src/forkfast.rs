@@ -188,7 +188,7 @@ static PID_UNSET: AtomicBool = AtomicBool::new(false);
 /// forked it. (`pthread_self` would do, but its page of libc is one that a
 /// fork's child has not touched yet: a fault.)
 #[inline(always)]
-fn thread_pointer() -> usize {
+pub(crate) fn thread_pointer() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         let tp: usize;

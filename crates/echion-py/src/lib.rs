@@ -251,6 +251,9 @@ fn run_to_end(
 ) {
     SAMPLER_TID.store(current_tid() as i32, std::sync::atomic::Ordering::Relaxed);
     SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
+    // (The kernel's writes of its CPU at each wake-up would copy a page
+    // after each fork.)
+    sigheap::leave_rseq();
     reserve::arm();
     let result: Result<Summary, SamplerError> = if own_heap {
         run_apart(config, control, opened)

@@ -159,6 +159,62 @@ pub fn enter_thread() -> bool {
     true
 }
 
+/// Stops the kernel's updates of the calling thread's restartable-sequence
+/// area, which the C library registers for every thread (glibc 2.35 and
+/// later); whether it did. A sampler thread calls this once: the kernel
+/// writes the thread's CPU into that area, in the C library's data of the
+/// thread at the top of its stack, at every return to user space after the
+/// thread was switched out (each tick's wake-up), and after a fork that
+/// page is the fork's to copy: a page fault per fork of a fork loop. The C
+/// library reads the area only in `sched_getcpu`, which asks the kernel
+/// instead once the area says it is not registered (the kernel writes that
+/// at unregistering); echion's thread runs no restartable sequence.
+pub fn leave_rseq() -> bool {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        // (x86-64's signature, which the C library registers with.)
+        const RSEQ_SIG: u32 = 0x5305_3053;
+        const RSEQ_FLAG_UNREGISTER: libc::c_int = 1;
+        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names only
+        // looks symbols up.
+        let (size, offset) = unsafe {
+            (
+                libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()),
+                libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()),
+            )
+        };
+        if size.is_null() || offset.is_null() {
+            return false;
+        }
+        // SAFETY: the C library's `unsigned int __rseq_size` and
+        // `ptrdiff_t __rseq_offset`, set before any thread started and
+        // constant since.
+        let (size, offset) = unsafe { (*size.cast::<u32>(), *offset.cast::<isize>()) };
+        if size == 0 {
+            // (Not registered: a tunable or a kernel before 4.18.)
+            return false;
+        }
+        let area = crate::forkfast::thread_pointer().wrapping_add_signed(offset);
+        // The length registered: 32 bytes (the original area, what the C
+        // library registers while its features fit in it), else its size.
+        for len in [32, size] {
+            // SAFETY: unregisters the calling thread's area where `area`,
+            // `len` and the signature are what was registered; else the
+            // kernel refuses and changes nothing.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) };
+            if rc == 0 {
+                return true;
+            }
+        }
+        false
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
 /// Ends [`enter_thread`].
 pub fn leave_thread() {
     leave();

@@ -684,14 +684,14 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         let gil = self.gil_before_tick();
         let result = if self.reader.reads_are_cheap() {
             // Reads cost no system call: read each thing when it is needed.
-            self.tick_with(self.reader, None, gil, now_ns)
+            self.tick_with(self.reader, None, gil, now_ns, registry)
         } else {
             // The regions live in the engine between ticks; taken out for
             // the tick so that the walk can borrow them while the engine
             // changes.
             let mut regions = std::mem::replace(&mut self.regions, RegionCache::new(self.reader));
             self.stats.prefetched_ranges = regions.copy_last_tick() as u64;
-            let result = self.tick_with(&regions, Some(&regions), gil, now_ns);
+            let result = self.tick_with(&regions, Some(&regions), gil, now_ns, registry);
             self.regions = regions;
             result
         };
@@ -775,6 +775,7 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         regions: Option<&RegionCache<'r, R>>,
         gil: Option<(Addr, GilInfo)>,
         now_ns: u64,
+        registry: &RegistryQueue,
     ) -> std::io::Result<()> {
         let target = Target::new(memory, self.layout);
         // Every interpreter's thread states first (newest first, as
@@ -846,6 +847,15 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
                 continue;
             }
             let TickState { iid, gil, thread } = states[i];
+            if thread.thread_id != 0 && self.names.get(thread.thread_id).is_none() {
+                // The names were brought up to date at the tick's start,
+                // and the tick may have been held up since: a thread
+                // started meanwhile has posted its name (and `threading`'s
+                // hooks the code its threads start with) before it ran.
+                // Looked at again before it is shown under its kernel id
+                // or hidden. (One load where nothing was posted.)
+                self.names.refresh(registry);
+            }
             match self.sample_thread(memory, regions, iid, &thread, gil, now_ns) {
                 Ok(true) => self.stats.samples += 1,
                 Ok(false) => {}

@@ -638,6 +638,82 @@ impl MemoryReader for NoNativeId<'_> {
     }
 }
 
+/// Reads a snapshot, and posts an update to `names` as the thread state
+/// at `tstate` is first read: a thread whose name comes after the tick's
+/// start.
+struct PostsOnRead<'a> {
+    snap: &'a SnapshotReader,
+    tstate: Addr,
+    names: &'a RegistryQueue,
+    update: std::cell::RefCell<Option<Update>>,
+}
+
+impl MemoryReader for PostsOnRead<'_> {
+    fn read(&self, addr: Addr, buf: &mut [u8]) -> Result<(), MemError> {
+        if addr == self.tstate {
+            if let Some(update) = self.update.borrow_mut().take() {
+                self.names.post(update);
+            }
+        }
+        self.snap.read(addr, buf)
+    }
+
+    fn reads_are_cheap(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_thread_named_after_the_ticks_start_is_shown_under_its_name() {
+    // The names are brought up to date as a tick starts; a tick held up
+    // after that (a busy machine) finds threads started since, whose names
+    // were posted before they ran: neither hidden (as a `threading` thread
+    // with no name) nor shown under its kernel id.
+    for img in images() {
+        let worker = img.thread(&img.a, Some("worker"));
+        let tstate = img.thread_state(worker);
+        let names = RegistryQueue::default();
+        names.post(Update::Track {
+            thread_id: img.a["main"]["ident"].as_u64().expect("ident"),
+            name: "MainThread".into(),
+            native_id: img.a["main"]["native_id"].as_u64().expect("native"),
+        });
+        names.post(Update::BootstrapCode {
+            code: img.a["bootstrap_code"].as_u64().expect("code"),
+        });
+        let reader = PostsOnRead {
+            snap: &img.snap_a,
+            tstate: tstate.addr,
+            names: &names,
+            update: std::cell::RefCell::new(Some(Update::Track {
+                thread_id: worker["ident"].as_u64().expect("ident"),
+                name: "worker".into(),
+                native_id: worker["native_id"].as_u64().expect("native"),
+            })),
+        };
+        let freed = FreedCodes::new();
+        let mut engine = img.engine(&reader, Mode::Wall);
+        engine.tick(1_000_000, &names, &freed).expect("tick");
+        assert!(reader.update.borrow().is_none(), "{}: posted", img.name);
+        let profile = Profile::parse(&engine.into_sink().finish().expect("vec")).expect("mojo");
+        let got = by_thread(&profile);
+        let (worker_native, _, _) = img.native_ids();
+        assert!(
+            !got.contains_key(&format!("Thread-{worker_native}")),
+            "{}: threads {:?}",
+            img.name,
+            got.keys()
+        );
+        assert_eq!(
+            got.get("worker").map(|s| s[0].0.clone()),
+            Some(img.expected(worker)),
+            "{}: threads {:?}",
+            img.name,
+            got.keys()
+        );
+    }
+}
+
 #[test]
 fn a_thread_first_seen_with_no_native_id_takes_it_later() {
     for img in images().into_iter().filter(|i| i.version.minor >= 11) {

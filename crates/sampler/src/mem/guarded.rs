@@ -29,11 +29,25 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Set from [`GuardedReader::refresh`] to [`GuardedReader::end_tick`]
-/// while that tick may read with loads. (In the section where `echion.core`
+/// while that tick may read with loads: the flag in a page of its own
+/// that a forked child gets zeroed ([`in_tick`]), or, where the kernel
+/// has no such page, this static. (In the section where `echion.core`
 /// keeps the other statics every tick writes: a tick on a program's
 /// thread after a fork then copies one page of them, not one per static.)
 #[link_section = ".data.echion_fork"]
 static IN_TICK: AtomicBool = AtomicBool::new(false);
+
+/// The flag a tick sets while it may read with loads, in a page that a
+/// fork leaves the parent's alone (`MADV_WIPEONFORK`: the child gets it
+/// zeroed, with no tick under way), made at the first call. A flag in
+/// memory the fork shares would be copied at each tick's first write
+/// after each fork: in a program that forks in a loop, a page fault of
+/// the sampler's per fork (and a child forked in a parent's tick would
+/// have inherited a tick under way, which no tick of its own ends).
+/// Lock-free: a fork may come while another thread makes it.
+fn in_tick() -> &'static AtomicBool {
+    imp::wiped_flag_or(&IN_TICK)
+}
 /// How many [`HoldOff`]s are alive: while any is, ticks read through
 /// `process_vm_readv`.
 static HELD_OFF: AtomicU32 = AtomicU32::new(0);
@@ -62,7 +76,8 @@ pub fn hold_off() -> HoldOff {
     // (SeqCst both ways: either the tick sees the hold-off, or this sees
     // the tick.)
     let start = Instant::now();
-    while IN_TICK.load(Ordering::SeqCst) && start.elapsed() < HOLD_OFF_WAIT {
+    let in_tick = in_tick();
+    while in_tick.load(Ordering::SeqCst) && start.elapsed() < HOLD_OFF_WAIT {
         std::thread::yield_now();
     }
     HoldOff(())
@@ -79,6 +94,8 @@ use echion_cpython_layout::{Addr, MemError, MemoryReader, ProcessReader};
 pub struct GuardedReader {
     fallback: ProcessReader,
     active: Cell<bool>,
+    /// [`in_tick`].
+    in_tick: &'static AtomicBool,
     /// Whether faults can reach the handler on the owning thread.
     usable: bool,
     _not_send: std::marker::PhantomData<*const ()>,
@@ -95,6 +112,7 @@ impl GuardedReader {
         let reader = Self {
             fallback,
             active: Cell::new(false),
+            in_tick: in_tick(),
             usable,
             _not_send: std::marker::PhantomData,
         };
@@ -108,6 +126,7 @@ impl GuardedReader {
         Ok(Self {
             fallback: ProcessReader::own()?,
             active: Cell::new(false),
+            in_tick: in_tick(),
             usable: false,
             _not_send: std::marker::PhantomData,
         })
@@ -117,10 +136,10 @@ impl GuardedReader {
     /// `SIGBUS`; reads use plain loads only while that holds. Call it before
     /// each tick. Two cheap system calls.
     pub fn refresh(&self) -> bool {
-        IN_TICK.store(true, Ordering::SeqCst);
+        self.in_tick.store(true, Ordering::SeqCst);
         let ok = self.check();
         if !ok {
-            IN_TICK.store(false, Ordering::SeqCst);
+            self.in_tick.store(false, Ordering::SeqCst);
         }
         ok
     }
@@ -128,7 +147,7 @@ impl GuardedReader {
     /// Says that the tick [`GuardedReader::refresh`] began is over: a
     /// [`hold_off`] need not wait for it.
     pub fn end_tick(&self) {
-        IN_TICK.store(false, Ordering::SeqCst);
+        self.in_tick.store(false, Ordering::SeqCst);
     }
 
     /// [`GuardedReader::refresh`] without beginning a tick.
@@ -221,7 +240,7 @@ pub fn prepare_thread() {
 mod imp {
     use std::cell::UnsafeCell;
     use std::mem::MaybeUninit;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
     use std::sync::Mutex;
 
     // The copy routine, 0 on success. Short copies (most reads: a struct's
@@ -310,6 +329,64 @@ mod imp {
 
     pub(super) fn installed() -> bool {
         INSTALLED.load(Ordering::Acquire)
+    }
+
+    /// The flag [`super::in_tick`] gives, once decided (null: not yet).
+    static WIPED_FLAG: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
+
+    /// A flag in a page of its own that a forked child gets zeroed
+    /// (`MADV_WIPEONFORK`), the same for every caller; `fallback` where
+    /// the kernel (older than 4.14) or the process's limits say no.
+    pub(super) fn wiped_flag_or(fallback: &'static AtomicBool) -> &'static AtomicBool {
+        let at = WIPED_FLAG.load(Ordering::Acquire);
+        if !at.is_null() {
+            // SAFETY: stored below: a page that is never unmapped, or
+            // `fallback`, a static.
+            return unsafe { &*at };
+        }
+        const PAGE: usize = 4096;
+        // SAFETY: a new private anonymous mapping at an address of the
+        // kernel's choice; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let made = if p == libc::MAP_FAILED {
+            std::ptr::from_ref(fallback).cast_mut()
+        // SAFETY: `p` is the mapping just made, which nothing else uses.
+        } else if unsafe { libc::madvise(p, PAGE, libc::MADV_WIPEONFORK) } != 0 {
+            // SAFETY: as above; nothing refers to it.
+            unsafe { libc::munmap(p, PAGE) };
+            std::ptr::from_ref(fallback).cast_mut()
+        } else {
+            // (Zeroed: a `false`; page-aligned.)
+            p.cast::<AtomicBool>()
+        };
+        let at = match WIPED_FLAG.compare_exchange(
+            std::ptr::null_mut(),
+            made,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => made,
+            Err(first) => {
+                if made.cast::<libc::c_void>() == p {
+                    // SAFETY: another caller's flag was stored first;
+                    // nothing refers to this page.
+                    unsafe { libc::munmap(p, PAGE) };
+                }
+                first
+            }
+        };
+        // SAFETY: a page that is never unmapped (it was stored), or
+        // `fallback`, a static.
+        unsafe { &*at }
     }
 
     /// Installs the handler for both signals, once per process. False if
@@ -471,6 +548,11 @@ mod imp {
     pub(super) fn installed() -> bool {
         false
     }
+    pub(super) fn wiped_flag_or(
+        fallback: &'static std::sync::atomic::AtomicBool,
+    ) -> &'static std::sync::atomic::AtomicBool {
+        fallback
+    }
     pub(super) fn install() -> bool {
         false
     }
@@ -559,6 +641,34 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn a_forked_child_has_no_tick_under_way() {
+        // The flag is in a page the child gets zeroed: set in the parent
+        // (a tick under way as it forks), clear in the child.
+        let flag = in_tick();
+        assert!(!std::ptr::eq(flag, &IN_TICK), "a page of its own");
+        flag.store(true, Ordering::SeqCst);
+        // SAFETY: the child only loads an atomic and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let status = i32::from(in_tick().load(Ordering::SeqCst));
+            // SAFETY: ends the child at once (no destructor, no test
+            // harness code).
+            unsafe { libc::_exit(status) };
+        }
+        assert!(pid > 0, "fork");
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; `status` is a live local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        flag.store(false, Ordering::SeqCst);
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child saw a tick under way"
+        );
     }
 
     /// The second of two mapped pages, made unreadable (never unmapped:
