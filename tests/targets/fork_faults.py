@@ -1,7 +1,8 @@
 """Forks children that leave at once, with a pause after each long enough
-for the sampler to tick, and reports the page faults its thread took over
-the loop (the thread's `minflt` in /proc): a sampler whose ticks after a
-fork write a page the fork made shared takes one per fork and page."""
+for the sampler to tick (1.5 ms, at 1 ms), and reports the page faults its
+thread took over the loop (the thread's `minflt` in /proc): a sampler whose
+ticks after a fork write a page the fork made shared takes one per fork
+and page."""
 
 import os
 import sys
@@ -30,6 +31,6 @@ for _ in range(FORKS):
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
-    time.sleep(0.004)
+    time.sleep(0.0015)
 after = sampler_faults()
 report(forks=FORKS, faults=None if before is None or after is None else after - before)

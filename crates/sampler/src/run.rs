@@ -2,7 +2,7 @@
 //! deadlines until told to stop, close the profile with its counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -203,14 +203,14 @@ pub struct Control {
 /// The loop's sleep: a stop sets `woken` and wakes it.
 ///
 /// Made by the loop's thread when its run starts, so in the memory where
-/// the run's data is (see [`run_opened_in`]): each nap writes its lock and
-/// its futex word, which are then not a page a fork made shared, as the
-/// thread's own parker (`thread::park_timeout`) was, made by the thread
-/// that spawned it.
+/// the run's data is (see [`run_opened_in`]): each nap reads its word,
+/// which is then not on a page a fork made shared, as the thread's own
+/// parker (`thread::park_timeout`) was, made by the thread that spawned
+/// it; and the futex calls write no `errno` ([`guarded::futex_wait`]).
 #[derive(Debug, Default)]
 struct Nap {
-    woken: Mutex<bool>,
-    wake: Condvar,
+    /// 1 once a stop woke the nap.
+    woken: AtomicU32,
 }
 
 impl Nap {
@@ -218,11 +218,15 @@ impl Nap {
     /// now), or until [`Control::request_stop`] wakes it; may return early
     /// (the caller looks at the clock again).
     fn sleep(&self, now_ns: u64, deadline_ns: u64) {
-        let woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
-        if !*woken {
-            let wait = Duration::from_nanos(deadline_ns.saturating_sub(now_ns));
-            drop(self.wake.wait_timeout(woken, wait));
+        if self.woken.load(Ordering::Acquire) == 0 {
+            guarded::futex_wait(&self.woken, 0, deadline_ns.saturating_sub(now_ns));
         }
+    }
+
+    /// Ends the nap under way and every later one.
+    fn wake(&self) {
+        self.woken.store(1, Ordering::Release);
+        guarded::futex_wake(&self.woken);
     }
 }
 
@@ -237,8 +241,7 @@ impl Control {
         self.stop.store(true, Ordering::Release);
         let sleeper = self.sleeper.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(nap) = sleeper.as_ref() {
-            *nap.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            nap.wake.notify_all();
+            nap.wake();
         }
     }
 

@@ -219,6 +219,25 @@ impl MemoryReader for GuardedReader {
     }
 }
 
+/// Waits while `word` holds `expected`, at most `timeout_ns`, or until
+/// [`futex_wake`] (or a signal, or for no reason: the caller looks again).
+///
+/// The sampler thread's nap between ticks. Not through the C library,
+/// whose `syscall` writes `errno` when a wait ends by its timeout (the end
+/// of nearly every nap): `errno` is in the thread's own data, in a page
+/// that each fork of the program makes copy-on-write, and its write after
+/// a fork was a page fault of the sampler's per fork (with, the child not
+/// gone yet, an interrupt of the program's CPU to flush the page's old
+/// mapping).
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) {
+    imp::futex_wait(word, expected, timeout_ns);
+}
+
+/// Wakes every thread in [`futex_wait`] on `word`.
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    imp::futex_wake(word);
+}
+
 /// Puts back the `SIGSEGV` and `SIGBUS` dispositions that were there before
 /// the fault handler, where ours is still the one installed (a program
 /// that installed its own since keeps it). Call it only when no guarded
@@ -240,7 +259,7 @@ pub fn prepare_thread() {
 mod imp {
     use std::cell::UnsafeCell;
     use std::mem::MaybeUninit;
-    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
     use std::sync::Mutex;
 
     // The copy routine, 0 on success. Short copies (most reads: a struct's
@@ -329,6 +348,47 @@ mod imp {
 
     pub(super) fn installed() -> bool {
         INSTALLED.load(Ordering::Acquire)
+    }
+
+    pub(super) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+        let timeout = libc::timespec {
+            tv_sec: (timeout_ns / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT reads the word (a live atomic) and the
+        // timeout (a live local) and writes no memory of ours; the
+        // `syscall` instruction clobbers rcx and r11 only, and its result
+        // (0 or an error number, which the caller has no use for) is
+        // left in rax.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") libc::SYS_futex => _,
+                in("rdi") word.as_ptr(),
+                in("rsi") libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                in("rdx") expected,
+                in("r10") &raw const timeout,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+    }
+
+    pub(super) fn futex_wake(word: &AtomicU32) {
+        // SAFETY: FUTEX_WAKE only looks the word's address up; as above.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") libc::SYS_futex => _,
+                in("rdi") word.as_ptr(),
+                in("rsi") libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                in("rdx") i32::MAX,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
     }
 
     /// The flag [`super::in_tick`] gives, once decided (null: not yet).
@@ -545,9 +605,18 @@ mod imp {
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 mod imp {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     pub(super) fn installed() -> bool {
         false
     }
+    pub(super) fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+        // (No futex here: short sleeps, looked at again by the caller.)
+        if word.load(Ordering::Acquire) == expected {
+            std::thread::sleep(std::time::Duration::from_nanos(timeout_ns.min(1_000_000)));
+        }
+    }
+    pub(super) fn futex_wake(_word: &AtomicU32) {}
     pub(super) fn wiped_flag_or(
         fallback: &'static std::sync::atomic::AtomicBool,
     ) -> &'static std::sync::atomic::AtomicBool {

@@ -10,7 +10,9 @@
 //! copied regions go to the underlying reader.
 //!
 //! In-process, [`guarded::GuardedReader`] reads without system calls: plain
-//! loads whose faults are recovered (the only `unsafe` of this crate).
+//! loads whose faults are recovered. That module is the only `unsafe` of
+//! this crate, with the system calls of the sampler thread's nap
+//! ([`guarded::futex_wait`]), made there without the C library.
 
 use std::cell::{Cell, RefCell};
 
