@@ -237,4 +237,7 @@ def test_the_sampler_threads_ticks_after_a_fork_take_no_page_fault(tmp_path):
     assert run.returncode == 0, run.describe()
     got = run.result
     assert got["faults"] is not None, f"no echion-sampler thread; {run.describe()}"
-    assert got["faults"] < got["forks"] // 2, got
+    # (Flushes: one every 10 ms of the loop, half as many again for a slow
+    # machine's; and a fork in four. Before, two a fork.)
+    flushes = got["seconds"] * 100
+    assert got["faults"] < 1.5 * flushes + got["forks"] / 4, got

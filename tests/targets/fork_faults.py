@@ -15,17 +15,23 @@ FORKS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 
 def sampler_faults():
     for tid in os.listdir("/proc/self/task"):
-        with open("/proc/self/task/%s/comm" % tid) as f:
-            if f.read().strip() == "echion-sampler":
-                with open("/proc/self/task/%s/stat" % tid) as f:
-                    # (The fields after the command's closing parenthesis:
-                    # minflt is the stat file's tenth field.)
-                    return int(f.read().rsplit(")", 1)[1].split()[7])
+        try:
+            with open("/proc/self/task/%s/comm" % tid) as f:
+                if f.read().strip() != "echion-sampler":
+                    continue
+            with open("/proc/self/task/%s/stat" % tid) as f:
+                # (The fields after the command's closing parenthesis:
+                # minflt is the stat file's tenth field.)
+                return int(f.read().rsplit(")", 1)[1].split()[7])
+        except OSError:
+            # (A thread that ended meanwhile.)
+            continue
     return None
 
 
 time.sleep(0.1)
 before = sampler_faults()
+start = time.monotonic()
 for _ in range(FORKS):
     pid = os.fork()
     if pid == 0:
@@ -33,4 +39,8 @@ for _ in range(FORKS):
     os.waitpid(pid, 0)
     time.sleep(0.0015)
 after = sampler_faults()
-report(forks=FORKS, faults=None if before is None or after is None else after - before)
+report(
+    forks=FORKS,
+    faults=None if before is None or after is None else after - before,
+    seconds=time.monotonic() - start,
+)

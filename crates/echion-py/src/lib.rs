@@ -251,9 +251,6 @@ fn run_to_end(
 ) {
     SAMPLER_TID.store(current_tid() as i32, std::sync::atomic::Ordering::Relaxed);
     SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
-    // (The kernel's writes of its CPU at each wake-up would copy a page
-    // after each fork.)
-    sigheap::leave_rseq();
     reserve::arm();
     let result: Result<Summary, SamplerError> = if own_heap {
         run_apart(config, control, opened)
@@ -740,7 +737,13 @@ fn start_native(py: Python<'_>, open_first: bool, forked_at_ns: Option<u64>) -> 
     SAMPLER_SPAWNED.store(true, std::sync::atomic::Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("echion-sampler".into())
-        .spawn(move || run_to_end(&config, &control, &done, finish, opened, own_heap))
+        .spawn(move || {
+            // (Echion's own thread: the kernel's writes of its CPU at each
+            // wake-up would copy a page after each fork. Not in
+            // `run_to_end`, which `start` runs on a program's thread.)
+            sigheap::leave_rseq();
+            run_to_end(&config, &control, &done, finish, opened, own_heap)
+        })
         .map_err(|e| {
             SAMPLER_SPAWNED.store(false, std::sync::atomic::Ordering::Release);
             PyRuntimeError::new_err(format!("cannot start the sampler thread: {e}"))

@@ -166,9 +166,12 @@ pub fn enter_thread() -> bool {
 /// thread at the top of its stack, at every return to user space after the
 /// thread was switched out (each tick's wake-up), and after a fork that
 /// page is the fork's to copy: a page fault per fork of a fork loop. The C
-/// library reads the area only in `sched_getcpu`, which asks the kernel
-/// instead once the area says it is not registered (the kernel writes that
-/// at unregistering); echion's thread runs no restartable sequence.
+/// library reads the area in `sched_getcpu`, which asks the kernel instead
+/// once the area says it is not registered (the kernel writes that at
+/// unregistering), and in `pthread_create`, whose threads then register
+/// none either (the sampler's helper thread, `echion-probe`). Echion's
+/// thread runs no restartable sequence; only a thread of echion's may call
+/// this (a program's thread would lose it, and so would its threads).
 pub fn leave_rseq() -> bool {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {

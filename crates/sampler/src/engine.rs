@@ -842,18 +842,21 @@ impl<'r, R: MemoryReader + ?Sized, S: Sink> Engine<'r, R, S> {
         }
         let across = self.filter == ThreadFilter::Profile;
         let mut result = Ok(());
+        let mut looked_again = false;
         for i in 0..states.len() {
             if hidden(&states, i, across) {
                 continue;
             }
             let TickState { iid, gil, thread } = states[i];
-            if thread.thread_id != 0 && self.names.get(thread.thread_id).is_none() {
+            if !looked_again && thread.thread_id != 0 && self.names.get(thread.thread_id).is_none()
+            {
                 // The names were brought up to date at the tick's start,
                 // and the tick may have been held up since: a thread
                 // started meanwhile has posted its name (and `threading`'s
                 // hooks the code its threads start with) before it ran.
-                // Looked at again before it is shown under its kernel id
-                // or hidden. (One load where nothing was posted.)
+                // Looked at again, once a tick, before it is shown under
+                // its kernel id or hidden.
+                looked_again = true;
                 self.names.refresh(registry);
             }
             match self.sample_thread(memory, regions, iid, &thread, gil, now_ns) {
