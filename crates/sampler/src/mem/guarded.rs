@@ -355,35 +355,35 @@ mod imp {
             tv_sec: (timeout_ns / 1_000_000_000).min(i64::MAX as u64) as libc::time_t,
             tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
         };
-        // SAFETY: FUTEX_WAIT reads the word (a live atomic) and the
-        // timeout (a live local) and writes no memory of ours; the
-        // `syscall` instruction clobbers rcx and r11 only, and its result
-        // (0 or an error number, which the caller has no use for) is
-        // left in rax.
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") libc::SYS_futex => _,
-                in("rdi") word.as_ptr(),
-                in("rsi") (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
-                in("rdx") u64::from(expected),
-                in("r10") &raw const timeout,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
-        }
+        futex(
+            word,
+            libc::FUTEX_WAIT,
+            u64::from(expected),
+            &raw const timeout,
+        );
     }
 
     pub(super) fn futex_wake(word: &AtomicU32) {
-        // SAFETY: FUTEX_WAKE only looks the word's address up; as above.
+        futex(word, libc::FUTEX_WAKE, i32::MAX as u64, std::ptr::null());
+    }
+
+    /// The futex call `op` (private) on `word`, made with the `syscall`
+    /// instruction; its result (0, a count, or an error number) is of no
+    /// use to the nap.
+    fn futex(word: &AtomicU32, op: libc::c_int, val: u64, timeout: *const libc::timespec) {
+        // SAFETY: FUTEX_WAIT reads the word (a live atomic) and the
+        // timeout (a live local of the caller's); FUTEX_WAKE only looks
+        // the word's address up; neither writes memory of ours. The
+        // `syscall` instruction clobbers rcx and r11 only, and returns in
+        // rax.
         unsafe {
             std::arch::asm!(
                 "syscall",
                 inlateout("rax") libc::SYS_futex => _,
                 in("rdi") word.as_ptr(),
-                in("rsi") (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64,
-                in("rdx") i32::MAX as u64,
+                in("rsi") (op | libc::FUTEX_PRIVATE_FLAG) as u64,
+                in("rdx") val,
+                in("r10") timeout,
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack),
